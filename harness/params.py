@@ -1,0 +1,115 @@
+"""Typed runbook parameters: read from each notebook's ``parameters`` cell, validated before a kernel starts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import ParameterError
+
+# Injected by ``harness run`` into every runbook; not settable with -p.
+RESERVED = frozenset({"run_dir", "run_id"})
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true/false")
+
+
+def _list(text: str) -> list:
+    text = text.strip()
+    if text.startswith("["):
+        value = json.loads(text)
+        if not isinstance(value, list):
+            raise ValueError("expected a JSON list")
+        return value
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _dict(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
+CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "str": str, "int": int, "float": float, "bool": _bool,
+    "list": _list, "list[str]": _list, "list[int]": lambda t: [int(x) for x in _list(t)],
+    "list[float]": lambda t: [float(x) for x in _list(t)], "dict": _dict, "dict[str, str]": _dict,
+}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type_name: str
+    default: str  # as written in the parameters cell
+    help: str = ""
+
+    def convert(self, raw: Any, notebook: str) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        conv = CONVERTERS.get(self.type_name.replace(" ", "").replace(",", ", "), None)
+        if conv is None:
+            raise ParameterError(
+                f"parameter '{self.name}' of {notebook} has an unsupported type '{self.type_name}'",
+                notebook=notebook, parameter=self.name)
+        try:
+            return conv(raw)
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise ParameterError(
+                f"parameter '{self.name}' of {notebook} expects {self.type_name}, got {raw!r} ({exc})",
+                notebook=notebook, parameter=self.name) from None
+
+
+def declared_parameters(notebook: Path) -> dict[str, Parameter]:
+    """The typed parameters of a notebook's ``parameters`` cell (papermill's own inspection)."""
+    import papermill
+
+    found = papermill.inspect_notebook(str(notebook))
+    params = {}
+    for name, info in found.items():
+        type_name = info.get("inferred_type_name") or "None"
+        if type_name == "None":
+            raise ParameterError(f"parameter '{name}' of {notebook.name} has no type annotation; "
+                                 f"write it as `{name}: int = ...`", notebook=notebook.name, parameter=name)
+        params[name] = Parameter(name, type_name, str(info.get("default")), info.get("help") or "")
+    return params
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    """``["phase=2", "users=5"]`` -> ``{"phase": "2", "users": "5"}``."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ParameterError(f"parameter {pair!r} must be written NAME=VALUE", parameter=pair)
+        out[name] = value
+    return out
+
+
+def resolve(notebooks: list[Path], raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Typed parameters for each notebook. Every given name must be declared by at least one
+    notebook, and its value must convert to every declaring notebook's type."""
+    declared = {nb.name: declared_parameters(nb) for nb in notebooks}
+    for name in raw:
+        if name in RESERVED:
+            raise ParameterError(f"parameter '{name}' is set by `harness run` itself", parameter=name)
+        if not any(name in params for params in declared.values()):
+            known = sorted({p for params in declared.values() for p in params} - RESERVED)
+            raise ParameterError(f"unknown parameter '{name}'; the runbooks declare: {', '.join(known)}",
+                                 parameter=name)
+    typed: dict[str, dict[str, Any]] = {}
+    for nb in notebooks:
+        params = declared[nb.name]
+        typed[nb.name] = {name: params[name].convert(value, nb.name)
+                          for name, value in raw.items() if name in params}
+    return typed

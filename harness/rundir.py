@@ -1,0 +1,74 @@
+"""The run directory ``runs/<run-id>/`` and what lives in it."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from suite.settings import project_root
+
+
+def new_run_id() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def default_runs_dir() -> Path:
+    return project_root() / "runs"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @classmethod
+    def create(cls, runs_dir: Path | None = None, run_id: str | None = None) -> "RunDir":
+        path = Path(runs_dir or default_runs_dir()) / (run_id or new_run_id())
+        for sub in ("notebooks", "results", "figures", "load", "backups"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        return cls(path.resolve())
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.path / "notebooks"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def steps_file(self) -> Path:
+        return self.path / "steps.json"
+
+    @property
+    def started_services_file(self) -> Path:
+        return self.path / "started_services.json"
+
+    def write_json(self, name: str, data: Any) -> Path:
+        target = self.path / name
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        os.replace(tmp, target)
+        return target
+
+    def read_json(self, name: str, default: Any = None) -> Any:
+        try:
+            return json.loads((self.path / name).read_text())
+        except FileNotFoundError:
+            return default

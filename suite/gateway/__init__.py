@@ -1,0 +1,1 @@
+"""OpenAI-compatible gateway: routes by model alias, retries, falls back, cools failed upstreams."""

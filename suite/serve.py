@@ -1,0 +1,34 @@
+"""Run one service in this process: ``python -m suite.serve NAME [--settings-file F]``.
+
+The supervisor starts each service this way; the settings file carries the parent's exact settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import uvicorn
+
+from suite import services
+from suite.settings import Settings
+from suite.web.logs import configure_json_logging
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m suite.serve")
+    parser.add_argument("service", choices=list(services.BY_NAME))
+    parser.add_argument("--settings-file", default=os.environ.get("SUITE_SETTINGS_FILE"))
+    args = parser.parse_args(argv)
+    settings = Settings.from_file(args.settings_file) if args.settings_file else Settings()
+    configure_json_logging(args.service, settings.log_level)
+    spec = services.get(args.service)
+    logging.getLogger(__name__).info("starting %s on %s:%d", spec.name, settings.host, settings.port(spec.name))
+    app = spec.load_factory()(settings, **spec.kwargs)
+    uvicorn.run(app, host=settings.host, port=settings.port(spec.name), log_config=None,
+                timeout_graceful_shutdown=5)
+
+
+if __name__ == "__main__":
+    main()

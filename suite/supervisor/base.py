@@ -1,0 +1,101 @@
+"""The backend contract: ``up``, ``down``, ``status``, ``log_path`` returning ``ServiceState``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import httpx
+
+from suite.services import ServiceSpec
+
+Progress = Callable[[str], None]
+
+
+class SupervisorError(RuntimeError):
+    """Root of the supervisor's errors; the CLI prints the message and exits non-zero."""
+
+
+class PortInUse(SupervisorError):
+    def __init__(self, service: str, port: int, holder: str) -> None:
+        super().__init__(f"port {port} for {service} is already in use by {holder}; "
+                         f"stop it, or shift all ports with SUITE_PORT_OFFSET")
+        self.service, self.port, self.holder = service, port, holder
+
+
+class ServiceFailed(SupervisorError):
+    def __init__(self, service: str, reason: str, log_tail: str = "") -> None:
+        msg = f"{service} did not become ready: {reason}"
+        if log_tail:
+            msg += "\n--- last lines of its log ---\n" + log_tail
+        super().__init__(msg)
+        self.service, self.reason, self.log_tail = service, reason, log_tail
+
+
+@dataclass
+class ServiceState:
+    name: str
+    phase: int
+    url: str
+    pid: int | None = None
+    running: bool = False
+    healthy: bool = False
+    ready: bool = False
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Backend(Protocol):
+    def up(self, phase: int, progress: Progress | None = None) -> list[str]:
+        """Start every service of phases 1..phase not already running; return the names started."""
+
+    def down(self, names: list[str] | None = None) -> list[str]:
+        """Stop the named services (all when None); return the names stopped."""
+
+    def status(self) -> list[ServiceState]: ...
+
+    def log_path(self, name: str) -> Path: ...
+
+
+def probe(url: str, timeout: float = 2.0) -> tuple[bool, str]:
+    """GET a probe URL: (ok, short detail)."""
+    try:
+        r = httpx.get(url, timeout=timeout)
+    except httpx.TimeoutException:
+        return False, "timeout"
+    except httpx.TransportError as exc:
+        return False, type(exc).__name__
+    if r.status_code == 200:
+        return True, "ok"
+    try:
+        reason = r.json().get("reason") or r.json().get("error", {}).get("message", "")
+    except ValueError:
+        reason = r.text[:200]
+    return False, f"HTTP {r.status_code} {reason}".strip()
+
+
+def wait_ready(spec: ServiceSpec, base_url: str, deadline: float, alive: Callable[[], bool],
+               progress: Progress | None, log_tail: Callable[[], str], every_s: float = 5.0) -> float:
+    """Poll the readiness probe until it passes, the process dies, or the deadline passes."""
+    t0 = time.monotonic()
+    last_note = t0
+    delay = 0.2
+    detail = "starting"
+    while True:
+        if not alive():
+            raise ServiceFailed(spec.name, "process exited", log_tail())
+        ok, detail = probe(base_url + spec.ready_path, timeout=10.0)
+        if ok:
+            return time.monotonic() - t0
+        now = time.monotonic()
+        if now > deadline:
+            raise ServiceFailed(spec.name, f"not ready before the deadline ({detail})", log_tail())
+        if progress and now - last_note >= every_s:
+            progress(f"  … {spec.name}: waiting {now - t0:.0f}s ({detail})")
+            last_note = now
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)

@@ -1,0 +1,6 @@
+"""What every service shares: one error shape, probes, metrics, request ids and JSON logs."""
+
+from suite.web.errors import ApiError, install_error_handlers
+from suite.web.instrument import instrument
+
+__all__ = ["ApiError", "install_error_handlers", "instrument"]

@@ -1,0 +1,126 @@
+"""Attach probes, metrics, request ids and the error shape to any FastAPI app.
+
+``instrument`` works on apps we build and on apps built by others (llama_cpp.server's), so every
+service answers ``/health`` (liveness: the process answers, touches nothing), ``/ready``
+(readiness: a real tiny operation under a deadline) and ``/metrics`` the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from suite.web.errors import install_error_handlers
+from suite.web.logs import request_id
+
+log = logging.getLogger("suite.access")
+
+ReadyCheck = Callable[[], Awaitable[dict[str, Any]]]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class ServiceMetrics:
+    """Per-app registry (no module-level singletons): request counts and latency by route."""
+
+    def __init__(self, service: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests_total", "HTTP requests", ["service", "method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds", "HTTP request latency", ["service", "method", "route"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.in_flight = Gauge("http_requests_in_flight", "requests being served", ["service"],
+                               registry=self.registry)
+        self.ready = Gauge("service_ready", "1 when the last readiness probe passed", ["service"],
+                           registry=self.registry)
+        self.service = service
+
+
+def _route_of(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
+               ready_timeout_s: float = 30.0, health_info: Callable[[], dict] | None = None) -> ServiceMetrics:
+    """Add /health, /ready, /metrics, a request-id + access-log middleware and error handlers."""
+    metrics = ServiceMetrics(service)
+    app.state.metrics = metrics
+    app.state.service_name = service
+    install_error_handlers(app)
+    started = time.time()
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        token = request_id.set(rid)
+        t0 = time.perf_counter()
+        metrics.in_flight.labels(service).inc()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["x-request-id"] = rid
+            return response
+        finally:
+            dt = time.perf_counter() - t0
+            metrics.in_flight.labels(service).dec()
+            route = _route_of(request)
+            if route not in ("/metrics", "/health"):
+                metrics.requests.labels(service, request.method, route, str(status)).inc()
+                metrics.latency.labels(service, request.method, route).observe(dt)
+                log.info("%s %s %s", request.method, request.url.path, status,
+                         extra={"method": request.method, "path": request.url.path, "status": status,
+                                "duration_ms": round(dt * 1000, 1)})
+            request_id.reset(token)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, Any]:
+        body = {"status": "ok", "service": service, "uptime_s": round(time.time() - started, 1)}
+        if health_info is not None:
+            body.update(health_info())
+        return body
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready_probe() -> Response:
+        if ready is None:
+            return JSONResponse({"status": "ready", "service": service})
+        t0 = time.perf_counter()
+        try:
+            detail = await asyncio.wait_for(ready(), timeout=ready_timeout_s)
+        except asyncio.TimeoutError:
+            metrics.ready.labels(service).set(0)
+            return _not_ready(service, f"readiness check exceeded {ready_timeout_s:.0f}s", t0)
+        except Exception as exc:  # a failed probe is an answer, not a crash
+            metrics.ready.labels(service).set(0)
+            return _not_ready(service, f"{type(exc).__name__}: {exc}", t0)
+        metrics.ready.labels(service).set(1)
+        body = {"status": "ready", "service": service, "check_ms": round((time.perf_counter() - t0) * 1000, 1)}
+        body.update(detail or {})
+        return JSONResponse(body)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+def _not_ready(service: str, reason: str, t0: float) -> JSONResponse:
+    return JSONResponse(
+        {"status": "not_ready", "service": service, "reason": reason,
+         "check_ms": round((time.perf_counter() - t0) * 1000, 1)},
+        status_code=503, headers={"Retry-After": "5"},
+    )
