@@ -25,8 +25,8 @@ class Runbook:
 
     @classmethod
     def open(cls, run_dir: str, name: str) -> "Runbook":
-        """Use the run directory ``harness run`` passed in, or a scratch one when opened by hand."""
-        run = RunDir(Path(run_dir).resolve()) if run_dir else RunDir.create()
+        """Use the run directory ``harness run`` passed in; by hand (empty), the shared ``runs/manual``."""
+        run = RunDir(Path(run_dir).resolve()) if run_dir else RunDir.create(run_id="manual")
         for sub in ("results", "figures", "notebooks"):
             (run.path / sub).mkdir(parents=True, exist_ok=True)
         return cls(run, name)

@@ -188,13 +188,11 @@ def _teardown(run: RunDir, say: Progress) -> None:
     started = run.read_json("started_services.json", default=None)
     if not started:
         return
-    from suite.settings import Settings
-    from suite.supervisor import get_backend
+    from harness.bringup import tear_down
 
     names = started.get("services", [])
     say(f"tearing down services this run started: {', '.join(names)} (use --keep-up to leave them)")
-    stopped = get_backend(Settings()).down(names)
-    started["stopped"] = stopped
+    started["teardown_exit"] = tear_down(names)
     run.write_json("started_services.json", started)
 
 

