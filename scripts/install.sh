@@ -35,9 +35,17 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtual environment $VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
+  "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools 2>&1 | grep -v "is ignored" || true
 fi
 PIP=("$VENV/bin/python" -m pip)
+# pip, minus the warnings this machine's local package mirrors print for every package they lack
+pip_() {
+  set +e
+  "${PIP[@]}" "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  return "$rc"
+}
 
 # --- llama-cpp-python wheel, built once per (version, flags) and kept in pip's cache dir ---------
 variant=${SUITE_LLAMA_BUILD:-auto}
@@ -59,7 +67,7 @@ case "$variant" in
   *) log "SUITE_LLAMA_BUILD must be auto, avx2, avx512 or cuda (got '$variant')"; exit 2 ;;
 esac
 key=$(printf '%s %s' "$LLAMA_VERSION" "$flags" | sha256sum | cut -c1-12)
-wheelhouse="$("${PIP[@]}" cache dir)/suite-workbench/llama-cpp-python-$LLAMA_VERSION-$variant-$key"
+wheelhouse="$("${PIP[@]}" cache dir 2>/dev/null)/suite-workbench/llama-cpp-python-$LLAMA_VERSION-$variant-$key"
 installed_key=$(cat "$VENV/.llama-build-key" 2>/dev/null || true)
 if [ "$installed_key" != "$key" ]; then
   if ! ls "$wheelhouse"/llama_cpp_python-*.whl >/dev/null 2>&1; then
@@ -67,12 +75,12 @@ if [ "$installed_key" != "$key" ]; then
     log "CMAKE_ARGS=$flags"
     mkdir -p "$wheelhouse.tmp"
     CMAKE_ARGS="$flags" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-      "${PIP[@]}" wheel --no-deps --no-binary llama-cpp-python -w "$wheelhouse.tmp" "llama-cpp-python==$LLAMA_VERSION"
+      pip_ wheel --no-deps --no-binary llama-cpp-python -w "$wheelhouse.tmp" "llama-cpp-python==$LLAMA_VERSION"
     rm -rf "$wheelhouse"; mv "$wheelhouse.tmp" "$wheelhouse"
   else
     log "llama-cpp-python $variant wheel found in cache: $wheelhouse"
   fi
-  "${PIP[@]}" install -q --force-reinstall --no-deps "$wheelhouse"/llama_cpp_python-*.whl
+  pip_ install -q --force-reinstall --no-deps "$wheelhouse"/llama_cpp_python-*.whl
   echo "$key" > "$VENV/.llama-build-key"
   echo "$variant" > "$VENV/.llama-build-variant"
 fi
@@ -82,7 +90,7 @@ stamp=$(cat pyproject.toml | sha256sum | cut -c1-12)-$EXTRAS
 if [ "$(cat "$VENV/.project-stamp" 2>/dev/null || true)" != "$stamp" ]; then
   log "installing the project and its dependencies (extras: $EXTRAS)"
   # torch pinned to the CPU build; a bare 'torch' would pull a multi-GB CUDA build.
-  "${PIP[@]}" install -q "torch==2.13.0" -e ".[$EXTRAS]"
+  pip_ install -q "torch==2.13.0" -e ".[$EXTRAS]"
   echo "$stamp" > "$VENV/.project-stamp"
 fi
 

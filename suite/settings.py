@@ -56,7 +56,7 @@ class ModelConfig(BaseModel):
     """One GGUF served by an inference service."""
 
     path: Path | None = Field(None, description="GGUF file; empty on the cpu profile = the bundled Gemma 3 270M")
-    alias: str = Field(description="model name clients send ('chat' or 'code')")
+    alias: str = Field("", description="model name clients send (default: the role, 'chat' or 'code')")
     chat_format: str = Field("gemma", description="llama-cpp-python chat format (Gemma GGUF has no template)")
     n_ctx: int = Field(2048, ge=128, description="context length per request")
     n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
@@ -74,6 +74,12 @@ class InferenceSettings(BaseModel):
     slots: int = Field(4, ge=1, description="parallel sequences of the batched engine")
     queue_limit: int = Field(16, ge=0, description="requests waiting beyond the slots before 429")
     ready_timeout_s: float = Field(30.0, gt=0, description="deadline of the /ready 1-token completion")
+
+    @model_validator(mode="after")
+    def _default_aliases(self) -> "InferenceSettings":
+        self.chat.alias = self.chat.alias or "chat"
+        self.code.alias = self.code.alias or "code"
+        return self
 
 
 class GatewaySettings(BaseModel):

@@ -64,7 +64,9 @@ def load_model(path: Path, device: str, name: str | None = None) -> LoadedModel:
 
     t0 = time.perf_counter()
     st = SentenceTransformer(str(path), device=device, local_files_only=True)
-    dim = st.get_sentence_embedding_dimension()
+    # renamed in sentence-transformers 5.x; keep working with 3.x/4.x
+    get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+    dim = get_dim()
     if dim is None:  # some models only know it after a first encode
         dim = int(st.encode(["x"], convert_to_numpy=True).shape[-1])
     took = time.perf_counter() - t0

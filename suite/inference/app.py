@@ -7,6 +7,7 @@ service per process; the supervisor runs chat and code as two processes.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -47,6 +48,62 @@ def llama_model_settings(settings: Settings, role: str):
     )
 
 
+def fresh_context_per_request(llama) -> None:
+    """Start every generation from an empty KV cache when the model uses sliding-window attention.
+
+    llama-cpp-python reuses the longest common prompt prefix of the previous request. With Gemma 3's
+    interleaved SWA cache that partial reuse gives different tokens than a fresh context (measured:
+    the same greedy prompt answers differently after an unrelated request), so the answer would
+    depend on who asked before. ``reset()`` drops the reuse; the cost is re-reading the prompt.
+    """
+    import llama_cpp
+
+    if llama_cpp.llama_model_n_swa(llama.model) <= 0:
+        return
+    original = llama.generate
+
+    def generate(tokens, *args, **kwargs):
+        llama.reset()
+        return original(tokens, *args, **kwargs)
+
+    llama.generate = generate
+
+
+def client_errors_are_4xx(app: FastAPI) -> None:
+    """Keep a client's mistake a 4xx on llama_cpp.server's routes.
+
+    Its route handler catches every exception, request validation included, and answers 500; and it
+    re-reads the body as JSON while doing so, which fails again on a body that is not JSON. This
+    adapter (the narrowest place: its error mapper, plus a JSON check before the route) answers 400
+    in the same error shape instead.
+    """
+    from fastapi.exceptions import RequestValidationError
+    from llama_cpp.server.errors import RouteErrorHandler
+
+    from suite.web.errors import _validation_message, error_response
+
+    original = RouteErrorHandler.error_message_wrapper
+    if not getattr(original, "_suite_adapter", False):
+        def error_message_wrapper(self, error, body=None):
+            if isinstance(error, RequestValidationError):
+                return 400, {"message": _validation_message(error), "type": "invalid_request_error",
+                             "param": None, "code": "invalid_parameters"}
+            return original(self, error, body)
+
+        error_message_wrapper._suite_adapter = True
+        RouteErrorHandler.error_message_wrapper = error_message_wrapper
+
+    @app.middleware("http")
+    async def _json_bodies_only(request, call_next):
+        if request.method == "POST" and request.url.path.startswith(("/v1/", "/extras/")):
+            raw = await request.body()
+            try:
+                json.loads(raw or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                return error_response(400, f"request body is not valid JSON: {exc}")
+        return await call_next(request)
+
+
 def create_app(settings: Settings, role: str = "chat") -> FastAPI:
     if role not in ("chat", "code"):
         raise ValueError(f"role must be 'chat' or 'code' (got {role!r})")
@@ -68,6 +125,8 @@ def create_serial_app(settings: Settings, role: str) -> FastAPI:
     log.info("loading %s model %s", role, model_settings.model)
     server_settings = ServerSettings(host=settings.host, port=settings.port(name), interrupt_requests=False)
     app = llama_app.create_app(server_settings=server_settings, model_settings=[model_settings])
+    fresh_context_per_request(llama_app._llama_proxy(None))
+    client_errors_are_4xx(app)
     load_s = time.perf_counter() - t0
     log.info("model loaded in %.1fs", load_s)
     budget = settings.inference.ready_timeout_s

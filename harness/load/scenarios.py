@@ -1,0 +1,110 @@
+"""The scenario table: which locustfile, against which service, how hard, judged by which targets.
+
+Defaults are sized for the CPU default (Gemma 3 270M on a couple of cores, one request at a time per
+model); the ``seed-*`` rows are the seed's own sizes (100 at 5, 50 at 3, 20 at 2) for a GPU box.
+The seed's API target (p95 < 3 s) is the ``code`` row's; its RAG target (> 1 req/s) needs a GPU
+and is only in ``rag-gpu``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from harness.load.thresholds import Threshold, parse_thresholds
+from suite.settings import project_root
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    locustfile: str  # file name under load/
+    service: str  # the service whose URL is the host
+    phase: int  # first phase that runs the service
+    users: int
+    spawn_rate: float
+    requests: int = 0  # stop after this many measured requests (0: no count limit)
+    duration_s: float = 0.0  # stop after this long (0: no time limit beyond the safety cap)
+    max_tokens: int = 16
+    thresholds: str = ""
+    description: str = ""
+
+    @property
+    def locustfile_path(self):
+        return project_root() / "load" / self.locustfile
+
+    def targets(self) -> list[Threshold]:
+        return parse_thresholds(self.thresholds)
+
+    def stop_condition(self) -> str:
+        parts = []
+        if self.requests:
+            parts.append(f"{self.requests} requests")
+        if self.duration_s:
+            parts.append(f"{self.duration_s:g} s")
+        return " or ".join(parts) or "safety cap"
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("code", "gateway_code.py", "gateway", 1, users=2, spawn_rate=2, requests=20, max_tokens=12,
+             thresholds="p95<3000ms,fail_ratio<0.03",
+             description="code completions through the gateway: the seed's API target p95 < 3 s"),
+    Scenario("chat", "gateway_chat_stream.py", "gateway", 1, users=2, spawn_rate=2, requests=10, max_tokens=24,
+             thresholds="p95<10s,ttft_p95<5000ms,tps_p50>5,fail_ratio<0.07",
+             description="streamed chat through the gateway: full time, TTFT, ITL, tokens/s"),
+    Scenario("embedding", "embedding.py", "embedding", 2, users=3, spawn_rate=3, requests=30,
+             thresholds="p95<3000ms,fail_ratio<0.03", description="two texts per /embed call"),
+    Scenario("rag", "rag_query.py", "rag", 2, users=3, spawn_rate=3, requests=12,
+             thresholds="p95<30s,fail_ratio<0.07",
+             description="retrieve + answer; the seed's 50-at-3 target shape, sized for the CPU"),
+    Scenario("tools", "tools_read_file.py", "tools", 3, users=2, spawn_rate=2, requests=30,
+             thresholds="p95<3000ms,fail_ratio<0.03", description="read_file on a sandboxed file"),
+    Scenario("mixed", "mixed.py", "gateway", 1, users=2, spawn_rate=2, duration_s=30, max_tokens=12,
+             thresholds="fail_ratio<0.07", description="code, chat and (phase 2) embedding and RAG together"),
+    Scenario("seed-100x5", "gateway_code.py", "gateway", 1, users=5, spawn_rate=5, requests=100, max_tokens=16,
+             thresholds="p95<3000ms,fail_ratio<0.03", description="seed: 100 requests at 5 concurrent"),
+    Scenario("seed-50x3", "gateway_chat_stream.py", "gateway", 1, users=3, spawn_rate=3, requests=50,
+             max_tokens=128, thresholds="p95<30s,fail_ratio<0.07", description="seed: 50 requests at 3 concurrent"),
+    Scenario("seed-20x2", "gateway_chat_stream.py", "gateway", 1, users=2, spawn_rate=2, requests=20,
+             max_tokens=512, thresholds="p95<70s,fail_ratio<0.07", description="seed: 20 requests at 2 concurrent"),
+    Scenario("rag-gpu", "rag_query.py", "rag", 2, users=3, spawn_rate=3, requests=50,
+             thresholds="rps>1,p95<30s,fail_ratio<0.07", description="seed: RAG > 1 req/s concurrently (GPU)"),
+)}
+
+ALIASES = {"default": ["code", "chat", "embedding", "rag", "tools"],
+           "seed": ["seed-100x5", "seed-50x3", "seed-20x2"]}
+
+
+def select_scenarios(names: str | list[str]) -> list[Scenario]:
+    """Scenarios by name (comma-separated or a list; ``default`` and ``seed`` expand)."""
+    items = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    out: list[Scenario] = []
+    for name in items:
+        for real in ALIASES.get(name, [name]):
+            if real not in SCENARIOS:
+                raise ValueError(f"unknown load scenario {real!r}; known: {', '.join([*SCENARIOS, *ALIASES])}")
+            out.append(SCENARIOS[real])
+    if not out:
+        raise ValueError("no load scenario selected")
+    return out
+
+
+def with_overrides(scenario: Scenario, *, users: int = 0, spawn_rate: float = 0.0, requests: int = 0,
+                   duration_s: float = 0.0, thresholds: str = "", max_tokens: int = 0) -> Scenario:
+    """A copy with the non-empty overrides applied (0 / "" keep the scenario's own value).
+
+    Giving ``requests`` or ``duration_s`` replaces the stop condition, so one of them never lingers.
+    """
+    changes: dict = {}
+    if users:
+        changes["users"] = users
+        changes["spawn_rate"] = spawn_rate or users
+    if spawn_rate:
+        changes["spawn_rate"] = spawn_rate
+    if requests or duration_s:
+        changes["requests"], changes["duration_s"] = requests, duration_s
+    if thresholds:
+        parse_thresholds(thresholds)  # a bad override fails here, before anything runs
+        changes["thresholds"] = thresholds
+    if max_tokens:
+        changes["max_tokens"] = max_tokens
+    return replace(scenario, **changes)

@@ -1,0 +1,132 @@
+"""Targets written like k6 thresholds: ``p95<3000ms``, ``fail_ratio<0.03``, ``rps>1``, ``ttft_p95<500ms``.
+
+Grammar (one threshold; several are joined with commas)::
+
+    METRIC[{ROW}] OP VALUE[UNIT]
+
+- METRIC: ``p<N>`` (any percentile, e.g. ``p95``, ``p99.9``), ``min``, ``max``, ``avg``, ``med``,
+  ``fail_ratio``, ``rps``, ``count``; for streamed LLM rows also ``ttft_<stat>``, ``itl_<stat>``
+  and ``tps_<stat>`` (``<stat>`` one of the above latency stats, e.g. ``ttft_p95``, ``tps_p50``).
+- ``{ROW}``: judge one row (a request name, e.g. ``p95{chat stream}<20s``); without it, every
+  measured request of the scenario together.
+- OP: ``<``, ``<=``, ``>``, ``>=``.
+- UNIT: ``ms`` or ``s`` for times (stored in ms), ``%`` for ratios (stored as a fraction); none for
+  counts, rates, ratios and tokens per second.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from harness.errors import RunbookError
+
+
+class ThresholdError(RunbookError, ValueError):
+    """A threshold that does not follow the grammar of this module."""
+
+
+_STAT = r"(?:p\d+(?:\.\d+)?|min|max|avg|med)"
+_PATTERN = re.compile(
+    rf"""^\s*(?P<metric>(?:(?:ttft|itl|tps)_{_STAT})|{_STAT}|fail_ratio|rps|count)
+        \s*(?:\{{(?P<row>[^{{}}]+)\}})?
+        \s*(?P<op><=|>=|<|>)
+        \s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|%)?\s*$""",
+    re.VERBOSE,
+)
+OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One parsed threshold. ``value`` is in ms for times, a fraction for ratios."""
+
+    metric: str
+    op: str
+    value: float
+    row: str | None = None
+    text: str = ""
+
+    @property
+    def is_time(self) -> bool:
+        return self.metric.startswith(("ttft_", "itl_")) or (
+            not self.metric.startswith("tps_") and self.metric not in ("fail_ratio", "rps", "count"))
+
+    @property
+    def is_percentile(self) -> bool:
+        return self.stat.startswith("p")
+
+    @property
+    def stat(self) -> str:
+        """The statistic without its LLM prefix: ``ttft_p95`` -> ``p95``."""
+        return self.metric.split("_", 1)[1] if self.metric.startswith(("ttft_", "itl_", "tps_")) else self.metric
+
+    def passes(self, measured: float) -> bool:
+        return OPS[self.op](measured, self.value)
+
+    def format_value(self, value: float | None) -> str:
+        """A measured or target value in this threshold's unit."""
+        if value is None:
+            return "n/a"
+        if self.is_time:
+            return f"{value:.3f} ms"
+        if self.metric == "fail_ratio":
+            return f"{value:.4f}"
+        if self.metric == "count":
+            return f"{int(value)}"
+        return f"{value:.3f}" + (" tok/s" if self.metric.startswith("tps_") else " req/s" if self.metric == "rps" else "")
+
+    def __str__(self) -> str:
+        return self.text or f"{self.metric}{'{' + self.row + '}' if self.row else ''}{self.op}{self.value}"
+
+
+def parse_threshold(text: str) -> Threshold:
+    """Parse one threshold; raises ``ThresholdError`` saying what is wrong and what is expected."""
+    m = _PATTERN.match(text)
+    if not m:
+        raise ThresholdError(
+            f"bad threshold {text!r}: expected METRIC[{{ROW}}] OP VALUE[UNIT], e.g. 'p95<3000ms', "
+            "'fail_ratio<0.03', 'rps>1', 'ttft_p95{chat stream}<500ms' (metrics: pN, min, max, avg, med, "
+            "fail_ratio, rps, count, ttft_*/itl_*/tps_*; ops: < <= > >=; units: ms, s, %)")
+    metric, op, unit = m["metric"], m["op"], m["unit"]
+    value = float(m["value"])
+    probe = Threshold(metric, op, value)
+    if probe.is_percentile and not 0 < float(probe.stat[1:]) <= 100:
+        raise ThresholdError(f"bad threshold {text!r}: percentile must be in (0, 100]")
+    if probe.is_time:
+        if unit == "%":
+            raise ThresholdError(f"bad threshold {text!r}: {metric} is a time; use ms or s")
+        value = value * 1000 if unit == "s" else value  # no unit: milliseconds, like k6
+    elif unit in ("ms", "s"):
+        raise ThresholdError(f"bad threshold {text!r}: {metric} is not a time; drop the '{unit}'")
+    elif unit == "%":
+        if metric != "fail_ratio":
+            raise ThresholdError(f"bad threshold {text!r}: only fail_ratio takes '%'")
+        value = value / 100
+    return Threshold(metric, op, value, (m["row"] or "").strip() or None, text.strip())
+
+
+def parse_thresholds(text: str | list[str] | None) -> list[Threshold]:
+    """Comma-separated thresholds (or a list of them) -> ``Threshold`` objects; empty -> []."""
+    if not text:
+        return []
+    items = text if isinstance(text, list) else _split(text)
+    return [parse_threshold(item) for item in items if item.strip()]
+
+
+def _split(text: str) -> list[str]:
+    """Split on commas outside ``{row}`` selectors."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch == "{"
+        depth -= ch == "}"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return parts

@@ -1,0 +1,29 @@
+"""Embedding service: ``POST /embed`` with two short texts (the seed's contract: 384-dim vectors).
+
+By hand::
+
+    locust -f load/embedding.py --host http://127.0.0.1:8003
+"""
+
+from __future__ import annotations
+
+import random
+
+from locust import FastHttpUser, constant, task
+
+from _common import checked_post, service_url
+
+TEXTS = ["Backups run nightly and are kept for seven days.",
+         "The gateway routes chat and code requests to local models.",
+         "로컬 AI 스택의 상태를 확인합니다.",
+         "Qdrant stores the vectors of every indexed chunk."]
+
+
+class Embedding(FastHttpUser):
+    host = service_url("embedding")
+    wait_time = constant(0)
+    network_timeout = 120.0
+
+    @task
+    def embed(self) -> None:
+        checked_post(self, "/embed", {"texts": random.sample(TEXTS, 2)}, name="embed", expect="embeddings")

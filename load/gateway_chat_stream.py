@@ -1,0 +1,36 @@
+"""Gateway chat, streamed: ``POST /v1/chat/completions`` with ``stream: true`` (model ``chat``).
+
+Each request is timed to its last token; time to first token, inter-token latency and output
+tokens per second become rows of their own. By hand::
+
+    locust -f load/gateway_chat_stream.py --host http://127.0.0.1:8000          # web UI
+    locust -f load/gateway_chat_stream.py --headless -u 2 -r 1 -t 60s
+"""
+
+from __future__ import annotations
+
+import random
+
+from locust import FastHttpUser, constant, task
+
+from _common import MAX_TOKENS, service_url, stream_sse
+
+PROMPTS = [
+    "Name three colours of the rainbow.",
+    "What is the capital of France?",
+    "Give one tip for writing clear code.",
+    "Say hello in Spanish.",
+]
+
+
+class GatewayChatStream(FastHttpUser):
+    host = service_url("gateway")
+    wait_time = constant(0)
+    network_timeout = 300.0
+    connection_timeout = 10.0
+
+    @task
+    def chat(self) -> None:
+        body = {"model": "chat", "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0.7,
+                "messages": [{"role": "user", "content": random.choice(PROMPTS)}]}
+        stream_sse(self, "/v1/chat/completions", body, name="chat stream")

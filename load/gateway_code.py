@@ -1,0 +1,35 @@
+"""Gateway code completion: ``POST /v1/completions`` (model ``code``), not streamed.
+
+By hand::
+
+    locust -f load/gateway_code.py --host http://127.0.0.1:8000
+    locust -f load/gateway_code.py --headless -u 2 -r 1 -t 60s
+"""
+
+from __future__ import annotations
+
+import random
+
+from locust import FastHttpUser, constant, task
+
+from _common import MAX_TOKENS, checked_post, service_url
+
+PROMPTS = [
+    "def add(a, b):",
+    "def is_even(n):",
+    "# Return the largest item of a list\ndef largest(items):",
+    "class Stack:\n    def push(self, item):",
+]
+
+
+class GatewayCode(FastHttpUser):
+    host = service_url("gateway")
+    wait_time = constant(0)
+    network_timeout = 300.0
+    connection_timeout = 10.0
+
+    @task
+    def complete(self) -> None:
+        body = {"model": "code", "prompt": random.choice(PROMPTS), "max_tokens": MAX_TOKENS,
+                "temperature": 0.2}
+        checked_post(self, "/v1/completions", body, name="code completion", expect="choices")

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job: install if needed, then run the whole runbook pipeline on the configured profile
+# (the embedded CPU default unless SUITE_PROFILE / suite.toml say otherwise) and print the report path.
+# Arguments go to `harness run`, e.g.:  bash scripts/run.sh -p phase=2 --keep-up
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+exec .venv/bin/harness run "$@"

@@ -1,0 +1,362 @@
+"""Continuous batching over llama-cpp-python's low-level API (no HTTP here).
+
+One engine thread owns a ``llama_context`` created with ``n_seq_max = slots`` and a unified KV cache.
+Each step is one ``llama_decode`` of a single batch holding the next token of every generating
+sequence plus a chunk of the prompt of sequences still being prefilled; then every sequence whose
+logits came out samples with its own sampler chain. Requests reach the thread through a bounded
+waiting list; results go back through a per-request ``sink`` callable (``AsyncSink`` for asyncio).
+A finished or cancelled sequence has its KV cells removed (``llama_memory_seq_rm``) before its slot
+is reused, so sequences never see each other's cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import llama_cpp
+
+from suite.inference.sampling import SamplingParams, build_sampler, free_sampler, token_piece
+from suite.inference.textstream import TextStream
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(RuntimeError):
+    """Root of the engine's errors."""
+
+
+class EngineOverloaded(EngineError):
+    """Every slot is busy and the waiting list is full."""
+
+
+class EngineStopped(EngineError):
+    """The engine is not running (not started yet, or shut down)."""
+
+
+@dataclass
+class GenerationRequest:
+    """One sequence to generate: prompt tokens, limits, stop strings and sampling."""
+
+    prompt_tokens: list[int]
+    max_tokens: int
+    stop: list[str] = field(default_factory=list)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass
+class Event:
+    """What the engine tells a request: new text, and at the end a finish reason or an error."""
+
+    text: str = ""
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    error: str | None = None
+    completion_tokens: int = 0
+
+    @property
+    def final(self) -> bool:
+        return self.finish_reason is not None or self.error is not None
+
+
+Sink = Callable[[Event], None]
+
+
+@dataclass
+class EngineHooks:
+    """Metric callbacks, called on the engine thread."""
+
+    first_token: Callable[[float], None] = lambda seconds: None
+    tokens: Callable[[int], None] = lambda n: None
+
+
+class Handle:
+    """A submitted request; ``cancel()`` frees its slot at the engine's next step."""
+
+    def __init__(self, engine: "Engine", request: GenerationRequest, sink: Sink) -> None:
+        self.engine = engine
+        self.request = request
+        self.sink = sink
+        self.submitted = time.perf_counter()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.engine.cancel(self)
+
+
+class AsyncSink:
+    """Hands events from the engine thread to an asyncio queue on the caller's loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def __call__(self, event: Event) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        except RuntimeError:  # the loop closed: nobody is listening any more
+            pass
+
+    async def get(self, timeout: float | None = None) -> Event:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+
+@dataclass
+class _Seq:
+    handle: Handle
+    seq_id: int
+    sampler: object
+    pending: list[int]
+    text: TextStream
+    pos: int = 0
+    generated: list[int] = field(default_factory=list)
+    prefilling: bool = True
+
+
+class Engine:
+    """N slots over one llama.cpp context; thread-safe ``submit`` / ``cancel`` from any thread."""
+
+    def __init__(self, llama: llama_cpp.Llama, *, slots: int, queue_limit: int, n_ctx: int,
+                 n_batch: int = 512, prefill_chunk: int = 256, hooks: EngineHooks | None = None) -> None:
+        self.llama = llama
+        self.slots = slots
+        self.queue_limit = queue_limit
+        self.n_ctx = n_ctx
+        self.n_batch = max(n_batch, slots)
+        self.prefill_chunk = max(1, prefill_chunk)
+        self.hooks = hooks or EngineHooks()
+        self.vocab = llama._model.vocab
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self._cond = threading.Condition()
+        self._waiting: deque[Handle] = deque()
+        self._in_flight = 0
+        self._active: list[_Seq] = []
+        self._free_ids = list(range(slots))
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._ctx = None
+        self._batch = None
+        self._pieces: dict[int, bytes] = {}
+        self.steps = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the context and batch, then start the engine thread."""
+        params = llama_cpp.llama_context_params.from_buffer_copy(self.llama.context_params)
+        params.n_ctx = self.n_ctx * self.slots
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_seq_max = self.slots
+        params.kv_unified = True
+        self._ctx = llama_cpp.llama_init_from_model(self.llama._model.model, params)
+        if not self._ctx:
+            raise EngineError("llama.cpp could not create the batched context")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread, fail what is still running or waiting, free the context."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("engine thread did not stop within %.0fs; leaking its context", timeout)
+                return
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+
+    # -- requests ---------------------------------------------------------------------------------
+    def submit(self, request: GenerationRequest, sink: Sink, *, priority: bool = False) -> Handle:
+        """Queue a request; raises ``EngineOverloaded`` when slots and waiting list are full.
+
+        ``priority`` requests (the readiness probe) skip the limit and the line.
+        """
+        if not request.prompt_tokens:
+            raise ValueError("prompt has no tokens")
+        if len(request.prompt_tokens) >= self.n_ctx:
+            raise ValueError(f"Requested tokens ({len(request.prompt_tokens)}) exceed context window "
+                             f"of {self.n_ctx}")
+        handle = Handle(self, request, sink)
+        with self._cond:
+            if self._stopping or self._thread is None:
+                raise EngineStopped("inference engine is not running")
+            if not priority and self._in_flight >= self.slots + self.queue_limit:
+                raise EngineOverloaded("model overloaded")
+            self._in_flight += 1
+            if priority:
+                self._waiting.appendleft(handle)
+            else:
+                self._waiting.append(handle)
+            self._cond.notify_all()
+        return handle
+
+    def cancel(self, handle: Handle) -> None:
+        with self._cond:
+            handle.cancelled = True
+            self._cond.notify_all()
+
+    @property
+    def active(self) -> int:
+        """Slots holding a sequence right now."""
+        return self.slots - len(self._free_ids)
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot."""
+        return len(self._waiting)
+
+    # -- engine thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    self._drop_cancelled()
+                    self._admit()
+                    if self._stopping:
+                        break
+                    if not self._active:
+                        self._cond.wait()
+                        continue
+                self._step()
+        except Exception as exc:  # an engine that dies must not leave requests hanging
+            log.exception("inference engine failed")
+            self._fail_all(f"inference engine failed: {type(exc).__name__}: {exc}")
+            return
+        self._fail_all("inference engine stopped")
+
+    def _drop_cancelled(self) -> None:
+        for handle in [h for h in self._waiting if h.cancelled]:
+            self._waiting.remove(handle)
+            self._in_flight -= 1
+        for seq in [s for s in self._active if s.handle.cancelled]:
+            self._release(seq)
+
+    def _admit(self) -> None:
+        while self._waiting and self._free_ids and not self._stopping:
+            handle = self._waiting.popleft()
+            try:
+                sampler = build_sampler(handle.request.sampling, self.vocab, self.n_vocab)
+            except ValueError as exc:
+                self._in_flight -= 1
+                handle.sink(Event(error=str(exc)))
+                continue
+            seq_id = self._free_ids.pop(0)
+            self._active.append(_Seq(handle=handle, seq_id=seq_id, sampler=sampler,
+                                     pending=list(handle.request.prompt_tokens),
+                                     text=TextStream(handle.request.stop)))
+
+    def _step(self) -> None:
+        """One decode of one batch for every active sequence, then sampling."""
+        batch = self._batch
+        n = 0
+        outputs: list[tuple[_Seq, int]] = []
+
+        def add(seq: _Seq, tokens: list[int], want_logits: bool) -> None:
+            nonlocal n
+            for j, token in enumerate(tokens):
+                batch.token[n] = token
+                batch.pos[n] = seq.pos + j
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq.seq_id
+                batch.logits[n] = want_logits and j == len(tokens) - 1
+                n += 1
+            seq.pos += len(tokens)
+            if want_logits:
+                outputs.append((seq, n - 1))
+
+        # Generating sequences first: one token each, so a long prompt never stalls them.
+        for seq in self._active:
+            if not seq.prefilling:
+                add(seq, seq.pending, True)
+                seq.pending = []
+        budget = min(self.n_batch - n, self.prefill_chunk)
+        for seq in self._active:
+            if seq.prefilling and budget > 0:
+                take = seq.pending[:budget]
+                del seq.pending[:budget]
+                budget -= len(take)
+                done = not seq.pending
+                add(seq, take, done)
+                seq.prefilling = not done
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        self.steps += 1
+        if rc != 0:
+            with self._cond:
+                for seq, _ in outputs:
+                    self._finish(seq, error=f"llama_decode failed (code {rc})")
+            return
+        finished: list[tuple[_Seq, str]] = []
+        for seq, idx in outputs:
+            token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, idx)
+            reason = self._on_token(seq, token)
+            if reason is not None:
+                finished.append((seq, reason))
+        if finished:
+            with self._cond:
+                for seq, reason in finished:
+                    self._finish(seq, reason=reason)
+
+    def _on_token(self, seq: _Seq, token: int) -> str | None:
+        """Record a sampled token; returns a finish reason when the sequence is done."""
+        if not seq.generated:
+            self.hooks.first_token(time.perf_counter() - seq.handle.submitted)
+        if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+            return "stop"
+        seq.generated.append(token)
+        self.hooks.tokens(1)
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = token_piece(self.vocab, token)
+        text, stopped = seq.text.push(piece)
+        if text:
+            seq.handle.sink(Event(text=text, tokens=[token]))
+        if stopped:
+            return "stop"
+        if len(seq.generated) >= seq.handle.request.max_tokens:
+            return "length"
+        seq.pending = [token]
+        return None
+
+    def _finish(self, seq: _Seq, *, reason: str | None = None, error: str | None = None) -> None:
+        """Tell the request how it ended and free its slot (caller holds the lock)."""
+        if seq not in self._active:
+            return
+        rest = "" if error else seq.text.finish()
+        seq.handle.sink(Event(text=rest, finish_reason=reason, error=error,
+                              completion_tokens=len(seq.generated)))
+        self._release(seq)
+
+    def _release(self, seq: _Seq) -> None:
+        self._active.remove(seq)
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        free_sampler(seq.sampler)
+        self._free_ids.append(seq.seq_id)
+        self._in_flight -= 1
+
+    def _fail_all(self, message: str) -> None:
+        with self._cond:
+            for seq in list(self._active):
+                self._finish(seq, error=message)
+            while self._waiting:
+                self._in_flight -= 1
+                self._waiting.popleft().sink(Event(error=message))
+
+
+__all__ = ["AsyncSink", "Engine", "EngineError", "EngineHooks", "EngineOverloaded", "EngineStopped",
+           "Event", "GenerationRequest", "Handle"]

@@ -1,0 +1,1 @@
+"""Memory service: projects and notes on SQLite with full-text search, and its maintainer loop."""

@@ -1,0 +1,1 @@
+"""RAG service: index documents into a vector store, answer queries through the gateway with sources."""

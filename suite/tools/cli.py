@@ -1,0 +1,132 @@
+"""``suite keys ...`` and ``suite approvals ...``: operate on the security database directly.
+
+The CLI runs on the machine that holds the data dir, so it needs no API key (like ``sqlite3``
+would not). An approval decided here is executed by the running tools service within
+``settings.tools.approval_poll_s``; ``approve --wait`` waits for the result.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from datetime import datetime
+
+from suite.settings import Settings
+from suite.tools.approvals import EXECUTED, FAILED, ApprovalError
+from suite.tools.audit import AuditRecord, args_digest
+from suite.tools.rbac import ROLES
+from suite.tools.stores import open_stores
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def cmd_keys(settings: Settings, args) -> int:
+    stores = open_stores(settings)
+    try:
+        if args.keys_action == "create":
+            principal, key = stores.keys.create(args.role, args.name or "")
+            if args.json:
+                print(json.dumps({"id": principal.key_id, "role": principal.role, "name": principal.name,
+                                  "key": key}))
+            else:
+                print(f"created {principal.role} key {principal.key_id}; it is shown only once:\n{key}")
+            return 0
+        if args.keys_action == "list":
+            rows = stores.keys.list()
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                print(f"{'id':<14}{'role':<11}{'created':<21}{'revoked':<21}name")
+                for r in rows:
+                    print(f"{r['id']:<14}{r['role']:<11}{_when(r['created_at']):<21}"
+                          f"{_when(r['revoked_at']):<21}{r['name']}")
+            return 0
+        if stores.keys.revoke(args.key_id):
+            print(f"revoked {args.key_id}")
+            return 0
+        print(f"error: no active key {args.key_id}")
+        return 1
+    finally:
+        stores.close()
+
+
+def cmd_approvals(settings: Settings, args) -> int:
+    stores = open_stores(settings)
+    try:
+        stores.approvals.expire()
+        if args.approvals_action == "list":
+            rows = stores.approvals.list(None if args.all else (args.status or "pending"))
+            if args.json:
+                print(json.dumps(rows, indent=2, default=str))
+                return 0
+            if not rows:
+                print("no approval requests" + ("" if args.all else f" with status {args.status or 'pending'}"))
+            for r in rows:
+                print(f"{r['id']}  {r['status']:<10} {r['tool']:<12} by {r['requested_by']} ({r['requester_role']})"
+                      f"  created {_when(r['created_at'])}  expires {_when(r['expires_at'])}\n"
+                      f"    arguments: {json.dumps(r['arguments'])[:200]}")
+            return 0
+        approve = args.approvals_action == "approve"
+        operator = f"cli:{getpass.getuser()}"
+        try:
+            rec = stores.approvals.decide(args.approval_id, approve, operator, args.reason or "")
+        except ApprovalError as exc:
+            print(f"error: {exc.message}")
+            return 1
+        stores.audit.write(AuditRecord(
+            transport="cli", tool="approvals.approve" if approve else "approvals.deny", decision="allowed",
+            outcome="success", status=200, key_id=operator, role="operator",
+            args_sha256=args_digest({"approval_id": args.approval_id}), approval_id=args.approval_id,
+            detail=args.reason or ""))
+        if not approve:
+            print(f"denied {rec['id']} ({rec['tool']})")
+            return 0
+        print(f"approved {rec['id']} ({rec['tool']}); the tools service runs it")
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            rec = stores.approvals.get(args.approval_id)
+            if rec["status"] in (EXECUTED, FAILED):
+                print(f"{rec['status']}: {json.dumps(rec['result'], default=str)[:2000]}")
+                return 0 if rec["status"] == EXECUTED else 1
+            time.sleep(0.2)
+        if args.wait:
+            print(f"not executed within {args.wait:g}s (is the tools service running? `suite status`)")
+        return 0
+    finally:
+        stores.close()
+
+
+def register(subparsers) -> None:
+    """Add ``keys`` and ``approvals`` to the ``suite`` command."""
+    keys = subparsers.add_parser("keys", help="API keys of the tools service (stored hashed)")
+    kact = keys.add_subparsers(dest="keys_action", required=True)
+    create = kact.add_parser("create", help="make a key; it is printed once")
+    create.add_argument("--role", required=True, choices=list(ROLES))
+    create.add_argument("--name", help="who or what the key is for")
+    create.add_argument("--json", action="store_true", help="print {id, role, name, key} as JSON")
+    lst = kact.add_parser("list", help="keys (ids and roles, never the keys)")
+    lst.add_argument("--json", action="store_true")
+    revoke = kact.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    keys.set_defaults(func=cmd_keys)
+
+    appr = subparsers.add_parser("approvals", help="pending destructive tool calls")
+    aact = appr.add_subparsers(dest="approvals_action", required=True)
+    al = aact.add_parser("list", help="pending requests (or --status / --all)")
+    al.add_argument("--status", choices=["pending", "approved", "denied", "expired", "executing", "executed",
+                                         "failed"])
+    al.add_argument("--all", action="store_true")
+    al.add_argument("--json", action="store_true")
+    for action in ("approve", "deny"):
+        a = aact.add_parser(action, help=f"{action} a pending request")
+        a.add_argument("approval_id")
+        a.add_argument("--reason", default="")
+        if action == "approve":
+            a.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the result (0: none)")
+        else:
+            a.set_defaults(wait=0.0)
+    appr.set_defaults(func=cmd_approvals)
+

@@ -1,0 +1,265 @@
+"""The one path every tool call takes, whatever the transport (REST or MCP):
+
+authenticate -> find the tool -> RBAC -> rate limit -> validate arguments -> run it, or park it
+for approval -> audit + metrics. Approved calls run here too, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from suite.settings import Settings
+from suite.tools import rbac
+from suite.tools.approvals import ApprovalError, ApprovalStore
+from suite.tools.audit import AuditLog, AuditRecord, args_digest
+from suite.tools.errors import ToolError, error_body
+from suite.tools.keys import KeyStore, Principal
+from suite.tools.ratelimit import RateLimiter
+from suite.tools.registry import BY_NAME
+from suite.tools.spec import ToolContext, ToolSpec
+from suite.web.logs import request_id
+
+log = logging.getLogger(__name__)
+
+
+class ToolMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rbac = Counter("rbac_permission_checks_total", "RBAC decisions", ["result", "role"],
+                            registry=registry)
+        self.approvals = Counter("approval_requests_total", "approval requests by status reached",
+                                 ["status"], registry=registry)
+        self.executions = Counter("mcp_tool_executions_total",
+                                  "tool calls by outcome (success, error, denied, rate_limited, invalid, "
+                                  "pending_approval)", ["tool", "status"], registry=registry)
+        self.duration = Histogram("mcp_tool_duration_seconds", "time spent running a tool", ["tool"],
+                                  registry=registry)
+
+
+@dataclass
+class Outcome:
+    """What a call produced: an HTTP status and a JSON body (MCP maps it to a CallToolResult)."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_error(self) -> bool:
+        return self.status >= 400
+
+
+class ToolService:
+    """Holds the stores and runs calls; built in the app's lifespan and kept on ``app.state.tools``."""
+
+    def __init__(self, settings: Settings, ctx: ToolContext, keys: KeyStore, approvals: ApprovalStore,
+                 audit: AuditLog, metrics: ToolMetrics) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.keys = keys
+        self.approvals = approvals
+        self.audit = audit
+        self.metrics = metrics
+        self.limiter = RateLimiter(settings.tools.rate_limit_per_minute)
+        self.validators = {name: jsonschema.Draft202012Validator(spec.input_schema)
+                           for name, spec in BY_NAME.items()}
+
+    # -- authentication -------------------------------------------------------------------------
+    def authenticate(self, authorization: str | None, transport: str, target: str) -> Principal:
+        """The caller of a request with this Authorization header; 401 (audited) otherwise."""
+        scheme, _, key = (authorization or "").strip().partition(" ")
+        key = key.strip() if scheme.lower() == "bearer" else ""
+        principal = self.keys.verify(key) if key else None
+        if principal is not None:
+            return principal
+        reason = "invalid API key" if key else "missing API key: send 'Authorization: Bearer KEY'"
+        self.metrics.rbac.labels("unauthenticated", "none").inc()
+        self._audit(transport, target, None, None, "unauthenticated", "refused", 401, 0.0,
+                    detail=reason, key_id=self.keys.key_id_of(key))
+        raise ToolError(401, reason, "invalid_api_key" if key else "missing_api_key",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+    def require(self, principal: Principal, permission: str, transport: str, target: str) -> None:
+        """403 (audited) unless the principal's role holds ``permission``."""
+        if rbac.has(principal.role, permission):
+            self.metrics.rbac.labels("allowed", principal.role).inc()
+            return
+        self.metrics.rbac.labels("denied", principal.role).inc()
+        self._audit(transport, target, principal, None, "denied", "refused", 403, 0.0,
+                    detail=f"needs {permission}")
+        raise ToolError(403, f"role '{principal.role}' may not do this (needs {permission})", "forbidden")
+
+    # -- calls ----------------------------------------------------------------------------------
+    async def call(self, principal: Principal, name: str, args: Any, transport: str) -> Outcome:
+        """Run one tool call through every check; never raises for a client's mistake."""
+        t0 = time.perf_counter()
+        digest = args_digest(args)
+        spec = BY_NAME.get(name)
+        if spec is None:
+            return self._refuse(transport, name, principal, digest, "unknown_tool", t0,
+                                ToolError(404, f"unknown tool '{name}'", "unknown_tool"))
+        decision = rbac.decide(principal.role, spec.read_only, spec.destructive,
+                               self.settings.tools.approvals_required)
+        self.metrics.rbac.labels(decision.value, principal.role).inc()
+        if decision is rbac.Decision.DENY:
+            needed = rbac.required_permission(spec.read_only, spec.destructive)
+            return self._refuse(transport, name, principal, digest, "denied", t0,
+                                ToolError(403, f"role '{principal.role}' may not call '{name}' "
+                                               f"(needs {needed})", "forbidden"))
+        wait = self.limiter.check(principal.key_id, name)
+        if wait:
+            return self._refuse(transport, name, principal, digest, "rate_limited", t0, ToolError(
+                429, f"rate limit of {self.settings.tools.rate_limit_per_minute}/min for '{name}' reached; "
+                     f"retry in {wait:.1f}s", "rate_limited",
+                headers={"Retry-After": RateLimiter.retry_after_header(wait)}))
+        problem = self._invalid(spec, args)
+        if problem:
+            return self._refuse(transport, name, principal, digest, "invalid", t0,
+                                ToolError(400, f"invalid arguments for '{name}': {problem}", "invalid_arguments"))
+        if decision is rbac.Decision.APPROVAL:
+            return self._park(transport, spec, principal, args, digest, t0)
+        outcome = await self._run(spec, args)
+        self._finish(transport, spec, principal, digest, "allowed", outcome, t0)
+        return outcome
+
+    def _invalid(self, spec: ToolSpec, args: Any) -> str | None:
+        if not isinstance(args, dict):
+            return "arguments must be a JSON object"
+        error = jsonschema.exceptions.best_match(self.validators[spec.name].iter_errors(args))
+        if error is None:
+            return None
+        where = "/".join(str(p) for p in error.absolute_path)
+        return f"{where + ': ' if where else ''}{error.message}"[:500]
+
+    async def _run(self, spec: ToolSpec, args: dict[str, Any]) -> Outcome:
+        t0 = time.perf_counter()
+        try:
+            if inspect.iscoroutinefunction(spec.func):
+                result = await spec.func(self.ctx, args)
+            else:
+                result = await asyncio.to_thread(spec.func, self.ctx, args)
+        except ToolError as exc:
+            return Outcome(exc.status, error_body(exc), dict(exc.headers))
+        except OSError as exc:  # a path or file the caller named that the OS refuses
+            err = ToolError(400, f"{spec.name}: {exc.strerror or exc}", "os_error")
+            return Outcome(400, error_body(err))
+        except Exception as exc:
+            log.exception("tool %s crashed", spec.name)
+            err = ToolError(500, f"{spec.name} failed: {type(exc).__name__}", "tool_crashed")
+            return Outcome(500, error_body(err))
+        finally:
+            self.metrics.duration.labels(spec.name).observe(time.perf_counter() - t0)
+        return Outcome(200, {"tool": spec.name, "result": result,
+                             "duration_ms": round((time.perf_counter() - t0) * 1000, 1)})
+
+    def _park(self, transport: str, spec: ToolSpec, principal: Principal, args: dict, digest: str,
+              t0: float) -> Outcome:
+        rec = self.approvals.create(spec.name, args, principal.key_id, principal.role)
+        self.metrics.approvals.labels("pending").inc()
+        outcome = Outcome(202, {"status": "pending_approval", "approval_id": rec["id"], "tool": spec.name,
+                                "expires_at": rec["expires_at"],
+                                "message": f"'{spec.name}' is destructive: an admin must approve "
+                                           f"{rec['id']} (POST /approvals/{rec['id']}/approve or "
+                                           f"`suite approvals approve {rec['id']}`)"},
+                          {"Location": f"/approvals/{rec['id']}"})
+        self.metrics.executions.labels(spec.name, "pending_approval").inc()
+        self._audit(transport, spec.name, principal, digest, "approval_required", "pending", 202,
+                    _ms(t0), approval_id=rec["id"])
+        return outcome
+
+    def _refuse(self, transport: str, name: str, principal: Principal, digest: str, decision: str,
+                t0: float, err: ToolError) -> Outcome:
+        label = name if name in BY_NAME else "unknown"
+        self.metrics.executions.labels(label, decision).inc()
+        self._audit(transport, name[:100], principal, digest, decision, "refused", err.status, _ms(t0),
+                    detail=err.message)
+        return Outcome(err.status, error_body(err), dict(err.headers))
+
+    def _finish(self, transport: str, spec: ToolSpec, principal: Principal | None, digest: str,
+                decision: str, outcome: Outcome, t0: float, approval_id: str | None = None,
+                detail: str = "", key_id: str | None = None, role: str | None = None) -> None:
+        status = "error" if outcome.is_error else "success"
+        self.metrics.executions.labels(spec.name, status).inc()
+        message = outcome.body.get("error", {}).get("message", "") if outcome.is_error else ""
+        self._audit(transport, spec.name, principal, digest, decision, status, outcome.status, _ms(t0),
+                    approval_id=approval_id, detail=(detail + " " + message).strip(), key_id=key_id, role=role)
+
+    def _audit(self, transport: str, tool: str, principal: Principal | None, digest: str | None,
+               decision: str, outcome: str, status: int, duration_ms: float, *,
+               approval_id: str | None = None, detail: str = "", key_id: str | None = None,
+               role: str | None = None) -> None:
+        try:
+            self.audit.write(AuditRecord(
+                transport=transport, tool=tool, decision=decision, outcome=outcome, status=status,
+                key_id=key_id or (principal.key_id if principal else None),
+                role=role or (principal.role if principal else None), args_sha256=digest,
+                duration_ms=duration_ms, approval_id=approval_id, detail=detail, request_id=request_id.get()))
+        except Exception:  # the audit must not turn a served call into a 500; it is logged loudly
+            log.exception("audit write failed for %s", tool)
+
+    # -- approvals ------------------------------------------------------------------------------
+    async def decide(self, principal: Principal, approval_id: str, approve: bool, reason: str,
+                     transport: str = "rest") -> dict[str, Any]:
+        """An admin approves (and the call runs, once) or denies a pending request."""
+        target = "approvals.approve" if approve else "approvals.deny"
+        self.require(principal, rbac.APPROVE, transport, target)
+        t0 = time.perf_counter()
+        digest = args_digest({"approval_id": approval_id})
+        try:
+            rec = self.approvals.decide(approval_id, approve, principal.key_id, reason)
+        except ApprovalError as exc:
+            if exc.status == 410:
+                self.metrics.approvals.labels("expired").inc()
+            self._audit(transport, target, principal, digest, "allowed", "refused", exc.status, _ms(t0),
+                        approval_id=approval_id, detail=exc.message)
+            raise ToolError(exc.status, exc.message, exc.code) from None
+        self.metrics.approvals.labels(rec["status"]).inc()
+        self._audit(transport, target, principal, digest, "allowed", "success", 200, _ms(t0),
+                    approval_id=approval_id, detail=reason)
+        if approve:
+            rec = await self.execute_approved(approval_id)
+        return rec
+
+    async def execute_approved(self, approval_id: str) -> dict[str, Any]:
+        """Run an approved request if nobody has yet (atomic claim); return its record."""
+        rec = self.approvals.claim(approval_id)
+        if rec is None:
+            return self.approvals.get(approval_id)
+        t0 = time.perf_counter()
+        spec = BY_NAME.get(rec["tool"])
+        problem = self._invalid(spec, rec["arguments"]) if spec else f"unknown tool {rec['tool']}"
+        if problem or spec is None:
+            outcome = Outcome(400, error_body(ToolError(400, problem or "invalid", "invalid_arguments")))
+        else:
+            outcome = await self._run(spec, rec["arguments"])
+        if spec is not None:
+            self._finish("approval", spec, None, args_digest(rec["arguments"]), "approved", outcome, t0,
+                         approval_id=approval_id, detail=f"approved by {rec['decided_by']}",
+                         key_id=rec["requested_by"], role=rec["requester_role"])
+        done = self.approvals.finish(approval_id, not outcome.is_error,
+                                     {"status": outcome.status, **outcome.body})
+        self.metrics.approvals.labels(done["status"]).inc()
+        return done
+
+    async def poll_approvals(self) -> None:
+        """Expire stale requests and run those approved elsewhere (the CLI), forever."""
+        while True:
+            try:
+                for _ in self.approvals.expire():
+                    self.metrics.approvals.labels("expired").inc()
+                for approval_id in self.approvals.approved_ids():
+                    await self.execute_approved(approval_id)
+            except Exception:  # keep polling; a broken row must not stop approvals
+                log.exception("approval poll failed")
+            await asyncio.sleep(self.settings.tools.approval_poll_s)
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)

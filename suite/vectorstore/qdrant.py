@@ -1,0 +1,186 @@
+"""Two Qdrant implementations of ``VectorStore``, chosen by settings (``Settings.qdrant_location``).
+
+* ``EmbeddedQdrantStore``: qdrant-client local mode on a path (or ``:memory:``). In-process, one
+  process may open a path at a time (the RAG service owns it); calls are serialised with a lock.
+* ``ServerQdrantStore``: a Qdrant server by URL; network failures become ``StoreUnavailable``.
+
+Both keep the same collection names and payloads, so an index built in one reads the same in the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from suite.settings import Settings
+from suite.vectorstore.base import (
+    CollectionInfo,
+    CollectionNotFound,
+    DimensionMismatch,
+    Hit,
+    Point,
+    StoreError,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+UPSERT_BATCH = 256
+
+
+def _doc_filter(doc_id: str) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))])
+
+
+class QdrantStore:
+    """What both modes share; subclasses decide how the client is made and how calls are guarded."""
+
+    kind = "qdrant"
+
+    def __init__(self, client: QdrantClient, location: str) -> None:
+        self.client = client
+        self.location = location
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        return fn()
+
+    def _on_created(self, name: str) -> None:
+        """Hook after a collection is created (the server indexes ``doc_id``)."""
+
+    # -- contract -------------------------------------------------------------------------------
+    def ping(self) -> None:
+        self._call(lambda: self.client.get_collections())
+
+    def has_collection(self, name: str) -> bool:
+        return self._call(lambda: self.client.collection_exists(name))
+
+    def _dimension(self, name: str) -> int | None:
+        info = self._call(lambda: self.client.get_collection(name))
+        vectors = info.config.params.vectors
+        return getattr(vectors, "size", None)
+
+    def ensure_collection(self, name: str, dimension: int) -> bool:
+        if self.has_collection(name):
+            existing = self._dimension(name)
+            if existing is not None and existing != dimension:
+                raise DimensionMismatch(name, existing, dimension)
+            return False
+        self._call(lambda: self.client.create_collection(
+            name, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE)))
+        self._on_created(name)
+        log.info("created collection %s (%d dims, %s store)", name, dimension, self.kind)
+        return True
+
+    def collections(self) -> list[CollectionInfo]:
+        names = sorted(c.name for c in self._call(lambda: self.client.get_collections()).collections)
+        return [CollectionInfo(n, self.count(n), self._dimension(n)) for n in names]
+
+    def delete_document(self, collection: str, doc_id: str) -> None:
+        self._require(collection)
+        self._call(lambda: self.client.delete(
+            collection, points_selector=models.FilterSelector(filter=_doc_filter(doc_id)), wait=True))
+
+    def replace_document(self, collection: str, doc_id: str, points: list[Point]) -> int:
+        if any(p.doc_id != doc_id for p in points):
+            raise StoreError(f"replace_document({doc_id!r}) was given points of another document")
+        self.delete_document(collection, doc_id)
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = points[start:start + UPSERT_BATCH]
+            structs = [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload()) for p in batch]
+            self._call(lambda s=structs: self.client.upsert(collection, points=s, wait=True))
+        return len(points)
+
+    def search(self, collection: str, vector: list[float], top_k: int) -> list[Hit]:
+        self._require(collection)
+        response = self._call(lambda: self.client.query_points(
+            collection, query=vector, limit=top_k, with_payload=True))
+        return [_hit(p.payload or {}, p.score) for p in response.points]
+
+    def count(self, collection: str, doc_id: str | None = None) -> int:
+        self._require(collection)
+        flt = _doc_filter(doc_id) if doc_id is not None else None
+        return self._call(lambda: self.client.count(collection, count_filter=flt, exact=True)).count
+
+    def drop_collection(self, name: str) -> bool:
+        return bool(self._call(lambda: self.client.delete_collection(name)))
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing is best effort: the process is usually ending
+            log.debug("closing the qdrant client failed", exc_info=True)
+
+    def _require(self, collection: str) -> None:
+        if not self.has_collection(collection):
+            raise CollectionNotFound(collection)
+
+
+def _hit(payload: dict[str, Any], score: float) -> Hit:
+    return Hit(doc_id=str(payload.get("doc_id", "")), chunk_no=int(payload.get("chunk_no", 0)),
+               text=str(payload.get("text", "")), score=float(score), metadata=payload.get("metadata") or {})
+
+
+class EmbeddedQdrantStore(QdrantStore):
+    """qdrant-client local mode: the data lives under ``path`` (``":memory:"`` for a throwaway store)."""
+
+    kind = "embedded"
+
+    def __init__(self, path: str | Path) -> None:
+        location = str(path)
+        try:
+            if location == ":memory:":
+                client = QdrantClient(location=":memory:")
+            else:
+                Path(location).mkdir(parents=True, exist_ok=True)
+                # Every call holds self._lock, so the SQLite connection is never used by two threads at once.
+                client = QdrantClient(path=location, force_disable_check_same_thread=True)
+        except RuntimeError as exc:  # "already accessed by another instance of Qdrant client"
+            raise StoreUnavailable(f"cannot open the embedded Qdrant store at {location}: {exc}") from None
+        super().__init__(client, location)
+        self._lock = threading.RLock()
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            return fn()
+
+
+class ServerQdrantStore(QdrantStore):
+    """A Qdrant server by URL. Unreachable or failing (5xx) means ``StoreUnavailable``."""
+
+    kind = "server"
+
+    def __init__(self, url: str, timeout_s: int = 10, api_key: str | None = None) -> None:
+        super().__init__(QdrantClient(url=url, timeout=timeout_s, api_key=api_key), url)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except ResponseHandlingException as exc:
+            raise StoreUnavailable(f"Qdrant server at {self.location} unreachable: {exc}") from None
+        except UnexpectedResponse as exc:
+            if exc.status_code is not None and exc.status_code >= 500:
+                raise StoreUnavailable(f"Qdrant server at {self.location} failed: HTTP {exc.status_code}") \
+                    from None
+            raise StoreError(f"Qdrant server refused the request: HTTP {exc.status_code} "
+                             f"{exc.content[:200]!r}") from None
+
+    def _on_created(self, name: str) -> None:
+        # Without a payload index, the per-document delete scans the whole collection.
+        self._call(lambda: self.client.create_payload_index(
+            name, field_name="doc_id", field_schema=models.PayloadSchemaType.KEYWORD, wait=True))
+
+
+def open_store(settings: Settings) -> QdrantStore:
+    """The store the settings choose: a server when ``rag.qdrant_url`` is set, else the local path."""
+    location = settings.qdrant_location()
+    if "url" in location:
+        return ServerQdrantStore(location["url"])
+    return EmbeddedQdrantStore(location["path"])
+
+

@@ -1,0 +1,95 @@
+"""Phase 1 for real: chat, code and gateway processes, the openai client, fallback chat -> code."""
+
+import httpx
+import openai
+import pytest
+
+from suite.supervisor.process import ProcessBackend
+
+pytestmark = pytest.mark.integration
+
+
+def client(settings) -> openai.OpenAI:
+    return openai.OpenAI(base_url=settings.url("gateway") + "/v1", api_key="unused", max_retries=0)
+
+
+def test_status_lists_three_ready_services(phase1):
+    states = {s.name: s for s in ProcessBackend(phase1).status() if s.running}
+    assert sorted(states) == ["gateway", "inference-chat", "inference-code"]
+    assert all(s.healthy and s.ready for s in states.values())
+
+
+def test_chat_completion_through_gateway_with_openai_client(phase1):
+    resp = client(phase1).chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Say hello."}], max_tokens=12, temperature=0)
+    assert resp.choices[0].message.content.strip()
+    assert resp.usage.completion_tokens > 0 and resp.model == "chat"
+
+
+def test_streaming_chat_and_code_completion(phase1):
+    chunks = list(client(phase1).chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Count: one, two,"}], max_tokens=10, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) >= 3 and text.strip()
+    code = client(phase1).completions.create(model="code", prompt="def add(a, b):\n    return", max_tokens=8)
+    assert code.choices[0].text and code.usage.completion_tokens > 0
+
+
+def test_answers_do_not_depend_on_the_previous_request(phase1):
+    def ask(prompt):
+        return client(phase1).completions.create(model="chat", prompt=prompt, max_tokens=16, temperature=0
+                                                 ).choices[0].text
+
+    first = ask("Question: What is a health check in software?\nAnswer:")
+    ask("Something completely different here")
+    assert ask("Question: What is a health check in software?\nAnswer:") == first
+
+
+def test_models_list_and_errors_in_one_shape(phase1):
+    base = phase1.url("gateway")
+    assert {m["id"] for m in httpx.get(base + "/v1/models").json()["data"]} == {"chat", "code"}
+    r = httpx.post(base + "/v1/chat/completions", json={"model": "gpt-9", "messages": []})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    r = httpx.post(base + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = httpx.post(base + "/v1/chat/completions", json={"messages": []})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "model_required"
+    r = httpx.post(phase1.url("inference-chat") + "/v1/chat/completions", json={"messages": "nope"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(phase1.url("inference-chat") + "/v1/completions", content=b"{oops")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    # through the gateway the upstream's 400 is passed on, not retried or failed over
+    r = httpx.post(base + "/v1/chat/completions", json={"model": "chat", "messages": "nope"})
+    assert r.status_code == 400 and r.headers["x-suite-upstream"] == "chat"
+
+
+def test_metrics_and_probes(phase1):
+    httpx.post(phase1.url("gateway") + "/v1/completions", json={"model": "code", "prompt": "x", "max_tokens": 1},
+               timeout=60)
+    text = httpx.get(phase1.url("gateway") + "/metrics").text
+    assert 'gateway_upstream_requests_total{outcome="ok",upstream="inference-code"}' in text
+    assert "http_request_duration_seconds_bucket" in text
+    ready = httpx.get(phase1.url("inference-chat") + "/ready", timeout=60).json()
+    assert ready["status"] == "ready" and ready["tokens"] == 1
+
+
+def test_gateway_falls_back_to_code_when_chat_is_down_then_recovers(phase1):
+    backend = ProcessBackend(phase1)
+    assert backend.down(["inference-chat"]) == ["inference-chat"]
+    try:
+        r = httpx.post(phase1.url("gateway") + "/v1/chat/completions", timeout=120,
+                       json={"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-suite-upstream"] == "code" and r.headers["x-suite-fallback-from"] == "chat"
+        assert r.json()["choices"][0]["message"]["content"] is not None
+        ready = httpx.get(phase1.url("gateway") + "/ready", timeout=60)
+        assert ready.status_code == 503 and "inference-chat" in ready.json()["reason"]
+        metrics = httpx.get(phase1.url("gateway") + "/metrics").text
+        assert 'gateway_fallbacks_total{requested="chat",served_by="code"} 1.0' in metrics
+    finally:
+        backend.up(1)
+    r = httpx.post(phase1.url("gateway") + "/v1/chat/completions", timeout=120,
+                   json={"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+    assert r.status_code == 200
+    # the restarted chat upstream may still be cooling down; readiness must be back either way
+    assert httpx.get(phase1.url("gateway") + "/ready", timeout=60).status_code == 200

@@ -1,0 +1,81 @@
+"""`harness run` end to end: real papermill kernels, real services, the report and its verdict."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import free_port_offset
+
+pytestmark = pytest.mark.integration
+
+
+def run_harness(tmp_path, gemma_path, *args, offset=None, timeout=1500):
+    env = dict(os.environ,
+               SUITE_DATA_DIR=str(tmp_path / "data"), SUITE_PORT_OFFSET=str(offset or free_port_offset()),
+               SUITE_INFERENCE__CHAT__PATH=str(gemma_path), SUITE_INFERENCE__CODE__PATH=str(gemma_path))
+    return subprocess.run([sys.executable, "-m", "harness.cli", "run", "--runs-dir", str(tmp_path / "runs"), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def only_run(tmp_path):
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
+    proc = run_harness(tmp_path, gemma_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert f"report: {run / 'report.html'}" in proc.stdout and "verdict: GO" in proc.stdout
+    steps = json.loads((run / "steps.json").read_text())
+    assert [s["status"] for s in steps] == ["passed"] * len(steps)
+    for s in steps:
+        assert (run / s["output"]).is_file() and (run / s["html"]).is_file()
+    health = json.loads((run / "results" / "02_health.json").read_text())
+    assert {r["id"] for r in health} >= {"health.gateway.ready", "health.inference-chat.ready"}
+    assert all(r["status"] == "pass" and r["measured"].endswith(" ms") for r in health)
+    report = (run / "report.html").read_text()
+    assert ">GO<" in report and "health.gateway.ready" in report and "02_health.html" in report
+    ledger = json.loads((run / "ledger.json").read_text())
+    assert "report.html" in ledger["artifacts"] and ledger["environment"]["packages"]["llama-cpp-python"]
+    # services this run started are gone again
+    started = json.loads((run / "started_services.json").read_text())
+    assert started["services"] == ["inference-chat", "inference-code", "gateway"]
+    assert not list((tmp_path / "data" / "pids").glob("gateway.json"))
+    # the HTML rendering for reviewers carries no code cells
+    html = (run / steps[0]["html"]).read_text()
+    assert "from harness.envcheck import validate" not in html and "env.python" in html
+
+
+def test_failing_check_stops_the_run_but_leaves_notebooks_results_and_report(tmp_path, gemma_path):
+    offset = free_port_offset()
+    with socket.socket() as blocker:  # a stranger holds the gateway's port
+        blocker.bind(("127.0.0.1", 8000 + offset))
+        blocker.listen()
+        proc = run_harness(tmp_path, gemma_path, offset=offset, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "verdict: NO-GO" in proc.stdout
+    run = only_run(tmp_path)
+    steps = {s["notebook"]: s for s in json.loads((run / "steps.json").read_text())}
+    assert steps["00_validate_env.ipynb"]["status"] == "failed"
+    assert "env.ports" in steps["00_validate_env.ipynb"]["error"]
+    assert steps["01_bring_up.ipynb"]["status"] == "skipped"
+    assert steps["07_report.ipynb"]["status"] == "passed"
+    assert (run / "notebooks" / "00_validate_env.ipynb").is_file()
+    results = json.loads((run / "results" / "00_validate_env.json").read_text())
+    ports = next(r for r in results if r["id"] == "env.ports")
+    assert ports["status"] == "fail" and str(8000 + offset) in ports["detail"]
+    report = (run / "report.html").read_text()
+    assert "NO-GO" in report and "env.ports" in report
+
+
+def test_wrong_parameter_type_is_refused_before_anything_runs(tmp_path, gemma_path):
+    proc = run_harness(tmp_path, gemma_path, "-p", "phase=two", timeout=120)
+    assert proc.returncode == 2
+    assert "parameter 'phase'" in proc.stderr and "expects int" in proc.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,37 @@
+"""CheckResult, its JSON files, and the runbook gate."""
+
+import json
+
+import pytest
+
+from harness.errors import ChecksFailed
+from harness.notebook import Runbook
+from harness.result import CheckResult, Status, load_results, save_results, summarize
+
+
+def test_round_trip_and_status_validation(tmp_path):
+    r = CheckResult("a.b", "A", "health", "pass", target="HTTP 200", measured="3.0 ms", evidence="x.json")
+    assert r.status is Status.PASS and r.evidence == ["x.json"] and r.ok
+    path = save_results([r, CheckResult("c", "C", "health", Status.FAIL)], tmp_path / "r.json")
+    loaded = load_results(path)
+    assert loaded[0] == r and loaded[1].status is Status.FAIL and not loaded[1].ok
+    assert json.loads(path.read_text())[0]["status"] == "pass"
+    assert summarize(loaded) == {"pass": 1, "fail": 1, "warn": 0, "skip": 0}
+    with pytest.raises(ValueError):
+        CheckResult("x", "X", "health", "passed")
+
+
+def test_gate_saves_results_before_failing(tmp_path):
+    rb = Runbook.open(str(tmp_path / "run"), "02_health")
+    rb.record([CheckResult("ok", "fine", "health", "pass"), CheckResult("bad", "broken", "health", "fail"),
+               CheckResult("w", "warned", "health", "warn")])
+    with pytest.raises(ChecksFailed, match="bad") as info:
+        rb.gate()
+    assert info.value.failed == ["bad"]
+    assert [r.id for r in load_results(rb.results_file)] == ["ok", "bad", "w"]
+
+
+def test_gate_passes_warnings_and_skips(tmp_path):
+    rb = Runbook.open(str(tmp_path / "run"), "00_validate_env")
+    rb.record([CheckResult("w", "W", "environment", "warn"), CheckResult("s", "S", "environment", "skip")])
+    assert rb.gate() == {"pass": 0, "fail": 0, "warn": 1, "skip": 1}
