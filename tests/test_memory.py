@@ -1,0 +1,114 @@
+"""The memory service: store (FTS, retention, backup) and the running app with its maintainer."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import httpx
+import pytest
+
+from suite.memory.store import MemoryStore, StoreError, fts_query
+from tests.test_tools_stack import serve, stack_settings
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = MemoryStore(tmp_path / "m.db")
+    yield s
+    s.close()
+
+
+def test_notes_and_search(store):
+    a = store.add_note("proj", "Qdrant snapshot runbook for backups", ["ops", "qdrant"])
+    store.add_note("proj", "Gateway failover from chat to code")
+    store.add_note("other", "qdrant again")
+    hits = store.search("qdrant backups")
+    assert [h["id"] for h in hits] == [a.id] and "[" in hits[0]["snippet"]
+    assert len(store.search("qdrant")) == 2 and len(store.search("qdrant", project="other")) == 1
+    assert [n.id for n in store.list_notes(tag="ops")] == [a.id]
+    assert store.get_project("proj")["notes"] == 2
+
+
+def test_search_never_breaks_on_fts_syntax(store):
+    store.add_note("p", 'He said "hello" AND NOT (x OR y*) NEAR/2 z:w')
+    for q in ["AND", "x OR", "NEAR(", 'hello"', "z:w", "y*", "안녕 하세요"]:
+        assert fts_query(q)
+        store.search(q)  # quoted words: never an sqlite3.OperationalError
+    assert store.search('said "hello')[0]["text"].startswith("He said")
+    with pytest.raises(StoreError) as info:
+        store.search("!!! ---")
+    assert info.value.status == 400
+
+
+def test_bad_input_is_refused(store):
+    for project, text, tags in (("bad name!", "x", None), ("p", "", None), ("p", "x", "notalist"),
+                                ("p", 5, None), ("p", "x", [""])):
+        with pytest.raises(StoreError) as info:
+            store.add_note(project, text, tags)
+        assert info.value.status == 400
+
+
+def test_retention_per_project_and_backup(store, tmp_path):
+    store.ensure_project("short", retention_days=1)
+    old = store.add_note("short", "old note")
+    store.add_note("long", "old but kept")
+    with store._lock:
+        store._db.execute("UPDATE notes SET created_at=?", (time.time() - 3 * 86400,))
+    assert store.apply_retention(default_days=30) == {"short": 1}
+    with pytest.raises(StoreError):
+        store.get_note(old.id)
+    store.optimize()
+    dest = store.backup(tmp_path / "b" / "copy.db")
+    copy = sqlite3.connect(dest)
+    assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert copy.execute("SELECT text FROM notes").fetchall() == [("old but kept",)]
+
+
+@pytest.fixture(scope="module")
+def memory(tmp_path_factory):
+    settings = stack_settings(tmp_path_factory.mktemp("memory"),
+                              memory={"maintain_every_s": 0.3, "backup_every_s": 0.3,
+                                      "maintainer_start_delay_s": 0, "backups_kept": 2})
+    with serve(settings, "memory"):
+        yield settings
+
+
+def test_memory_api(memory):
+    base = memory.url("memory") + "/v1/memory"
+    health = httpx.get(base + "/health").json()
+    assert health["status"] == "healthy" and "notes" in health
+    assert httpx.get(memory.url("memory") + "/ready").status_code == 200
+    r = httpx.post(base + "/notes", json={"project": "demo", "text": "remember the walrus", "tags": ["z"]})
+    assert r.status_code == 201
+    note = r.json()
+    assert httpx.get(base + "/search", params={"q": "walrus"}).json()["results"][0]["id"] == note["id"]
+    assert httpx.post(base + "/search", json={"query": "walrus", "project": "demo"}).json()["results"]
+    assert httpx.get(f"{base}/notes/{note['id']}").json()["text"] == "remember the walrus"
+    assert httpx.get(base + "/projects").json()["projects"][0]["name"] == "demo"
+    assert httpx.post(base + "/projects", json={"name": "p2", "retention_days": 7}).status_code == 201
+    for bad in ({"project": "x y", "text": "a"}, {"text": ""}, {"text": 5}, {}):
+        r = httpx.post(base + "/notes", json=bad)
+        assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "code"}
+    assert httpx.get(base + "/search", params={"q": '"('}).status_code == 400
+    assert httpx.get(f"{base}/notes/999999").status_code == 404
+    assert httpx.delete(f"{base}/notes/{note['id']}").status_code == 200
+
+
+def test_maintainer_runs_backs_up_and_counts(memory):
+    base = memory.url("memory")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        backups = httpx.get(base + "/v1/memory/admin/backups").json()["backups"]
+        metrics = httpx.get(base + "/metrics").text
+        if len(backups) == 2 and 'memory_maintenance_runs_total{job="maintain",outcome="ok"}' in metrics:
+            break
+        time.sleep(0.3)
+    assert len(backups) == 2  # backups_kept prunes the rest
+    assert 'memory_maintenance_runs_total{job="backup",outcome="ok"}' in metrics
+    for b in backups:
+        assert sqlite3.connect(b["path"]).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    r = httpx.post(base + "/v1/memory/admin/backup")
+    assert r.status_code == 200 and r.json()["outcome"] == "ok" and r.json()["bytes"] > 0
+    health = httpx.get(base + "/v1/memory/health").json()
+    assert health["maintainer"]["last_backup"]["outcome"] == "ok"

@@ -1,0 +1,93 @@
+"""Helpers for the tools and memory tests (no tests here): the real apps, in-process, on free ports.
+
+Only memory and tools are started (uvicorn in threads); RAG and model tools meet a closed port and
+must answer 503, which the tests check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+
+from suite import services
+from suite.settings import Settings
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def stack_settings(data_dir: Path, **overrides) -> Settings:
+    """Settings whose every port is free, in ``data_dir``."""
+    import random
+
+    base = Settings(data_dir=data_dir).ports.model_dump().values()
+    for _ in range(200):
+        offset = random.randrange(20000, 50000, 7)
+        if all(_free(p + offset) for p in base):
+            return Settings(data_dir=data_dir, port_offset=offset, **overrides)
+    raise RuntimeError("no free port range")
+
+
+class ServerThread:
+    """One uvicorn server in a daemon thread; ``start`` waits until it accepts connections."""
+
+    def __init__(self, app, host: str, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    lifespan="on", timeout_graceful_shutdown=3))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, deadline_s: float = 30.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + deadline_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@contextmanager
+def serve(settings: Settings, *names: str):
+    """Run the named services (``memory``, ``tools``) of ``settings`` until the block ends."""
+    running = []
+    try:
+        for name in names:
+            app = services.get(name).load_factory()(settings)
+            server = ServerThread(app, settings.host, settings.port(name))
+            server.start()
+            running.append(server)
+        yield settings
+    finally:
+        for server in reversed(running):
+            server.stop()
+
+
+def cli(settings: Settings, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``suite ARGV`` in a subprocess against this stack's data dir."""
+    env = dict(os.environ, SUITE_DATA_DIR=str(settings.data_dir), SUITE_PORT_OFFSET=str(settings.port_offset))
+    return subprocess.run([sys.executable, "-m", "suite.cli", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def cli_key(settings: Settings, role: str) -> str:
+    proc = cli(settings, "keys", "create", "--role", role, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["key"]
