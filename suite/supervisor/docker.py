@@ -1,0 +1,109 @@
+"""Docker backend: the same contract over ``docker compose`` (GPU boxes).
+
+``deploy/compose.yaml`` runs each service from one image as ``python -m suite.serve NAME`` with the
+host network (services still bind 127.0.0.1) and the settings file mounted, so a containerised stack
+behaves like the process backend's. Readiness is polled over HTTP exactly as for processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from suite import services
+from suite.settings import Settings, project_root
+from suite.supervisor.base import Progress, ServiceFailed, ServiceState, SupervisorError, probe, wait_ready
+
+PROJECT = "suite"
+
+
+class DockerBackend:
+    def __init__(self, settings: Settings, compose_file: Path | None = None) -> None:
+        self.settings = settings
+        self.compose_file = compose_file or project_root() / "deploy" / "compose.yaml"
+
+    def _compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        docker = shutil.which("docker")
+        if docker is None:
+            raise SupervisorError("the docker backend needs the `docker` client (with Compose v2) on PATH")
+        cmd = [docker, "compose", "-f", str(self.compose_file), "-p", PROJECT, *args]
+        env = dict(os.environ, SUITE_DATA_DIR=str(self.settings.data_dir), SUITE_PROFILE=self.settings.profile)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        if check and proc.returncode != 0:
+            raise SupervisorError(f"`docker compose {' '.join(args)}` failed ({proc.returncode}): "
+                                  f"{(proc.stderr or proc.stdout).strip()[-800:]}")
+        return proc
+
+    def running(self) -> set[str]:
+        proc = self._compose("ps", "--format", "json", check=False)
+        names = set()
+        for line in proc.stdout.splitlines():  # compose prints one JSON object per line
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                items = json.loads(line)
+            except ValueError:
+                continue
+            for item in items if isinstance(items, list) else [items]:
+                if item.get("State") == "running":
+                    names.add(item.get("Service"))
+        return names
+
+    def up(self, phase: int, progress: Progress | None = None) -> list[str]:
+        say = progress or (lambda _m: None)
+        specs = services.for_phase(phase)
+        before = self.running()
+        self.settings.dump_file(self.settings.pid_dir / "settings.json")
+        todo = [s.name for s in specs if s.name not in before]
+        if todo:
+            say(f"  docker compose up -d {' '.join(todo)}")
+            self._compose("up", "-d", *todo)
+        deadline = time.monotonic() + self.settings.ready_deadline_s
+        try:
+            for spec in specs:
+                took = wait_ready(spec, self.settings.url(spec.name), deadline,
+                                  alive=lambda n=spec.name: n in self.running(), progress=say,
+                                  log_tail=lambda n=spec.name: self._logs(n, 25))
+                say(f"  ✓ {spec.name} ready in {took:.1f}s")
+        except (ServiceFailed, KeyboardInterrupt):
+            if todo:
+                self.down(todo)
+            raise
+        return todo
+
+    def down(self, names: list[str] | None = None) -> list[str]:
+        up = self.running()
+        targets = [s.name for s in reversed(services.SERVICES) if s.name in up and (names is None or s.name in names)]
+        if targets:
+            self._compose("stop", *targets)
+            self._compose("rm", "-f", *targets)
+        return targets
+
+    def status(self) -> list[ServiceState]:
+        up = self.running()
+        states = []
+        for spec in services.SERVICES:
+            st = ServiceState(spec.name, spec.phase, self.settings.url(spec.name), running=spec.name in up)
+            if st.running:
+                st.healthy, _ = probe(st.url + spec.health_path)
+                st.ready, st.detail = probe(st.url + spec.ready_path, timeout=15.0)
+            else:
+                st.detail = "not running"
+            states.append(st)
+        return states
+
+    def _logs(self, name: str, lines: int = 200) -> str:
+        return self._compose("logs", "--no-color", "--tail", str(lines), name, check=False).stdout
+
+    def log_path(self, name: str) -> Path:
+        """Compose keeps the logs; this writes the latest ones to the usual file and returns it."""
+        services.get(name)
+        path = self.settings.log_dir / f"{name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self._logs(name, 2000))
+        return path

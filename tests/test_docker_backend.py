@@ -1,0 +1,89 @@
+"""Docker backend against a fake `docker` client (no engine can run here): the commands it sends
+and how it reads `compose ps`. Readiness is still probed over real HTTP."""
+
+import json
+import os
+import stat
+import threading
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from suite.supervisor import ServiceFailed, SupervisorError
+from suite.supervisor.docker import DockerBackend
+
+FAKE = """#!/usr/bin/env python3
+import json, os, sys
+log = os.environ["FAKE_DOCKER_LOG"]
+with open(log, "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\\n")
+args = sys.argv[1:]
+if "ps" in args:
+    for name in open(os.environ["FAKE_DOCKER_RUNNING"]).read().split():
+        print(json.dumps({"Service": name, "State": "running"}))
+"""
+
+
+@pytest.fixture
+def fake_docker(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "docker"
+    exe.write_text(FAKE)
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    running = tmp_path / "running"
+    running.write_text("")
+    log = tmp_path / "calls"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+    monkeypatch.setenv("FAKE_DOCKER_RUNNING", str(running))
+    return running, log
+
+
+def calls(log):
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def serve_ready_app(port):
+    app = FastAPI()
+    app.get("/ready")(lambda: {"status": "ready"})
+    app.get("/health")(lambda: {"status": "ok"})
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    return server
+
+
+def test_up_starts_missing_services_and_waits_for_readiness(settings, fake_docker):
+    running, log = fake_docker
+    running.write_text("inference-chat inference-code gateway")
+    servers = [serve_ready_app(settings.port(n)) for n in ("inference-chat", "inference-code", "gateway")]
+    try:
+        backend = DockerBackend(settings)
+        assert backend.up(1) == []  # all running already: nothing started
+        assert not any(c[:1] == ["compose"] and "up" in c for c in calls(log))
+        assert (settings.pid_dir / "settings.json").is_file()
+        states = {s.name: s for s in backend.status()}
+        assert states["gateway"].running and states["gateway"].ready
+        assert not states["rag"].running
+        assert backend.down(["gateway"]) == ["gateway"]
+        stop = [c for c in calls(log) if "stop" in c][0]
+        assert stop[:2] == ["compose", "-f"] and stop[-2:] == ["stop", "gateway"]
+    finally:
+        for s in servers:
+            s.should_exit = True
+
+
+def test_service_that_never_runs_fails_and_is_stopped(settings, fake_docker):
+    running, log = fake_docker
+    settings = settings.model_copy(update={"ready_deadline_s": 3})
+    with pytest.raises(ServiceFailed, match="inference-chat did not become ready: process exited"):
+        DockerBackend(settings).up(1)
+    up = [c for c in calls(log) if "up" in c][0]
+    assert up[-5:] == ["up", "-d", "inference-chat", "inference-code", "gateway"]
+
+
+def test_missing_docker_client_is_a_clear_error(settings, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SupervisorError, match="needs the `docker` client"):
+        DockerBackend(settings).up(1)
