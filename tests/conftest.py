@@ -63,29 +63,23 @@ def bring_up(settings: Settings, phase: int):
     return backend
 
 
-@pytest.fixture(scope="module")
-def phase1(tmp_path_factory, gemma_path):
-    """A real phase-1 stack (chat, code, gateway) for the tests of one module."""
-    s = make_settings(tmp_path_factory.mktemp("phase1"), gemma_path)
-    backend = bring_up(s, 1)
-    yield s
-    backend.down()
+def _stack_fixture(phase: int):
+    """A module-scoped fixture: a real stack of phases 1..phase on free ports, torn down after."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory, gemma_path):
+        s = make_settings(tmp_path_factory.mktemp(f"phase{phase}"), gemma_path)
+        backend = bring_up(s, phase)
+        yield s
+        backend.down()
+
+    fixture.__doc__ = f"A real phase-{phase} stack (see suite.services) for the tests of one module."
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def phase2(tmp_path_factory, gemma_path):
-    s = make_settings(tmp_path_factory.mktemp("phase2"), gemma_path)
-    backend = bring_up(s, 2)
-    yield s
-    backend.down()
-
-
-@pytest.fixture(scope="module")
-def phase3(tmp_path_factory, gemma_path):
-    s = make_settings(tmp_path_factory.mktemp("phase3"), gemma_path)
-    backend = bring_up(s, 3)
-    yield s
-    backend.down()
+phase1 = _stack_fixture(1)
+phase2 = _stack_fixture(2)
+phase3 = _stack_fixture(3)
 
 
 __all__ = ["make_settings", "bring_up", "free_port_offset", "services"]
