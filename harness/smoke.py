@@ -99,7 +99,8 @@ def check_reindex(settings: Settings, data: dict[str, Any], phase: int = 2) -> C
         resp = _post(settings.url("rag") + "/index",
                      {"collection": data["collection"], "documents": data["documents"]})
     except httpx.HTTPError as exc:
-        return _result(cid, title, "fail", t, target="same point count", detail=f"{type(exc).__name__}: {exc}")
+        return _result(cid, title, "fail", t, target="same point count",
+                       detail=f"{type(exc).__name__}: {exc}")
     measured = _ms(t)
     if before.status_code != 200 or resp.status_code != 200:
         bad = before if before.status_code != 200 else resp
@@ -228,7 +229,8 @@ def check_code(settings: Settings, max_tokens: int = 16) -> CheckResult:
     cid, title = "smoke.gateway.code", "code completion through the gateway"
     t = Timer()
     resp, err = _completion(settings, "/v1/completions", {
-        "model": "code", "prompt": "def add(a, b):\n    return", "max_tokens": max_tokens, "temperature": 0.0})
+        "model": "code", "prompt": "def add(a, b):\n    return", "max_tokens": max_tokens,
+        "temperature": 0.0})
     return _completion_result(cid, title, t, resp, err, expect_upstream="code")
 
 
@@ -273,10 +275,12 @@ def check_failover(settings: Settings, phase: int, backend: Any = None) -> list[
         if resp is None:
             failover = _result(cid, title, "fail", t, target=target, measured=measured, detail=err)
         else:
-            fallback, upstream = resp.headers.get("x-suite-fallback-from"), resp.headers.get("x-suite-upstream")
+            fallback = resp.headers.get("x-suite-fallback-from")
+            upstream = resp.headers.get("x-suite-upstream")
             ok = resp.status_code == 200 and fallback == "chat" and upstream == "code"
             failover = _result(cid, title, "pass" if ok else "fail", t, target=target, measured=measured,
-                               detail=f"HTTP {resp.status_code}, upstream {upstream}, fallback-from {fallback}"
+                               detail=f"HTTP {resp.status_code}, upstream {upstream}, "
+                                      f"fallback-from {fallback}"
                                       + ("" if resp.status_code == 200 else f": {_error_text(resp)}"))
     finally:
         restore = _restore(settings, backend, phase)

@@ -8,6 +8,8 @@ variables set by ``harness.load`` (or by hand):
 - ``LOAD_REQUESTS`` — stop the run after this many measured (non warm-up) requests.
 - ``LOAD_WARMUP_S`` — requests started in the first seconds are marked ``warmup`` (excluded).
 - ``LOAD_MAX_TOKENS`` — completion length the LLM locustfiles ask for.
+- ``LOAD_STOP_FILE`` — when this file appears the run stops (how the harness aborts a run whose
+  threshold is already lost; one quit path, so Locust still writes complete reports).
 
 Streamed requests are timed to their last byte here (Locust's own time covers only the headers),
 and their time to first token, inter-token latency and output tokens per second are fired as
@@ -16,7 +18,6 @@ extra rows of request type ``METRIC`` so the Locust UI shows them too.
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 import gevent
 from locust import events
-from locust.exception import StopUser
+from locust.exception import RescheduleTask
 from locust.runners import MasterRunner, WorkerRunner
 
 log = logging.getLogger("suite.load")
@@ -36,6 +37,7 @@ REQUESTS = int(os.environ.get("LOAD_REQUESTS", "0") or 0)
 WARMUP_S = float(os.environ.get("LOAD_WARMUP_S", "0") or 0)
 MAX_TOKENS = int(os.environ.get("LOAD_MAX_TOKENS", "16") or 16)
 API_KEY = os.environ.get("LOAD_API_KEY", "")
+STOP_FILE = os.environ.get("LOAD_STOP_FILE", "")
 
 
 def service_url(service: str) -> str:
@@ -77,6 +79,34 @@ def _on_test_start(environment, **_kw) -> None:
     STATE.warm_until = time.time() + WARMUP_S
     if REQUESTS and isinstance(environment.runner, MasterRunner):
         gevent.spawn(_master_watch, environment)
+    if STOP_FILE and not isinstance(environment.runner, WorkerRunner):
+        gevent.spawn(_stop_file_watch, environment)
+
+
+def _quit(environment, why: str) -> None:
+    """The one way this module ends a run (budget reached, or asked to stop), at most once."""
+    if STATE.quitting:
+        return
+    STATE.quitting = True
+    log.info("stopping: %s", why)
+    gevent.spawn(environment.runner.quit)  # not inline: quitting kills the calling greenlet
+
+
+def _stop_file_watch(environment) -> None:
+    while not STATE.quitting:
+        if os.path.exists(STOP_FILE):
+            with open(STOP_FILE, encoding="utf-8") as fh:
+                _quit(environment, fh.read().strip() or "stop file found")
+            return
+        gevent.sleep(0.25)
+
+
+@events.quitting.add_listener
+def _on_quitting(environment, **_kw) -> None:
+    # Locust rewrites its CSV once a second but not at shutdown: give its writer one more pass
+    options = getattr(environment, "parsed_options", None)
+    if getattr(options, "csv_prefix", None) and not isinstance(environment.runner, WorkerRunner):
+        gevent.sleep(1.2)
 
 
 @events.quit.add_listener
@@ -100,21 +130,25 @@ def _master_watch(environment) -> None:
         if baseline is None and time.time() >= STATE.warm_until:
             baseline = done  # requests of the warm-up do not count towards the budget
         if baseline is not None and done - baseline >= REQUESTS:
-            log.info("request budget of %d reached (%d reported): stopping", REQUESTS, done - baseline)
-            environment.runner.quit()
+            _quit(environment, f"request budget of {REQUESTS} reached ({done - baseline} reported)")
+            return
+        if STATE.quitting:
             return
 
 
 def take() -> dict[str, Any]:
-    """A ticket for one request: ``context=`` of the request. Raises ``StopUser`` when the budget is spent.
+    """A ticket for one request: ``context=`` of the request.
 
-    In a single process the budget is exact; on workers the master stops the run instead.
+    When the budget is spent the task is skipped (``RescheduleTask`` after a short pause) until the
+    requests in flight finish and the run stops. In a single process the budget is exact; on
+    workers the master stops the run instead.
     """
     if time.time() < STATE.warm_until:
         return {"warmup": True}
     if REQUESTS and not isinstance(STATE.environment.runner, WorkerRunner):
         if STATE.started >= REQUESTS:
-            raise StopUser()
+            gevent.sleep(0.2)
+            raise RescheduleTask()
         STATE.started += 1
     return {"warmup": False}
 
@@ -142,11 +176,9 @@ def _on_request(request_type, name, response_time, response_length, exception=No
         return
     STATE.completed += 1
     runner = getattr(STATE.environment, "runner", None)
-    if (REQUESTS and STATE.completed >= REQUESTS and not STATE.quitting
+    if (REQUESTS and STATE.completed >= REQUESTS
             and runner is not None and not isinstance(runner, (WorkerRunner, MasterRunner))):
-        STATE.quitting = True
-        log.info("request budget of %d reached: stopping", REQUESTS)
-        gevent.spawn(runner.quit)  # not inline: quitting kills this very greenlet
+        _quit(STATE.environment, f"request budget of {REQUESTS} reached")
 
 
 def stream_sse(user, path: str, body: dict[str, Any], name: str) -> None:
@@ -167,19 +199,23 @@ def stream_sse(user, path: str, body: dict[str, Any], name: str) -> None:
             resp.failure(f"HTTP {resp.status_code}: {text[:200]}")
             resp.request_meta["response_time"] = (time.perf_counter() - t0) * 1000
             return
-        buffer, done = "", False
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # chunks may split a character
+        done = False
+        # line by line: iter_content() waits for whole 1 KiB blocks, which would hide when tokens arrive
+        raw = resp._response
         try:
-            for chunk in resp.iter_content(chunk_size=1024, decode_content=False):
-                size += len(chunk)
-                buffer += decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
-                while "\n\n" in buffer:
-                    event, buffer = buffer.split("\n\n", 1)
-                    data = event.strip().removeprefix("data:").strip()
-                    if data == "[DONE]":
-                        done = True
-                    elif data and _has_text(data):
-                        token_times.append(time.perf_counter())
+            while True:
+                line = raw.readline(b"\n")
+                if not line:
+                    break
+                size += len(line)
+                data = line.decode("utf-8", errors="replace").strip()
+                if not data.startswith("data:"):
+                    continue
+                data = data[5:].strip()
+                if data == "[DONE]":
+                    done = True
+                elif _has_text(data):
+                    token_times.append(time.perf_counter())
         except Exception as exc:  # a connection cut mid-stream is a failed request, not a crash
             resp.failure(f"stream broken: {type(exc).__name__}: {exc}")
         end = time.perf_counter()

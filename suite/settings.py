@@ -74,6 +74,10 @@ class InferenceSettings(BaseModel):
     slots: int = Field(4, ge=1, description="parallel sequences of the batched engine")
     queue_limit: int = Field(16, ge=0, description="requests waiting beyond the slots before 429")
     ready_timeout_s: float = Field(30.0, gt=0, description="deadline of the /ready 1-token completion")
+    batch_invariant: bool = Field(
+        False, description="batched engine: load weights without CPU repacking so a sequence's output "
+        "does not depend on what else shares its batch (exact replays under load; may be slower)"
+    )
 
     @model_validator(mode="after")
     def _default_aliases(self) -> "InferenceSettings":

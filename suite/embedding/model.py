@@ -40,7 +40,8 @@ class LoadedModel:
         if not texts:
             return 0
         limit = getattr(self.st, "max_seq_length", None) or 512
-        ids = self.st.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
+        encoded = self.st.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=limit)
+        ids = encoded["input_ids"]
         return sum(len(x) for x in ids)
 
 

@@ -22,5 +22,5 @@ class OpenAIEmbeddingRequest(BaseModel):
 
 
 class ReloadRequest(BaseModel):
-    model_path: str | None = Field(None, description="sentence-transformers model dir (default: the configured one)")
+    model_path: str | None = Field(None, description="sentence-transformers model dir (default: configured)")
     model_name: str | None = Field(None, description="name reported in responses (default: the dir name)")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import llama_cpp
+from llama_cpp._utils import suppress_stdout_stderr
 
 from suite.inference.sampling import SamplingParams, build_sampler, free_sampler, token_piece
 from suite.inference.textstream import TextStream
@@ -122,8 +123,10 @@ class Engine:
     """N slots over one llama.cpp context; thread-safe ``submit`` / ``cancel`` from any thread."""
 
     def __init__(self, llama: llama_cpp.Llama, *, slots: int, queue_limit: int, n_ctx: int,
-                 n_batch: int = 512, prefill_chunk: int = 256, hooks: EngineHooks | None = None) -> None:
+                 n_batch: int = 512, prefill_chunk: int = 256, batch_invariant: bool = False,
+                 hooks: EngineHooks | None = None) -> None:
         self.llama = llama
+        self.batch_invariant = batch_invariant
         self.slots = slots
         self.queue_limit = queue_limit
         self.n_ctx = n_ctx
@@ -142,18 +145,32 @@ class Engine:
         self._ctx = None
         self._batch = None
         self._pieces: dict[int, bytes] = {}
+        self._own_model = None
         self.steps = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         """Create the context and batch, then start the engine thread."""
+        model = self.llama._model.model
+        if self.batch_invariant:
+            # Repacked CPU weights use one kernel for groups of rows and another for the rest, so a
+            # row's numbers depend on the batch around it; plain weights give the same logits for a
+            # sequence whatever shares its batch.
+            mparams = llama_cpp.llama_model_params.from_buffer_copy(self.llama.model_params)
+            mparams.use_extra_bufts = False
+            with suppress_stdout_stderr(disable=self.llama.verbose):
+                model = self._own_model = llama_cpp.llama_model_load_from_file(
+                    self.llama.model_path.encode("utf-8"), mparams)
+            if not model:
+                raise EngineError(f"llama.cpp could not load {self.llama.model_path}")
         params = llama_cpp.llama_context_params.from_buffer_copy(self.llama.context_params)
         params.n_ctx = self.n_ctx * self.slots
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch
         params.n_seq_max = self.slots
-        params.kv_unified = True
-        self._ctx = llama_cpp.llama_init_from_model(self.llama._model.model, params)
+        params.kv_unified = False  # one KV stream per sequence: isolation by construction
+        with suppress_stdout_stderr(disable=self.llama.verbose):
+            self._ctx = llama_cpp.llama_init_from_model(model, params)
         if not self._ctx:
             raise EngineError("llama.cpp could not create the batched context")
         self._mem = llama_cpp.llama_get_memory(self._ctx)
@@ -177,6 +194,9 @@ class Engine:
         if self._ctx is not None:
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
+        if self._own_model is not None:
+            llama_cpp.llama_model_free(self._own_model)
+            self._own_model = None
 
     # -- requests ---------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, sink: Sink, *, priority: bool = False) -> Handle:
@@ -338,9 +358,9 @@ class Engine:
         if seq not in self._active:
             return
         rest = "" if error else seq.text.finish()
+        self._release(seq)  # before telling the caller, so a finished request never holds a slot
         seq.handle.sink(Event(text=rest, finish_reason=reason, error=error,
                               completion_tokens=len(seq.generated)))
-        self._release(seq)
 
     def _release(self, seq: _Seq) -> None:
         self._active.remove(seq)

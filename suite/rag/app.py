@@ -71,7 +71,8 @@ def create_app(settings: Settings) -> FastAPI:
     def health_info() -> dict[str, Any]:
         deps: Dependencies | None = getattr(app.state, "deps", None)
         store = getattr(app.state, "store", None)
-        out: dict[str, Any] = {"dependencies": {k: v.to_dict() for k, v in deps.state.items()} if deps else {}}
+        states = {k: v.to_dict() for k, v in deps.state.items()} if deps else {}
+        out: dict[str, Any] = {"dependencies": states}
         if store is not None:
             out["dependencies"]["vector_store"] = {"kind": store.kind, "location": store.location,
                                                    "state": "open"}
@@ -109,7 +110,8 @@ def create_app(settings: Settings) -> FastAPI:
         seen: set[str] = set()
         for doc in docs:
             if doc.id in seen:
-                raise ApiError(400, f"document id '{doc.id}' appears twice in one request", code="duplicate_id")
+                raise ApiError(400, f"document id '{doc.id}' appears twice in one request",
+                               code="duplicate_id")
             seen.add(doc.id)
         chunked = [(doc, chunk_text(doc.text, cfg.chunk_chars, cfg.chunk_overlap)) for doc in docs]
         texts = [c for _, chunks in chunked for c in chunks]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from suite.vectorstore import Hit
 
-INSTRUCTION = ("Answer the question using only the context below. If the context does not contain the "
-               "answer, say that you do not know. Answer in the language of the question, briefly.")
+INSTRUCTION = ("Answer the question briefly, in the language of the question, using only the context above. "
+               "If the context does not contain the answer, say that you do not know.")
 
 
 def build_messages(question: str, hits: list[Hit], max_chars: int) -> list[dict[str, str]]:
@@ -23,5 +23,6 @@ def build_messages(question: str, hits: list[Hit], max_chars: int) -> list[dict[
         parts.append(f"[{n}] ({hit.doc_id}) {text}")
         used += len(text)
     context = "\n".join(parts) if parts else "(no context found)"
-    content = f"{INSTRUCTION}\n\nContext:\n{context}\n\nQuestion: {question}"
+    # Context first: a small model that drifts into repeating its prompt then repeats the sources.
+    content = f"Context:\n{context}\n\nQuestion: {question}\n{INSTRUCTION}"
     return [{"role": "user", "content": content}]

@@ -10,7 +10,7 @@ COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
 
 class Document(BaseModel):
-    id: str = Field(min_length=1, max_length=256, description="stable id; re-indexing the same id replaces it")
+    id: str = Field(min_length=1, max_length=256, description="stable id; re-indexing it replaces it")
     text: str = Field(min_length=1, description="document text (any language)")
     metadata: dict[str, Any] = Field(default_factory=dict)
 

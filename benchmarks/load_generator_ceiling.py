@@ -1,0 +1,107 @@
+"""Measure the load generator's own ceiling on this box.
+
+Starts a trivial FastAPI app (``GET /health`` -> ``{"status": "ok"}``) under uvicorn on a free
+loopback port, then drives it with Locust ``FastHttpUser``s through ``harness.load`` (the same
+subprocess runner and raw samples the load runbook uses), with 1 and then N Locust processes.
+The figure that matters is the request rate at which the generator saturates: a load scenario whose
+rate is far below it is judging the service, not Locust.
+
+    .venv/bin/python benchmarks/load_generator_ceiling.py [--users 10] [--seconds 10] [--processes 2]
+
+Prints a Markdown table for docs/benchmarks.md and writes JSON next to the Locust outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.load.runner import run_scenario  # noqa: E402
+from harness.load.scenarios import SCENARIOS  # noqa: E402
+from harness.load.stats import percentile, window_s  # noqa: E402
+
+APP = '''
+from fastapi import FastAPI
+app = FastAPI()
+
+@app.get("/health")
+async def health():
+    return {"status": "ok"}
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(folder: Path) -> tuple[subprocess.Popen, str]:
+    (folder / "trivial_app.py").write_text(APP)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "trivial_app:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning", "--no-access-log"], cwd=folder)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("trivial app did not start")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--users", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--processes", type=int, default=2, help="worker processes of the distributed row")
+    ap.add_argument("--out", type=Path, default=None, help="folder for Locust outputs (default: a temp dir)")
+    args = ap.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="ceiling-"))
+    app, url = start_app(out)
+    rows = []
+    try:
+        for processes in (1, args.processes):
+            sc = replace(SCENARIOS["ceiling"], users=args.users, spawn_rate=args.users, duration_s=args.seconds)
+            run = run_scenario(sc, url, out / f"p{processes}", processes=processes, warmup_s=1.0)
+            ms = [s.ms for s in run.samples]
+            span = window_s(run.samples)
+            rows.append({"processes": processes, "users": args.users, "requests": len(ms),
+                         "failed": sum(not s.ok for s in run.samples),
+                         "rps": round(len(ms) / span, 1) if span else 0.0,
+                         "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
+                         "generator_saturated": run.generator_saturated})
+    finally:
+        app.terminate()
+        app.wait(10)
+    meta = {"cores": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg(),
+            "seconds": args.seconds}
+    (out / "ceiling.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"cores {meta['cores']}, load average {', '.join(f'{x:.1f}' for x in meta['load_average'])}, "
+          f"{args.seconds:g} s per row, outputs in {out}\n")
+    print("| Locust processes | users | requests | failed | req/s | p50 ms | p95 ms | generator CPU > 90 % |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['processes']} | {r['users']} | {r['requests']} | {r['failed']} | {r['rps']} | "
+              f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {'yes' if r['generator_saturated'] else 'no'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""A runbook's load plan: select scenarios, apply overrides, skip those outside the phase, run the rest."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from harness.load import runner, verdicts
+from harness.load.runner import LoadRun
+from harness.load.scenarios import Scenario, select_scenarios, with_overrides
+from harness.result import CheckResult
+from suite.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    run: LoadRun | None  # None when skipped
+    results: list[CheckResult] = field(default_factory=list)
+
+
+def plan(names: str, *, users: int = 0, spawn_rate: float = 0.0, requests: int = 0, duration_s: float = 0.0,
+         thresholds: str = "", max_tokens: int = 0) -> list[Scenario]:
+    """The selected scenarios with overrides applied; raises on unknown names or bad thresholds."""
+    return [with_overrides(s, users=users, spawn_rate=spawn_rate, requests=requests, duration_s=duration_s,
+                           thresholds=thresholds, max_tokens=max_tokens) for s in select_scenarios(names)]
+
+
+def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, phase: int = 1,
+             processes: int = 1, warmup_s: float = 0.0, abort_on_fail: bool = False,
+             max_run_s: float = 300.0, base: Path | None = None) -> Iterator[Outcome]:
+    """Run each scenario in turn (one at a time: they share the CPU) and yield its verdicts."""
+    for sc in scenarios:
+        if sc.phase > phase:
+            reason = f"service {sc.service} starts in phase {sc.phase}; this run is phase {phase}"
+            yield Outcome(sc, None, [verdicts.skipped(sc, reason)])
+            continue
+        targets = sc.targets()
+        run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
+                                  warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
+                                  phase=phase, max_run_s=max_run_s)
+        yield Outcome(sc, run, verdicts.judge(run, targets, base))

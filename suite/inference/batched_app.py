@@ -1,0 +1,248 @@
+"""Inference service over the continuous-batching engine, with llama_cpp.server's OpenAI surface.
+
+Routes, request types and response shapes are llama-cpp-python's (see ``openai_surface``); the
+model is loaded the same way as on the serial path (``LlamaProxy.load_llama_from_model_settings``),
+and the engine gets a context of its own with ``settings.inference.slots`` sequences. Requests
+beyond the slots wait in a bounded line (``queue_limit``); past that, 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
+from prometheus_client import Counter, Gauge, Histogram
+
+from suite.inference import openai_surface as oai
+from suite.inference.engine import AsyncSink, Engine, EngineHooks, EngineOverloaded, EngineStopped, Event
+from suite.inference.engine import GenerationRequest
+from suite.inference.sampling import SamplingParams
+from suite.settings import ModelConfig, Settings
+from suite.web import ApiError, instrument
+
+log = logging.getLogger(__name__)
+
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+DISCONNECT_POLL_S = 0.5
+RETRY_AFTER_S = "1"
+
+
+class EngineMetrics:
+    """Engine gauges and counters on the app's own registry."""
+
+    def __init__(self, registry, service: str) -> None:
+        self.active = Gauge("inference_active_slots", "slots generating or prefilling", ["service"],
+                            registry=registry)
+        self.waiting = Gauge("inference_queue_depth", "requests waiting for a slot", ["service"],
+                             registry=registry)
+        self.slots = Gauge("inference_slots", "configured slots", ["service"], registry=registry)
+        self.tokens = Counter("inference_tokens_generated_total", "tokens sampled", ["service"],
+                              registry=registry)
+        self.ttft = Histogram("inference_time_to_first_token_seconds",
+                              "submit to first sampled token", ["service"], buckets=TTFT_BUCKETS,
+                              registry=registry)
+        self.rejected = Counter("inference_rejected_total", "requests refused with 429", ["service"],
+                                registry=registry)
+        self.service = service
+
+    def hooks(self) -> EngineHooks:
+        """The callbacks the engine thread calls."""
+        tokens, ttft = self.tokens.labels(self.service), self.ttft.labels(self.service)
+        return EngineHooks(first_token=ttft.observe, tokens=tokens.inc)
+
+    def watch(self, engine: Engine) -> None:
+        """Read the gauges from the engine at scrape time."""
+        self.active.labels(self.service).set_function(lambda: engine.active)
+        self.waiting.labels(self.service).set_function(lambda: engine.waiting)
+        self.slots.labels(self.service).set(engine.slots)
+
+
+def load_llama(settings: Settings, role: str):
+    """The model, loaded exactly as the serial path loads it."""
+    from llama_cpp.server.model import LlamaProxy
+
+    from suite.inference.app import llama_model_settings
+
+    return LlamaProxy.load_llama_from_model_settings(llama_model_settings(settings, role))
+
+
+def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
+    """FastAPI app: /v1/completions, /v1/chat/completions, /v1/models over the batching engine."""
+    cfg: ModelConfig = getattr(settings.inference, role)
+    name = f"inference-{role}"
+    inf = settings.inference
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        t0 = time.perf_counter()
+        llama = await asyncio.to_thread(load_llama, settings, role)
+        engine = Engine(llama, slots=inf.slots, queue_limit=inf.queue_limit, n_ctx=cfg.n_ctx,
+                        n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant,
+                        hooks=engine_metrics.hooks())
+        engine.start()
+        engine_metrics.watch(engine)
+        state.update(llama=llama, engine=engine, load_s=time.perf_counter() - t0,
+                     formatter=oai.chat_formatter(cfg.chat_format) if cfg.chat_format else None,
+                     rng=random.Random(cfg.seed), model_path=str(settings.model_path(role)))
+        app.state.engine = engine
+        log.info("batched engine up: %d slots, queue %d, loaded in %.1fs", inf.slots, inf.queue_limit,
+                 state["load_s"])
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(engine.stop)
+            llama.close()
+
+    app = FastAPI(title="suite inference (batched)", lifespan=lifespan)
+    budget = inf.ready_timeout_s
+
+    async def ready() -> dict[str, Any]:
+        engine: Engine | None = state.get("engine")
+        if engine is None:
+            raise RuntimeError("model not loaded yet")
+        llama = state["llama"]
+        request = GenerationRequest(prompt_tokens=oai.completion_prompt_tokens(llama, "Hello"),
+                                    max_tokens=1, sampling=SamplingParams(temperature=0.0))
+        t = time.perf_counter()
+        sink = AsyncSink()
+        handle = engine.submit(request, sink, priority=True)
+        try:
+            async with asyncio.timeout(budget):
+                event = await _last_event(sink)
+        finally:
+            handle.cancel()
+        if event.error:
+            raise RuntimeError(event.error)
+        return {"model": cfg.alias, "tokens": event.completion_tokens, "engine": "batched",
+                "completion_ms": round((time.perf_counter() - t) * 1000, 1)}
+
+    metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5,
+                         health_info=lambda: {"model": cfg.alias, "engine": "batched", "slots": inf.slots,
+                                              "batch_invariant": inf.batch_invariant,
+                                              "queue_limit": inf.queue_limit,
+                                              "model_file": os.path.basename(state.get("model_path", "")),
+                                              "load_s": round(state.get("load_s", 0.0), 2)})
+    engine_metrics = app.state.engine_metrics = EngineMetrics(metrics.registry, name)
+
+    def submit(body: oai.Body):
+        """Validate, tokenize and queue a request; 429 when the engine is full."""
+        engine: Engine | None = state.get("engine")
+        if engine is None:
+            raise ApiError(503, "model not loaded yet", headers={"Retry-After": "5"})
+        request, prompt = oai.build_request(state["llama"], body, cfg.n_ctx, state["rng"],
+                                            state["formatter"])
+        sink = AsyncSink()
+        try:
+            handle = engine.submit(request, sink)
+        except EngineOverloaded:
+            engine_metrics.rejected.labels(name).inc()
+            raise ApiError(429, "model overloaded", code="model_overloaded",
+                           headers={"Retry-After": RETRY_AFTER_S}) from None
+        except EngineStopped as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
+        except ValueError as exc:
+            raise oai.bad_request(str(exc)) from None
+        shape = oai.CompletionShape(body.model if body.model is not None else state["model_path"])
+        return handle, request, sink, prompt, shape
+
+    @app.post("/v1/completions", summary="Completion")
+    async def create_completion(request: Request, body: CreateCompletionRequest):
+        handle, req, sink, prompt, shape = submit(body)
+        if body.stream:
+            return _sse(_stream(handle, sink, shape, chat=False))
+        text, event = await _collect(request, handle, sink)
+        if body.echo:
+            text = prompt + text
+        return shape.completion(text, event.finish_reason, len(req.prompt_tokens), event.completion_tokens)
+
+    @app.post("/v1/chat/completions", summary="Chat")
+    async def create_chat_completion(request: Request, body: CreateChatCompletionRequest):
+        handle, req, sink, _, shape = submit(body)
+        if body.stream:
+            return _sse(_stream(handle, sink, shape, chat=True))
+        text, event = await _collect(request, handle, sink)
+        return oai.chat_completion(
+            shape.completion(text, event.finish_reason, len(req.prompt_tokens), event.completion_tokens))
+
+    @app.get("/v1/models", summary="Models")
+    async def get_models() -> dict[str, Any]:
+        return {"object": "list",
+                "data": [{"id": cfg.alias, "object": "model", "owned_by": "me", "permissions": []}]}
+
+    return app
+
+
+async def _last_event(sink: AsyncSink) -> Event:
+    while True:
+        event = await sink.get()
+        if event.final:
+            return event
+
+
+async def _collect(request: Request, handle, sink: AsyncSink) -> tuple[str, Event]:
+    """All text of a non-streamed request; a client that goes away cancels its sequence."""
+    parts: list[str] = []
+    try:
+        while True:
+            try:
+                event = await sink.get(DISCONNECT_POLL_S)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    raise asyncio.CancelledError from None
+                continue
+            parts.append(event.text)
+            if event.error:
+                raise ApiError(500, event.error, type="internal_error")
+            if event.final:
+                return "".join(parts), event
+    except BaseException:
+        handle.cancel()
+        raise
+
+
+async def _stream(handle, sink: AsyncSink, shape: oai.CompletionShape, chat: bool) -> AsyncIterator[str]:
+    """SSE lines as llama_cpp.server sends them: one ``data: {json}`` per chunk, then ``[DONE]``."""
+    first = True
+    try:
+        while True:
+            event = await sink.get()
+            if event.error:
+                yield _data({"error": {"message": event.error, "type": "internal_error", "code": None}})
+                break
+            chunks = []
+            if event.text:
+                chunks.append(shape.chunk(event.text))
+            if event.final:
+                chunks.append(shape.chunk("", event.finish_reason))
+            for chunk in chunks:
+                for out in (oai.chat_chunks(chunk, first) if chat else [chunk]):
+                    yield _data(out)
+                first = False
+            if event.final:
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        handle.cancel()  # no-op when finished; frees the slot when the client went away
+
+
+def _data(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj)}\n\n"
+
+
+def _sse(body: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+__all__ = ["create_batched_app", "EngineMetrics", "load_llama"]

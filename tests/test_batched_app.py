@@ -1,0 +1,201 @@
+"""The batched inference service over real HTTP: OpenAI surface, streaming, 429s, probes, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from suite.inference.app import create_app
+from tests.conftest import make_settings
+
+PROMPT = "Question: What is a health check in software?\nAnswer:"
+QUESTIONS = ["What is a health check?", "Name a colour.", "What is 2 + 2?", "Say hello.",
+             "What is Python?", "Name a fruit.", "What is the sun?", "Count to three."]
+
+
+@contextlib.contextmanager
+def serve(settings, role: str = "chat", probe: str = "/ready"):
+    """Run the service's app on its free port in a thread until the block ends."""
+    app = create_app(settings, role)
+    port = settings.port(f"inference-{role}")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            if httpx.get(f"{base}{probe}", timeout=60).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("service did not become ready")
+        time.sleep(0.2)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def batched(tmp_path_factory, gemma_path):
+    s = make_settings(tmp_path_factory.mktemp("batched"), gemma_path,
+                      inference={"engine": "batched", "slots": 4, "queue_limit": 8, "batch_invariant": True})
+    with serve(s) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def batched_default(tmp_path_factory, gemma_path):
+    """Default engine settings (repacked weights, shared with the serial loader)."""
+    s = make_settings(tmp_path_factory.mktemp("batched-default"), gemma_path,
+                      inference={"engine": "batched", "slots": 2, "queue_limit": 2})
+    with serve(s) as base:
+        yield base
+
+
+def sse_events(base: str, path: str, body: dict) -> list[str]:
+    with httpx.stream("POST", f"{base}{path}", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines)
+    assert lines[-1] == "data: [DONE]"
+    return [line[len("data: "):] for line in lines[:-1]]
+
+
+def test_models_and_completion_shape(batched):
+    models = httpx.get(f"{batched}/v1/models").json()
+    assert models["data"][0]["id"] == "chat" and models["object"] == "list"
+    r = httpx.post(f"{batched}/v1/completions", timeout=120,
+                   json={"model": "chat", "prompt": PROMPT, "max_tokens": 8, "temperature": 0})
+    body = r.json()
+    assert r.status_code == 200, body
+    assert body["object"] == "text_completion" and body["model"] == "chat"
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"] == {"prompt_tokens": 14, "completion_tokens": 8, "total_tokens": 22}
+    echo = httpx.post(f"{batched}/v1/completions", timeout=120,
+                      json={"prompt": PROMPT, "max_tokens": 8, "temperature": 0, "echo": True}).json()
+    assert echo["choices"][0]["text"] == PROMPT + body["choices"][0]["text"]
+
+
+def test_stream_matches_non_stream(batched):
+    req = {"prompt": PROMPT, "max_tokens": 16, "temperature": 0}
+    whole = httpx.post(f"{batched}/v1/completions", json=req, timeout=120).json()["choices"][0]["text"]
+    chunks = [json.loads(d) for d in sse_events(batched, "/v1/completions", {**req, "stream": True})]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == whole
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert len({c["id"] for c in chunks}) == 1
+
+    chat = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 12, "temperature": 0}
+    full = httpx.post(f"{batched}/v1/chat/completions", json=chat, timeout=120).json()
+    assert full["object"] == "chat.completion" and full["usage"]["completion_tokens"] >= 1
+    events = [json.loads(d) for d in sse_events(batched, "/v1/chat/completions", {**chat, "stream": True})]
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant"}
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+    assert text == full["choices"][0]["message"]["content"]
+
+
+def test_openai_client_eight_concurrent_streams(batched):
+    """8 concurrent streams (4 slots + waiting line): each equals its own one-at-a-time answer."""
+    client = openai.AsyncOpenAI(base_url=f"{batched}/v1", api_key="x", timeout=300)
+
+    async def ask(q: str) -> tuple[str, set[str]]:
+        stream = await client.completions.create(
+            model="chat", prompt=f"Question: {q}\nAnswer:", max_tokens=16, temperature=0, stream=True)
+        parts, ids = [], set()
+        async for chunk in stream:
+            ids.add(chunk.id)
+            parts.append(chunk.choices[0].text)
+        return "".join(parts), ids
+
+    async def main():
+        alone = [await ask(q) for q in QUESTIONS]
+        together = await asyncio.gather(*(ask(q) for q in QUESTIONS))
+        return alone, together
+
+    alone, together = asyncio.run(main())
+    for q, (a, _), (t, ids) in zip(QUESTIONS, alone, together):
+        assert t == a, q
+        assert len(ids) == 1
+    assert len({next(iter(ids)) for _, ids in together}) == len(QUESTIONS)
+
+
+def test_openai_client_chat_streams(batched):
+    client = openai.OpenAI(base_url=f"{batched}/v1", api_key="x", timeout=300)
+    stream = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, stream=True)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_bad_requests_get_400_in_common_shape(batched):
+    for body in ({"prompt": PROMPT, "n": 2}, {"prompt": PROMPT, "logprobs": 3}, {"prompt": PROMPT, "max_tokens": "many"},
+                 {"prompt": "word " * 2000}, {"prompt": PROMPT, "temperature": "hot"},
+                 {"prompt": PROMPT, "logit_bias": {"abc": 1.0}}):
+        r = httpx.post(f"{batched}/v1/completions", json=body, timeout=60)
+        assert r.status_code == 400, (body, r.text)
+        assert set(r.json()["error"]) == {"message", "type", "code"}
+
+
+def test_probes_and_metrics(batched):
+    health = httpx.get(f"{batched}/health").json()
+    assert health["engine"] == "batched" and health["slots"] == 4
+    ready = httpx.get(f"{batched}/ready", timeout=60).json()
+    assert ready["status"] == "ready" and ready["tokens"] == 1
+    text = httpx.get(f"{batched}/metrics").text
+    for name in ("inference_active_slots", "inference_queue_depth", "inference_tokens_generated_total",
+                 "inference_time_to_first_token_seconds_bucket"):
+        assert name in text
+
+
+def test_flood_beyond_slots_and_queue_gets_429(batched_default):
+    """2 slots + 2 waiting: of 8 simultaneous long streams, the extra ones are refused at once."""
+
+    async def one(client: httpx.AsyncClient) -> tuple[int, str | None]:
+        body = {"prompt": PROMPT, "max_tokens": 48, "temperature": 0, "stream": True}
+        async with client.stream("POST", "/v1/completions", json=body) as r:
+            await r.aread()
+            return r.status_code, r.headers.get("retry-after")
+
+    async def main():
+        async with httpx.AsyncClient(base_url=batched_default, timeout=300) as client:
+            return await asyncio.gather(*(one(client) for _ in range(8)))
+
+    t0 = time.monotonic()
+    results = asyncio.run(main())
+    codes = sorted(code for code, _ in results)
+    assert codes.count(200) == 4 and codes.count(429) == 4, codes
+    assert all(retry for code, retry in results if code == 429)
+    assert time.monotonic() - t0 < 240
+
+
+def test_default_engine_equals_serial_service(batched_default, tmp_path, gemma_path):
+    """Temperature 0, one sequence: the batched service says what llama_cpp.server says.
+
+    Each serial answer comes from a fresh serial service (probed on /health, not /ready): a warm
+    llama_cpp.server reuses the cached prefix of its previous prompt and evaluates the rest in a
+    differently sized batch, which moves its own numbers.
+    """
+    cases = [("/v1/completions",
+              {"model": "chat", "prompt": PROMPT, "max_tokens": 32, "temperature": 0, "seed": 3}),
+             ("/v1/chat/completions",
+              {"model": "chat", "messages": [{"role": "user", "content": "Name a fruit."}],
+               "max_tokens": 24, "temperature": 0})]
+    for path, req in cases:
+        s = make_settings(tmp_path, gemma_path, inference={"engine": "serial"})
+        with serve(s, probe="/health") as serial:
+            want = httpx.post(f"{serial}{path}", json=req, timeout=120).json()
+        got = httpx.post(f"{batched_default}{path}", json=req, timeout=120).json()
+        assert got["choices"] == want["choices"] and got["usage"] == want["usage"], path

@@ -1,0 +1,193 @@
+"""The batching engine against the real Gemma model: serial equality, isolation, limits, cleanup."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import llama_cpp
+import pytest
+
+from suite.inference.engine import Engine, EngineOverloaded, Event, GenerationRequest
+from suite.inference.openai_surface import completion_prompt_tokens
+from suite.inference.sampling import SamplingParams
+from suite.inference.textstream import TextStream
+
+PROMPTS = [
+    "Question: What is a health check in software?\nAnswer:",
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time",
+]
+N_CTX = 512
+
+
+@pytest.fixture(scope="module")
+def llama(gemma_path):
+    llm = llama_cpp.Llama(str(gemma_path), n_ctx=N_CTX, n_batch=512, n_threads=2, n_threads_batch=2,
+                          seed=4242, verbose=False)
+    yield llm
+    llm.close()
+
+
+@pytest.fixture(scope="module")
+def serial(llama):
+    """The serial path's greedy outputs (llama-cpp-python's own create_completion).
+
+    ``reset()`` first: otherwise Llama reuses the previous prompt's cached prefix and evaluates the
+    rest in a differently sized batch, which changes the numbers slightly (the serial path is only
+    reproducible from a cold cache).
+    """
+    out = {}
+    for p in PROMPTS:
+        llama.reset()
+        res = llama.create_completion(p, max_tokens=24, temperature=0.0, repeat_penalty=1.1, seed=7)
+        out[p] = (res["choices"][0]["text"], res["usage"]["completion_tokens"])
+    return out
+
+
+def make_engine(llama, **kw) -> Engine:
+    kw.setdefault("slots", 4)
+    kw.setdefault("queue_limit", 4)
+    engine = Engine(llama, n_ctx=N_CTX, **kw)
+    engine.start()
+    return engine
+
+
+def request(llama, prompt: str, max_tokens: int = 24, **sampling) -> GenerationRequest:
+    sampling.setdefault("temperature", 0.0)
+    sampling.setdefault("repeat_penalty", 1.1)
+    sampling.setdefault("seed", 7)
+    return GenerationRequest(prompt_tokens=completion_prompt_tokens(llama, prompt), max_tokens=max_tokens,
+                             stop=sampling.pop("stop", []), sampling=SamplingParams(**sampling))
+
+
+class Collector:
+    """A sync sink: all text and the final event of one request."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue[Event] = queue.Queue()
+
+    def __call__(self, event: Event) -> None:
+        self.q.put(event)
+
+    def result(self, timeout: float = 300) -> tuple[str, Event]:
+        parts = []
+        while True:
+            event = self.q.get(timeout=timeout)
+            parts.append(event.text)
+            if event.final:
+                return "".join(parts), event
+
+
+def run_all(engine: Engine, requests: list[GenerationRequest], stagger_s: float = 0.0) -> list[tuple[str, Event]]:
+    sinks = []
+    for req in requests:
+        sink = Collector()
+        engine.submit(req, sink)
+        sinks.append(sink)
+        if stagger_s:
+            time.sleep(stagger_s)  # let earlier sequences be mid-generation when later ones arrive
+    return [s.result() for s in sinks]
+
+
+def test_single_sequence_equals_serial_path(llama, serial):
+    engine = make_engine(llama, slots=2)
+    try:
+        for p in PROMPTS:
+            (text, event), = run_all(engine, [request(llama, p)])
+            assert (text, event.completion_tokens) == serial[p], p
+            assert event.finish_reason == "length" and event.error is None
+    finally:
+        engine.stop()
+
+
+def test_interleaved_sequences_never_read_each_others_cache(llama):
+    """Different prompts decoded together (and reusing freed slots) give their one-at-a-time results."""
+    engine = make_engine(llama, slots=3, queue_limit=8, batch_invariant=True)
+    try:
+        alone = {p: run_all(engine, [request(llama, p)])[0][0] for p in PROMPTS}
+        mixed = run_all(engine, [request(llama, p) for p in PROMPTS * 2], stagger_s=0.05)
+        for p, (text, event) in zip(PROMPTS * 2, mixed):
+            assert event.error is None
+            assert text == alone[p], p
+        assert engine.active == 0 and engine.waiting == 0
+    finally:
+        engine.stop()
+
+
+def test_stop_strings_max_tokens_and_seeded_sampling(llama):
+    engine = make_engine(llama)
+    try:
+        (full, _), = run_all(engine, [request(llama, PROMPTS[2], max_tokens=24)])
+        stop = full.strip().split("\n")[1].strip()[:6]
+        (text, event), = run_all(engine, [request(llama, PROMPTS[2], stop=[stop])])
+        assert event.finish_reason == "stop" and stop not in text and full.startswith(text)
+        (text, event), = run_all(engine, [request(llama, PROMPTS[3], max_tokens=5)])
+        assert event.finish_reason == "length" and event.completion_tokens == 5
+        hot = dict(temperature=0.9, top_k=40, top_p=0.95, seed=1234)
+        a = run_all(engine, [request(llama, PROMPTS[3], **hot)])[0]
+        b = run_all(engine, [request(llama, PROMPTS[3], **hot)])[0]
+        assert a[0] == b[0]  # same seed, same text
+    finally:
+        engine.stop()
+
+
+def test_bounded_queue_refuses_instead_of_waiting(llama):
+    engine = make_engine(llama, slots=1, queue_limit=1)
+    try:
+        sinks = [Collector(), Collector()]
+        handles = [engine.submit(request(llama, PROMPTS[0], max_tokens=200), s) for s in sinks]
+        with pytest.raises(EngineOverloaded):
+            engine.submit(request(llama, PROMPTS[1]), Collector())
+        for h in handles:
+            h.cancel()
+        deadline = time.monotonic() + 30
+        while (engine.active or engine.waiting) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.active == 0 and engine.waiting == 0
+        (text, event), = run_all(engine, [request(llama, PROMPTS[1], max_tokens=4)])  # slot reusable
+        assert event.completion_tokens == 4
+    finally:
+        engine.stop()
+
+
+def test_prompt_longer_than_context_is_refused(llama):
+    engine = make_engine(llama, slots=1)
+    try:
+        with pytest.raises(ValueError, match="context window"):
+            engine.submit(GenerationRequest(prompt_tokens=[2] * N_CTX, max_tokens=1), Collector())
+    finally:
+        engine.stop()
+
+
+def test_stop_fails_pending_requests(llama):
+    engine = make_engine(llama, slots=1, queue_limit=2)
+    sinks = [Collector() for _ in range(2)]
+    for s in sinks:
+        engine.submit(request(llama, PROMPTS[0], max_tokens=400), s)
+    threading.Timer(0.2, engine.stop).start()
+    for s in sinks:
+        _, event = s.result(timeout=60)
+        assert event.final
+
+
+@pytest.mark.parametrize("pieces, stops, released, stopped", [
+    ([b"Hello", b" wor", b"ld"], [], "Hello world", False),
+    ([b"abc", b"<e", b"nd>", b"tail"], ["<end>"], "abc", True),
+    ([b"ab", b"<x"], ["<end>"], "ab<x", False),
+    ([b"caf", b"\xc3", b"\xa9!"], [], "caf\u00e9!", False),
+])
+def test_text_stream(pieces, stops, released, stopped):
+    stream = TextStream(stops)
+    out = "".join(stream.push(p)[0] for p in pieces)
+    out += stream.finish()
+    assert out == released and stream.stopped == stopped
+
+
+def test_text_stream_holds_back_partial_stop_and_utf8():
+    stream = TextStream(["###"])
+    assert stream.push(b"x #") == ("x ", False)  # "#" might start the stop string
+    assert stream.push(b"\xe2\x82") == ("", False)  # half a euro sign: "#" still undecided
+    assert stream.push(b"\xac") == ("#\u20ac", False)

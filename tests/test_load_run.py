@@ -1,0 +1,173 @@
+"""Real Locust in a subprocess against real HTTP servers: a small FastAPI app on a free port for the
+generic parts (request budget, streaming rows, 2 worker processes merged, early abort), and one short
+streamed-chat run against a real phase-1 stack."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from harness.load import plan, run_plan, run_scenario
+from harness.load.runner import LoadError, check_host
+from harness.load.samples import read_samples
+from harness.load.scenarios import SCENARIOS
+from harness.load.stats import measure, percentile
+from harness.load.thresholds import parse_threshold
+from harness.result import Status
+
+FAKE_APP = textwrap.dedent('''
+    import asyncio, itertools, json, os
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    app = FastAPI()
+    counter = itertools.count(1)
+    FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        n = next(counter)
+        await asyncio.sleep(0.02)
+        if FAIL_EVERY and n % FAIL_EVERY == 0:
+            return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+        return {"choices": [{"text": "x", "index": 0}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        async def events():
+            await asyncio.sleep(0.05)
+            yield "data: " + json.dumps({"choices": [{"delta": {"role": "assistant"}}]}) + "\\n\\n"
+            for i in range(body.get("max_tokens", 5)):
+                await asyncio.sleep(0.01)
+                yield "data: " + json.dumps({"choices": [{"delta": {"content": f" t{i}"}}]}) + "\\n\\n"
+            yield "data: [DONE]\\n\\n"
+        return StreamingResponse(events(), media_type="text/event-stream")
+''')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_app(tmp_path, **env):
+    (tmp_path / "fake_app.py").write_text(FAKE_APP)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "fake_app:app", "--port", str(port),
+                             "--host", "127.0.0.1", "--log-level", "warning"], cwd=tmp_path,
+                            env={**__import__("os").environ, **env})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("fake app did not start")
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    proc, url = _start_app(tmp_path_factory.mktemp("fake"))
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def flaky(tmp_path_factory):
+    proc, url = _start_app(tmp_path_factory.mktemp("flaky"), FAIL_EVERY="3")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_request_budget_is_exact_and_p95_matches_raw_samples(fake, tmp_path):
+    sc = replace(SCENARIOS["code"], users=3, spawn_rate=3, requests=25)
+    run = run_scenario(sc, fake, tmp_path / "code")
+    assert run.exit_code == 0, run.log_tail()
+    assert len(run.samples) == 25 and all(s.ok for s in run.samples)
+    raw = [json.loads(line) for line in (tmp_path / "code" / "samples.jsonl").read_text().splitlines()]
+    assert measure(run.samples, parse_threshold("p95<1s")) == percentile([r["ms"] for r in raw], 95)
+    for name in ("locust_stats.csv", "locust.html", "locust.json", "locust.log"):
+        assert (tmp_path / "code" / name).exists(), name
+
+
+def test_streaming_rows_and_warmup(fake, tmp_path):
+    sc = replace(SCENARIOS["chat"], users=2, spawn_rate=2, requests=6, max_tokens=8)
+    run = run_scenario(sc, fake, tmp_path / "chat", warmup_s=0.3)
+    assert len(run.samples) == 6 and run.warmup_samples, run.log_tail()
+    s = run.samples[0]
+    assert s.tokens == 8 and s.ttft_ms >= 40 and s.itl_ms > 0 and s.tps > 0
+    assert s.ms > s.ttft_ms + 6 * 9  # the whole stream, not just the headers
+    rows = {r.name for r in run.rows()}
+    assert {"chat stream", "chat stream · ttft", "chat stream · itl", "chat stream · tps"} <= rows
+    # Locust shows the LLM metrics as rows of their own too
+    assert "chat stream · ttft ms" in (tmp_path / "chat" / "locust_stats.csv").read_text()
+
+
+def test_two_worker_processes_merge_into_one_result(fake, tmp_path):
+    sc = replace(SCENARIOS["code"], users=4, spawn_rate=4, requests=40)
+    run = run_scenario(sc, fake, tmp_path / "dist", processes=2, max_run_s=60)
+    assert run.exit_code == 0, run.log_tail()
+    assert len(run.sample_files) == 2  # one raw file per worker process
+    pids = {s.pid for s in run.samples}
+    assert len(pids) == 2
+    merged = read_samples(tmp_path / "dist" / "samples.jsonl")
+    assert len(merged) == sum(len(read_samples(f)) for f in run.sample_files) >= 40
+    assert [s.start for s in merged] == sorted(s.start for s in merged)
+
+
+def test_abort_on_a_lost_threshold_and_verdicts(flaky, tmp_path):
+    scs = plan("code", requests=600, thresholds="fail_ratio<0.01,p95<10s")
+    outcome = next(run_plan(scs, _settings_for(flaky), tmp_path, abort_on_fail=True, base=tmp_path))
+    by_id = {r.id: r for r in outcome.results}
+    assert "can no longer pass" in outcome.run.aborted
+    assert len(outcome.run.samples) < 600
+    fr = by_id["load.code.fail_ratio"]
+    assert fr.status is Status.FAIL and fr.target == "fail_ratio<0.01" and fr.phase == "load"
+    assert by_id["load.code.p95"].status is Status.PASS
+    assert "code/locust.html" in by_id["load.code.p95"].evidence
+
+
+def test_out_of_phase_scenarios_are_skipped(tmp_path):
+    outcomes = list(run_plan(plan("rag,tools"), _settings_for("http://127.0.0.1:8000"), tmp_path, phase=1))
+    assert [o.results[0].status for o in outcomes] == [Status.SKIP, Status.SKIP]
+    assert "phase 2" in outcomes[0].results[0].detail
+
+
+def test_only_loopback_hosts():
+    assert check_host("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
+    with pytest.raises(LoadError, match="not loopback"):
+        check_host("http://example.com:8000")
+
+
+def _settings_for(url: str):
+    """Settings whose gateway URL is ``url`` (the fake app)."""
+    from suite.settings import Settings
+
+    port = int(url.rsplit(":", 1)[1])
+    return Settings(port_offset=port - Settings().ports.gateway)
+
+
+def test_streamed_chat_against_a_real_stack(phase1, tmp_path):
+    scs = plan("chat", requests=3, max_tokens=8, thresholds="p95<120s,ttft_p95<60s,fail_ratio<0.5")
+    outcome = next(run_plan(scs, phase1, tmp_path, phase=1))
+    assert all(r.status is Status.PASS for r in outcome.results), [str(r) for r in outcome.results]
+    assert len(outcome.run.samples) == 3 and all(s.tokens for s in outcome.run.samples)

@@ -1,0 +1,115 @@
+"""The smoke runbook: its data, its phase-1 skips, and a full run of the notebook on a phase-2 stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from harness import smoke
+from harness.result import Status, load_results
+from suite.settings import Settings
+
+ROOT = Path(__file__).parents[1]
+NOTEBOOK = ROOT / "runbooks" / "03_smoke.ipynb"
+
+
+def test_smoke_data_is_mixed_korean_english_and_consistent():
+    data = smoke.load_data()
+    ids = {d["id"] for d in data["documents"]}
+    assert len(ids) == len(data["documents"]) >= 6
+    assert {d["metadata"]["lang"] for d in data["documents"]} == {"ko", "en"}
+    assert all(q["expect"] in ids for q in data["queries"])
+    assert {q["lang"] for q in data["queries"]} == {"ko", "en"}
+    assert any(q.get("answer") for q in data["queries"])
+
+
+def test_phase_1_skips_phase_2_steps_with_a_reason(tmp_path):
+    # nothing listens on these ports: a skipped step must not even try
+    settings = Settings(data_dir=tmp_path, port_offset=50000 - 8000 + 241)
+    data = smoke.load_data()
+    results = [smoke.check_index(settings, data, phase=1), smoke.check_reindex(settings, data, phase=1),
+               *smoke.check_queries(settings, data, phase=1), smoke.check_embed(settings, phase=1),
+               smoke.check_openai_embeddings(settings, phase=1)]
+    assert all(r.status is Status.SKIP for r in results)
+    assert all("phase 1" in r.detail for r in results)
+
+
+def test_notebook_declares_typed_parameters():
+    from harness.params import declared_parameters
+
+    params = declared_parameters(NOTEBOOK)
+    assert {"run_dir", "run_id", "phase"} <= set(params)
+    assert params["phase"].type_name == "int" and params["run_dir"].type_name == "str"
+
+
+def _env_for(settings: Settings, monkeypatch) -> None:
+    """The kernel builds ``Settings()`` from the environment: point it at the test stack."""
+    monkeypatch.setenv("SUITE_PORT_OFFSET", str(settings.port_offset))
+    monkeypatch.setenv("SUITE_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("SUITE_READY_DEADLINE_S", str(settings.ready_deadline_s))
+    for role in ("chat", "code"):
+        cfg = getattr(settings.inference, role)
+        monkeypatch.setenv(f"SUITE_INFERENCE__{role.upper()}__PATH", str(cfg.path))
+        monkeypatch.setenv(f"SUITE_INFERENCE__{role.upper()}__N_CTX", str(cfg.n_ctx))
+
+
+@contextmanager
+def reaping_services(settings: Settings):
+    """Reap this process's service children while a kernel stops them.
+
+    The fixture started the services, so they are children of pytest; when the notebook's kernel
+    stops ``inference-chat`` for the failover, only pytest can reap it, and an unreaped zombie makes
+    the supervisor wait for it in vain. (Under ``harness run`` the services belong to no waiting
+    parent, so this is a test-only concern.)
+    """
+    from suite import services
+    from suite.supervisor.process import ProcessBackend
+
+    backend = ProcessBackend(settings)
+    pids = [pid for spec in services.for_phase(2) if (pid := backend.pid_of(spec.name))]
+    stop = threading.Event()
+
+    def reap() -> None:
+        while not stop.wait(0.2):
+            for pid in pids:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+    thread = threading.Thread(target=reap, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@pytest.mark.integration
+def test_smoke_notebook_passes_on_a_phase_2_stack(phase2, tmp_path, monkeypatch):
+    import papermill
+
+    _env_for(phase2, monkeypatch)
+    run_dir = tmp_path / "run"
+    with reaping_services(phase2):
+        papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "03_smoke.ipynb"),
+                                   parameters={"run_dir": str(run_dir), "run_id": "test", "phase": 2},
+                                   kernel_name="python3", cwd=str(NOTEBOOK.parent), progress_bar=False)
+    results = {r.id: r for r in load_results(run_dir / "results" / "03_smoke.json")}
+    failed = {k: r.detail for k, r in results.items() if r.status is Status.FAIL}
+    assert not failed
+    assert results["smoke.gateway.failover"].status is Status.PASS
+    assert results["smoke.gateway.restore"].status is Status.PASS
+    assert results["smoke.embed.pair"].status is Status.PASS
+    queries = [r for k, r in results.items() if k.startswith("smoke.rag.query.")]
+    assert queries and all(r.status is not Status.SKIP for r in queries)
+    assert any(k.endswith(".ko") for k in results) and any(k.endswith(".en") for k in results)
+    assert all(r.measured and r.duration_s > 0 for r in results.values())
+    assert (run_dir / "figures" / "smoke_latency.svg").exists()
+    json.dumps([r.to_dict() for r in results.values()])  # the report can serialise every result
