@@ -49,7 +49,7 @@ def skip_below(phase: int, needed: int, check_id: str, title: str) -> CheckResul
         return None
     return CheckResult(check_id, title, PHASE, Status.SKIP, target=f"phase >= {needed}",
                        measured="not run",
-                       detail=f"phase {phase} run: embedding and rag are phase-{needed} services")
+                       detail=f"phase {phase} run: this check needs the services of phase {needed}")
 
 
 def _error_text(resp: httpx.Response) -> str:

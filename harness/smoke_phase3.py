@@ -123,13 +123,26 @@ async def _mcp_read(url: str, key: str, path: str) -> tuple[list[str], Any]:
             return [t.name for t in tools.tools], result
 
 
+def run_coroutine(coro):
+    """``asyncio.run`` that also works inside a Jupyter kernel, whose own event loop is running:
+    there the coroutine runs on a fresh loop in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def check_read_mcp(settings: Settings, keys: SmokeKeys) -> CheckResult:
     cid, title = "smoke.tools.read_mcp", "MCP client: list tools, call read_file"
     target = "read_file listed; call returns the content"
     t = Timer()
     try:
         content = _ensure_smoke_file(settings, keys)
-        names, result = asyncio.run(_mcp_read(settings.url("tools") + "/mcp", keys.developer, SMOKE_FILE))
+        names, result = run_coroutine(_mcp_read(settings.url("tools") + "/mcp", keys.developer, SMOKE_FILE))
     except Exception as exc:  # the MCP client raises many kinds; all of them fail the check
         return _failed(cid, title, t, exc, target)
     got = (result.structuredContent or {}).get("result", {}).get("content")

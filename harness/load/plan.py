@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import httpx
+
 from harness.load import runner, verdicts
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario, select_scenarios, with_overrides
@@ -42,5 +44,23 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
         targets = sc.targets()
         run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
                                   warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
-                                  phase=phase, max_run_s=max_run_s)
+                                  phase=phase, max_run_s=max_run_s,
+                                  extra_env=tools_env(settings) if sc.service == "tools" else None)
         yield Outcome(sc, run, verdicts.judge(run, targets, base))
+
+
+def tools_env(settings: Settings) -> dict[str, str]:
+    """A guest key (read-only tools) and a file to read, for the tools scenario.
+
+    Keys are made with the suite CLI as an operator would; an admin key writes the target file.
+    """
+    from harness.smoke_phase3 import make_key
+
+    admin, guest = make_key(settings, "admin", "load"), make_key(settings, "guest", "load")
+    path = "load/target.txt"
+    resp = httpx.post(f"{settings.url('tools')}/tools/write_file", timeout=30,
+                      json={"path": path, "content": "load test target\n" * 64, "create_dirs": True},
+                      headers={"Authorization": f"Bearer {admin}"})
+    resp.raise_for_status()
+    return {"LOAD_API_KEY": guest, "LOAD_TOOLS_FILE": path}
+

@@ -48,6 +48,25 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until a process has exited. A zombie counts as gone: when another process started the
+    service (a notebook kernel stopping a stack the test fixture started), only that parent can reap it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                try:
+                    os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+                except ChildProcessError:
+                    pass
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 class ProcessBackend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -159,13 +178,12 @@ class ProcessBackend:
                 os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            try:
-                psutil.Process(pid).wait(timeout=10)
-            except psutil.TimeoutExpired:
-                os.killpg(pid, signal.SIGKILL)
-                psutil.Process(pid).wait(timeout=5)
-            except psutil.NoSuchProcess:
-                pass
+            if not _wait_gone(pid, 10):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _wait_gone(pid, 5)
             self.pid_file(name).unlink(missing_ok=True)
             stopped.append(name)
         return stopped
