@@ -39,13 +39,19 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     health = json.loads((run / "results" / "02_health.json").read_text())
     assert {r["id"] for r in health} >= {"health.gateway.ready", "health.inference-chat.ready"}
     assert all(r["status"] == "pass" and r["measured"].endswith(" ms") for r in health)
+    assert {"health.rag.ready", "health.tools.ready", "health.memory.ready"} <= {r["id"] for r in health}
+    smoke = json.loads((run / "results" / "03_smoke.json").read_text())
+    assert not [r["id"] for r in smoke if r["status"] != "pass"]  # phase 3: nothing skipped
+    load = json.loads((run / "results" / "04_load.json").read_text())
+    assert {"load.rag.p95", "load.tools.p95", "load.chat.ttft_p95"} <= {r["id"] for r in load}
     report = (run / "report.html").read_text()
     assert ">GO<" in report and "health.gateway.ready" in report and "02_health.html" in report
     ledger = json.loads((run / "ledger.json").read_text())
     assert "report.html" in ledger["artifacts"] and ledger["environment"]["packages"]["llama-cpp-python"]
     # services this run started are gone again
     started = json.loads((run / "started_services.json").read_text())
-    assert started["services"] == ["inference-chat", "inference-code", "gateway"]
+    assert started["services"] == ["inference-chat", "inference-code", "embedding", "memory",
+                                   "gateway", "rag", "tools"]
     assert not list((tmp_path / "data" / "pids").glob("gateway.json"))
     # the HTML rendering for reviewers carries no code cells
     html = (run / steps[0]["html"]).read_text()
