@@ -52,14 +52,14 @@ def skip_below(phase: int, needed: int, check_id: str, title: str) -> CheckResul
                        detail=f"phase {phase} run: this check needs the services of phase {needed}")
 
 
-def _error_text(resp: httpx.Response) -> str:
+def error_text(resp: httpx.Response) -> str:
     try:
         return str(resp.json()["error"]["message"])[:300]
     except (ValueError, KeyError, TypeError):
         return resp.text[:300]
 
 
-def _post(url: str, body: dict[str, Any]) -> httpx.Response:
+def post_json(url: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(url, json=body, timeout=TIMEOUT)
 
 
@@ -71,14 +71,14 @@ def check_index(settings: Settings, data: dict[str, Any], phase: int = 2) -> Che
         return skipped
     t = Timer()
     try:
-        resp = _post(settings.url("rag") + "/index",
+        resp = post_json(settings.url("rag") + "/index",
                      {"collection": data["collection"], "documents": data["documents"]})
     except httpx.HTTPError as exc:
         return _result(cid, title, "fail", t, target="HTTP 200", detail=f"{type(exc).__name__}: {exc}")
     measured = _ms(t)
     if resp.status_code != 200:
         return _result(cid, title, "fail", t, target="HTTP 200", measured=measured,
-                       detail=f"HTTP {resp.status_code}: {_error_text(resp)}")
+                       detail=f"HTTP {resp.status_code}: {error_text(resp)}")
     body = resp.json()
     ok = body["documents"] == len(data["documents"]) and body["chunks"] >= body["documents"]
     return _result(cid, title, "pass" if ok else "fail", t, target="every document chunked and stored",
@@ -96,7 +96,7 @@ def check_reindex(settings: Settings, data: dict[str, Any], phase: int = 2) -> C
     t = Timer()
     try:
         before = httpx.get(f"{settings.url('rag')}/collections/{data['collection']}", timeout=TIMEOUT)
-        resp = _post(settings.url("rag") + "/index",
+        resp = post_json(settings.url("rag") + "/index",
                      {"collection": data["collection"], "documents": data["documents"]})
     except httpx.HTTPError as exc:
         return _result(cid, title, "fail", t, target="same point count",
@@ -105,7 +105,7 @@ def check_reindex(settings: Settings, data: dict[str, Any], phase: int = 2) -> C
     if before.status_code != 200 or resp.status_code != 200:
         bad = before if before.status_code != 200 else resp
         return _result(cid, title, "fail", t, target="same point count", measured=measured,
-                       detail=f"HTTP {bad.status_code}: {_error_text(bad)}")
+                       detail=f"HTTP {bad.status_code}: {error_text(bad)}")
     n_before, n_after = before.json()["points"], resp.json()["points_in_collection"]
     return _result(cid, title, "pass" if n_before == n_after else "fail", t, target="same point count",
                    measured=measured, detail=f"points before {n_before}, after {n_after}")
@@ -120,14 +120,14 @@ def check_query(settings: Settings, collection: str, query: str, expect: str, *,
     t = Timer()
     target = f"source '{expect}' ranked first" + (", non-empty answer" if answer else "")
     try:
-        resp = _post(settings.url("rag") + "/query",
+        resp = post_json(settings.url("rag") + "/query",
                      {"collection": collection, "query": query, "top_k": top_k, "answer": answer})
     except httpx.HTTPError as exc:
         return _result(check_id, title, "fail", t, target=target, detail=f"{type(exc).__name__}: {exc}")
     measured = _ms(t)
     if resp.status_code != 200:
         return _result(check_id, title, "fail", t, target=target, measured=measured,
-                       detail=f"HTTP {resp.status_code}: {_error_text(resp)}")
+                       detail=f"HTTP {resp.status_code}: {error_text(resp)}")
     body = resp.json()
     ids = [s["doc_id"] for s in body["sources"]]
     rank = ids.index(expect) + 1 if expect in ids else None
@@ -149,7 +149,7 @@ def check_queries(settings: Settings, data: dict[str, Any], phase: int = 2) -> l
 
 
 # -- embeddings -----------------------------------------------------------------------------------
-def _cosine(a: list[float], b: list[float]) -> float:
+def cosine(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b))
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
@@ -163,17 +163,17 @@ def check_embed(settings: Settings, phase: int = 2, dimension: int = 384,
     target = f"2 x {dimension} dims, unit length, {min_cosine} < cosine < 0.999"
     t = Timer()
     try:
-        resp = _post(settings.url("embedding") + "/embed", {"texts": list(EMBED_PAIR)})
+        resp = post_json(settings.url("embedding") + "/embed", {"texts": list(EMBED_PAIR)})
     except httpx.HTTPError as exc:
         return _result(cid, title, "fail", t, target=target, detail=f"{type(exc).__name__}: {exc}")
     measured = _ms(t)
     if resp.status_code != 200:
         return _result(cid, title, "fail", t, target=target, measured=measured,
-                       detail=f"HTTP {resp.status_code}: {_error_text(resp)}")
+                       detail=f"HTTP {resp.status_code}: {error_text(resp)}")
     vecs = resp.json()["embeddings"]
     dims = [len(v) for v in vecs]
     norms = [math.sqrt(sum(x * x for x in v)) for v in vecs]
-    cos = _cosine(vecs[0], vecs[1]) if len(vecs) == 2 and all(norms) else float("nan")
+    cos = cosine(vecs[0], vecs[1]) if len(vecs) == 2 and all(norms) else float("nan")
     ok = dims == [dimension, dimension] and all(abs(n - 1) < 0.01 for n in norms) and min_cosine < cos < 0.999
     return _result(cid, title, "pass" if ok else "fail", t, target=target, measured=measured,
                    detail=f"dims {dims}, norms {[round(n, 4) for n in norms]}, cosine {cos:.3f}")
@@ -187,13 +187,13 @@ def check_openai_embeddings(settings: Settings, phase: int = 2, dimension: int =
     target = f"object=list, 1 x {dimension} dims"
     t = Timer()
     try:
-        resp = _post(settings.url("gateway") + "/v1/embeddings", {"model": "embedding", "input": "안녕하세요"})
+        resp = post_json(settings.url("gateway") + "/v1/embeddings", {"model": "embedding", "input": "안녕하세요"})
     except httpx.HTTPError as exc:
         return _result(cid, title, "fail", t, target=target, detail=f"{type(exc).__name__}: {exc}")
     measured = _ms(t)
     if resp.status_code != 200:
         return _result(cid, title, "fail", t, target=target, measured=measured,
-                       detail=f"HTTP {resp.status_code}: {_error_text(resp)}")
+                       detail=f"HTTP {resp.status_code}: {error_text(resp)}")
     body = resp.json()
     dims = [len(d["embedding"]) for d in body.get("data", [])]
     ok = body.get("object") == "list" and dims == [dimension]
@@ -204,7 +204,7 @@ def check_openai_embeddings(settings: Settings, phase: int = 2, dimension: int =
 # -- gateway --------------------------------------------------------------------------------------
 def _completion(settings: Settings, path: str, body: dict[str, Any]) -> tuple[httpx.Response | None, str]:
     try:
-        return _post(settings.url("gateway") + path, body), ""
+        return post_json(settings.url("gateway") + path, body), ""
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -242,7 +242,7 @@ def _completion_result(cid: str, title: str, t: Timer, resp: httpx.Response | No
     measured = _ms(t)
     if resp.status_code != 200:
         return _result(cid, title, "fail", t, target=target, measured=measured,
-                       detail=f"HTTP {resp.status_code}: {_error_text(resp)}")
+                       detail=f"HTTP {resp.status_code}: {error_text(resp)}")
     text = _text_of(resp.json())
     upstream = resp.headers.get("x-suite-upstream")
     # A fallback still answers, but the model asked for did not: worth a warning, not a failure.
@@ -281,7 +281,7 @@ def check_failover(settings: Settings, phase: int, backend: Any = None) -> list[
             failover = _result(cid, title, "pass" if ok else "fail", t, target=target, measured=measured,
                                detail=f"HTTP {resp.status_code}, upstream {upstream}, "
                                       f"fallback-from {fallback}"
-                                      + ("" if resp.status_code == 200 else f": {_error_text(resp)}"))
+                                      + ("" if resp.status_code == 200 else f": {error_text(resp)}"))
     finally:
         restore = _restore(settings, backend, phase)
     return [failover, restore]

@@ -68,8 +68,10 @@ class Collector:
 
     def __init__(self) -> None:
         self.q: queue.Queue[Event] = queue.Queue()
+        self.tokens: list[int] = []
 
     def __call__(self, event: Event) -> None:
+        self.tokens.extend(event.tokens)
         self.q.put(event)
 
     def result(self, timeout: float = 300) -> tuple[str, Event]:
@@ -117,6 +119,38 @@ def test_interleaved_sequences_never_read_each_others_cache(llama):
         engine.stop()
 
 
+def test_shared_cache_keeps_sequences_apart(llama):
+    """Default engine (one KV buffer for all slots): interleaved sequences see only their own cells.
+
+    Their logits may move in the last bits with the KV length the batch gives the attention kernel
+    (exact equality is ``batch_invariant``'s test above), so the check is what reading another
+    sequence's cells would break: each answer starts as it does alone, and a loud neighbour (a
+    prompt that is one word repeated) never leaks its word into the others.
+    """
+    engine = make_engine(llama, slots=3, queue_limit=8)
+    loud = "The word is zebra. " * 10
+    try:
+        def run(prompts, stagger_s=0.0):
+            sinks = []
+            for p in prompts:
+                sinks.append(Collector())
+                engine.submit(request(llama, p, max_tokens=12), sinks[-1])
+                time.sleep(stagger_s)
+            return [(sink.result()[0], sink.tokens) for sink in sinks]
+
+        alone = {p: run([p])[0] for p in PROMPTS}
+        mixed = run([q for p in PROMPTS for q in (loud, p)], stagger_s=0.05)
+        for p, (text, tokens) in zip([q for p in PROMPTS for q in (loud, p)], mixed):
+            if p == loud:
+                assert "zebra" in text
+            else:
+                assert tokens[:2] == alone[p][1][:2], p
+                assert "zebra" not in text.lower(), p
+        assert engine.active == 0 and engine.waiting == 0
+    finally:
+        engine.stop()
+
+
 def test_stop_strings_max_tokens_and_seeded_sampling(llama):
     engine = make_engine(llama)
     try:
@@ -158,6 +192,20 @@ def test_prompt_longer_than_context_is_refused(llama):
     try:
         with pytest.raises(ValueError, match="context window"):
             engine.submit(GenerationRequest(prompt_tokens=[2] * N_CTX, max_tokens=1), Collector())
+    finally:
+        engine.stop()
+
+
+def test_a_sequence_stops_at_its_context_window(llama):
+    """The KV cache is shared by all slots; no sequence may take more than n_ctx cells of it."""
+    engine = Engine(llama, slots=2, queue_limit=2, n_ctx=40)
+    engine.start()
+    try:
+        req = request(llama, PROMPTS[3], max_tokens=500)
+        (text, event), (_, other) = run_all(engine, [req, request(llama, PROMPTS[1], max_tokens=8)])
+        assert event.finish_reason == "length" and event.error is None
+        assert len(req.prompt_tokens) + event.completion_tokens == 40
+        assert other.completion_tokens == 8 and other.error is None
     finally:
         engine.stop()
 

@@ -1,6 +1,7 @@
 """Continuous batching over llama-cpp-python's low-level API (no HTTP here).
 
-One engine thread owns a ``llama_context`` created with ``n_seq_max = slots`` and a unified KV cache.
+One engine thread owns a ``llama_context`` created with ``n_seq_max = slots`` (a unified KV cache by
+default; one KV stream per sequence with ``batch_invariant``).
 Each step is one ``llama_decode`` of a single batch holding the next token of every generating
 sequence plus a chunk of the prompt of sequences still being prefilled; then every sequence whose
 logits came out samples with its own sampler chain. Requests reach the thread through a bounded
@@ -168,7 +169,13 @@ class Engine:
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch
         params.n_seq_max = self.slots
-        params.kv_unified = False  # one KV stream per sequence: isolation by construction
+        # Default: one KV buffer shared by all sequences, kept apart by their seq ids (the attention
+        # mask only lets a token see cells of its own sequence), so a step over 8 sequences is one
+        # attention pass: 165 tok/s at 8 streams here against 78 with a stream per sequence
+        # (docs/benchmarks.md). The attention kernels then see a KV length that depends on the
+        # other sequences, which moves logits in the last bits; batch_invariant keeps one stream
+        # per sequence so a sequence's output is bit-identical to decoding it alone.
+        params.kv_unified = not self.batch_invariant
         with suppress_stdout_stderr(disable=self.llama.verbose):
             self._ctx = llama_cpp.llama_init_from_model(model, params)
         if not self._ctx:
@@ -348,8 +355,8 @@ class Engine:
             seq.handle.sink(Event(text=text, tokens=[token]))
         if stopped:
             return "stop"
-        if len(seq.generated) >= seq.handle.request.max_tokens:
-            return "length"
+        if len(seq.generated) >= seq.handle.request.max_tokens or seq.pos + 1 >= self.n_ctx:
+            return "length"  # a sequence never holds more than n_ctx cells of the shared cache
         seq.pending = [token]
         return None
 

@@ -59,6 +59,9 @@ def error_response(
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
+        if err.get("type") == "json_invalid" or (
+                tuple(err.get("loc", ())) == ("body",) and isinstance(err.get("input"), (bytes, str))):
+            return f"request body is not valid JSON ({err.get('msg')}); send a JSON object"
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         parts.append(f"{loc or 'body'}: {err.get('msg')}")
     return "; ".join(parts) or "invalid request"
