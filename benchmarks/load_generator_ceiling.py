@@ -17,21 +17,19 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.load.runner import run_scenario  # noqa: E402
 from harness.load.scenarios import SCENARIOS  # noqa: E402
 from harness.load.stats import percentile, window_s  # noqa: E402
+from tests.conftest import start_app_process  # noqa: E402
 
 APP = '''
 from fastapi import FastAPI
@@ -43,27 +41,8 @@ async def health():
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_app(folder: Path) -> tuple[subprocess.Popen, str]:
-    (folder / "trivial_app.py").write_text(APP)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "trivial_app:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning", "--no-access-log"], cwd=folder)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("trivial app did not start")
+    return start_app_process(folder, "trivial_app", APP)
 
 
 def main() -> int:

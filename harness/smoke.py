@@ -63,6 +63,20 @@ def post_json(url: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(url, json=body, timeout=TIMEOUT)
 
 
+def _post_ok(cid: str, title: str, t: Timer, target: str, url: str,
+             body: dict[str, Any]) -> tuple[dict[str, Any], str, CheckResult | None]:
+    """POST and read the JSON answer; on a transport error or a non-200 answer, the failed result."""
+    try:
+        resp = post_json(url, body)
+    except httpx.HTTPError as exc:
+        return {}, "", _result(cid, title, "fail", t, target=target, detail=f"{type(exc).__name__}: {exc}")
+    measured = _ms(t)
+    if resp.status_code != 200:
+        return {}, measured, _result(cid, title, "fail", t, target=target, measured=measured,
+                                     detail=f"HTTP {resp.status_code}: {error_text(resp)}")
+    return resp.json(), measured, None
+
+
 # -- RAG ------------------------------------------------------------------------------------------
 def check_index(settings: Settings, data: dict[str, Any], phase: int = 2) -> CheckResult:
     """``POST /index`` of the smoke documents; every chunk must land in the collection."""
@@ -70,16 +84,10 @@ def check_index(settings: Settings, data: dict[str, Any], phase: int = 2) -> Che
     if skipped := skip_below(phase, 2, cid, title):
         return skipped
     t = Timer()
-    try:
-        resp = post_json(settings.url("rag") + "/index",
-                     {"collection": data["collection"], "documents": data["documents"]})
-    except httpx.HTTPError as exc:
-        return _result(cid, title, "fail", t, target="HTTP 200", detail=f"{type(exc).__name__}: {exc}")
-    measured = _ms(t)
-    if resp.status_code != 200:
-        return _result(cid, title, "fail", t, target="HTTP 200", measured=measured,
-                       detail=f"HTTP {resp.status_code}: {error_text(resp)}")
-    body = resp.json()
+    body, measured, failed = _post_ok(cid, title, t, "HTTP 200", settings.url("rag") + "/index",
+                                      {"collection": data["collection"], "documents": data["documents"]})
+    if failed:
+        return failed
     ok = body["documents"] == len(data["documents"]) and body["chunks"] >= body["documents"]
     return _result(cid, title, "pass" if ok else "fail", t, target="every document chunked and stored",
                    measured=measured,
@@ -119,16 +127,11 @@ def check_query(settings: Settings, collection: str, query: str, expect: str, *,
         return skipped
     t = Timer()
     target = f"source '{expect}' ranked first" + (", non-empty answer" if answer else "")
-    try:
-        resp = post_json(settings.url("rag") + "/query",
-                     {"collection": collection, "query": query, "top_k": top_k, "answer": answer})
-    except httpx.HTTPError as exc:
-        return _result(check_id, title, "fail", t, target=target, detail=f"{type(exc).__name__}: {exc}")
-    measured = _ms(t)
-    if resp.status_code != 200:
-        return _result(check_id, title, "fail", t, target=target, measured=measured,
-                       detail=f"HTTP {resp.status_code}: {error_text(resp)}")
-    body = resp.json()
+    body, measured, failed = _post_ok(check_id, title, t, target, settings.url("rag") + "/query",
+                                      {"collection": collection, "query": query, "top_k": top_k,
+                                       "answer": answer})
+    if failed:
+        return failed
     ids = [s["doc_id"] for s in body["sources"]]
     rank = ids.index(expect) + 1 if expect in ids else None
     status = "pass" if rank == 1 else ("warn" if rank else "fail")
@@ -162,15 +165,11 @@ def check_embed(settings: Settings, phase: int = 2, dimension: int = 384,
         return skipped
     target = f"2 x {dimension} dims, unit length, {min_cosine} < cosine < 0.999"
     t = Timer()
-    try:
-        resp = post_json(settings.url("embedding") + "/embed", {"texts": list(EMBED_PAIR)})
-    except httpx.HTTPError as exc:
-        return _result(cid, title, "fail", t, target=target, detail=f"{type(exc).__name__}: {exc}")
-    measured = _ms(t)
-    if resp.status_code != 200:
-        return _result(cid, title, "fail", t, target=target, measured=measured,
-                       detail=f"HTTP {resp.status_code}: {error_text(resp)}")
-    vecs = resp.json()["embeddings"]
+    body, measured, failed = _post_ok(cid, title, t, target, settings.url("embedding") + "/embed",
+                                      {"texts": list(EMBED_PAIR)})
+    if failed:
+        return failed
+    vecs = body["embeddings"]
     dims = [len(v) for v in vecs]
     norms = [math.sqrt(sum(x * x for x in v)) for v in vecs]
     cos = cosine(vecs[0], vecs[1]) if len(vecs) == 2 and all(norms) else float("nan")
@@ -186,15 +185,10 @@ def check_openai_embeddings(settings: Settings, phase: int = 2, dimension: int =
         return skipped
     target = f"object=list, 1 x {dimension} dims"
     t = Timer()
-    try:
-        resp = post_json(settings.url("gateway") + "/v1/embeddings", {"model": "embedding", "input": "안녕하세요"})
-    except httpx.HTTPError as exc:
-        return _result(cid, title, "fail", t, target=target, detail=f"{type(exc).__name__}: {exc}")
-    measured = _ms(t)
-    if resp.status_code != 200:
-        return _result(cid, title, "fail", t, target=target, measured=measured,
-                       detail=f"HTTP {resp.status_code}: {error_text(resp)}")
-    body = resp.json()
+    body, measured, failed = _post_ok(cid, title, t, target, settings.url("gateway") + "/v1/embeddings",
+                                      {"model": "embedding", "input": "안녕하세요"})
+    if failed:
+        return failed
     dims = [len(d["embedding"]) for d in body.get("data", [])]
     ok = body.get("object") == "list" and dims == [dimension]
     return _result(cid, title, "pass" if ok else "fail", t, target=target, measured=measured,

@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import random
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import httpx
 
 import pytest
 
@@ -34,6 +39,29 @@ def free_port_offset() -> int:
         if all(_free(p + offset) for p in base):
             return offset
     raise RuntimeError("no free port range found")
+
+
+def start_app_process(folder: Path, module: str, source: str, env: dict[str, str] | None = None,
+                      deadline_s: float = 30.0) -> tuple[subprocess.Popen, str]:
+    """Write ``source`` as ``folder/module.py``, serve its ``app`` with uvicorn on a free loopback
+    port in a child process, and return it once ``/health`` answers 200."""
+    (folder / f"{module}.py").write_text(source)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", f"{module}:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                            cwd=folder, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{module} app did not start on {url}")
 
 
 @pytest.fixture(scope="session")
@@ -82,4 +110,4 @@ phase2 = _stack_fixture(2)
 phase3 = _stack_fixture(3)
 
 
-__all__ = ["make_settings", "bring_up", "free_port_offset", "services"]
+__all__ = ["make_settings", "bring_up", "free_port_offset", "services", "start_app_process"]

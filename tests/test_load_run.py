@@ -5,14 +5,9 @@ streamed-chat run against a real phase-1 stack."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import textwrap
-import time
 from dataclasses import replace
 
-import httpx
 import pytest
 
 from harness.load import plan, run_plan, run_scenario
@@ -22,6 +17,7 @@ from harness.load.scenarios import SCENARIOS
 from harness.load.stats import measure, percentile
 from harness.load.thresholds import parse_threshold
 from harness.result import Status
+from tests.conftest import start_app_process
 
 FAKE_APP = textwrap.dedent('''
     import asyncio, itertools, json, os
@@ -58,28 +54,8 @@ FAKE_APP = textwrap.dedent('''
 ''')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_app(tmp_path, **env):
-    (tmp_path / "fake_app.py").write_text(FAKE_APP)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "fake_app:app", "--port", str(port),
-                             "--host", "127.0.0.1", "--log-level", "warning"], cwd=tmp_path,
-                            env={**__import__("os").environ, **env})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("fake app did not start")
+    return start_app_process(tmp_path, "fake_app", FAKE_APP, env)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,27 +19,12 @@ import uvicorn
 
 from suite import services
 from suite.settings import Settings
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+from tests.conftest import free_port_offset
 
 
 def stack_settings(data_dir: Path, **overrides) -> Settings:
     """Settings whose every port is free, in ``data_dir``."""
-    import random
-
-    base = Settings(data_dir=data_dir).ports.model_dump().values()
-    for _ in range(200):
-        offset = random.randrange(20000, 50000, 7)
-        if all(_free(p + offset) for p in base):
-            return Settings(data_dir=data_dir, port_offset=offset, **overrides)
-    raise RuntimeError("no free port range")
+    return Settings(data_dir=data_dir, port_offset=free_port_offset(), **overrides)
 
 
 class ServerThread:

@@ -173,15 +173,9 @@ class MemoryStore:
                 raise StoreError(404, f"note {note_id} not found", "note_not_found")
 
     def list_notes(self, project: str | None = None, tag: str | None = None, limit: int = 50) -> list[Note]:
-        sql = ("SELECT n.*, p.name AS project FROM notes n JOIN projects p ON p.id=n.project_id WHERE 1=1")
-        params: list[Any] = []
-        if project:
-            sql += " AND p.name=?"
-            params.append(project)
-        if tag:
-            sql += " AND EXISTS (SELECT 1 FROM json_each(n.tags) WHERE value=?)"
-            params.append(tag)
-        sql += " ORDER BY n.created_at DESC, n.id DESC LIMIT ?"
+        where, params = _note_filters(project, tag)
+        sql = ("SELECT n.*, p.name AS project FROM notes n JOIN projects p ON p.id=n.project_id WHERE 1=1"
+               + where + " ORDER BY n.created_at DESC, n.id DESC LIMIT ?")
         params.append(max(1, min(int(limit), 500)))
         with self._lock:
             return [_note(r) for r in self._db.execute(sql, params).fetchall()]
@@ -196,15 +190,9 @@ class MemoryStore:
                "snippet(notes_fts, 0, '[', ']', '…', 12) AS snippet "
                "FROM notes_fts JOIN notes n ON n.id=notes_fts.rowid JOIN projects p ON p.id=n.project_id "
                "WHERE notes_fts MATCH ?")
-        params: list[Any] = [match]
-        if project:
-            sql += " AND p.name=?"
-            params.append(project)
-        if tag:
-            sql += " AND EXISTS (SELECT 1 FROM json_each(n.tags) WHERE value=?)"
-            params.append(tag)
-        sql += " ORDER BY score LIMIT ?"
-        params.append(max(1, min(int(limit), 100)))
+        where, params = _note_filters(project, tag)
+        sql += where + " ORDER BY score LIMIT ?"
+        params = [match, *params, max(1, min(int(limit), 100))]
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
         return [dict(_note(r).to_dict(), score=round(-r["score"], 4), snippet=r["snippet"]) for r in rows]
@@ -260,6 +248,18 @@ class MemoryStore:
 def _project(row: sqlite3.Row) -> dict:
     return {"id": row["id"], "name": row["name"], "description": row["description"],
             "retention_days": row["retention_days"], "created_at": row["created_at"], "notes": row["notes"]}
+
+
+def _note_filters(project: str | None, tag: str | None) -> tuple[str, list[Any]]:
+    """``AND`` clauses (and their parameters) narrowing notes to a project and/or a tag."""
+    sql, params = "", []
+    if project:
+        sql += " AND p.name=?"
+        params.append(project)
+    if tag:
+        sql += " AND EXISTS (SELECT 1 FROM json_each(n.tags) WHERE value=?)"
+        params.append(tag)
+    return sql, params
 
 
 def _note(row: sqlite3.Row) -> Note:
