@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -81,7 +82,26 @@ def declared_parameters(notebook: Path) -> dict[str, Parameter]:
             raise ParameterError(f"parameter '{name}' of {notebook.name} has no type annotation; "
                                  f"write it as `{name}: int = ...`", notebook=notebook.name, parameter=name)
         params[name] = Parameter(name, type_name, str(info.get("default")), info.get("help") or "")
+    for line in _parameter_lines(notebook):
+        match = _ASSIGNMENT.match(line)
+        if match and match.group(1) not in params:
+            raise ParameterError(
+                f"parameter line {line.strip()!r} of {notebook.name} is not understood by papermill "
+                f"(it skips a line with a second '=', e.g. in its comment); rewrite the line",
+                notebook=notebook.name, parameter=match.group(1))
     return params
+
+
+_ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)\s*(?::[^=]*)?=")
+
+
+def _parameter_lines(notebook: Path) -> list[str]:
+    """The lines of the notebook's cell tagged ``parameters``."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    return cell.source.splitlines() if cell is not None else []
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, str]:

@@ -52,6 +52,14 @@ def test_untyped_parameter_is_refused(tmp_path):
         declared_parameters(a)
 
 
+def test_a_line_papermill_would_skip_is_refused(tmp_path):
+    """Papermill drops a parameter line with a second '=' (here in its comment) without an error."""
+    a = _notebook(tmp_path, "a.ipynb", 'phase: int = 1\nmode: str = ""  # empty = all')
+    with pytest.raises(ParameterError, match="not understood by papermill") as info:
+        declared_parameters(a)
+    assert info.value.parameter == "mode"
+
+
 def test_shipped_runbooks_declare_typed_parameters():
     seq = load_sequence()
     for nb in seq.notebook_paths():
