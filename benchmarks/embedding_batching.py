@@ -22,10 +22,8 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,11 +31,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 
 from suite.embedding.app import create_app  # noqa: E402
 from suite.embedding.model import default_model_path, load_model  # noqa: E402
 from suite.settings import Settings  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import ServerThread  # noqa: E402
 
 WORDS = ("the gateway routes each request to the chat or code model and falls back when an upstream "
          "fails while the embedding service turns text into vectors that the rag service stores in "
@@ -51,36 +51,6 @@ def make_texts(n: int) -> list[str]:
         length = 12 + (i * 7) % 29
         out.append(" ".join(WORDS[(i * 3 + j) % len(WORDS)] for j in range(length)) + f" ({i})")
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServiceThread:
-    """The real embedding app under uvicorn in a background thread, on a free port."""
-
-    def __init__(self, settings: Settings) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "ServiceThread":
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("embedding service did not start")
-            time.sleep(0.1)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 async def concurrent_single(url: str, texts: list[str], clients: int) -> float:
@@ -132,7 +102,7 @@ def run(n_texts: int, clients: int, repeat: int) -> dict:
     off.embedding.max_batch, off.embedding.batch_wait_ms = 1, 0.0
     for label, cfg in ((f"{clients} concurrent single-text clients, micro-batching on (HTTP)", on),
                        (f"{clients} concurrent single-text clients, micro-batching off (HTTP)", off)):
-        with ServiceThread(cfg) as svc:
+        with ServerThread(create_app(cfg), deadline_s=120) as svc:
             figures[label] = median_of(lambda: asyncio.run(concurrent_single(svc.url, texts, clients)),
                                        repeat)
     base = figures["sequential single calls (in process)"]

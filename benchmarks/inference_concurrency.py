@@ -32,10 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from suite.settings import Settings  # noqa: E402
+from harness.load.stats import percentile  # noqa: E402
 from tests.conftest import free_port_offset  # noqa: E402
+from _docs import write_section  # noqa: E402
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
-SECTION = "## Inference under concurrency"
+SECTION = "Inference under concurrency"
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float | None, int]:
@@ -65,11 +67,18 @@ async def level(base: str, n: int, tokens: int, extra: dict) -> dict:
         t0 = time.perf_counter()
         results = await asyncio.gather(*(one_stream(client, "/v1/completions", body) for _ in range(n)))
         wall = time.perf_counter() - t0
-    ttfts = sorted(t for t, _ in results if t is not None)
-    total = sum(k for _, k in results)
-    p95 = ttfts[min(len(ttfts) - 1, max(0, round(0.95 * len(ttfts)) - 1))]
-    return {"streams": n, "tok_s": total / wall, "tokens": total, "p50": statistics.median(ttfts),
-            "p95": p95, "worst": ttfts[-1]}
+    return level_stats(n, [t for t, _ in results if t is not None], sum(k for _, k in results), wall)
+
+
+def level_stats(n: int, ttfts: list[float], tokens: int, wall: float) -> dict:
+    """One level's row: aggregate tok/s and TTFT p50 / p95 (nearest rank) / worst."""
+    return {"streams": n, "tok_s": tokens / wall, "tokens": tokens, "p50": statistics.median(ttfts),
+            "p95": percentile(ttfts, 95), "worst": max(ttfts)}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """Of several runs of one level, the one with the median tok/s."""
+    return sorted(runs, key=lambda r: r["tok_s"])[len(runs) // 2]
 
 
 def wait_ready(base: str, proc: subprocess.Popen, path: str, deadline_s: float = 300) -> None:
@@ -85,6 +94,17 @@ def wait_ready(base: str, proc: subprocess.Popen, path: str, deadline_s: float =
 
 
 @contextlib.contextmanager
+def serving(proc: subprocess.Popen, base: str, probe: str):
+    """A started server process: yield its URL once ``probe`` answers, terminate it after."""
+    try:
+        wait_ready(base, proc, probe)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@contextlib.contextmanager
 def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path):
     s = Settings(data_dir=tmp / engine, port_offset=free_port_offset(),
                  inference={"engine": engine, "slots": slots, "queue_limit": 32,
@@ -94,13 +114,8 @@ def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path)
     proc = subprocess.Popen([sys.executable, "-m", "suite.serve", "inference-chat",
                              "--settings-file", str(settings_file)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = s.url("inference-chat")
-    try:
-        wait_ready(base, proc, "/ready")
+    with serving(proc, s.url("inference-chat"), "/ready") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 @contextlib.contextmanager
@@ -113,13 +128,8 @@ def llama_server(model: Path, threads: int, parallel: int):
            "--ctx-size", str(1024 * parallel), "--no-webui",
            "--threads-http", str(4 * parallel)]  # its default pool (~cores) drops extra connections
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc, "/health")
+    with serving(proc, f"http://127.0.0.1:{port}", "/health") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def in_process(model: Path, threads: int, tokens: int) -> float:
@@ -168,18 +178,11 @@ def engine_in_process(model: Path, threads: int, slots: int, tokens: int, levels
             engine.submit(GenerationRequest(list(prompt), tokens, [], SamplingParams(temperature=0)), sink)
         for _ in range(n):
             done.acquire()
-        wall = time.perf_counter() - t0
-        first.sort()
-        return {"streams": n, "tok_s": count[0] / wall, "tokens": count[0], "p50": statistics.median(first),
-                "p95": first[min(len(first) - 1, max(0, round(0.95 * len(first)) - 1))], "worst": first[-1]}
+        return level_stats(n, first, count[0], time.perf_counter() - t0)
 
     try:
         one_level(1)  # warm-up
-        out = []
-        for n in levels:
-            runs = sorted((one_level(n) for _ in range(repeat)), key=lambda r: r["tok_s"])
-            out.append(runs[len(runs) // 2])
-        return out
+        return [median_run([one_level(n) for _ in range(repeat)]) for n in levels]
     finally:
         engine.stop()
         llm.close()
@@ -198,19 +201,6 @@ def table(rows: dict[str, list[dict] | str], levels: list[int]) -> str:
     return "\n".join(lines)
 
 
-def write_section(body: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start >= 0:
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[nxt:] if nxt >= 0 else "\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8])
@@ -226,12 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
 
     async def run_levels(base: str, extra: dict) -> list[dict]:
-        out = []
-        for n in args.levels:  # the run with the median tok/s of --repeat runs stands for the level
-            runs = sorted([await level(base, n, args.tokens, extra) for _ in range(args.repeat)],
-                          key=lambda r: r["tok_s"])
-            out.append(runs[len(runs) // 2])
-        return out
+        return [median_run([await level(base, n, args.tokens, extra) for _ in range(args.repeat)])
+                for n in args.levels]
 
     load_before = os.getloadavg()[0]
 
@@ -270,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    body = (f"{SECTION}\n\n`benchmarks/inference_concurrency.py`, {when}, {cpu}, {os.cpu_count()} cores "
+    body = (f"`benchmarks/inference_concurrency.py`, {when}, {cpu}, {os.cpu_count()} cores "
             f"(load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; each level the median "
             f"of {args.repeat} runs). Gemma 3 270M Q4_K_M, "
             f"{args.threads} threads, prompt {PROMPT!r}, greedy, {args.tokens} streamed tokens per request; "
@@ -278,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             + "\n".join(f"- {n}" for n in notes) + "\n")
     sys.stdout.write(body)
     if args.write:
-        write_section(body)
+        write_section(SECTION, body)
     return 0
 
 

@@ -29,6 +29,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _docs import write_section  # noqa: E402
+
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 
 
@@ -149,20 +151,8 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        write_section(ROOT / "docs" / "benchmarks.md", "Single-request throughput", table)
+        write_section("Single-request throughput", table)
     return 0
-
-
-def write_section(path: Path, title: str, body: str) -> None:
-    """Replace (or append) the block between this section's markers."""
-    begin, end = f"<!-- BEGIN {title} -->", f"<!-- END {title} -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{begin}\n{body}\n{end}"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + f"\n\n## {title}\n\n{block}\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
-
 import pytest
+import uvicorn
 
 from suite import services
 from suite.models import install_gemma
 from suite.settings import Settings, default_data_dir
+from suite.supervisor.process import free_port, port_free
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def free_port_offset() -> int:
@@ -36,7 +28,7 @@ def free_port_offset() -> int:
     base = Settings().ports.model_dump().values()
     for _ in range(200):
         offset = random.randrange(20000, 50000, 7)
-        if all(_free(p + offset) for p in base):
+        if all(port_free("127.0.0.1", p + offset) for p in base):
             return offset
     raise RuntimeError("no free port range found")
 
@@ -46,9 +38,7 @@ def start_app_process(folder: Path, module: str, source: str, env: dict[str, str
     """Write ``source`` as ``folder/module.py``, serve its ``app`` with uvicorn on a free loopback
     port in a child process, and return it once ``/health`` answers 200."""
     (folder / f"{module}.py").write_text(source)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", f"{module}:app", "--host", "127.0.0.1",
                              "--port", str(port), "--log-level", "warning", "--no-access-log"],
                             cwd=folder, env={**os.environ, **(env or {})})
@@ -62,6 +52,41 @@ def start_app_process(folder: Path, module: str, source: str, env: dict[str, str
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"{module} app did not start on {url}")
+
+
+class ServerThread:
+    """One uvicorn server in a daemon thread; ``start`` waits until it accepts connections."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None,
+                 deadline_s: float = 30.0) -> None:
+        port = port or free_port(host)
+        self.deadline_s = deadline_s
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    lifespan="on", timeout_graceful_shutdown=3))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, deadline_s: float | None = None) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + (deadline_s or self.deadline_s)
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.config.host}:{self.server.config.port}"
+
+    def __enter__(self) -> "ServerThread":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -110,4 +135,4 @@ phase2 = _stack_fixture(2)
 phase3 = _stack_fixture(3)
 
 
-__all__ = ["make_settings", "bring_up", "free_port_offset", "services", "start_app_process"]
+__all__ = ["make_settings", "bring_up", "free_port_offset", "services", "start_app_process", "ServerThread"]

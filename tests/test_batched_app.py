@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
+from harness.health import probe_until
 from suite.inference.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import ServerThread, make_settings
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 QUESTIONS = ["What is a health check?", "Name a colour.", "What is 2 + 2?", "Say hello.",
@@ -23,28 +22,12 @@ QUESTIONS = ["What is a health check?", "Name a colour.", "What is 2 + 2?", "Say
 
 @contextlib.contextmanager
 def serve(settings, role: str = "chat", probe: str = "/ready"):
-    """Run the service's app on its free port in a thread until the block ends."""
+    """Run the service's app on its free port in a thread until the block ends, once ``probe`` is 200."""
     app = create_app(settings, role)
-    port = settings.port(f"inference-{role}")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while True:
-        try:
-            if httpx.get(f"{base}{probe}", timeout=60).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or not thread.is_alive():
+    with ServerThread(app, port=settings.port(f"inference-{role}"), deadline_s=240) as server:
+        if not probe_until(server.url + probe, start_period_s=240, timeout_s=60).ok:
             raise RuntimeError("service did not become ready")
-        time.sleep(0.2)
-    try:
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(30)
+        yield server.url
 
 
 @pytest.fixture(scope="module")

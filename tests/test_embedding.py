@@ -7,42 +7,23 @@ whole phase-2 stack; the gateway path of ``/v1/embeddings`` is covered in ``test
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from suite.embedding.app import create_app
 from suite.settings import Settings
+from tests.conftest import ServerThread
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def embedding_url(tmp_path_factory):
     settings = Settings(data_dir=tmp_path_factory.mktemp("embedding"))
-    port = _free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 180
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "embedding service did not start"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with ServerThread(create_app(settings), deadline_s=180) as server:
+        yield server.url
 
 
 def embed(url: str, texts: list, **kw) -> httpx.Response:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,49 +55,15 @@ def _env_for(settings: Settings, monkeypatch) -> None:
         monkeypatch.setenv(f"SUITE_INFERENCE__{role.upper()}__N_CTX", str(cfg.n_ctx))
 
 
-@contextmanager
-def reaping_services(settings: Settings):
-    """Reap this process's service children while a kernel stops them.
-
-    The fixture started the services, so they are children of pytest; when the notebook's kernel
-    stops ``inference-chat`` for the failover, only pytest can reap it, and an unreaped zombie makes
-    the supervisor wait for it in vain. (Under ``harness run`` the services belong to no waiting
-    parent, so this is a test-only concern.)
-    """
-    from suite import services
-    from suite.supervisor.process import ProcessBackend
-
-    backend = ProcessBackend(settings)
-    pids = [pid for spec in services.for_phase(2) if (pid := backend.pid_of(spec.name))]
-    stop = threading.Event()
-
-    def reap() -> None:
-        while not stop.wait(0.2):
-            for pid in pids:
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-
-    thread = threading.Thread(target=reap, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 @pytest.mark.integration
 def test_smoke_notebook_passes_on_a_phase_2_stack(phase2, tmp_path, monkeypatch):
     import papermill
 
     _env_for(phase2, monkeypatch)
     run_dir = tmp_path / "run"
-    with reaping_services(phase2):
-        papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "03_smoke.ipynb"),
-                                   parameters={"run_dir": str(run_dir), "run_id": "test", "phase": 2},
-                                   kernel_name="python3", cwd=str(NOTEBOOK.parent), progress_bar=False)
+    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "03_smoke.ipynb"),
+                               parameters={"run_dir": str(run_dir), "run_id": "test", "phase": 2},
+                               kernel_name="python3", cwd=str(NOTEBOOK.parent), progress_bar=False)
     results = {r.id: r for r in load_results(run_dir / "results" / "03_smoke.json")}
     failed = {k: r.detail for k, r in results.items() if r.status is Status.FAIL}
     assert not failed

@@ -10,42 +10,17 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import uvicorn
-
 from suite import services
 from suite.settings import Settings
-from tests.conftest import free_port_offset
+from tests.conftest import ServerThread, free_port_offset
 
 
 def stack_settings(data_dir: Path, **overrides) -> Settings:
     """Settings whose every port is free, in ``data_dir``."""
     return Settings(data_dir=data_dir, port_offset=free_port_offset(), **overrides)
-
-
-class ServerThread:
-    """One uvicorn server in a daemon thread; ``start`` waits until it accepts connections."""
-
-    def __init__(self, app, host: str, port: int) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    lifespan="on", timeout_graceful_shutdown=3))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self, deadline_s: float = 30.0) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + deadline_s
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @contextmanager

@@ -6,12 +6,12 @@ Embedded (local path and in-memory) always; a Qdrant server only when ``QDRANT_U
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 
 import pytest
 
 from suite.settings import Settings
+from suite.supervisor.process import free_port
 from suite.vectorstore import (
     CollectionNotFound,
     DimensionMismatch,
@@ -117,9 +117,7 @@ def test_embedded_store_persists_and_allows_one_owner(tmp_path):
 
 
 def test_unreachable_server_is_unavailable_not_a_crash():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    port = free_port()  # nothing listens here once the socket closes
     store = ServerQdrantStore(f"http://127.0.0.1:{port}", timeout_s=2)
     with pytest.raises(StoreUnavailable):
         store.ping()

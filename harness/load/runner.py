@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from harness.load.samples import Sample
 from harness.load.scenarios import Scenario
 from harness.load.thresholds import Threshold
 from harness.result import now_iso
+from suite.supervisor.process import free_port
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,6 @@ def check_host(host: str, allow_remote: bool = False) -> str:
     return host.rstrip("/")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def locust_command(scenario: Scenario, host: str, out_dir: Path, processes: int, run_time_s: float,
                    loglevel: str = "INFO") -> list[str]:
     """The ``python -m locust`` command line of a headless run of ``scenario``."""
@@ -109,7 +103,7 @@ def locust_command(scenario: Scenario, host: str, out_dir: Path, processes: int,
            "--json-file", str(out_dir / "locust"), "--only-summary", "--exit-code-on-error", "0",
            "--stop-timeout", "30", "--loglevel", loglevel, "--logfile", str(out_dir / "locust.log")]
     if processes > 1:
-        port = _free_port()  # not 5557: several runs (tests, engineers) may share this box
+        port = free_port()  # not 5557: several runs (tests, engineers) may share this box
         cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1",
                 "--master-bind-port", str(port), "--master-port", str(port)]
     return cmd
