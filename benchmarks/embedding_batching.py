@@ -30,14 +30,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import httpx  # noqa: E402
+import httpx
 
-from suite.embedding.app import create_app  # noqa: E402
-from suite.embedding.model import default_model_path, load_model  # noqa: E402
-from suite.settings import Settings  # noqa: E402
+from suite.embedding.app import create_app
+from suite.embedding.model import default_model_path, load_model
+from suite.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import ServerThread  # noqa: E402
+from tests.conftest import ServerThread
 
 WORDS = ("the gateway routes each request to the chat or code model and falls back when an upstream "
          "fails while the embedding service turns text into vectors that the rag service stores in "
@@ -96,7 +96,7 @@ def run(n_texts: int, clients: int, repeat: int) -> dict:
 
     figures = {"sequential single calls (in process)": median_of(sequential, repeat),
                "one batched encode (in process)": median_of(batched, repeat)}
-    del model
+    model = None  # free the in-process copy before the HTTP runs load their own
     on = settings.model_copy(deep=True)
     off = settings.model_copy(deep=True)
     off.embedding.max_batch, off.embedding.batch_wait_ms = 1, 0.0

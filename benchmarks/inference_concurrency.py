@@ -31,10 +31,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from suite.settings import Settings  # noqa: E402
-from harness.load.stats import percentile  # noqa: E402
-from tests.conftest import free_port_offset  # noqa: E402
 from _docs import write_section  # noqa: E402
+
+from harness.load.stats import percentile  # noqa: E402
+from suite.settings import Settings  # noqa: E402
+from tests.conftest import free_port_offset  # noqa: E402
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 SECTION = "Inference under concurrency"

@@ -23,13 +23,12 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.load.runner import run_scenario  # noqa: E402
-from harness.load.scenarios import SCENARIOS  # noqa: E402
-from harness.load.stats import percentile, window_s  # noqa: E402
-from tests.conftest import start_app_process  # noqa: E402
+from harness.load.runner import run_scenario
+from harness.load.scenarios import SCENARIOS
+from harness.load.stats import percentile, window_s
+from tests.conftest import start_app_process
 
 APP = '''
 from fastapi import FastAPI

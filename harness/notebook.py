@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from harness.errors import ChecksFailed
 from harness.result import CheckResult, Status, save_results, summarize
@@ -24,7 +24,7 @@ class Runbook:
         self.results: list[CheckResult] = []
 
     @classmethod
-    def open(cls, run_dir: str, name: str) -> "Runbook":
+    def open(cls, run_dir: str, name: str) -> Runbook:
         """Use the run directory ``harness run`` passed in; by hand (empty), the shared ``runs/manual``."""
         run = RunDir(Path(run_dir).resolve()) if run_dir else RunDir.create(run_id="manual")
         for sub in ("results", "figures", "notebooks"):
@@ -44,8 +44,9 @@ class Runbook:
 
     def table(self, results: Iterable[CheckResult] | None = None):
         """An HTML table of results for the notebook's output."""
-        from IPython.display import HTML
         import html
+
+        from IPython.display import HTML
 
         rows = []
         for r in (self.results if results is None else list(results)):

@@ -98,7 +98,7 @@ def render(run_dir: Path, title: str = "Completion report") -> str:
     run_dir = Path(run_dir)
     meta, steps, results, by_runbook = _load_all(run_dir)
     # the report step itself is running while this renders: judge it by what ran before it
-    judged = [s for s in steps if not (s.get("status") == "running" and s["notebook"].startswith("07"))]
+    judged = [s for s in steps if not (s.get("status") == "running" and s["notebook"].startswith("09"))]
     verdict = decide(judged, results)
     groups: dict[str, list[CheckResult]] = defaultdict(list)
     for r in results:

@@ -26,7 +26,7 @@ class RunDir:
     path: Path
 
     @classmethod
-    def create(cls, runs_dir: Path | None = None, run_id: str | None = None) -> "RunDir":
+    def create(cls, runs_dir: Path | None = None, run_id: str | None = None) -> RunDir:
         path = Path(runs_dir or default_runs_dir()) / (run_id or new_run_id())
         for sub in ("notebooks", "results", "figures", "load", "backups"):
             (path / sub).mkdir(parents=True, exist_ok=True)

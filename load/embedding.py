@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import random
 
-from locust import FastHttpUser, constant, task
-
 from _common import checked_post, service_url
+from locust import FastHttpUser, constant, task
 
 TEXTS = ["Backups run nightly and are kept for seven days.",
          "The gateway routes chat and code requests to local models.",

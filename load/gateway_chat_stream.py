@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import random
 
-from locust import FastHttpUser, constant, task
-
 from _common import MAX_TOKENS, service_url, stream_sse
+from locust import FastHttpUser, constant, task
 
 PROMPTS = [
     "Name three colours of the rainbow.",

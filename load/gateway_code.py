@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import random
 
-from locust import FastHttpUser, constant, task
-
 from _common import MAX_TOKENS, checked_post, service_url
+from locust import FastHttpUser, constant, task
 
 PROMPTS = [
     "def add(a, b):",

@@ -9,9 +9,8 @@ rather than the service. By hand::
 
 from __future__ import annotations
 
-from locust import FastHttpUser, constant, task
-
 from _common import service_url, take
+from locust import FastHttpUser, constant, task
 
 
 class HealthCeiling(FastHttpUser):

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import random
 
-from locust import FastHttpUser, constant, task
-
 from _common import MAX_TOKENS, checked_post, service_url, stream_sse
+from locust import FastHttpUser, constant, task
 
 PHASE = int(os.environ.get("LOAD_PHASE", "1") or 1)
 EMBEDDING, RAG = service_url("embedding"), service_url("rag")

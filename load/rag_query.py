@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import random
 
-from locust import FastHttpUser, constant, task
-
 from _common import checked_post, service_url
+from locust import FastHttpUser, constant, task
 
 COLLECTION = os.environ.get("LOAD_RAG_COLLECTION", "load")
 DOCUMENT = ("The suite keeps memory backups for seven days. Qdrant snapshots are taken before every "

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 
-from locust import FastHttpUser, constant_throughput, task
-
 from _common import API_KEY, checked_post, service_url
+from locust import FastHttpUser, constant_throughput, task
 
 PATH = os.environ.get("LOAD_TOOLS_FILE", "README.md")
 # The tool server limits each key to settings.tools.rate_limit_per_minute calls per tool (60 by

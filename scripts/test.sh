@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The test job: install if needed (test extras included), then pytest over tests/ — unit tests,
+# The test job: install if needed (test extras included), ruff, then pytest over tests/ — unit tests,
 # integration tests against real services and models, and the runbooks executed through papermill.
 # Arguments go to pytest, e.g.:  bash scripts/test.sh -k gateway -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+echo "[test] ruff check" >&2
+.venv/bin/ruff check suite harness tests load benchmarks
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -6,8 +6,9 @@ Order in ``SERVICES`` is dependency order; ``for_phase`` keeps it. Adding a serv
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

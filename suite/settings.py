@@ -82,7 +82,7 @@ class InferenceSettings(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _default_aliases(self) -> "InferenceSettings":
+    def _default_aliases(self) -> InferenceSettings:
         self.chat.alias = self.chat.alias or "chat"
         self.code.alias = self.code.alias or "code"
         return self
@@ -188,7 +188,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @model_validator(mode="after")
-    def _profile_defaults(self) -> "Settings":
+    def _profile_defaults(self) -> Settings:
         gpu = self.profile == "gpu"
         for model in (self.inference.chat, self.inference.code):
             if model.n_gpu_layers is None:
@@ -249,7 +249,7 @@ class Settings(BaseSettings):
         return path
 
     @classmethod
-    def from_file(cls, path: Path) -> "Settings":
+    def from_file(cls, path: Path) -> Settings:
         return cls(**json.loads(Path(path).read_text()))
 
 

@@ -16,8 +16,8 @@ import uvicorn
 
 from suite import services
 from suite.models import install_gemma
+from suite.net import free_port, port_free
 from suite.settings import Settings, default_data_dir
-from suite.supervisor.process import free_port, port_free
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -77,7 +77,7 @@ class ServerThread:
     def url(self) -> str:
         return f"http://{self.server.config.host}:{self.server.config.port}"
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.start()
         return self
 

@@ -140,12 +140,12 @@ def test_shared_cache_keeps_sequences_apart(llama):
 
         alone = {p: run([p])[0] for p in PROMPTS}
         mixed = run([q for p in PROMPTS for q in (loud, p)], stagger_s=0.05)
-        for p, (text, tokens) in zip([q for p in PROMPTS for q in (loud, p)], mixed):
-            if p == loud:
+        for prompt, (text, tokens) in zip([q for p in PROMPTS for q in (loud, p)], mixed):
+            if prompt == loud:
                 assert "zebra" in text
             else:
-                assert tokens[:2] == alone[p][1][:2], p
-                assert "zebra" not in text.lower(), p
+                assert tokens[:2] == alone[prompt][1][:2], prompt
+                assert "zebra" not in text.lower(), prompt
         assert engine.active == 0 and engine.waiting == 0
     finally:
         engine.stop()

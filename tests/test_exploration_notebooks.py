@@ -194,7 +194,7 @@ def test_latency_explorer_on_a_real_load_run(phase2, tmp_path):
 
     runs_root = tmp_path / "runs"
     run_dir = runs_root / "explore-me"
-    rb = Runbook.open(str(run_dir), "04_load")  # what the load runbook does, in small
+    rb = Runbook.open(str(run_dir), "05_load")  # what the load runbook does, in small
     scs = plan("embedding,chat", users=2, requests=4, max_tokens=6, thresholds="p95<120s,fail_ratio<0.5")
     for outcome in run_plan(scs, phase2, run_dir / "load", phase=2, warmup_s=0.5, base=run_dir):
         rb.record(outcome.results)

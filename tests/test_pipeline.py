@@ -42,7 +42,7 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert {"health.rag.ready", "health.tools.ready", "health.memory.ready"} <= {r["id"] for r in health}
     smoke = json.loads((run / "results" / "03_smoke.json").read_text())
     assert not [r["id"] for r in smoke if r["status"] != "pass"]  # phase 3: nothing skipped
-    load = json.loads((run / "results" / "04_load.json").read_text())
+    load = json.loads((run / "results" / "05_load.json").read_text())
     assert {"load.rag.p95", "load.tools.p95", "load.chat.ttft_p95"} <= {r["id"] for r in load}
     report = (run / "report.html").read_text()
     assert ">GO<" in report and "health.gateway.ready" in report and "02_health.html" in report
@@ -71,7 +71,7 @@ def test_failing_check_stops_the_run_but_leaves_notebooks_results_and_report(tmp
     assert steps["00_validate_env.ipynb"]["status"] == "failed"
     assert "env.ports" in steps["00_validate_env.ipynb"]["error"]
     assert steps["01_bring_up.ipynb"]["status"] == "skipped"
-    assert steps["07_report.ipynb"]["status"] == "passed"
+    assert steps["09_report.ipynb"]["status"] == "passed"
     assert (run / "notebooks" / "00_validate_env.ipynb").is_file()
     results = json.loads((run / "results" / "00_validate_env.json").read_text())
     ports = next(r for r in results if r["id"] == "env.ports")

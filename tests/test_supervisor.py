@@ -7,8 +7,9 @@ import socket
 import pytest
 
 from suite import services
+from suite.net import port_free, port_holder
 from suite.supervisor import PortInUse, ServiceFailed
-from suite.supervisor.process import ProcessBackend, port_free, port_holder
+from suite.supervisor.process import ProcessBackend
 
 
 def test_phase_table_is_in_dependency_order():

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
+from suite.net import free_port
 from suite.settings import Settings
-from suite.supervisor.process import free_port
 from suite.vectorstore import (
     CollectionNotFound,
     DimensionMismatch,

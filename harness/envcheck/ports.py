@@ -2,8 +2,9 @@
 
 from harness.result import CheckResult, timed
 from suite import services
+from suite.net import port_free, port_holder
 from suite.settings import Settings
-from suite.supervisor.process import ProcessBackend, port_free, port_holder
+from suite.supervisor.process import ProcessBackend
 
 
 def check_ports(settings: Settings, phase: int) -> CheckResult:

@@ -26,7 +26,7 @@ from harness.load.samples import Sample
 from harness.load.scenarios import Scenario
 from harness.load.thresholds import Threshold
 from harness.result import now_iso
-from suite.supervisor.process import free_port
+from suite.net import free_port
 
 log = logging.getLogger(__name__)
 

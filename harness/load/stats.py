@@ -13,8 +13,8 @@ to the last one's end. ``fail_ratio`` is failed / measured requests.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from harness.load.samples import Sample
 from harness.load.thresholds import Threshold

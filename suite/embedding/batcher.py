@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class MicroBatcher:
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             items.append(item)
             count += len(item.texts)

@@ -142,7 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
                                          media_type=resp.headers.get("content-type"))
             return Response(resp.content, status_code=resp.status_code, headers=headers,
                             media_type=resp.headers.get("content-type"))
-        raise ApiError(503, "no upstream could serve model '%s': %s" % (alias, "; ".join(failures)),
+        raise ApiError(503, f"no upstream could serve model '{alias}': {'; '.join(failures)}",
                        code="upstreams_unavailable", headers={"Retry-After": str(int(gw.cooldown_s) or 1)})
 
     @app.post("/v1/chat/completions")

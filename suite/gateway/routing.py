@@ -24,7 +24,7 @@ class Router:
     clock: callable = field(default=time.monotonic)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Router":
+    def from_settings(cls, settings: Settings) -> Router:
         ups = {
             "chat": Upstream("chat", "inference-chat", settings.url("inference-chat")),
             "code": Upstream("code", "inference-code", settings.url("inference-code")),

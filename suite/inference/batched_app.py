@@ -24,8 +24,15 @@ from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletion
 from prometheus_client import Counter, Gauge, Histogram
 
 from suite.inference import openai_surface as oai
-from suite.inference.engine import AsyncSink, Engine, EngineHooks, EngineOverloaded, EngineStopped, Event
-from suite.inference.engine import GenerationRequest
+from suite.inference.engine import (
+    AsyncSink,
+    Engine,
+    EngineHooks,
+    EngineOverloaded,
+    EngineStopped,
+    Event,
+    GenerationRequest,
+)
 from suite.inference.sampling import SamplingParams
 from suite.settings import ModelConfig, Settings
 from suite.web import ApiError, instrument
@@ -197,7 +204,7 @@ async def _collect(request: Request, handle, sink: AsyncSink) -> tuple[str, Even
         while True:
             try:
                 event = await sink.get(DISCONNECT_POLL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if await request.is_disconnected():
                     raise asyncio.CancelledError from None
                 continue

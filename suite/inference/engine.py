@@ -80,7 +80,7 @@ class EngineHooks:
 class Handle:
     """A submitted request; ``cancel()`` frees its slot at the engine's next step."""
 
-    def __init__(self, engine: "Engine", request: GenerationRequest, sink: Sink) -> None:
+    def __init__(self, engine: Engine, request: GenerationRequest, sink: Sink) -> None:
         self.engine = engine
         self.request = request
         self.sink = sink

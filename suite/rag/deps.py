@@ -14,10 +14,9 @@ from typing import Any
 
 import httpx
 
+from suite.rag.prompt import build_messages
 from suite.settings import Settings
 from suite.vectorstore import Hit
-
-from suite.rag.prompt import build_messages
 
 log = logging.getLogger(__name__)
 

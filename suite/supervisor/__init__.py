@@ -1,6 +1,6 @@
 """Bring services up and down: a tiny backend contract with process and docker implementations."""
 
-from suite.supervisor.base import Backend, ServiceState, SupervisorError, PortInUse, ServiceFailed
+from suite.supervisor.base import Backend, PortInUse, ServiceFailed, ServiceState, SupervisorError
 
 
 def get_backend(settings) -> Backend:

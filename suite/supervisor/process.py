@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,44 +13,17 @@ from pathlib import Path
 import psutil
 
 from suite import services
+from suite.net import port_free, port_holder
 from suite.services import ServiceSpec
 from suite.settings import Settings
-from suite.supervisor.base import PortInUse, Progress, ServiceFailed, ServiceState, SupervisorError, probe, wait_ready
-
-
-def port_holder(port: int) -> str | None:
-    """Who listens on a TCP port: 'pid 123 (python)', 'an unknown process', or None when free."""
-    try:
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                if conn.pid:
-                    try:
-                        return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-                    except psutil.Error:
-                        return f"pid {conn.pid}"
-                return "an unknown process"
-    except psutil.Error:
-        pass
-    return None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-    return True
+from suite.supervisor.base import (
+    PortInUse,
+    Progress,
+    ServiceState,
+    SupervisorError,
+    probe,
+    wait_ready,
+)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:

@@ -6,7 +6,7 @@ guest: read-only tools. developer: every tool; destructive ones wait for an admi
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 READ, WRITE, DESTRUCTIVE, REQUEST_DESTRUCTIVE, APPROVE, AUDIT = (
     "tools:read", "tools:write", "tools:destructive", "tools:destructive:request", "approvals:decide",
@@ -19,7 +19,7 @@ ROLES: dict[str, frozenset[str]] = {
 }
 
 
-class Decision(str, Enum):
+class Decision(StrEnum):
     ALLOW = "allowed"
     APPROVAL = "approval_required"
     DENY = "denied"

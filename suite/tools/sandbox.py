@@ -34,7 +34,7 @@ class Sandbox:
         self.max_file_bytes = max_file_bytes
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Sandbox":
+    def from_settings(cls, settings: Settings) -> Sandbox:
         """Roots from settings.tools.sandbox_roots, default ``<data_dir>/sandbox``; created if missing."""
         roots = list(settings.tools.sandbox_roots) or [settings.data_dir / "sandbox"]
         for root in roots:

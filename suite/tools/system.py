@@ -33,7 +33,7 @@ async def _run(argv: list[str], cwd: Path, timeout_s: float, max_bytes: int,
         raise ToolError(503, f"'{argv[0]}' is not installed on this machine", "command_not_installed") from None
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:

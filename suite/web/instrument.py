@@ -16,7 +16,14 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from suite.web.errors import install_error_handlers
 from suite.web.logs import request_id
@@ -121,7 +128,7 @@ def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
         t0 = time.perf_counter()
         try:
             detail = await asyncio.wait_for(ready(), timeout=ready_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             metrics.ready.labels(service).set(0)
             return _not_ready(service, f"readiness check exceeded {ready_timeout_s:.0f}s", t0)
         except Exception as exc:  # a failed probe is an answer, not a crash
