@@ -126,9 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    """Sub-commands contributed by phase-3 services (keys, approvals), when present."""
+    """Sub-commands contributed by services (keys, approvals; rag status / migrate), when present."""
     found = []
-    for module in ("suite.tools.cli",):
+    for module in ("suite.tools.cli", "suite.rag.cli"):
         try:
             found.append(__import__(module, fromlist=["register"]).register)
         except ImportError:

@@ -30,6 +30,7 @@ from suite.settings import Settings
 from suite.vectorstore import (
     CollectionNotFound,
     DimensionMismatch,
+    InvalidFilter,
     Point,
     StoreError,
     StoreUnavailable,
@@ -74,8 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
         states = {k: v.to_dict() for k, v in deps.state.items()} if deps else {}
         out: dict[str, Any] = {"dependencies": states}
         if store is not None:
-            out["dependencies"]["vector_store"] = {"kind": store.kind, "location": store.location,
-                                                   "state": "open"}
+            out["dependencies"]["vector_store"] = store.describe()
         out["degraded"] = any(d.get("state") == "down" for d in out["dependencies"].values())
         return out
 
@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
         t1 = time.perf_counter()
         emb = await app.state.deps.embed(["readiness probe"])
         return {"store": app.state.store.kind, "store_ms": store_ms, "embedding_ms": _ms(t1),
-                "dimension": emb.dimension}
+                "dimension": emb.dimension, "indexes": app.state.store.describe().get("indexes")}
 
     instrument(app, "rag", ready=ready, ready_timeout_s=cfg.embedding_timeout_s, health_info=health_info)
     _install_error_handlers(app, retry_after)
@@ -147,7 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
         emb = await app.state.deps.embed([body.query])
         embed_ms = _ms(t0)
         t_search = time.perf_counter()
-        hits = await store_call(store.search, body.collection, emb.vectors[0], top_k)
+        hits = await store_call(store.search, body.collection, emb.vectors[0], top_k, body.filter)
         search_ms = _ms(t_search)
         answer, answer_ms, t_answer = None, 0.0, time.perf_counter()
         if body.answer and hits:
@@ -202,6 +202,10 @@ def _install_error_handlers(app: FastAPI, retry_after: dict[str, str]) -> None:
     @app.exception_handler(CollectionNotFound)
     async def _not_found(_: Request, exc: CollectionNotFound) -> JSONResponse:
         return error_response(404, str(exc), code="collection_not_found")
+
+    @app.exception_handler(InvalidFilter)
+    async def _bad_filter(_: Request, exc: InvalidFilter) -> JSONResponse:
+        return error_response(400, str(exc), code="bad_filter")
 
     @app.exception_handler(DimensionMismatch)
     async def _dims(_: Request, exc: DimensionMismatch) -> JSONResponse:
