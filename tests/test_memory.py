@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from suite.memory.store import MemoryStore, StoreError, fts_query
-from tests.test_tools_stack import serve, stack_settings
+from suite.testing import serve, stack_settings
 
 
 @pytest.fixture
