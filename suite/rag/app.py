@@ -22,6 +22,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from suite.backup.routes import install_rag_backup_route
 from suite.rag.chunking import chunk_text
 from suite.rag.deps import Dependencies, DependencyDown, DependencyError
 from suite.rag.files import FolderError, documents_from_folder, resolve_folder
@@ -177,6 +178,7 @@ def create_app(settings: Settings) -> FastAPI:
         infos = {c.name: c for c in await store_call(store.collections)}
         return infos[name].to_dict()
 
+    install_rag_backup_route(app, settings)
     return app
 
 
