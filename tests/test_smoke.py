@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import smoke
 from harness.result import Status, load_results
+from harness.smoke import embedding, rag
 from suite.settings import Settings
 
 ROOT = Path(__file__).parents[1]
@@ -16,7 +16,7 @@ NOTEBOOK = ROOT / "runbooks" / "03_smoke.ipynb"
 
 
 def test_smoke_data_is_mixed_korean_english_and_consistent():
-    data = smoke.load_data()
+    data = rag.load_data()
     ids = {d["id"] for d in data["documents"]}
     assert len(ids) == len(data["documents"]) >= 6
     assert {d["metadata"]["lang"] for d in data["documents"]} == {"ko", "en"}
@@ -28,10 +28,10 @@ def test_smoke_data_is_mixed_korean_english_and_consistent():
 def test_phase_1_skips_phase_2_steps_with_a_reason(tmp_path):
     # nothing listens on these ports: a skipped step must not even try
     settings = Settings(data_dir=tmp_path, port_offset=50000 - 8000 + 241)
-    data = smoke.load_data()
-    results = [smoke.check_index(settings, data, phase=1), smoke.check_reindex(settings, data, phase=1),
-               *smoke.check_queries(settings, data, phase=1), smoke.check_embed(settings, phase=1),
-               smoke.check_openai_embeddings(settings, phase=1)]
+    data = rag.load_data()
+    results = [rag.check_index(settings, data, phase=1), rag.check_reindex(settings, data, phase=1),
+               *rag.check_queries(settings, data, phase=1), embedding.check_embed(settings, phase=1),
+               embedding.check_openai_embeddings(settings, phase=1)]
     assert all(r.status is Status.SKIP for r in results)
     assert all("phase 1" in r.detail for r in results)
 

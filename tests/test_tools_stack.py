@@ -50,19 +50,3 @@ def cli_key(settings: Settings, role: str) -> str:
     proc = cli(settings, "keys", "create", "--role", role, "--json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["key"]
-
-
-def test_run_coroutine_works_inside_a_running_loop_as_in_a_kernel():
-    import asyncio
-
-    from harness.smoke_phase3 import run_coroutine
-
-    async def answer():
-        await asyncio.sleep(0)
-        return 42
-
-    async def inside_a_kernel():
-        return run_coroutine(answer())  # asyncio.run here would raise
-
-    assert run_coroutine(answer()) == 42
-    assert asyncio.run(inside_a_kernel()) == 42
