@@ -16,7 +16,7 @@ from harness.result import Status
 from harness.smoke import gateway
 from harness.vectors import cosine
 from suite.settings import Settings
-from tests.conftest import free_port_offset
+from suite.testing import free_port_offset
 
 
 def test_run_coroutine_works_inside_a_running_loop_as_in_a_kernel():
