@@ -16,7 +16,7 @@ from harness.load.samples import read_samples
 from harness.load.scenarios import SCENARIOS
 from harness.load.stats import measure, percentile
 from harness.load.thresholds import parse_threshold
-from harness.result import Status
+from harness.result import Stage, Status
 from suite.testing import start_app_process
 
 FAKE_APP = textwrap.dedent('''
@@ -117,7 +117,7 @@ def test_abort_on_a_lost_threshold_and_verdicts(flaky, tmp_path):
     assert "can no longer pass" in outcome.run.aborted
     assert len(outcome.run.samples) < 600
     fr = by_id["load.code.fail_ratio"]
-    assert fr.status is Status.FAIL and fr.target == "fail_ratio<0.01" and fr.phase == "load"
+    assert fr.status is Status.FAIL and fr.target == "fail_ratio<0.01" and fr.stage is Stage.LOAD
     assert by_id["load.code.p95"].status is Status.PASS
     assert "code/locust.html" in by_id["load.code.p95"].evidence
 
