@@ -60,7 +60,8 @@ def error_response(
     return JSONResponse(error_body(status, message, type, code), status_code=status, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def validation_message(exc: RequestValidationError) -> str:
+    """A short human message for a request that failed validation (the first five problems)."""
     parts = []
     for err in exc.errors()[:5]:
         if err.get("type") == "json_invalid" or (
@@ -80,7 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, _validation_message(exc), code="invalid_parameters")
+        return error_response(400, validation_message(exc), code="invalid_parameters")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
