@@ -122,6 +122,16 @@ def test_abort_on_a_lost_threshold_and_verdicts(flaky, tmp_path):
     assert "code/locust.html" in by_id["load.code.p95"].evidence
 
 
+def test_a_refused_connection_is_a_failed_sample_not_a_lost_one(tmp_path):
+    from suite.net import free_port
+
+    sc = replace(SCENARIOS["code"], users=1, spawn_rate=1, requests=5)
+    run = run_scenario(sc, f"http://127.0.0.1:{free_port()}", tmp_path / "refused", max_run_s=30)
+    assert len(run.samples) == 5, run.log_tail()
+    assert not any(s.ok for s in run.samples)
+    assert all("no answer" in s.error for s in run.samples)
+
+
 def test_out_of_phase_scenarios_are_skipped(tmp_path):
     outcomes = list(run_plan(plan("rag,tools"), _settings_for("http://127.0.0.1:8000"), tmp_path, phase=1))
     assert [o.results[0].status for o in outcomes] == [Status.SKIP, Status.SKIP]
@@ -138,8 +148,7 @@ def _settings_for(url: str):
     """Settings whose gateway URL is ``url`` (the fake app)."""
     from suite.settings import Settings
 
-    port = int(url.rsplit(":", 1)[1])
-    return Settings(port_offset=port - Settings().ports.gateway)
+    return Settings(ports={"gateway": int(url.rsplit(":", 1)[1])})  # any free port, not just offsets ≤ 50000
 
 
 def test_streamed_chat_against_a_real_stack(phase1, tmp_path):
