@@ -9,6 +9,7 @@ import sys
 import time
 
 from suite import services
+from suite.rag import cli as rag_cli
 from suite.settings import Settings
 from suite.supervisor import SupervisorError, get_backend
 from suite.tools import cli as tools_cli
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("config", help="print the effective settings as JSON")
     cf.set_defaults(func=cmd_config)
     tools_cli.register(sub)  # keys, approvals
+    rag_cli.register(sub)  # rag status, rag migrate
     return p
 
 

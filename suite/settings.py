@@ -109,6 +109,17 @@ class EmbeddingSettings(BaseModel):
 
 
 class RagSettings(BaseModel):
+    store: Literal["edge", "local"] = Field(
+        "edge", description="embedded vector store when no qdrant_url is set: edge = Qdrant Edge "
+        "(qdrant-edge-py: HNSW, WAL, snapshots in process; the default), local = qdrant-client local mode "
+        "(the fallback; `suite rag migrate` copies it into edge)")
+    edge_path: Path | None = Field(None, description="Qdrant Edge store: one shard per collection "
+                                   "(default: <data_dir>/edge)")
+    optimize_threshold: int = Field(
+        5000, ge=100, description="edge: points written since the last optimize() that start one in the "
+        "background (also the engine's indexing threshold: segments below it are searched exactly)")
+    optimize_threads: int = Field(1, ge=0, description="edge: HNSW build threads of a background "
+                                  "optimize (0 = every core; 1 leaves a core to queries on small machines)")
     qdrant_path: Path | None = Field(None, description="qdrant-client local mode path (default: data/qdrant)")
     qdrant_url: str | None = Field(None, description="Qdrant server URL (gpu profile default)")
     chunk_chars: int = Field(800, ge=50)
@@ -201,7 +212,8 @@ class Settings(BaseSettings):
                 )
         if self.embedding.device is None:
             self.embedding.device = "cuda" if gpu else "cpu"
-        if gpu and self.rag.qdrant_url is None and "qdrant_path" not in self.rag.model_fields_set:
+        embedded_chosen = {"qdrant_path", "edge_path", "store"} & self.rag.model_fields_set
+        if gpu and self.rag.qdrant_url is None and not embedded_chosen:
             self.rag.qdrant_url = f"http://127.0.0.1:{self.ports.qdrant + self.port_offset}"
         self.data_dir = self.data_dir.expanduser().resolve()
         return self
@@ -236,10 +248,26 @@ class Settings(BaseSettings):
         return self.models_dir / GEMMA_FILE
 
     def qdrant_location(self) -> dict[str, Any]:
-        """Keyword arguments for ``QdrantClient``: a server URL or the embedded local path."""
+        """Keyword arguments for ``QdrantClient``: a server URL or the local-mode path."""
         if self.rag.qdrant_url:
             return {"url": self.rag.qdrant_url}
-        return {"path": str(self.rag.qdrant_path or self.data_dir / "qdrant")}
+        return {"path": str(self.local_store_path)}
+
+    @property
+    def local_store_path(self) -> Path:
+        """Where the qdrant-client local-mode store lives (used, or migrated from)."""
+        return self.rag.qdrant_path or self.data_dir / "qdrant"
+
+    @property
+    def edge_store_path(self) -> Path:
+        return self.rag.edge_path or self.data_dir / "edge"
+
+    def vector_store(self) -> dict[str, str]:
+        """The vector store these settings choose: ``{"kind": "server"|"edge"|"local", "location": ...}``."""
+        if self.rag.qdrant_url:
+            return {"kind": "server", "location": self.rag.qdrant_url}
+        path = self.edge_store_path if self.rag.store == "edge" else self.local_store_path
+        return {"kind": self.rag.store, "location": str(path)}
 
     def dump_file(self, path: Path) -> Path:
         """Write the effective settings as JSON so child processes see exactly these values."""

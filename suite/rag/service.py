@@ -65,7 +65,7 @@ class RagService:
     # -- probes ---------------------------------------------------------------------------------
     def health_info(self) -> dict[str, Any]:
         deps = {k: v.to_dict() for k, v in self.deps.state.items()}
-        deps["vector_store"] = {"kind": self.store.kind, "location": self.store.location, "state": "open"}
+        deps["vector_store"] = self.store.describe()
         return {"dependencies": deps, "degraded": any(d.get("state") == "down" for d in deps.values())}
 
     async def ready(self) -> dict[str, Any]:
@@ -75,7 +75,7 @@ class RagService:
         t1 = time.perf_counter()
         emb = await self.deps.embed(["readiness probe"])
         return {"store": self.store.kind, "store_ms": store_ms, "embedding_ms": _ms(t1),
-                "dimension": emb.dimension}
+                "dimension": emb.dimension, "indexes": self.store.describe().get("indexes")}
 
     # -- indexing -------------------------------------------------------------------------------
     async def documents(self, body: IndexRequest) -> list[Document]:
@@ -134,7 +134,7 @@ class RagService:
         emb = await self.deps.embed([body.query])
         embed_ms = _ms(t0)
         t_search = time.perf_counter()
-        hits = await _store_call(self.store.search, body.collection, emb.vectors[0], top_k)
+        hits = await _store_call(self.store.search, body.collection, emb.vectors[0], top_k, body.filter)
         search_ms = _ms(t_search)
         answer, answer_ms, t_answer = None, 0.0, time.perf_counter()
         if body.answer and hits:
