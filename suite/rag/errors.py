@@ -12,7 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from suite.rag.deps import DependencyDown, DependencyError
-from suite.vectorstore import CollectionNotFound, DimensionMismatch, InvalidFilter, StoreError, StoreUnavailable
+from suite.vectorstore import (
+    CollectionNotFound,
+    DimensionMismatch,
+    InvalidFilter,
+    StoreError,
+    StoreUnavailable,
+)
 from suite.web.errors import error_response
 
 log = logging.getLogger(__name__)
