@@ -75,6 +75,10 @@ class InferenceSettings(BaseModel):
     slots: int = Field(4, ge=1, description="parallel sequences of the batched engine")
     queue_limit: int = Field(16, ge=0, description="requests waiting beyond the slots before 429")
     ready_timeout_s: float = Field(30.0, gt=0, description="deadline of the /ready 1-token completion")
+    stall_s: float = Field(
+        30.0, gt=0, description="batched engine: no decode step for this long while requests are in "
+        "flight means the engine is stuck; /health then fails (and the supervisor restarts the service)"
+    )
     batch_invariant: bool = Field(
         False, description="batched engine: plain (not repacked) CPU weights and one KV stream per "
         "sequence, so a sequence's output does not depend on what else shares its batch (exact "
@@ -92,7 +96,10 @@ class GatewaySettings(BaseModel):
     retries: int = Field(1, ge=0, description="extra tries on the same upstream before falling back")
     retry_backoff_s: float = Field(0.2, ge=0)
     cooldown_s: float = Field(15.0, ge=0, description="skip an upstream this long after it failed")
-    fallback: dict[str, str] = Field(default_factory=lambda: {"chat": "code"})
+    fallback: dict[str, str] = Field(default_factory=lambda: {"chat": "code", "code": "chat"},
+                                     description="alias served instead when an alias's upstream fails")
+    recovery_probe_s: float = Field(1.0, gt=0, description="while an upstream cools down, probe its /health "
+                                    "this often and end the cooldown as soon as it answers")
     connect_timeout_s: float = Field(2.0, gt=0)
     read_timeout_s: float = Field(300.0, gt=0)
 
@@ -175,6 +182,28 @@ class BackupSettings(BaseModel):
                                     "at most 10 s)")
 
 
+class SupervisionSettings(BaseModel):
+    """The process backend's supervising parent (supervisord plus the suite's watch): restart policy
+    (systemd ``Restart=on-failure`` with ``StartLimitBurst``) and liveness."""
+
+    start_secs: int = Field(5, ge=0, description="a (re)started service must stay up this long to count as "
+                            "started; an earlier exit is a failed start, retried after 1, 2, 3 … s")
+    start_retries: int = Field(3, ge=0, description="failed starts in a row before a service is left FATAL")
+    start_limit_burst: int = Field(5, ge=1, description="automatic restarts allowed within "
+                                   "start_limit_interval_s; one more and the service is stopped (FATAL)")
+    start_limit_interval_s: float = Field(300.0, gt=0, description="window of start_limit_burst")
+    stop_wait_s: int = Field(10, ge=1, description="SIGTERM to the service's process group, SIGKILL after this long")
+    liveness_interval_s: float = Field(5.0, gt=0, description="how often the watch probes each running "
+                                       "service's /health")
+    liveness_timeout_s: float = Field(5.0, gt=0, description="a /health probe slower than this failed")
+    liveness_failures: int = Field(3, ge=1, description="failed /health probes in a row before the watch "
+                                   "kills the service (SIGKILL; supervisord restarts it)")
+    liveness_start_period_s: float = Field(300.0, ge=0, description="failures do not count until the service "
+                                           "has answered /health once since it started, or this long passed")
+    log_max_bytes: int = Field(10_000_000, ge=0, description="a service log is rotated at this size (0: never)")
+    log_backups: int = Field(3, ge=0, description="rotated service logs kept")
+
+
 class Settings(BaseSettings):
     """Everything a service, the supervisor or the harness needs to know about the stack."""
 
@@ -197,6 +226,7 @@ class Settings(BaseSettings):
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -252,6 +282,11 @@ class Settings(BaseSettings):
     @property
     def pid_dir(self) -> Path:
         return self.data_dir / "pids"
+
+    @property
+    def supervisor_dir(self) -> Path:
+        """supervisord's config, control socket, state and exit journal (mode 0700)."""
+        return self.data_dir / "supervisor"
 
     def model_path(self, role: str) -> Path:
         """GGUF path of the 'chat' or 'code' model (the bundled Gemma when none is set)."""

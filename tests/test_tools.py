@@ -14,7 +14,8 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from harness import smoke_phase3
+from harness.smoke import memory as memory_smoke
+from harness.smoke import tools as tools_smoke
 from suite.testing import run_cli, serve, stack_settings
 
 RATE_LIMIT = 40
@@ -312,6 +313,6 @@ def test_command_runner_and_git(stack, keys):
     assert [c["subject"] for c in log["commits"]] == ["first commit"]
 
 
-def test_harness_smoke_phase3_passes(stack):
-    results = smoke_phase3.run_all(stack)
+def test_harness_smoke_tools_and_memory_pass(stack):
+    results = [*tools_smoke.run_all(stack, phase=3), memory_smoke.check_roundtrip(stack, phase=3)]
     assert [r.status.value for r in results] == ["pass"] * 6, [str(r) for r in results]
