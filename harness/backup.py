@@ -1,7 +1,7 @@
 """Backups proven by restoring: the checks of runbook 07 (each returns ``CheckResult``s).
 
 The backup itself runs as an operator would run it — ``suite backup create`` / ``suite restore`` in a
-subprocess against the stack under test — while a ``Writer`` keeps inserting notes and indexing
+subprocess against the stack under test (``harness.stack``) — while a ``Writer`` keeps inserting notes and indexing
 documents over HTTP. Everything *about* the restored data is then checked here without the project's
 code: files re-hashed with hashlib, databases opened with sqlite3 (``integrity_check``, row counts, an
 FTS search), restored shards opened with qdrant-edge-py (point counts, a query embedded by the running
@@ -22,11 +22,11 @@ from typing import Any
 
 import httpx
 
-from harness.result import CheckResult, Status, Timer
+from harness import stack
+from harness.result import CheckResult, Stage, Status, Timer
 from suite.settings import Settings
-from suite.testing import run_cli
 
-PHASE = "backup"
+STAGE = Stage.BACKUP
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 WRITER_COLLECTION = "backup_writer"
 SAMPLE_QUERY = {"query": "GPU 메모리가 부족하면 어떻게 하나요?", "expect": "gpu-memory", "collection": "smoke"}
@@ -71,7 +71,7 @@ class Writer:
 
 
 def _cli_json(settings: Settings, *argv: str, timeout: float = 900) -> tuple[int, Any, str]:
-    proc = run_cli(settings, *argv, "--json", timeout=timeout)
+    proc = stack.run_suite([*argv, "--json"], settings, timeout=timeout)
     try:
         data = json.loads(proc.stdout) if proc.stdout.strip() else None
     except ValueError:
@@ -93,13 +93,13 @@ def check_backup_under_writes(settings: Settings, phase: int, evidence_dir: Path
         rc, data, err = _cli_json(settings, "backup", "create")
         time.sleep(writer_s / 2)
     if rc != 0 or not data:
-        return [CheckResult("backup.create", "Backup set taken while a writer runs", PHASE, Status.FAIL,
+        return [CheckResult("backup.create", "Backup set taken while a writer runs", STAGE, Status.FAIL,
                             target="exit 0 and a sealed set", measured=f"exit {rc}", detail=err, **t.fields())], None
     set_path, manifest = Path(data["path"]), data["manifest"]
     evidence_dir.mkdir(parents=True, exist_ok=True)
     kept = shutil.copy2(set_path / "manifest.json", evidence_dir / f"{set_path.name}.manifest.json")
     writes = f"{writer.notes} notes and {writer.docs} documents written meanwhile ({writer.errors} errors)"
-    results = [CheckResult("backup.create", "Backup set taken while a writer runs", PHASE,
+    results = [CheckResult("backup.create", "Backup set taken while a writer runs", STAGE,
                            Status.PASS if writer.docs and writer.errors == 0 else Status.WARN,
                            target="sealed set, writer never refused", measured=f"{len(manifest['files'])} files, "
                            f"{_mb(manifest['bytes'])}", evidence=[str(kept)],
@@ -122,7 +122,7 @@ def manifest_rows(manifest: dict[str, Any]) -> list[CheckResult]:
         else:
             counts = entry["tables"]
             what = f"{entry['file']}: integrity {entry['integrity']}, rows {counts}"
-        rows.append(CheckResult(f"backup.set.{part}", f"Set part: {part}", PHASE, Status.PASS,
+        rows.append(CheckResult(f"backup.set.{part}", f"Set part: {part}", STAGE, Status.PASS,
                                 target="in the manifest with sizes and sha256", measured=_mb(sizes.get(part, 0)),
                                 detail=f"{what} ({entry.get('service')} {entry.get('version')})"))
     return rows
@@ -138,7 +138,7 @@ def check_verify(set_path: Path) -> CheckResult:
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
         if digest != f["sha256"] or path.stat().st_size != f["size"]:
             bad.append(f["path"])
-    return CheckResult("backup.verify", "Every file matches its manifest sha256", PHASE,
+    return CheckResult("backup.verify", "Every file matches its manifest sha256", STAGE,
                        Status.FAIL if bad else Status.PASS, target="0 mismatches",
                        measured=f"{len(manifest['files']) - len(bad)}/{len(manifest['files'])} match",
                        detail=", ".join(bad), **t.fields())
@@ -150,7 +150,7 @@ def check_restore_drill(settings: Settings, set_path: Path, scratch: Path) -> li
     on the restored copies."""
     t = Timer()
     rc, data, err = _cli_json(settings, "restore", str(set_path), "--into", str(scratch))
-    restore = CheckResult("backup.drill.restore", "Newest set restored into a scratch folder", PHASE,
+    restore = CheckResult("backup.drill.restore", "Newest set restored into a scratch folder", STAGE,
                           Status.PASS if rc == 0 else Status.FAIL, target="exit 0",
                           measured=f"exit {rc}", detail="" if rc == 0 else err, **t.fields())
     if rc != 0:
@@ -191,7 +191,7 @@ def _check_counts(manifest: dict[str, Any], scratch: Path) -> CheckResult:
                     wrong.append(f"{part}.{table}: {got} rows, manifest {rows}")
         if check != "ok":
             wrong.append(f"{part}: integrity_check {check}")
-    return CheckResult("backup.drill.counts", "Restored counts and integrity equal the manifest", PHASE,
+    return CheckResult("backup.drill.counts", "Restored counts and integrity equal the manifest", STAGE,
                        Status.FAIL if wrong else Status.PASS, target="every count equal, integrity ok",
                        measured=f"{len(seen) - len(wrong)}/{len(seen)} equal", detail="; ".join(wrong or seen),
                        **t.fields())
@@ -204,7 +204,7 @@ def _check_rag_query(settings: Settings, manifest: dict[str, Any], scratch: Path
     collections = manifest["parts"].get("rag", {}).get("collections", {})
     name = SAMPLE_QUERY["collection"] if SAMPLE_QUERY["collection"] in collections else next(iter(collections), None)
     if name is None:
-        return CheckResult("backup.drill.rag_query", "RAG query on the restored vectors", PHASE, Status.SKIP,
+        return CheckResult("backup.drill.rag_query", "RAG query on the restored vectors", STAGE, Status.SKIP,
                            detail="the set holds no collection", **t.fields())
     vector = httpx.post(settings.url("embedding") + "/embed", json={"texts": [SAMPLE_QUERY["query"]]},
                         timeout=TIMEOUT).json()["embeddings"][0]
@@ -218,7 +218,7 @@ def _check_rag_query(settings: Settings, manifest: dict[str, Any], scratch: Path
     want = SAMPLE_QUERY["expect"] if name == SAMPLE_QUERY["collection"] else None
     ok = bool(top) and (want is None or top[0] == want)
     return CheckResult("backup.drill.rag_query", "RAG query on the restored vectors ranks the expected source",
-                       PHASE, Status.PASS if ok else Status.FAIL, target=f"top source {want or 'any'}",
+                       STAGE, Status.PASS if ok else Status.FAIL, target=f"top source {want or 'any'}",
                        measured=", ".join(map(str, top)), detail=f"'{SAMPLE_QUERY['query']}' in {name}", **t.fields())
 
 
@@ -226,13 +226,13 @@ def _check_memory_search(manifest: dict[str, Any], scratch: Path) -> CheckResult
     t = Timer()
     entry = manifest["parts"].get("memory")
     if entry is None:
-        return CheckResult("backup.drill.memory_search", "Memory search on the restored database", PHASE,
+        return CheckResult("backup.drill.memory_search", "Memory search on the restored database", STAGE,
                            Status.SKIP, detail="the set holds no memory database", **t.fields())
     with sqlite3.connect(scratch / "memory" / Path(entry["file"]).name) as conn:
         found = conn.execute("SELECT COUNT(*) FROM notes_fts WHERE notes_fts MATCH 'writer OR smoke OR note'"
                              ).fetchone()[0]
     notes = entry["tables"].get("notes", 0)
-    return CheckResult("backup.drill.memory_search", "Memory full-text search on the restored database", PHASE,
+    return CheckResult("backup.drill.memory_search", "Memory full-text search on the restored database", STAGE,
                        Status.PASS if found or not notes else Status.FAIL, target="finds notes when there are notes",
                        measured=f"{found} hits of {notes} notes", **t.fields())
 
@@ -252,7 +252,7 @@ def check_tampered_set_refused(settings: Settings, set_path: Path) -> CheckResul
         rc, _, err = _cli_json(settings, "restore", str(copy), "--into", str(scratch))
         refused = rc == 2 and not scratch.exists()
         rel = victim.relative_to(copy)
-    return CheckResult("backup.drill.tamper", "One flipped byte: the set is refused, nothing restored", PHASE,
+    return CheckResult("backup.drill.tamper", "One flipped byte: the set is refused, nothing restored", STAGE,
                        Status.PASS if refused else Status.FAIL, target="exit 2, scratch untouched",
                        measured=f"exit {rc}, scratch {'absent' if not scratch.exists() else 'WRITTEN'}",
                        detail=f"flipped a byte in {rel}: {err[-200:]}", **t.fields())
@@ -273,7 +273,7 @@ def check_retention(settings: Settings, keep_last: int, keep_days: float) -> Che
     left = sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file())
     ok = rc == 0 and left == expected
     return CheckResult("backup.retention", f"Retention keeps the newest {keep_last} and sets younger than "
-                       f"{keep_days} days", PHASE, Status.PASS if ok else Status.FAIL,
+                       f"{keep_days} days", STAGE, Status.PASS if ok else Status.FAIL,
                        target=f"{len(expected)} kept", measured=f"{len(left)} kept, "
                        f"{len((data or {}).get('removed', []))} removed", detail=err if rc else "", **t.fields())
 
@@ -283,18 +283,18 @@ def check_rollback(settings: Settings, set_path: Path, rto_target_s: float, rpo_
     t = Timer()
     rc, data, err = _cli_json(settings, "restore", str(set_path), timeout=1800)
     if not data:
-        return [CheckResult("backup.rollback", "Rollback to the set", PHASE, Status.FAIL, target="restored",
+        return [CheckResult("backup.rollback", "Rollback to the set", STAGE, Status.FAIL, target="restored",
                             measured=f"exit {rc}", detail=err, **t.fields())]
     restored = data["outcome"] == "restored"
-    results = [CheckResult("backup.rollback", "Rollback: safety backup, stop, restore, start, healthy", PHASE,
+    results = [CheckResult("backup.rollback", "Rollback: safety backup, stop, restore, start, healthy", STAGE,
                            Status.PASS if restored else Status.FAIL, target="restored and healthy",
                            measured=data["outcome"], detail=f"safety backup {data['safety_set']}; services "
                            f"{', '.join(data['services'])}" + (f"; {data.get('error')}" if not restored else ""),
                            **t.fields()),
-               CheckResult("backup.rto", "RTO: services stopped until ready again", PHASE,
+               CheckResult("backup.rto", "RTO: services stopped until ready again", STAGE,
                            Status.PASS if data["rto_s"] <= rto_target_s else Status.FAIL,
                            target=f"≤ {rto_target_s:g} s", measured=f"{data['rto_s']} s"),
-               CheckResult("backup.rpo", "RPO: age of the restored set", PHASE,
+               CheckResult("backup.rpo", "RPO: age of the restored set", STAGE,
                            Status.PASS if data["rpo_s"] <= rpo_target_s else Status.FAIL,
                            target=f"≤ {rpo_target_s:g} s", measured=f"{data['rpo_s']} s")]
     return results

@@ -19,7 +19,7 @@ from suite.backup.runner import create_set, restore_set, vector_part
 from suite.backup.sets import SetRefused, clean_partials, prune, sha256_file, verify_set
 from suite.backup.sqlite import copy_database
 from suite.backup.vectors import restore_vectors
-from suite.memory.app import db_path
+from suite.memory.service import db_path
 from suite.memory.store import MemoryStore
 from suite.settings import Settings
 from suite.tools.db import security_db_path

@@ -38,11 +38,12 @@ def install_rag_backup_route(app: FastAPI, settings: Settings) -> None:
             raise ApiError(404, f"no backup set {set_id} is being written in {settings.backup_dir}",
                            code="unknown_set")
         target = folder / "rag"
-        async with app.state.write_lock:
+        rag = app.state.rag  # suite.rag.service.RagService: owns the store and the write lock
+        async with rag.write_lock:
             if target.exists():
                 raise ApiError(409, f"set {set_id} already has a rag part", code="part_exists")
             try:
-                return await asyncio.to_thread(vector_part, app.state.store, target)
+                return await asyncio.to_thread(vector_part, rag.store, target)
             except BackupError as exc:
                 raise ApiError(500, f"vector store backup failed: {exc}", type="server_error",
                                code="backup_failed") from None

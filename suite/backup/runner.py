@@ -61,7 +61,7 @@ def suite_version() -> str:
 
 def database_paths(settings: Settings) -> dict[str, Path]:
     """The SQLite databases a set holds, by part name."""
-    from suite.memory.app import db_path
+    from suite.memory.service import db_path
     from suite.tools.db import security_db_path
 
     return {"memory": db_path(settings), "tools": security_db_path(settings)}
