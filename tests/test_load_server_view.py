@@ -13,8 +13,8 @@ from harness.load.scenarios import SCENARIOS
 from harness.load.server_view import Watch, record, view
 from harness.monitor.scrape import bucket_deltas, parse, quantile, scrape
 from harness.result import Status
+from suite.testing import ServerThread
 from suite.web import instrument
-from tests.conftest import ServerThread
 
 
 def exposition(service, requests, start=100.0, queue=0, active=0, ttft=(), latencies=(), status="200"):

@@ -11,11 +11,11 @@ from fastapi import FastAPI
 
 from harness.monitor import api, checks, drill, promtool
 from harness.monitor.config import Timing
-from harness.monitor.stack import MonitorStack, MonitorStackError
+from harness.monitor.prometheus import MonitorStack, MonitorStackError
 from harness.result import Status
 from suite.net import port_free
+from suite.testing import ServerThread
 from suite.web import instrument
-from tests.conftest import ServerThread
 
 pytestmark = pytest.mark.skipif(bool(promtool.missing("prometheus", "alertmanager")),
                                 reason=f"Prometheus/Alertmanager not installed: {promtool.INSTALL_HINT}")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from harness.monitor import promtool
-from tests.conftest import free_port_offset
+from suite.testing import free_port_offset
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     run = only_run(tmp_path)
     assert f"report: {run / 'report.html'}" in proc.stdout and "verdict: GO" in proc.stdout
     steps = json.loads((run / "steps.json").read_text())
-    assert [s["status"] for s in steps] == ["passed"] * len(steps)
+    assert [s["status"] for s in steps] == ["pass"] * len(steps)
     for s in steps:
         assert (run / s["output"]).is_file() and (run / s["html"]).is_file()
     health = json.loads((run / "results" / "02_health.json").read_text())
@@ -78,10 +78,10 @@ def test_failing_check_stops_the_run_but_leaves_notebooks_results_and_report(tmp
     assert "verdict: NO-GO" in proc.stdout
     run = only_run(tmp_path)
     steps = {s["notebook"]: s for s in json.loads((run / "steps.json").read_text())}
-    assert steps["00_validate_env.ipynb"]["status"] == "failed"
+    assert steps["00_validate_env.ipynb"]["status"] == "fail"
     assert "env.ports" in steps["00_validate_env.ipynb"]["error"]
-    assert steps["01_bring_up.ipynb"]["status"] == "skipped"
-    assert steps["09_report.ipynb"]["status"] == "passed"
+    assert steps["01_bring_up.ipynb"]["status"] == "skip"
+    assert steps["09_report.ipynb"]["status"] == "pass"
     assert (run / "notebooks" / "00_validate_env.ipynb").is_file()
     results = json.loads((run / "results" / "00_validate_env.json").read_text())
     ports = next(r for r in results if r["id"] == "env.ports")

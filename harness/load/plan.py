@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Outcome:
+class ScenarioOutcome:
     scenario: Scenario
     run: LoadRun | None  # None when skipped
     results: list[CheckResult] = field(default_factory=list)
@@ -35,12 +35,12 @@ def plan(names: str, *, users: int = 0, spawn_rate: float = 0.0, requests: int =
 
 def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, phase: int = 1,
              processes: int = 1, warmup_s: float = 0.0, abort_on_fail: bool = False,
-             max_run_s: float = 300.0, base: Path | None = None) -> Iterator[Outcome]:
+             max_run_s: float = 300.0, base: Path | None = None) -> Iterator[ScenarioOutcome]:
     """Run each scenario in turn (one at a time: they share the CPU) and yield its verdicts."""
     for sc in scenarios:
         if sc.phase > phase:
             reason = f"service {sc.service} starts in phase {sc.phase}; this run is phase {phase}"
-            yield Outcome(sc, None, [verdicts.skipped(sc, reason)])
+            yield ScenarioOutcome(sc, None, [verdicts.skipped(sc, reason)])
             continue
         targets = sc.targets()
         extra_env = tools_env(settings) if sc.service == "tools" else None  # before the watch: not load
@@ -50,7 +50,7 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
                                       phase=phase, max_run_s=max_run_s, extra_env=extra_env)
         results = verdicts.judge(run, targets, base)
         results.append(server_view.record(sc, run, watch, base))
-        yield Outcome(sc, run, results)
+        yield ScenarioOutcome(sc, run, results)
 
 
 def tools_env(settings: Settings) -> dict[str, str]:
@@ -58,7 +58,7 @@ def tools_env(settings: Settings) -> dict[str, str]:
 
     Keys are made with the suite CLI as an operator would; an admin key writes the target file.
     """
-    from harness.smoke_phase3 import make_key
+    from harness.keys import make_key
 
     admin, guest = make_key(settings, "admin", "load"), make_key(settings, "guest", "load")
     path = "load/target.txt"

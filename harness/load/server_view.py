@@ -20,10 +20,10 @@ from harness.load import stats
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario
 from harness.monitor.scrape import Snapshot, bucket_deltas, delta, maxima, quantile, scrape_all
-from harness.result import CheckResult, Status
+from harness.result import CheckResult, Stage, Status
 from suite.settings import Settings
 
-PHASE = "load"
+STAGE = Stage.LOAD
 INFERENCE = ("inference-chat", "inference-code")
 # locustfiles whose requests the host's request counter cannot match one to one
 NOT_COMPARED = {"mixed.py": "calls several services", "health_ceiling.py": "/health is not counted as a request"}
@@ -193,7 +193,7 @@ def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = N
     if v.client_statuses:
         detail.append("client saw: " + ", ".join(f"HTTP {k} x{n}" for k, n in sorted(v.client_statuses.items())))
     rel = str(path.relative_to(base)) if base and path.is_relative_to(base) else str(path)
-    return CheckResult(f"load.{scenario.name}.server", f"{scenario.name}: server-side view", PHASE,
+    return CheckResult(f"load.{scenario.name}.server", f"{scenario.name}: server-side view", STAGE,
                        Status.WARN if v.mismatch else Status.PASS,
                        target="server count = client count" if v.compared else "server counters read",
                        measured=measured, evidence=[rel], detail="\n".join(detail), started_at=run.started_at)

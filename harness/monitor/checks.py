@@ -4,35 +4,29 @@ the client's exact p95 of the same requests. The alert drill is ``harness.monito
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from harness.bringup import suite_command
+from harness import stack as suite_stack
 from harness.load import stats
 from harness.load.runner import LoadRun
 from harness.monitor import api, promtool
+from harness.monitor.prometheus import MonitorStack, MonitorStackError
 from harness.monitor.rules import alert_names
-from harness.monitor.stack import MonitorStack, MonitorStackError
-from harness.result import CheckResult, Status, now_iso, timed
+from harness.result import CheckResult, Stage, Status, now_iso, timed
 from suite import services
 from suite.settings import Settings
 
-PHASE = "monitoring"
+STAGE = Stage.MONITORING
 Echo = Callable[[str], None]
 
 
 def running_services(settings: Settings, phase: int) -> list[str]:
-    """Services of the phase that the suite CLI reports running (``suite status --json``)."""
-    proc = subprocess.run([*suite_command(), "status", "--json"], capture_output=True, text=True, timeout=120)
-    try:
-        running = {s["name"] for s in json.loads(proc.stdout or "[]") if s.get("running")}
-    except ValueError:
-        running = set()
+    """Services of the phase that the suite CLI reports running (``suite status``)."""
+    running = suite_stack.running(settings)
     return [s.name for s in services.for_phase(phase) if s.name in running]
 
 
@@ -41,7 +35,7 @@ def check_binaries() -> CheckResult:
     if absent:
         return promtool.skipped("monitor.binaries", "Prometheus, promtool, Alertmanager installed", absent)
     versions = [promtool.version(t) for t in ("prometheus", "alertmanager")]
-    return CheckResult("monitor.binaries", "Prometheus, promtool, Alertmanager installed", PHASE, Status.PASS,
+    return CheckResult("monitor.binaries", "Prometheus, promtool, Alertmanager installed", STAGE, Status.PASS,
                        target="installed", measured="; ".join(v.split(" (")[0] for v in versions))
 
 
@@ -54,10 +48,10 @@ def start(stack: MonitorStack) -> CheckResult:
         try:
             stack.start()
         except MonitorStackError as exc:
-            return CheckResult("monitor.stack", "Prometheus and Alertmanager started", PHASE, Status.FAIL,
+            return CheckResult("monitor.stack", "Prometheus and Alertmanager started", STAGE, Status.FAIL,
                                target="both ready on loopback", measured="not started", detail=str(exc),
                                **t.fields())
-    return CheckResult("monitor.stack", "Prometheus and Alertmanager started", PHASE, Status.PASS,
+    return CheckResult("monitor.stack", "Prometheus and Alertmanager started", STAGE, Status.PASS,
                        target="both ready on loopback", measured=f"{stack.prometheus}, {stack.alertmanager}",
                        evidence=[str(p) for p in stack.files.values()],
                        detail=f"scrape every {stack.timing.scrape_interval}, alerts `for:` "
@@ -82,7 +76,7 @@ def check_targets_up(stack: MonitorStack, deadline_s: float = 30.0) -> CheckResu
     down = {k: v for k, v in state.items() if v != "up"}
     missing = sorted(expected - set(state))
     up = len(state) - len(down)
-    return CheckResult("monitor.targets", "Every running service is a Prometheus target and UP", PHASE,
+    return CheckResult("monitor.targets", "Every running service is a Prometheus target and UP", STAGE,
                        Status.PASS if ok else Status.FAIL, target=f"{len(expected)} targets UP",
                        measured=f"{up}/{len(expected)} UP after {took:.1f}s",
                        detail="; ".join([*(f"{k}: {v}" for k, v in sorted(down.items())),
@@ -98,7 +92,7 @@ def check_rules_loaded(stack: MonitorStack) -> CheckResult:
     missing = [n for n in expected if n not in loaded]
     broken = [f"{n}: {r.get('lastError')}" for n, r in loaded.items() if r.get("health") not in ("ok", "unknown")]
     ok = not missing and not broken
-    return CheckResult("monitor.rules.loaded", "Alert rules loaded in Prometheus", PHASE,
+    return CheckResult("monitor.rules.loaded", "Alert rules loaded in Prometheus", STAGE,
                        Status.PASS if ok else Status.FAIL, target=f"{len(expected)} alert rules, healthy",
                        measured=f"{len(loaded)} loaded", evidence=[str(stack.files.get("rules", ""))],
                        detail="; ".join([*(f"missing {m}" for m in missing), *broken]) or ", ".join(loaded),
@@ -140,7 +134,7 @@ def check_promql_per_service(stack: MonitorStack, since: float) -> list[CheckRes
         rate, p95 = rates.get(name, 0.0), p95s.get(name)
         ok = rate > 0 and p95 is not None
         out.append(CheckResult(
-            f"monitor.promql.{name}", f"{name}: request rate and p95 through PromQL", PHASE,
+            f"monitor.promql.{name}", f"{name}: request rate and p95 through PromQL", STAGE,
             Status.PASS if ok else Status.FAIL, target="requests seen, p95 computed",
             measured=f"{rate:.2f} req/s, p95 {p95 * 1000:.0f} ms" if p95 is not None else f"{rate:.2f} req/s, no p95",
             detail=f"over the last {rng}: {rate_q} | {p95_q}", started_at=started))
@@ -183,16 +177,24 @@ def not_run(reason: str, drill_service: str = "") -> list[CheckResult]:
              ("monitor.promql", "Request rate and p95 per service through PromQL")]
     if drill_service:
         steps.append(("monitor.alert.fires", f"ServiceDown fires for a stopped {drill_service}"))
-    return [CheckResult(cid, title, PHASE, Status.SKIP, target="Prometheus running", measured="not run",
+    return [CheckResult(cid, title, STAGE, Status.SKIP, target="Prometheus running", measured="not run",
                         detail=reason) for cid, title in steps]
 
 
-def log_paths(settings: Settings, phase: int) -> dict[str, Path]:
-    """Where each service of the phase logs, as the configured backend says."""
-    from suite.supervisor import get_backend
-
-    backend = get_backend(settings)
-    return {s.name: backend.log_path(s.name) for s in services.for_phase(phase)}
+def log_paths(settings: Settings, phase: int, copy_dir: Path) -> dict[str, Path]:
+    """Each service's log: the process backend's files in the data dir as they are; other backends'
+    (compose keeps them) copied through ``suite logs`` into ``copy_dir``."""
+    names = [s.name for s in services.for_phase(phase)]
+    if settings.backend == "process":
+        return {n: settings.log_dir / f"{n}.log" for n in names}
+    copy_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in names:
+        proc = suite_stack.run_suite(["logs", name, "-n", "1000000"], settings, timeout=300)
+        out[name] = copy_dir / f"{name}.log"
+        if proc.returncode == 0:
+            out[name].write_text(proc.stdout)
+    return out
 
 
 def bucket_index(bounds: list[float], value: float) -> int:
@@ -214,13 +216,13 @@ def check_p95_agreement(stack: MonitorStack, run: LoadRun, since: float, service
     client = stats.percentile([s.ms for s in run.samples], 95)
     title = f"{service} {route}: PromQL p95 beside the client's p95"
     if client is None or not server or not bounds:
-        return CheckResult(f"monitor.p95.{service}", title, PHASE, Status.FAIL, target="both measured",
+        return CheckResult(f"monitor.p95.{service}", title, STAGE, Status.FAIL, target="both measured",
                            measured=f"client {client} ms, server {server[0][1] if server else 'none'}",
                            detail=f"{len(run.samples)} client samples; histogram buckets: {len(bounds)}")
     server_ms = server[0][1] * 1000
     gap = abs(bucket_index(bounds, server_ms / 1000) - bucket_index(bounds, client / 1000))
     return CheckResult(
-        f"monitor.p95.{service}", title, PHASE, Status.PASS if gap <= 1 else Status.WARN,
+        f"monitor.p95.{service}", title, STAGE, Status.PASS if gap <= 1 else Status.WARN,
         target="same or neighbouring histogram bucket", measured=f"PromQL {server_ms:.0f} ms, client {client:.0f} ms",
         detail=f"{len(run.samples)} requests; buckets apart: {gap}; PromQL interpolates inside a bucket "
                f"(bounds {', '.join(f'{b:g}' for b in bounds)} s); the client's time includes its own network "

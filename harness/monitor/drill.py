@@ -7,32 +7,30 @@ default; tests hand in their own. The service is started again whatever happens.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 
-from harness.bringup import suite_command
+from harness import stack as suite_stack
 from harness.monitor import api
-from harness.monitor.stack import MonitorStack
-from harness.result import CheckResult, Status, now_iso
+from harness.monitor.prometheus import MonitorStack
+from harness.result import CheckResult, Stage, Status, now_iso
 from suite import services
+from suite.settings import Settings
 
-PHASE = "monitoring"
+STAGE = Stage.MONITORING
 ALERT = "ServiceDown"
 Echo = Callable[[str], None]
 
 
-def cli_stop(service: str) -> Callable[[], None]:
-    return lambda: subprocess.run([*suite_command(), "down", service], capture_output=True, text=True,
-                                  timeout=120)
+def cli_stop(service: str, settings: Settings) -> Callable[[], object]:
+    return lambda: suite_stack.down([service], settings)
 
 
-def cli_start(phase: int) -> Callable[[], tuple[bool, str]]:
+def cli_start(phase: int, settings: Settings) -> Callable[[], tuple[bool, str]]:
     """``suite up --phase N`` starts what is missing and returns once it is ready: (ok, output tail)."""
     def start() -> tuple[bool, str]:
-        proc = subprocess.run([*suite_command(), "up", "--phase", str(phase)], capture_output=True, text=True,
-                              timeout=900)
-        return proc.returncode == 0, (proc.stdout + proc.stderr)[-800:]
+        outcome = suite_stack.up(phase, settings)
+        return outcome.exit_code == 0, "\n".join(outcome.lines[-12:])
     return start
 
 
@@ -42,12 +40,12 @@ def alert_drill(stack: MonitorStack, service: str, phase: int, timeout_s: float 
     """Two results: the alert fires (Prometheus → Alertmanager → webhook) and it resolves."""
     services.get(service)  # an unknown name is an error, not a drill that proves nothing
     if service not in stack.services:
-        return [CheckResult("monitor.alert.fires", f"{ALERT} fires for a stopped {service}", PHASE, Status.SKIP,
+        return [CheckResult("monitor.alert.fires", f"{ALERT} fires for a stopped {service}", STAGE, Status.SKIP,
                             target="the drilled service is running", measured="not running",
                             detail=f"{service} is not among the running services: {', '.join(stack.services)}")]
     say = echo or (lambda _m: None)
-    stop = stop or cli_stop(service)
-    start = start or cli_start(phase)
+    stop = stop or cli_stop(service, stack.settings)
+    start = start or cli_start(phase, stack.settings)
     sink = stack.sink
     if sink is None:
         raise RuntimeError("the monitoring stack is not started")
@@ -79,7 +77,7 @@ def alert_drill(stack: MonitorStack, service: str, phase: int, timeout_s: float 
         restart_s = time.time() - t_restart
     ok = bool(fired and held and delivered)
     results = [CheckResult(
-        "monitor.alert.fires", f"{ALERT} fires for a stopped {service} and reaches Alertmanager", PHASE,
+        "monitor.alert.fires", f"{ALERT} fires for a stopped {service} and reaches Alertmanager", STAGE,
         Status.PASS if ok else Status.FAIL, target=f"firing, in Alertmanager, delivered within {timeout_s:g}s",
         measured=(f"firing after {t_fire:.1f}s, in Alertmanager +{t_am:.1f}s, delivered +{t_hook:.1f}s" if ok
                   else f"firing: {bool(fired)}, in Alertmanager: {bool(held)}, delivered: {bool(delivered)}"),
@@ -90,7 +88,7 @@ def alert_drill(stack: MonitorStack, service: str, phase: int, timeout_s: float 
                                    max(1.0, timeout_s - t_gone))
     ok = up_ok and bool(gone) and bool(resolved)
     results.append(CheckResult(
-        "monitor.alert.resolves", f"Starting {service} again resolves {ALERT}", PHASE,
+        "monitor.alert.resolves", f"Starting {service} again resolves {ALERT}", STAGE,
         Status.PASS if ok else Status.FAIL, target=f"resolved and delivered within {timeout_s:g}s",
         measured=(f"restarted in {restart_s:.1f}s; inactive +{t_gone:.1f}s, resolution delivered +{t_res:.1f}s"
                   if ok else f"restarted: {up_ok}, inactive: {bool(gone)}, resolution delivered: {bool(resolved)}"),

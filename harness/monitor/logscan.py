@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from harness.result import CheckResult, Status, timed
+from harness.result import CheckResult, Stage, Status, timed
 
 LEVELS = ("ERROR", "CRITICAL")
 RAW_ERROR = re.compile(r"^(Traceback \(most recent call last\)|Fatal Python error|\w*Error: )")
-PHASE = "monitoring"
+STAGE = Stage.MONITORING
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def scan_logs(logs: dict[str, Path], since: datetime, evidence_file: Path | None
     detail += [e.short() for e in every[:newest]]
     if missing:
         detail.append("no log file for: " + ", ".join(missing))
-    return CheckResult("monitor.logs", "ERROR/CRITICAL log lines since the run began", PHASE, status,
+    return CheckResult("monitor.logs", "ERROR/CRITICAL log lines since the run began", STAGE, status,
                        target="no ERROR/CRITICAL lines" + (" (required)" if fail_on_errors else ""),
                        measured=f"{len(every)} line(s) in {sum(1 for c in counts.values() if c)} service(s)",
                        evidence=evidence, detail="\n".join(detail), **t.fields())
