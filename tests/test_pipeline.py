@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from harness.monitor import promtool
 from suite.testing import free_port_offset
 
 pytestmark = pytest.mark.integration
@@ -44,6 +45,15 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert not [r["id"] for r in smoke if r["status"] != "pass"]  # phase 3: nothing skipped
     load = json.loads((run / "results" / "05_load.json").read_text())
     assert {"load.rag.p95", "load.tools.p95", "load.chat.ttft_p95"} <= {r["id"] for r in load}
+    monitoring = {r["id"]: r for r in json.loads((run / "results" / "08_monitoring.json").read_text())}
+    if promtool.missing("prometheus", "promtool", "alertmanager"):
+        assert monitoring["monitor.stack"]["status"] == "skip"  # with the install hint, never a pass
+    else:  # every target UP, PromQL per service, the alert path both ways
+        checked = ("monitor.rules.test", "monitor.targets", "monitor.promql.rag", "monitor.alert.fires",
+                   "monitor.alert.resolves")
+        assert {k: monitoring[k]["status"] for k in checked} == dict.fromkeys(checked, "pass")
+        assert monitoring["monitor.targets"]["measured"].startswith("7/7 UP")
+    assert monitoring["monitor.logs"]["status"] in ("pass", "warn")
     report = (run / "report.html").read_text()
     assert ">GO<" in report and "health.gateway.ready" in report and "02_health.html" in report
     ledger = json.loads((run / "ledger.json").read_text())
