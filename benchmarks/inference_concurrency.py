@@ -106,14 +106,18 @@ def serving(proc: subprocess.Popen, base: str, probe: str):
 
 
 @contextlib.contextmanager
-def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path):
-    s = Settings(data_dir=tmp / engine, port_offset=free_port_offset(),
+def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path, root: Path = ROOT,
+                  env: dict[str, str] | None = None, name: str | None = None):
+    """``python -m suite.serve inference-chat`` from the source tree ``root`` on free ports."""
+    name = name or engine
+    s = Settings(data_dir=tmp / name, port_offset=free_port_offset(),
                  inference={"engine": engine, "slots": slots, "queue_limit": 32,
                             "chat": {"alias": "chat", "path": str(model), "n_ctx": 1024,
                                      "n_threads": threads}})
-    settings_file = s.dump_file(tmp / engine / "settings.json")
+    settings_file = s.dump_file(tmp / name / "settings.json")
     proc = subprocess.Popen([sys.executable, "-m", "suite.serve", "inference-chat",
-                             "--settings-file", str(settings_file)], cwd=ROOT,
+                             "--settings-file", str(settings_file)], cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root), **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with serving(proc, s.url("inference-chat"), "/ready") as base:
         yield base
