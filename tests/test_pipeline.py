@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from harness.monitor import promtool
 from suite.testing import free_port_offset
 
 pytestmark = pytest.mark.integration
@@ -51,6 +52,15 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     set_dir = tmp_path / "data" / "backups" / json.loads(manifest_copy.read_text())["set"]
     for f in json.loads(manifest_copy.read_text())["files"]:
         assert hashlib.sha256((set_dir / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+    monitoring = {r["id"]: r for r in json.loads((run / "results" / "08_monitoring.json").read_text())}
+    if promtool.missing("prometheus", "promtool", "alertmanager"):
+        assert monitoring["monitor.stack"]["status"] == "skip"  # with the install hint, never a pass
+    else:  # every target UP, PromQL per service, the alert path both ways
+        checked = ("monitor.rules.test", "monitor.targets", "monitor.promql.rag", "monitor.alert.fires",
+                   "monitor.alert.resolves")
+        assert {k: monitoring[k]["status"] for k in checked} == dict.fromkeys(checked, "pass")
+        assert monitoring["monitor.targets"]["measured"].startswith("7/7 UP")
+    assert monitoring["monitor.logs"]["status"] in ("pass", "warn")
     report = (run / "report.html").read_text()
     assert ">GO<" in report and "health.gateway.ready" in report and "02_health.html" in report
     assert "backup.rto" in report and "backup.set.rag" in report
