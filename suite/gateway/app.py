@@ -1,8 +1,10 @@
 """Gateway service: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``.
 
 A request goes to the upstream of its model alias; connection errors, timeouts and 5xx answers are
-retried, then the request falls back (chat -> code). A failed upstream is skipped for a cooldown.
-Streams are passed through byte for byte; fallback is possible until the first byte is sent.
+retried, then the request falls back (chat -> code, code -> chat). A failed upstream is skipped for a
+cooldown, which ends early once its readiness probe passes again (a restarted upstream is back as
+soon as it is ready). Streams are passed through byte for byte; fallback is possible until the first
+byte is sent.
 """
 
 from __future__ import annotations
@@ -41,10 +43,14 @@ def create_app(settings: Settings) -> FastAPI:
     router = Router.from_settings(settings)
     timeout = httpx.Timeout(gw.read_timeout_s, connect=gw.connect_timeout_s)
 
+    recovering: dict[str, asyncio.Task] = {}
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.client = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=200))
         yield
+        for task in recovering.values():
+            task.cancel()
         await app.state.client.aclose()
 
     app = FastAPI(title="suite gateway", lifespan=lifespan)
@@ -77,6 +83,25 @@ def create_app(settings: Settings) -> FastAPI:
                              ["upstream", "outcome"], registry=metrics.registry)
     fallbacks = Counter("gateway_fallbacks_total", "requests served by a fallback upstream",
                         ["requested", "served_by"], registry=metrics.registry)
+
+    async def recover(upstream: Upstream) -> None:
+        """While ``upstream`` cools down, probe its readiness; end the cooldown once it passes."""
+        client: httpx.AsyncClient = app.state.client
+        while router.cooling(upstream):
+            await asyncio.sleep(gw.recovery_probe_s)
+            try:
+                r = await client.get(upstream.base_url + "/ready", timeout=settings.inference.ready_timeout_s)
+            except httpx.TransportError:
+                continue
+            if r.status_code == 200:
+                router.mark_ok(upstream)
+                log.info("upstream %s is ready again; cooldown ended", upstream.service)
+
+    def mark_failed(upstream: Upstream) -> None:
+        router.mark_failed(upstream)
+        task = recovering.get(upstream.service)
+        if task is None or task.done():
+            recovering[upstream.service] = asyncio.create_task(recover(upstream))
 
     async def read_json(request: Request) -> dict[str, Any]:
         try:
@@ -127,7 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 resp = await attempt(upstream, path, body, stream)
             except UpstreamFailed as exc:
-                router.mark_failed(upstream)
+                mark_failed(upstream)
                 failures.append(str(exc))
                 log.warning("upstream failed, trying next: %s", exc)
                 continue
