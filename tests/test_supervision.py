@@ -10,15 +10,20 @@ import signal
 import stat
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from harness import faults
+from harness.load.samples import Sample
+from harness.result import Status, load_results
 from suite import cli
 from suite.supervisor.journal import read_exits
 from suite.supervisor.process import ProcessBackend
 from tests.conftest import make_settings
+from tests.test_smoke import _env_for
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +205,55 @@ def test_supervisor_files_are_private(stack):
     assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
     for name in ("supervisord.conf", "state.json", "supervisord.log", "exits.jsonl"):
         assert stat.S_IMODE((root / name).stat().st_mode) == 0o600, name
+
+
+RUNBOOK = Path(__file__).parents[1] / "runbooks" / "06_fault_drill.ipynb"
+
+
+def run_drill_notebook(stack, tmp_path, monkeypatch, **parameters) -> Path:
+    import papermill
+
+    _env_for(stack, monkeypatch)
+    run_dir = tmp_path / "run"
+    papermill.execute_notebook(str(RUNBOOK), str(tmp_path / RUNBOOK.name), kernel_name="python3",
+                               parameters={"run_dir": str(run_dir), "run_id": "test", "phase": 1, **parameters},
+                               cwd=str(RUNBOOK.parent), progress_bar=False)
+    return run_dir
+
+
+def test_fault_drill_runbook_passes_through_papermill(stack, tmp_path, monkeypatch):
+    run_dir = run_drill_notebook(stack, tmp_path, monkeypatch, drill_services="inference-code", drill_users=2)
+    [result] = load_results(run_dir / "results" / "06_fault_drill.json")
+    assert result.id == "fault.inference-code" and result.status is Status.PASS, result.detail
+    assert result.measured.startswith("ready again in") and "SIGKILL" in result.detail
+    assert "dependants ready again without a restart: gateway" in result.detail
+    figure = run_dir / "figures" / "fault_drill_timeline.svg"
+    assert figure.stat().st_size > 1000 and str(figure) in result.evidence
+    assert (run_dir / "load" / "fault-drill" / "samples.jsonl").stat().st_size > 0
+
+
+def test_a_service_that_does_not_come_back_in_time_stops_the_drill(stack, tmp_path, monkeypatch):
+    from papermill.exceptions import PapermillExecutionError
+
+    before = ProcessBackend(stack).pid_of("gateway")
+    with pytest.raises(PapermillExecutionError, match="ChecksFailed"):
+        run_drill_notebook(stack, tmp_path, monkeypatch, drill_services="inference-chat,gateway",
+                           drill_give_up_s=0.2, drill_users=1)
+    [result] = load_results(tmp_path / "run" / "results" / "06_fault_drill.json")  # gateway never killed
+    assert result.id == "fault.inference-chat" and result.status is Status.FAIL
+    assert result.measured.startswith("not restored") and "drill stopped here" in result.detail
+    tail = Path(result.evidence[1]).read_text()
+    assert tail.strip() and "inference-chat" in result.evidence[1]
+    assert ProcessBackend(stack).pid_of("gateway") == before
+    wait_back(stack, "inference-chat", 0)  # supervisord brings it back anyway
+
+
+def test_who_needs_whom():
+    assert faults.dependants("embedding", 3) == ["rag", "tools"]
+    assert faults.dependants("inference-chat", 3) == ["gateway", "rag", "tools"]
+    assert faults.dependants("memory", 2) == []
+    chat = Sample("chat (fallback)", start=10.0, ms=500.0, ok=True)
+    rag = Sample("rag query", start=9.0, ms=5000.0, ok=False)
+    tools = Sample("tools read_file", start=10.0, ms=100.0, ok=True)
+    later = Sample("chat", start=30.0, ms=100.0, ok=True)
+    assert faults.affected([chat, rag, tools, later], "inference-chat", 10.2, 20.0) == [chat, rag]
