@@ -15,11 +15,9 @@ Nothing here imports locust or a service's code; the suite is reached through it
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -29,12 +27,12 @@ from pathlib import Path
 
 import httpx
 
-from harness.bringup import suite_command
+from harness import stack
 from harness.load import runner
 from harness.load import samples as samples_mod
 from harness.load.samples import Sample
 from harness.load.scenarios import Scenario
-from harness.result import CheckResult
+from harness.result import CheckResult, Stage
 from suite import services
 from suite.settings import Settings
 
@@ -120,17 +118,8 @@ def dependants(service: str, phase: int) -> list[str]:
 
 
 def suite_status(settings: Settings) -> dict[str, dict]:
-    """``suite status --json --all`` by service name (the CLI exits 1 when something is not ready)."""
-    proc = subprocess.run([*suite_command(), "status", "--json", "--all"], capture_output=True, text=True,
-                          timeout=120, env=_cli_env(settings))
-    try:
-        return {s["name"]: s for s in json.loads(proc.stdout)}
-    except ValueError:
-        raise RuntimeError(f"suite status gave no JSON (exit {proc.returncode}): {proc.stderr[-500:]}") from None
-
-
-def _cli_env(settings: Settings) -> dict[str, str]:
-    return dict(os.environ, SUITE_DATA_DIR=str(settings.data_dir), SUITE_PORT_OFFSET=str(settings.port_offset))
+    """``suite status --json --all`` by service name."""
+    return {s["name"]: s for s in stack.status(settings)}
 
 
 def wait_ready(settings: Settings, name: str, deadline: float, every_s: float = 0.25) -> float | None:
@@ -147,8 +136,7 @@ def wait_ready(settings: Settings, name: str, deadline: float, every_s: float = 
 
 
 def log_tail(settings: Settings, name: str, lines: int = 40) -> str:
-    proc = subprocess.run([*suite_command(), "logs", name, "-n", str(lines)], capture_output=True, text=True,
-                          timeout=60, env=_cli_env(settings))
+    proc = stack.run_suite(["logs", name, "-n", str(lines)], settings, timeout=60)
     return proc.stdout.strip() or proc.stderr.strip()
 
 
@@ -277,7 +265,7 @@ def judge(drill: Drill, th: Thresholds, evidence_dir: Path, figure: Path) -> Che
         notes.append(f"slowest affected request {max(s.ms for s in drill.samples) / 1000:.1f} s")
     if drill.failed:
         notes.append("errors: " + "; ".join(sorted({(s.error or "")[:80] for s in drill.failed}))[:300])
-    return CheckResult(f"fault.{name}", f"kill -9 {name} under load", "fault drill",
+    return CheckResult(f"fault.{name}", f"kill -9 {name} under load", Stage.FAULT_DRILL,
                        "fail" if problems else "pass", target=target, measured=measured, evidence=evidence,
                        detail="; ".join(x for x in [*problems, *notes] if x), started_at=_iso(drill.killed_at),
                        duration_s=round(drill.recovery_s or th.give_up_s, 2))

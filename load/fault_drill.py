@@ -17,52 +17,40 @@ from __future__ import annotations
 
 import os
 
-from _common import API_KEY, MAX_TOKENS, service_url, take
-from locust import FastHttpUser, constant_pacing
+from _common import SuiteUser, _status_problem, service_url
+from locust import constant_pacing
 
 PHASE = int(os.environ.get("LOAD_PHASE", "1") or 1)
 PACE_S = float(os.environ.get("LOAD_PACE_S", "1.0") or 1.0)
 EMBEDDING_MODEL = os.environ.get("LOAD_EMBEDDING_MODEL", "all-MiniLM-L6-v2")
-COLLECTION = os.environ.get("LOAD_RAG_COLLECTION", "fault-drill")
-TOOLS_FILE = os.environ.get("LOAD_TOOLS_FILE", "README.md")
 RAG, TOOLS = service_url("rag"), service_url("tools")
-AUTH = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
 
 
-def post(user, url: str, body: dict, name: str, headers: dict | None = None) -> None:
-    """POST JSON; a 4xx/5xx or a transport error is a failure; a fallback answer is renamed."""
-    with user.client.post(url, json=body, catch_response=True, name=name, context=take(),
-                          headers={**AUTH, **(headers or {})}) as resp:
-        if resp.status_code >= 400 or resp.status_code == 0:
-            resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")
-        elif resp.headers.get("x-suite-fallback-from"):
-            resp.request_meta["name"] = f"{name} (fallback)"
+def chat(user: FaultDrill) -> None:
+    user.post("/v1/chat/completions", {"model": "chat", "max_tokens": user.config.max_tokens,
+                                       "messages": [{"role": "user", "content": "Say hello."}]}, "chat")
 
 
-def chat(user) -> None:
-    post(user, "/v1/chat/completions", {"model": "chat", "max_tokens": MAX_TOKENS,
-                                        "messages": [{"role": "user", "content": "Say hello."}]}, "chat")
+def code(user: FaultDrill) -> None:
+    user.post("/v1/completions", {"model": "code", "prompt": "def add(a, b):",
+                                  "max_tokens": user.config.max_tokens}, "code")
 
 
-def code(user) -> None:
-    post(user, "/v1/completions", {"model": "code", "prompt": "def add(a, b):", "max_tokens": MAX_TOKENS},
-         "code")
+def embeddings(user: FaultDrill) -> None:
+    user.post("/v1/embeddings", {"model": EMBEDDING_MODEL, "input": ["restart", "recovery"]}, "embeddings")
 
 
-def embeddings(user) -> None:
-    post(user, "/v1/embeddings", {"model": EMBEDDING_MODEL, "input": ["restart", "recovery"]}, "embeddings")
+def rag(user: FaultDrill) -> None:
+    user.post(RAG + "/query", {"collection": user.config.rag_collection, "query": "How long are backups kept?"},
+              "rag query")
 
 
-def rag(user) -> None:
-    post(user, RAG + "/query", {"collection": COLLECTION, "query": "How long are backups kept?"}, "rag query")
+def read_file(user: FaultDrill) -> None:
+    user.post(TOOLS + "/tools/read_file", {"path": user.config.tools_file}, "tools read_file")
 
 
-def read_file(user) -> None:
-    post(user, TOOLS + "/tools/read_file", {"path": TOOLS_FILE}, "tools read_file")
-
-
-def memory_search(user) -> None:
-    post(user, TOOLS + "/tools/memory_search", {"query": "drill"}, "tools memory_search")
+def memory_search(user: FaultDrill) -> None:
+    user.post(TOOLS + "/tools/memory_search", {"query": "drill"}, "tools memory_search")
 
 
 TASKS = {chat: 3, code: 3}
@@ -72,9 +60,20 @@ if PHASE >= 3:
     TASKS.update({read_file: 2, memory_search: 1})
 
 
-class FaultDrill(FastHttpUser):
-    host = service_url("gateway")
+class FaultDrill(SuiteUser):
+    service = "gateway"
     wait_time = constant_pacing(PACE_S)
     network_timeout = 60.0
     connection_timeout = 5.0
     tasks = TASKS
+
+    def post(self, url: str, body: dict, name: str) -> None:
+        """POST JSON with the run's key; no answer or a 4xx/5xx is a failure; an answer the gateway
+        took from the other model is reported as ``NAME (fallback)``."""
+        with self.client.post(url, json=body, catch_response=True, name=name, context=self.load.ticket(),
+                              headers=self.auth_headers()) as resp:
+            problem = _status_problem(resp)
+            if problem:
+                resp.failure(problem)
+            elif resp.headers.get("x-suite-fallback-from"):
+                resp.request_meta["name"] = f"{name} (fallback)"

@@ -9,8 +9,11 @@ import sys
 import time
 
 from suite import services
+from suite.backup import cli as backup_cli
+from suite.rag import cli as rag_cli
 from suite.settings import Settings
 from suite.supervisor import SupervisorError, get_backend
+from suite.tools import cli as tools_cli
 
 
 def _say(message: str) -> None:
@@ -125,20 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     md.set_defaults(func=cmd_models)
     cf = sub.add_parser("config", help="print the effective settings as JSON")
     cf.set_defaults(func=cmd_config)
-    for extra in _extra_commands():
-        extra(sub)
+    tools_cli.register(sub)  # keys, approvals
+    rag_cli.register(sub)  # rag status, rag migrate
+    backup_cli.register(sub)  # backup create|list|verify|prune, restore SET
     return p
-
-
-def _extra_commands():
-    """Sub-commands contributed by phase-3 services (keys, approvals), when present."""
-    found = []
-    for module in ("suite.tools.cli",):
-        try:
-            found.append(__import__(module, fromlist=["register"]).register)
-        except ImportError:
-            continue
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,6 +116,17 @@ class EmbeddingSettings(BaseModel):
 
 
 class RagSettings(BaseModel):
+    store: Literal["edge", "local"] = Field(
+        "edge", description="embedded vector store when no qdrant_url is set: edge = Qdrant Edge "
+        "(qdrant-edge-py: HNSW, WAL, snapshots in process; the default), local = qdrant-client local mode "
+        "(the fallback; `suite rag migrate` copies it into edge)")
+    edge_path: Path | None = Field(None, description="Qdrant Edge store: one shard per collection "
+                                   "(default: <data_dir>/edge)")
+    optimize_threshold: int = Field(
+        5000, ge=100, description="edge: points written since the last optimize() that start one in the "
+        "background (also the engine's indexing threshold: segments below it are searched exactly)")
+    optimize_threads: int = Field(1, ge=0, description="edge: HNSW build threads of a background "
+                                  "optimize (0 = every core; 1 leaves a core to queries on small machines)")
     qdrant_path: Path | None = Field(None, description="qdrant-client local mode path (default: data/qdrant)")
     qdrant_url: str | None = Field(None, description="Qdrant server URL (gpu profile default)")
     chunk_chars: int = Field(800, ge=50)
@@ -149,12 +160,26 @@ class MemorySettings(BaseModel):
     retention_days: float = Field(90.0, gt=0)
     maintain_every_s: float = Field(3600.0, gt=0)
     backup_every_s: float = Field(86400.0, gt=0)
-    backups_kept: int = Field(7, ge=1)
+    backups_kept: int = Field(7, ge=1, description="scheduled backups: the newest N are always kept")
+    backups_keep_days: float = Field(7.0, ge=0, description="scheduled backups younger than this are kept too")
     db_path: Path | None = Field(None, description="SQLite file (default: <data_dir>/memory/memory.db)")
     backup_dir: Path | None = Field(None, description="scheduled backups (default: <data_dir>/memory/backups)")
     maintainer_enabled: bool = Field(True, description="run retention, optimize/VACUUM and backups in-process")
     maintainer_start_delay_s: float = Field(5.0, ge=0, description="first maintainer run after start-up")
     max_note_chars: int = Field(100_000, ge=1, description="longest note text accepted")
+
+
+class BackupSettings(BaseModel):
+    """Backup sets (``suite backup``, ``suite restore``, runbook 07): vector store + every SQLite database."""
+
+    dir: Path | None = Field(None, description="backup sets (default: <data_dir>/backups)")
+    keep_last: int = Field(7, ge=1, description="retention: the newest N sets are always kept")
+    keep_days: float = Field(7.0, ge=0, description="retention: sets younger than this are kept too")
+    partial_max_age_s: float = Field(3600.0, gt=0, description="a '.partial' set older than this is a "
+                                     "leftover of a crashed backup and is removed")
+    health_retries: int = Field(10, ge=1, description="rollback: readiness polls after the restore")
+    health_backoff_s: float = Field(1.0, gt=0, description="rollback: first pause between polls (doubles, "
+                                    "at most 10 s)")
 
 
 class SupervisionSettings(BaseModel):
@@ -200,6 +225,7 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
     @classmethod
@@ -220,17 +246,19 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _profile_defaults(self) -> Settings:
         gpu = self.profile == "gpu"
-        for model in (self.inference.chat, self.inference.code):
+        for role in ("chat", "code"):  # the settings keys, whatever alias clients use
+            model: ModelConfig = getattr(self.inference, role)
             if model.n_gpu_layers is None:
                 model.n_gpu_layers = -1 if gpu else 0
             if gpu and model.path is None:
                 raise ValueError(
-                    f"profile 'gpu' needs inference.{model.alias}.path (a GGUF file); "
-                    f"set SUITE_INFERENCE__{model.alias.upper()}__PATH or suite.toml"
+                    f"profile 'gpu' needs inference.{role}.path (a GGUF file); "
+                    f"set SUITE_INFERENCE__{role.upper()}__PATH or suite.toml"
                 )
         if self.embedding.device is None:
             self.embedding.device = "cuda" if gpu else "cpu"
-        if gpu and self.rag.qdrant_url is None and "qdrant_path" not in self.rag.model_fields_set:
+        embedded_chosen = {"qdrant_path", "edge_path", "store"} & self.rag.model_fields_set
+        if gpu and self.rag.qdrant_url is None and not embedded_chosen:
             self.rag.qdrant_url = f"http://127.0.0.1:{self.ports.qdrant + self.port_offset}"
         self.data_dir = self.data_dir.expanduser().resolve()
         return self
@@ -270,10 +298,30 @@ class Settings(BaseSettings):
         return self.models_dir / GEMMA_FILE
 
     def qdrant_location(self) -> dict[str, Any]:
-        """Keyword arguments for ``QdrantClient``: a server URL or the embedded local path."""
+        """Keyword arguments for ``QdrantClient``: a server URL or the local-mode path."""
         if self.rag.qdrant_url:
             return {"url": self.rag.qdrant_url}
-        return {"path": str(self.rag.qdrant_path or self.data_dir / "qdrant")}
+        return {"path": str(self.local_store_path)}
+
+    @property
+    def local_store_path(self) -> Path:
+        """Where the qdrant-client local-mode store lives (used, or migrated from)."""
+        return self.rag.qdrant_path or self.data_dir / "qdrant"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir or self.data_dir / "backups"
+
+    @property
+    def edge_store_path(self) -> Path:
+        return self.rag.edge_path or self.data_dir / "edge"
+
+    def vector_store(self) -> dict[str, str]:
+        """The vector store these settings choose: ``{"kind": "server"|"edge"|"local", "location": ...}``."""
+        if self.rag.qdrant_url:
+            return {"kind": "server", "location": self.rag.qdrant_url}
+        path = self.edge_store_path if self.rag.store == "edge" else self.local_store_path
+        return {"kind": self.rag.store, "location": str(path)}
 
     def dump_file(self, path: Path) -> Path:
         """Write the effective settings as JSON so child processes see exactly these values."""
@@ -298,7 +346,3 @@ def config_file() -> Path | None:
     candidate = project_root() / "suite.toml"
     return candidate if candidate.is_file() else None
 
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from env/TOML, with keyword overrides (used by tests and the CLI)."""
-    return Settings(**overrides)

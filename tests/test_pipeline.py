@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.conftest import free_port_offset
+from harness.monitor import promtool
+from suite.testing import free_port_offset
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     run = only_run(tmp_path)
     assert f"report: {run / 'report.html'}" in proc.stdout and "verdict: GO" in proc.stdout
     steps = json.loads((run / "steps.json").read_text())
-    assert [s["status"] for s in steps] == ["passed"] * len(steps)
+    assert [s["status"] for s in steps] == ["pass"] * len(steps)
     for s in steps:
         assert (run / s["output"]).is_file() and (run / s["html"]).is_file()
     health = json.loads((run / "results" / "02_health.json").read_text())
@@ -44,6 +45,15 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert not [r["id"] for r in smoke if r["status"] != "pass"]  # phase 3: nothing skipped
     load = json.loads((run / "results" / "05_load.json").read_text())
     assert {"load.rag.p95", "load.tools.p95", "load.chat.ttft_p95"} <= {r["id"] for r in load}
+    monitoring = {r["id"]: r for r in json.loads((run / "results" / "08_monitoring.json").read_text())}
+    if promtool.missing("prometheus", "promtool", "alertmanager"):
+        assert monitoring["monitor.stack"]["status"] == "skip"  # with the install hint, never a pass
+    else:  # every target UP, PromQL per service, the alert path both ways
+        checked = ("monitor.rules.test", "monitor.targets", "monitor.promql.rag", "monitor.alert.fires",
+                   "monitor.alert.resolves")
+        assert {k: monitoring[k]["status"] for k in checked} == dict.fromkeys(checked, "pass")
+        assert monitoring["monitor.targets"]["measured"].startswith("7/7 UP")
+    assert monitoring["monitor.logs"]["status"] in ("pass", "warn")
     report = (run / "report.html").read_text()
     assert ">GO<" in report and "health.gateway.ready" in report and "02_health.html" in report
     ledger = json.loads((run / "ledger.json").read_text())
@@ -68,10 +78,10 @@ def test_failing_check_stops_the_run_but_leaves_notebooks_results_and_report(tmp
     assert "verdict: NO-GO" in proc.stdout
     run = only_run(tmp_path)
     steps = {s["notebook"]: s for s in json.loads((run / "steps.json").read_text())}
-    assert steps["00_validate_env.ipynb"]["status"] == "failed"
+    assert steps["00_validate_env.ipynb"]["status"] == "fail"
     assert "env.ports" in steps["00_validate_env.ipynb"]["error"]
-    assert steps["01_bring_up.ipynb"]["status"] == "skipped"
-    assert steps["09_report.ipynb"]["status"] == "passed"
+    assert steps["01_bring_up.ipynb"]["status"] == "skip"
+    assert steps["09_report.ipynb"]["status"] == "pass"
     assert (run / "notebooks" / "00_validate_env.ipynb").is_file()
     results = json.loads((run / "results" / "00_validate_env.json").read_text())
     ports = next(r for r in results if r["id"] == "env.ports")

@@ -22,8 +22,7 @@ from harness.result import Status, load_results
 from suite import cli
 from suite.supervisor.journal import read_exits
 from suite.supervisor.process import ProcessBackend
-from tests.conftest import make_settings
-from tests.test_smoke import _env_for
+from suite.testing import stack_env, stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +57,7 @@ def stack(tmp_path_factory, gemma_path):
     hook_dir.mkdir()
     stall_dir.mkdir()
     (hook_dir / "sitecustomize.py").write_text(STALL_HOOK)
-    s = make_settings(tmp / "data", gemma_path, inference={"stall_s": 10.0},
+    s = stack_settings(tmp / "data", gemma_path, inference={"stall_s": 10.0},
                       gateway={"cooldown_s": 60.0},
                       supervision={"start_secs": 1, "start_limit_burst": 3, "liveness_interval_s": 1.0,
                                    "liveness_failures": 2, "liveness_timeout_s": 3.0})
@@ -213,7 +212,8 @@ RUNBOOK = Path(__file__).parents[1] / "runbooks" / "06_fault_drill.ipynb"
 def run_drill_notebook(stack, tmp_path, monkeypatch, **parameters) -> Path:
     import papermill
 
-    _env_for(stack, monkeypatch)
+    for name, value in stack_env(stack).items():
+        monkeypatch.setenv(name, value)
     run_dir = tmp_path / "run"
     papermill.execute_notebook(str(RUNBOOK), str(tmp_path / RUNBOOK.name), kernel_name="python3",
                                parameters={"run_dir": str(run_dir), "run_id": "test", "phase": 1, **parameters},

@@ -4,6 +4,7 @@ memory service beside it), keys made by the CLI, RBAC, approvals, rate limits, s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -13,8 +14,9 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from harness import smoke_phase3
-from tests.test_tools_stack import cli, cli_key, serve, stack_settings
+from harness.smoke import memory as memory_smoke
+from harness.smoke import tools as tools_smoke
+from suite.testing import run_cli, serve, stack_settings
 
 RATE_LIMIT = 40
 SECRET = "outside-secret-91b2"
@@ -49,6 +51,13 @@ def call(settings, key, tool, args=None, **kw) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.post(f"{settings.url('tools')}/tools/{tool}", json=args if args is not None else {},
                       headers=headers, timeout=30, **kw)
+
+
+def cli_key(settings, role: str) -> str:
+    """A new API key of ``role``, made by the ``suite keys`` CLI as an operator would."""
+    proc = run_cli(settings, "keys", "create", "--role", role, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["key"]
 
 
 def admin_get(settings, key, path, **params) -> httpx.Response:
@@ -186,19 +195,19 @@ def test_cli_approve_and_deny(stack, keys):
     r = call(stack, keys["developer"], "write_file", {"path": "cli/approved.txt", "content": "via cli",
                                                       "create_dirs": True})
     approval_id = r.json()["approval_id"]
-    listed = cli(stack, "approvals", "list")
+    listed = run_cli(stack, "approvals", "list")
     assert approval_id in listed.stdout
-    done = cli(stack, "approvals", "approve", approval_id, "--wait", "20")
+    done = run_cli(stack, "approvals", "approve", approval_id, "--wait", "20")
     assert done.returncode == 0 and "executed" in done.stdout, done.stdout + done.stderr
     assert (stack.data_dir / "sandbox" / "cli" / "approved.txt").read_text() == "via cli"
 
     r = call(stack, keys["developer"], "write_file", {"path": "cli/denied.txt", "content": "no"})
     denied_id = r.json()["approval_id"]
-    assert cli(stack, "approvals", "deny", denied_id, "--reason", "test").returncode == 0
+    assert run_cli(stack, "approvals", "deny", denied_id, "--reason", "test").returncode == 0
     time.sleep(0.5)
     rec = admin_get(stack, keys["admin"], f"/approvals/{denied_id}").json()
     assert rec["status"] == "denied" and not (stack.data_dir / "sandbox" / "cli" / "denied.txt").exists()
-    assert cli(stack, "approvals", "approve", denied_id).returncode == 1
+    assert run_cli(stack, "approvals", "approve", denied_id).returncode == 1
 
 
 def test_rate_limit_burst_gets_429(stack):
@@ -304,6 +313,6 @@ def test_command_runner_and_git(stack, keys):
     assert [c["subject"] for c in log["commits"]] == ["first commit"]
 
 
-def test_harness_smoke_phase3_passes(stack):
-    results = smoke_phase3.run_all(stack)
+def test_harness_smoke_tools_and_memory_pass(stack):
+    results = [*tools_smoke.run_all(stack, phase=3), memory_smoke.check_roundtrip(stack, phase=3)]
     assert [r.status.value for r in results] == ["pass"] * 6, [str(r) for r in results]

@@ -27,6 +27,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -42,7 +43,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class ServiceMetrics:
-    """Per-app registry (no module-level singletons): request counts and latency by route."""
+    """Per-app registry (no module-level singletons): request counts and latency by route, readiness,
+    and the process's own CPU time and memory."""
 
     def __init__(self, service: str) -> None:
         self.registry = CollectorRegistry()
@@ -58,6 +60,9 @@ class ServiceMetrics:
                                registry=self.registry)
         self.ready = Gauge("service_ready", "1 when the last readiness probe passed", ["service"],
                            registry=self.registry)
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds, start time (a change of
+        # start time tells a scraper the counters began again)
+        ProcessCollector(registry=self.registry)
         self.service = service
 
 
