@@ -290,7 +290,7 @@ class Settings(BaseSettings):
     def qdrant_location(self) -> dict[str, Any]:
         """Keyword arguments for ``QdrantClient``: a server URL or the local-mode path."""
         if self.rag.qdrant_url:
-            return {"url": self.rag.qdrant_url, "api_key": self.rag.qdrant_api_key}
+            return {"url": self.rag.qdrant_url}
         return {"path": str(self.local_store_path)}
 
     @property
