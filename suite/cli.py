@@ -9,6 +9,7 @@ import sys
 import time
 
 from suite import services
+from suite.backup import cli as backup_cli
 from suite.rag import cli as rag_cli
 from suite.settings import Settings
 from suite.supervisor import SupervisorError, get_backend
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf.set_defaults(func=cmd_config)
     tools_cli.register(sub)  # keys, approvals
     rag_cli.register(sub)  # rag status, rag migrate
+    backup_cli.register(sub)  # backup create|list|verify|prune, restore SET
     return p
 
 

@@ -165,12 +165,26 @@ class MemorySettings(BaseModel):
     retention_days: float = Field(90.0, gt=0)
     maintain_every_s: float = Field(3600.0, gt=0)
     backup_every_s: float = Field(86400.0, gt=0)
-    backups_kept: int = Field(7, ge=1)
+    backups_kept: int = Field(7, ge=1, description="scheduled backups: the newest N are always kept")
+    backups_keep_days: float = Field(7.0, ge=0, description="scheduled backups younger than this are kept too")
     db_path: Path | None = Field(None, description="SQLite file (default: <data_dir>/memory/memory.db)")
     backup_dir: Path | None = Field(None, description="scheduled backups (default: <data_dir>/memory/backups)")
     maintainer_enabled: bool = Field(True, description="run retention, optimize/VACUUM and backups in-process")
     maintainer_start_delay_s: float = Field(5.0, ge=0, description="first maintainer run after start-up")
     max_note_chars: int = Field(100_000, ge=1, description="longest note text accepted")
+
+
+class BackupSettings(BaseModel):
+    """Backup sets (``suite backup``, ``suite restore``, runbook 07): vector store + every SQLite database."""
+
+    dir: Path | None = Field(None, description="backup sets (default: <data_dir>/backups)")
+    keep_last: int = Field(7, ge=1, description="retention: the newest N sets are always kept")
+    keep_days: float = Field(7.0, ge=0, description="retention: sets younger than this are kept too")
+    partial_max_age_s: float = Field(3600.0, gt=0, description="a '.partial' set older than this is a "
+                                     "leftover of a crashed backup and is removed")
+    health_retries: int = Field(10, ge=1, description="rollback: readiness polls after the restore")
+    health_backoff_s: float = Field(1.0, gt=0, description="rollback: first pause between polls (doubles, "
+                                    "at most 10 s)")
 
 
 class SupervisionSettings(BaseModel):
@@ -216,6 +230,7 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
     @classmethod
@@ -297,6 +312,10 @@ class Settings(BaseSettings):
     def local_store_path(self) -> Path:
         """Where the qdrant-client local-mode store lives (used, or migrated from)."""
         return self.rag.qdrant_path or self.data_dir / "qdrant"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir or self.data_dir / "backups"
 
     @property
     def edge_store_path(self) -> Path:
