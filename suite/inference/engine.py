@@ -4,7 +4,9 @@ One engine thread owns a ``llama_context`` created with ``n_seq_max = slots`` (a
 default; one KV stream per sequence with ``batch_invariant``).
 Each step is one ``llama_decode`` of a single batch holding the next token of every generating
 sequence plus a chunk of the prompt of sequences still being prefilled; then every sequence whose
-logits came out samples with its own sampler chain. Requests reach the thread through a bounded
+logits came out samples with its own sampler chain (plain greedy requests take the arg-max of their
+logits row instead: the same token, without copying the 262k-entry vocabulary into a candidate
+array). Requests reach the thread through a bounded
 waiting list; results go back through a per-request ``sink`` callable (``AsyncSink`` for asyncio).
 A finished or cancelled sequence has its KV cells removed (``llama_memory_seq_rm``) before its slot
 is reused, so sequences never see each other's cache.
@@ -21,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
 from llama_cpp._utils import suppress_stdout_stderr
 
-from suite.inference.sampling import SamplingParams, build_sampler, free_sampler, token_piece
+from suite.inference.sampling import SamplingParams, build_sampler, free_sampler, is_plain_greedy, token_piece
 from suite.inference.textstream import TextStream
 
 log = logging.getLogger(__name__)
@@ -115,6 +118,7 @@ class _Seq:
     sampler: object
     pending: list[int]
     text: TextStream
+    greedy: bool = False  # sampled by arg-max of the logits row (see ``sampling.is_plain_greedy``)
     pos: int = 0
     generated: list[int] = field(default_factory=list)
     prefilling: bool = True
@@ -282,6 +286,7 @@ class Engine:
                 continue
             seq_id = self._free_ids.pop(0)
             self._active.append(_Seq(handle=handle, seq_id=seq_id, sampler=sampler,
+                                     greedy=is_plain_greedy(handle.request.sampling),
                                      pending=list(handle.request.prompt_tokens),
                                      text=TextStream(handle.request.stop)))
 
@@ -330,7 +335,11 @@ class Engine:
             return
         finished: list[tuple[_Seq, str]] = []
         for seq, idx in outputs:
-            token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, idx)
+            if seq.greedy:
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, idx), (self.n_vocab,))
+                token = int(row.argmax())  # the first maximum, as llama.cpp's greedy sampler picks
+            else:
+                token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, idx)
             reason = self._on_token(seq, token)
             if reason is not None:
                 finished.append((seq, reason))
