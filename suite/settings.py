@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
@@ -126,12 +126,29 @@ class RagSettings(BaseModel):
 class ToolsSettings(BaseModel):
     sandbox_roots: list[Path] = Field(default_factory=list, description="file tools work only here")
     approvals_required: bool = Field(True, description="destructive calls by developers wait for an admin")
-    approval_ttl_s: float = Field(900.0, gt=0)
-    rate_limit_per_minute: int = Field(60, ge=1)
+    approval_ttl_s: float = Field(900.0, gt=0, description="a pending request expires after this")
+    approved_ttl_s: float = Field(
+        300.0, gt=0, description="an approved request not run within this (service down) expires")
+    rate_limit_per_minute: int = Field(60, ge=1, description="calls per key per minute, all tools together")
+    rate_limit_per_tool: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="stricter per-minute limits of single tools, per key")
+    unauthenticated_per_minute: int = Field(
+        30, ge=1, description="attempts without a valid key per client address per minute")
     max_file_bytes: int = Field(1_000_000, ge=1)
-    command_allowlist: list[str] = Field(default_factory=lambda: ["ls", "cat", "echo", "wc", "head", "tail"])
+    max_argument_bytes: int = Field(
+        1_500_000, ge=1024, description="JSON size of one call's arguments (413 beyond; base64 of a "
+        "max_file_bytes file fits)")
+    allow_hardlinked_reads: bool = Field(
+        False, description="read regular files with more than one hard link (one may live outside)")
+    command_allowlist: list[str] = Field(
+        default_factory=lambda: ["ls", "cat", "echo", "wc", "head", "tail"],
+        description="programs run_command may start; those without an argument table in "
+        "suite/tools/commands.py take no options, only sandbox paths")
     command_timeout_s: float = Field(10.0, gt=0)
-    command_max_output_bytes: int = Field(65_536, ge=1, description="stdout/stderr kept per command")
+    command_max_output_bytes: int = Field(
+        65_536, ge=1, description="stdout/stderr kept per command; the program is killed beyond it")
+    command_max_memory_bytes: int = Field(
+        1 << 30, ge=16 << 20, description="address-space limit (RLIMIT_AS) of a command or git")
     security_db: Path | None = Field(None, description="keys, approvals, audit (default: <data_dir>/tools/security.db)")
     approval_poll_s: float = Field(1.0, gt=0, description="how often approvals decided by the CLI are executed")
     search_max_results: int = Field(200, ge=1, description="matches returned by search_files")

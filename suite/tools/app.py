@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +36,8 @@ from suite.tools.spec import ToolContext
 from suite.tools.stores import open_stores
 from suite.web import instrument
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
@@ -45,6 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
         service = ToolService(settings, ctx, stores.keys, stores.approvals, stores.audit,
                               ToolMetrics(app.state.metrics.registry))
         app.state.tools = service
+        for approval_id in stores.approvals.recover_interrupted():
+            log.warning("approval %s was executing when the service stopped; marked failed", approval_id)
         app.state.mcp_manager = session_manager(build_server(service), settings)
         poller = asyncio.create_task(service.poll_approvals(), name="approval-poller")
         try:
@@ -65,14 +70,16 @@ def create_app(settings: Settings) -> FastAPI:
         roots = service.ctx.sandbox.roots
         missing = [str(r) for r in roots if not r.is_dir()]
         if missing:
-            raise RuntimeError(f"sandbox roots missing: {', '.join(missing)}")
-        return {"tools": len(TOOLS), "sandbox_roots": [str(r) for r in roots]}
+            log.error("sandbox roots missing: %s", ", ".join(missing))
+            raise RuntimeError(f"{len(missing)} sandbox root(s) missing (see the tools log)")
+        return {"tools": len(TOOLS), "sandbox_roots": len(roots)}  # no paths to unauthenticated callers
 
     instrument(app, "tools", ready=ready, ready_timeout_s=10)
     app.router.add_route("/mcp", McpEndpoint(app), include_in_schema=False)
 
     def caller(request: Request, target: str) -> Principal:
-        return app.state.tools.authenticate(request.headers.get("authorization"), "rest", target)
+        client = request.client.host if request.client else None
+        return app.state.tools.authenticate(request.headers.get("authorization"), "rest", target, client)
 
     def reply(outcome) -> JSONResponse:
         return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)

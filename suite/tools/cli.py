@@ -10,10 +10,11 @@ from __future__ import annotations
 import getpass
 import json
 import time
+import unicodedata
 from datetime import datetime
 
 from suite.settings import Settings
-from suite.tools.approvals import EXECUTED, FAILED, ApprovalError
+from suite.tools.approvals import EXECUTED, FAILED, PENDING, STATUSES, ApprovalError
 from suite.tools.audit import AuditRecord, args_digest
 from suite.tools.rbac import ROLES
 from suite.tools.stores import open_stores
@@ -53,6 +54,30 @@ def cmd_keys(settings: Settings, args) -> int:
         stores.close()
 
 
+def format_arguments(arguments: dict, width: int = 100, indent: str = "    ") -> str:
+    """Every argument in full, one per line; a long value is folded over several lines, never cut
+    (an admin approves what they see: a path of 300 characters shows all 300). Values are JSON, and
+    control and format characters (newlines, terminal escapes, right-to-left overrides) are shown
+    escaped, so what is on the screen is what will run."""
+    lines = [f"{indent}arguments:"]
+    for name, value in arguments.items():
+        text = "".join(c if not unicodedata.category(c).startswith("C") else f"\\u{ord(c):04x}"
+                       for c in json.dumps(value, ensure_ascii=False))
+        head = f"{indent}  {name} = "
+        pad = " " * len(head)
+        for start in range(0, max(len(text), 1), width):
+            lines.append((head if start == 0 else pad) + text[start:start + width])
+    return "\n".join(lines)
+
+
+def _requester_valid(stores, rec: dict) -> None:
+    """An approval dies with its requester's key (cancelled, never run)."""
+    if rec["status"] == PENDING and not stores.keys.is_active(rec["requested_by"]):
+        message = f"the key {rec['requested_by']} that requested {rec['id']} was revoked or expired; cancelled"
+        stores.approvals.cancel(rec["id"], message)
+        raise ApprovalError(409, message, "requester_key_revoked")
+
+
 def cmd_approvals(settings: Settings, args) -> int:
     stores = open_stores(settings)
     try:
@@ -66,12 +91,14 @@ def cmd_approvals(settings: Settings, args) -> int:
                 print("no approval requests" + ("" if args.all else f" with status {args.status or 'pending'}"))
             for r in rows:
                 print(f"{r['id']}  {r['status']:<10} {r['tool']:<12} by {r['requested_by']} ({r['requester_role']})"
-                      f"  created {_when(r['created_at'])}  expires {_when(r['expires_at'])}\n"
-                      f"    arguments: {json.dumps(r['arguments'])[:200]}")
+                      f"  created {_when(r['created_at'])}  expires {_when(r['expires_at'])}")
+                print(format_arguments(r["arguments"]))
             return 0
         approve = args.approvals_action == "approve"
         operator = f"cli:{getpass.getuser()}"
         try:
+            if approve:
+                _requester_valid(stores, stores.approvals.get(args.approval_id))
             rec = stores.approvals.decide(args.approval_id, approve, operator, args.reason or "")
         except ApprovalError as exc:
             print(f"error: {exc.message}")
@@ -116,8 +143,7 @@ def register(subparsers) -> None:
     appr = subparsers.add_parser("approvals", help="pending destructive tool calls")
     aact = appr.add_subparsers(dest="approvals_action", required=True)
     al = aact.add_parser("list", help="pending requests (or --status / --all)")
-    al.add_argument("--status", choices=["pending", "approved", "denied", "expired", "executing", "executed",
-                                         "failed"])
+    al.add_argument("--status", choices=list(STATUSES))
     al.add_argument("--all", action="store_true")
     al.add_argument("--json", action="store_true")
     for action in ("approve", "deny"):

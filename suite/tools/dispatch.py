@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import jsonschema
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from suite.settings import Settings
+from suite.tools import approvals as approvals_mod
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError, ApprovalStore
 from suite.tools.audit import AuditLog, AuditRecord, args_digest
@@ -68,19 +70,27 @@ class ToolService:
         self.audit = audit
         self.metrics = metrics
         self.limiter = RateLimiter(settings.tools.rate_limit_per_minute)
+        self.anon_limiter = RateLimiter(settings.tools.unauthenticated_per_minute)
         self.validators = {name: jsonschema.Draft202012Validator(spec.input_schema)
                            for name, spec in BY_NAME.items()}
 
     # -- authentication -------------------------------------------------------------------------
-    def authenticate(self, authorization: str | None, transport: str, target: str) -> Principal:
-        """The caller of a request with this Authorization header; 401 (audited) otherwise."""
+    def authenticate(self, authorization: str | None, transport: str, target: str,
+                     client: str | None = None) -> Principal:
+        """The caller of a request with this Authorization header; 401 (audited) otherwise, 429 once
+        ``client`` made more than ``unauthenticated_per_minute`` failed attempts."""
         scheme, _, key = (authorization or "").strip().partition(" ")
         key = key.strip() if scheme.lower() == "bearer" else ""
         principal = self.keys.verify(key) if key else None
         if principal is not None:
             return principal
-        reason = "invalid API key" if key else "missing API key: send 'Authorization: Bearer KEY'"
         self.metrics.rbac.labels("unauthenticated", "none").inc()
+        wait = self.anon_limiter.check(("anonymous", client or "unknown"))
+        if wait:  # not audited: a flood of bad attempts must not become a flood of rows
+            raise ToolError(429, "too many attempts without a valid API key from this client; "
+                                 f"retry in {wait:.0f}s", "rate_limited",
+                            headers={"Retry-After": RateLimiter.retry_after_header(wait)})
+        reason = "invalid API key" if key else "missing API key: send 'Authorization: Bearer KEY'"
         self._audit(transport, target, None, None, "unauthenticated", "refused", 401, 0.0,
                     detail=reason, key_id=self.keys.key_id_of(key))
         raise ToolError(401, reason, "invalid_api_key" if key else "missing_api_key",
@@ -104,7 +114,7 @@ class ToolService:
         spec = BY_NAME.get(name)
         if spec is None:
             return self._refuse(transport, name, principal, digest, "unknown_tool", t0,
-                                ToolError(404, f"unknown tool '{name}'", "unknown_tool"))
+                                ToolError(404, f"unknown tool '{name[:100]}'", "unknown_tool"))
         decision = rbac.decide(principal.role, spec.read_only, spec.destructive,
                                self.settings.tools.approvals_required)
         self.metrics.rbac.labels(decision.value, principal.role).inc()
@@ -113,30 +123,56 @@ class ToolService:
             return self._refuse(transport, name, principal, digest, "denied", t0,
                                 ToolError(403, f"role '{principal.role}' may not call '{name}' "
                                                f"(needs {needed})", "forbidden"))
-        wait = self.limiter.check(principal.key_id, name)
-        if wait:
-            return self._refuse(transport, name, principal, digest, "rate_limited", t0, ToolError(
-                429, f"rate limit of {self.settings.tools.rate_limit_per_minute}/min for '{name}' reached; "
-                     f"retry in {wait:.1f}s", "rate_limited",
-                headers={"Retry-After": RateLimiter.retry_after_header(wait)}))
+        refused = self._rate_limited(principal, name)
+        if refused:
+            return self._refuse(transport, name, principal, digest, "rate_limited", t0, refused)
         problem = self._invalid(spec, args)
         if problem:
-            return self._refuse(transport, name, principal, digest, "invalid", t0,
-                                ToolError(400, f"invalid arguments for '{name}': {problem}", "invalid_arguments"))
+            return self._refuse(transport, name, principal, digest, "invalid", t0, problem)
         if decision is rbac.Decision.APPROVAL:
             return self._park(transport, spec, principal, args, digest, t0)
         outcome = await self._run(spec, args)
         self._finish(transport, spec, principal, digest, "allowed", outcome, t0)
         return outcome
 
-    def _invalid(self, spec: ToolSpec, args: Any) -> str | None:
-        if not isinstance(args, dict):
-            return "arguments must be a JSON object"
-        error = jsonschema.exceptions.best_match(self.validators[spec.name].iter_errors(args))
-        if error is None:
+    def _rate_limited(self, principal: Principal, name: str) -> ToolError | None:
+        """429 once the key spent its per-minute budget (all tools together), or the tool's own."""
+        tools = self.settings.tools
+        limits = [(("key", principal.key_id), tools.rate_limit_per_minute)]
+        if name in tools.rate_limit_per_tool:
+            limits.append((("tool", principal.key_id, name), tools.rate_limit_per_tool[name]))
+        wait = self.limiter.check_limits(limits)
+        if not wait:
             return None
-        where = "/".join(str(p) for p in error.absolute_path)
-        return f"{where + ': ' if where else ''}{error.message}"[:500]
+        per_tool = tools.rate_limit_per_tool.get(name)
+        budget = (f"{tools.rate_limit_per_minute}/min per key" +
+                  (f", {per_tool}/min for '{name}'" if per_tool is not None else ""))
+        return ToolError(429, f"rate limit reached ({budget}); retry in {wait:.1f}s", "rate_limited",
+                         headers={"Retry-After": RateLimiter.retry_after_header(wait)})
+
+    def _invalid(self, spec: ToolSpec, args: Any) -> ToolError | None:
+        """Why these arguments can never run (size, schema, the tool's own checks), or None.
+
+        Made when the call is requested, so a call waiting for an approval is one that can run."""
+        if not isinstance(args, dict):
+            return ToolError(400, "arguments must be a JSON object", "invalid_arguments")
+        size = len(json.dumps(args, ensure_ascii=False, default=str).encode())
+        if size > self.settings.tools.max_argument_bytes:
+            return ToolError(413, f"arguments are {size} bytes; the limit is "
+                                  f"{self.settings.tools.max_argument_bytes}", "arguments_too_large")
+        error = jsonschema.exceptions.best_match(self.validators[spec.name].iter_errors(args))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path)
+            message = f"{where + ': ' if where else ''}{error.message}"[:500]
+            return ToolError(400, f"invalid arguments for '{spec.name}': {message}", "invalid_arguments")
+        if spec.check is not None:
+            try:
+                spec.check(self.ctx, args)
+            except ToolError as exc:
+                return exc
+            except OSError as exc:
+                return ToolError(400, f"{spec.name}: {exc.strerror or exc}", "os_error")
+        return None
 
     async def _run(self, spec: ToolSpec, args: dict[str, Any]) -> Outcome:
         t0 = time.perf_counter()
@@ -213,6 +249,8 @@ class ToolService:
         t0 = time.perf_counter()
         digest = args_digest({"approval_id": approval_id})
         try:
+            if approve:
+                self._requester_valid(self.approvals.get(approval_id))
             rec = self.approvals.decide(approval_id, approve, principal.key_id, reason)
         except ApprovalError as exc:
             if exc.status == 410:
@@ -232,11 +270,17 @@ class ToolService:
         rec = self.approvals.claim(approval_id)
         if rec is None:
             return self.approvals.get(approval_id)
+        try:
+            self._requester_valid(rec)
+        except ApprovalError as exc:
+            self.metrics.approvals.labels("cancelled").inc()
+            return self.approvals.cancel(approval_id, exc.message)
         t0 = time.perf_counter()
         spec = BY_NAME.get(rec["tool"])
-        problem = self._invalid(spec, rec["arguments"]) if spec else f"unknown tool {rec['tool']}"
+        problem = self._invalid(spec, rec["arguments"]) if spec else ToolError(
+            400, f"unknown tool {rec['tool']}", "unknown_tool")
         if problem or spec is None:
-            outcome = Outcome(400, error_body(ToolError(400, problem or "invalid", "invalid_arguments")))
+            outcome = Outcome(problem.status, error_body(problem))
         else:
             outcome = await self._run(spec, rec["arguments"])
         if spec is not None:
@@ -247,6 +291,15 @@ class ToolService:
                                      {"status": outcome.status, **outcome.body})
         self.metrics.approvals.labels(done["status"]).inc()
         return done
+
+    def _requester_valid(self, rec: dict[str, Any]) -> None:
+        """A request dies with its requester's key: 409 (and cancelled) once the key is not valid."""
+        if rec["status"] in (approvals_mod.PENDING, approvals_mod.APPROVED, approvals_mod.EXECUTING) and \
+                not self.keys.is_active(rec["requested_by"]):
+            message = (f"the key {rec['requested_by']} that requested {rec['id']} was revoked or expired; "
+                       "the request is cancelled and will not run")
+            self.approvals.cancel(rec["id"], message)
+            raise ApprovalError(409, message, "requester_key_revoked")
 
     async def poll_approvals(self) -> None:
         """Expire stale requests and run those approved elsewhere (the CLI), forever."""

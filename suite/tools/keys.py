@@ -72,6 +72,11 @@ class KeyStore:
             return None
         return Principal(rows[0]["id"], rows[0]["role"], rows[0]["name"])
 
+    def is_active(self, key_id: str) -> bool:
+        """True while the key exists and is not revoked (an approval dies with its requester's key)."""
+        rows = self.db.query("SELECT revoked_at FROM api_keys WHERE id=?", (key_id,))
+        return bool(rows) and rows[0]["revoked_at"] is None
+
     @staticmethod
     def key_id_of(key: str | None) -> str | None:
         """The id part of a well-formed key (for the audit of a failed attempt)."""

@@ -97,7 +97,9 @@ class McpEndpoint:
     async def __call__(self, scope, receive, send) -> None:
         service: ToolService = self.app.state.tools
         try:
-            scope[PRINCIPAL_KEY] = service.authenticate(Headers(scope=scope).get("authorization"), "mcp", "mcp")
+            client = (scope.get("client") or (None,))[0]
+            scope[PRINCIPAL_KEY] = service.authenticate(Headers(scope=scope).get("authorization"), "mcp", "mcp",
+                                                        client)
         except ToolError as exc:
             await JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers)(scope, receive, send)
             return

@@ -24,4 +24,5 @@ class Stores:
 
 def open_stores(settings: Settings) -> Stores:
     db = Database(security_db_path(settings))
-    return Stores(db, KeyStore(db), ApprovalStore(db, settings.tools.approval_ttl_s), AuditLog(db))
+    return Stores(db, KeyStore(db), ApprovalStore(db, settings.tools.approval_ttl_s, settings.tools.approved_ttl_s),
+                  AuditLog(db))
