@@ -35,9 +35,7 @@ import httpx
 from suite.embedding.app import create_app
 from suite.embedding.model import default_model_path, load_model
 from suite.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import ServerThread
+from suite.testing import ServerThread
 
 WORDS = ("the gateway routes each request to the chat or code model and falls back when an upstream "
          "fails while the embedding service turns text into vectors that the rag service stores in "

@@ -27,15 +27,13 @@ import time
 from pathlib import Path
 
 import httpx
+from _docs import write_section
+
+from harness.load.stats import percentile
+from suite.settings import Settings
+from suite.testing import free_port_offset
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _docs import write_section  # noqa: E402
-
-from harness.load.stats import percentile  # noqa: E402
-from suite.settings import Settings  # noqa: E402
-from tests.conftest import free_port_offset  # noqa: E402
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 SECTION = "Inference under concurrency"

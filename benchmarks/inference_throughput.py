@@ -25,11 +25,7 @@ from datetime import date
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _docs import write_section  # noqa: E402
+from _docs import write_section
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 
@@ -99,7 +95,7 @@ def main() -> int:
     from suite.models import install_gemma
     from suite.settings import Settings, default_data_dir
     from suite.supervisor.process import ProcessBackend
-    from tests.conftest import free_port_offset
+    from suite.testing import free_port_offset
 
     model = install_gemma(default_data_dir() / "models")
     backend = None

@@ -11,6 +11,7 @@ import time
 from suite import services
 from suite.settings import Settings
 from suite.supervisor import SupervisorError, get_backend
+from suite.tools import cli as tools_cli
 
 
 def _say(message: str) -> None:
@@ -120,20 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.set_defaults(func=cmd_models)
     cf = sub.add_parser("config", help="print the effective settings as JSON")
     cf.set_defaults(func=cmd_config)
-    for extra in _extra_commands():
-        extra(sub)
+    tools_cli.register(sub)  # keys, approvals
     return p
-
-
-def _extra_commands():
-    """Sub-commands contributed by phase-3 services (keys, approvals), when present."""
-    found = []
-    for module in ("suite.tools.cli",):
-        try:
-            found.append(__import__(module, fromlist=["register"]).register)
-        except ImportError:
-            continue
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

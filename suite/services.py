@@ -29,9 +29,9 @@ class ServiceSpec:
 
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("inference-chat", 1, "suite.inference.app:create_app", {"role": "chat"},
-                description="llama-cpp-python OpenAI server, chat model"),
+                description="OpenAI surface over the continuous-batching engine (default) or llama_cpp.server, chat model"),
     ServiceSpec("inference-code", 1, "suite.inference.app:create_app", {"role": "code"},
-                description="llama-cpp-python OpenAI server, code model"),
+                description="OpenAI surface over the continuous-batching engine (default) or llama_cpp.server, code model"),
     ServiceSpec("gateway", 1, "suite.gateway.app:create_app",
                 depends_on=("inference-chat", "inference-code"),
                 description="OpenAI-compatible router with retries and fallback"),

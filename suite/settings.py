@@ -207,13 +207,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _profile_defaults(self) -> Settings:
         gpu = self.profile == "gpu"
-        for model in (self.inference.chat, self.inference.code):
+        for role in ("chat", "code"):  # the settings keys, whatever alias clients use
+            model: ModelConfig = getattr(self.inference, role)
             if model.n_gpu_layers is None:
                 model.n_gpu_layers = -1 if gpu else 0
             if gpu and model.path is None:
                 raise ValueError(
-                    f"profile 'gpu' needs inference.{model.alias}.path (a GGUF file); "
-                    f"set SUITE_INFERENCE__{model.alias.upper()}__PATH or suite.toml"
+                    f"profile 'gpu' needs inference.{role}.path (a GGUF file); "
+                    f"set SUITE_INFERENCE__{role.upper()}__PATH or suite.toml"
                 )
         if self.embedding.device is None:
             self.embedding.device = "cuda" if gpu else "cpu"
@@ -280,7 +281,3 @@ def config_file() -> Path | None:
     candidate = project_root() / "suite.toml"
     return candidate if candidate.is_file() else None
 
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from env/TOML, with keyword overrides (used by tests and the CLI)."""
-    return Settings(**overrides)

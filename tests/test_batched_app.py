@@ -13,7 +13,7 @@ import pytest
 
 from harness.health import probe_until
 from suite.inference.app import create_app
-from tests.conftest import ServerThread, make_settings
+from suite.testing import ServerThread, stack_settings
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 QUESTIONS = ["What is a health check?", "Name a colour.", "What is 2 + 2?", "Say hello.",
@@ -32,8 +32,8 @@ def serve(settings, role: str = "chat", probe: str = "/ready"):
 
 @pytest.fixture(scope="module")
 def batched(tmp_path_factory, gemma_path):
-    s = make_settings(tmp_path_factory.mktemp("batched"), gemma_path,
-                      inference={"engine": "batched", "slots": 4, "queue_limit": 8, "batch_invariant": True})
+    s = stack_settings(tmp_path_factory.mktemp("batched"), gemma_path,
+                       inference={"engine": "batched", "slots": 4, "queue_limit": 8, "batch_invariant": True})
     with serve(s) as base:
         yield base
 
@@ -41,8 +41,8 @@ def batched(tmp_path_factory, gemma_path):
 @pytest.fixture(scope="module")
 def batched_default(tmp_path_factory, gemma_path):
     """Default engine settings (repacked weights, shared with the serial loader)."""
-    s = make_settings(tmp_path_factory.mktemp("batched-default"), gemma_path,
-                      inference={"engine": "batched", "slots": 2, "queue_limit": 2})
+    s = stack_settings(tmp_path_factory.mktemp("batched-default"), gemma_path,
+                       inference={"engine": "batched", "slots": 2, "queue_limit": 2})
     with serve(s) as base:
         yield base
 
@@ -177,7 +177,7 @@ def test_default_engine_equals_serial_service(batched_default, tmp_path, gemma_p
               {"model": "chat", "messages": [{"role": "user", "content": "Name a fruit."}],
                "max_tokens": 24, "temperature": 0})]
     for path, req in cases:
-        s = make_settings(tmp_path, gemma_path, inference={"engine": "serial"})
+        s = stack_settings(tmp_path, gemma_path, inference={"engine": "serial"})
         with serve(s, probe="/health") as serial:
             want = httpx.post(f"{serial}{path}", json=req, timeout=120).json()
         got = httpx.post(f"{batched_default}{path}", json=req, timeout=120).json()

@@ -14,7 +14,7 @@ import pytest
 
 from suite.embedding.app import create_app
 from suite.settings import Settings
-from tests.conftest import ServerThread
+from suite.testing import ServerThread
 
 pytestmark = pytest.mark.integration
 

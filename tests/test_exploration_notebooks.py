@@ -19,8 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import free_port_offset
-from tests.test_smoke import _env_for
+from suite.testing import free_port_offset, stack_env
 
 ROOT = Path(__file__).parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -133,7 +132,8 @@ def test_latency_explorer_says_when_there_are_no_samples(tmp_path):
 def test_rag_playground_on_a_phase_2_stack(phase2, tmp_path, monkeypatch):
     from harness import smoke
 
-    _env_for(phase2, monkeypatch)
+    for name, value in stack_env(phase2).items():
+        monkeypatch.setenv(name, value)
     # retrieval only: two answers from the CPU model would cost 15-45 s on 2 cores (answer=True is the default)
     nb = execute(RAG, tmp_path / "rag.ipynb", collection="playground-test", top_k=3, answer=False)
     htmls, text = outputs(nb)

@@ -14,7 +14,7 @@ def test_gemma_generates_tokens_in_a_fresh_process(gemma_path):
         out = llm("Question: What is a health check in software?\\nAnswer:", max_tokens=24, temperature=0)
         chat = llm.create_chat_completion(messages=[{{"role": "user", "content": "Hello"}}], max_tokens=8,
                                           temperature=0)
-        llm.reset()  # prefix reuse after another prompt changes Gemma 3's output (see suite.inference.app)
+        llm.reset()  # prefix reuse after another prompt changes Gemma 3's output (see suite.inference.model)
         again = llm("Question: What is a health check in software?\\nAnswer:", max_tokens=24, temperature=0)
         print(json.dumps({{"usage": out["usage"], "text": out["choices"][0]["text"],
                           "again": again["choices"][0]["text"], "chat": chat["choices"][0]["message"]}}))

@@ -17,7 +17,7 @@ from harness.load.scenarios import SCENARIOS
 from harness.load.stats import measure, percentile
 from harness.load.thresholds import parse_threshold
 from harness.result import Status
-from tests.conftest import start_app_process
+from suite.testing import start_app_process
 
 FAKE_APP = textwrap.dedent('''
     import asyncio, itertools, json, os

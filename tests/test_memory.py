@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from suite.memory.store import MemoryStore, StoreError, fts_query
-from tests.test_tools_stack import serve, stack_settings
+from suite.memory.store import MemoryStore, MemoryStoreError, fts_query
+from suite.testing import serve, stack_settings
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_search_never_breaks_on_fts_syntax(store):
         assert fts_query(q)
         store.search(q)  # quoted words: never an sqlite3.OperationalError
     assert store.search('said "hello')[0]["text"].startswith("He said")
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(MemoryStoreError) as info:
         store.search("!!! ---")
     assert info.value.status == 400
 
@@ -44,7 +44,7 @@ def test_search_never_breaks_on_fts_syntax(store):
 def test_bad_input_is_refused(store):
     for project, text, tags in (("bad name!", "x", None), ("p", "", None), ("p", "x", "notalist"),
                                 ("p", 5, None), ("p", "x", [""])):
-        with pytest.raises(StoreError) as info:
+        with pytest.raises(MemoryStoreError) as info:
             store.add_note(project, text, tags)
         assert info.value.status == 400
 
@@ -56,7 +56,7 @@ def test_retention_per_project_and_backup(store, tmp_path):
     with store._lock:
         store._db.execute("UPDATE notes SET created_at=?", (time.time() - 3 * 86400,))
     assert store.apply_retention(default_days=30) == {"short": 1}
-    with pytest.raises(StoreError):
+    with pytest.raises(MemoryStoreError):
         store.get_note(old.id)
     store.optimize()
     dest = store.backup(tmp_path / "b" / "copy.db")

@@ -5,7 +5,7 @@ import openai
 import pytest
 
 from suite.supervisor.process import ProcessBackend
-from tests.conftest import bring_up, make_settings
+from suite.testing import running_stack, stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -13,11 +13,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module", params=["batched", "serial"])
 def phase1(request, tmp_path_factory, gemma_path):
     """A real phase-1 stack per inference engine: the batched default and llama_cpp.server's path."""
-    s = make_settings(tmp_path_factory.mktemp(f"phase1-{request.param}"), gemma_path,
-                      inference={"engine": request.param})
-    backend = bring_up(s, 1)
-    yield s
-    backend.down()
+    s = stack_settings(tmp_path_factory.mktemp(f"phase1-{request.param}"), gemma_path,
+                       inference={"engine": request.param})
+    with running_stack(s, 1):
+        yield s
 
 
 def client(settings) -> openai.OpenAI:

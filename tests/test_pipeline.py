@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import free_port_offset
+from suite.testing import free_port_offset
 
 pytestmark = pytest.mark.integration
 

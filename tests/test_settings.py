@@ -46,6 +46,10 @@ def test_missing_config_file_is_a_clear_error(monkeypatch, tmp_path):
 def test_gpu_profile_needs_model_paths_and_names_the_setting(tmp_path):
     with pytest.raises(ValidationError, match="inference.chat.path"):
         Settings(profile="gpu", data_dir=tmp_path)
+    # a customised alias does not change the settings key the message names
+    with pytest.raises(ValidationError, match="SUITE_INFERENCE__CODE__PATH"):
+        Settings(profile="gpu", data_dir=tmp_path,
+                 inference={"chat": {"path": "/m/a.gguf"}, "code": {"alias": "coder"}})
 
 
 def test_gpu_profile_defaults(tmp_path):

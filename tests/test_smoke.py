@@ -10,6 +10,7 @@ import pytest
 from harness import smoke
 from harness.result import Status, load_results
 from suite.settings import Settings
+from suite.testing import stack_env
 
 ROOT = Path(__file__).parents[1]
 NOTEBOOK = ROOT / "runbooks" / "03_smoke.ipynb"
@@ -44,22 +45,12 @@ def test_notebook_declares_typed_parameters():
     assert params["phase"].type_name == "int" and params["run_dir"].type_name == "str"
 
 
-def _env_for(settings: Settings, monkeypatch) -> None:
-    """The kernel builds ``Settings()`` from the environment: point it at the test stack."""
-    monkeypatch.setenv("SUITE_PORT_OFFSET", str(settings.port_offset))
-    monkeypatch.setenv("SUITE_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("SUITE_READY_DEADLINE_S", str(settings.ready_deadline_s))
-    for role in ("chat", "code"):
-        cfg = getattr(settings.inference, role)
-        monkeypatch.setenv(f"SUITE_INFERENCE__{role.upper()}__PATH", str(cfg.path))
-        monkeypatch.setenv(f"SUITE_INFERENCE__{role.upper()}__N_CTX", str(cfg.n_ctx))
-
-
 @pytest.mark.integration
 def test_smoke_notebook_passes_on_a_phase_2_stack(phase2, tmp_path, monkeypatch):
     import papermill
 
-    _env_for(phase2, monkeypatch)
+    for name, value in stack_env(phase2).items():
+        monkeypatch.setenv(name, value)
     run_dir = tmp_path / "run"
     papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "03_smoke.ipynb"),
                                parameters={"run_dir": str(run_dir), "run_id": "test", "phase": 2},
@@ -79,3 +70,19 @@ def test_smoke_notebook_passes_on_a_phase_2_stack(phase2, tmp_path, monkeypatch)
     assert "phase >= 3" in results["smoke.tools"].target
     assert (run_dir / "figures" / "smoke_latency.svg").exists()
     json.dumps([r.to_dict() for r in results.values()])  # the report can serialise every result
+
+
+def test_run_coroutine_works_inside_a_running_loop_as_in_a_kernel():
+    import asyncio
+
+    from harness.smoke_phase3 import run_coroutine
+
+    async def answer():
+        await asyncio.sleep(0)
+        return 42
+
+    async def inside_a_kernel():
+        return run_coroutine(answer())  # asyncio.run here would raise
+
+    assert run_coroutine(answer()) == 42
+    assert asyncio.run(inside_a_kernel()) == 42

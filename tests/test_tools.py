@@ -15,7 +15,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
 from harness import smoke_phase3
-from tests.test_tools_stack import cli, cli_key, serve, stack_settings
+from suite.testing import run_cli, serve, stack_settings
 
 RATE_LIMIT = 400  # per key, all tools together (unit-tested with small numbers in test_tools_dispatch)
 TOOL_LIMIT = 8  # system_info's stricter per-tool override
@@ -52,6 +52,13 @@ def call(settings, key, tool, args=None, **kw) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.post(f"{settings.url('tools')}/tools/{tool}", json=args if args is not None else {},
                       headers=headers, timeout=30, **kw)
+
+
+def cli_key(settings, role: str) -> str:
+    """A new API key of ``role``, made by the ``suite keys`` CLI as an operator would."""
+    proc = run_cli(settings, "keys", "create", "--role", role, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["key"]
 
 
 def admin_get(settings, key, path, **params) -> httpx.Response:
@@ -189,19 +196,19 @@ def test_cli_approve_and_deny(stack, keys):
     r = call(stack, keys["developer"], "write_file", {"path": "cli/approved.txt", "content": "via cli",
                                                       "create_dirs": True})
     approval_id = r.json()["approval_id"]
-    listed = cli(stack, "approvals", "list")
+    listed = run_cli(stack, "approvals", "list")
     assert approval_id in listed.stdout
-    done = cli(stack, "approvals", "approve", approval_id, "--wait", "20")
+    done = run_cli(stack, "approvals", "approve", approval_id, "--wait", "20")
     assert done.returncode == 0 and "executed" in done.stdout, done.stdout + done.stderr
     assert (stack.data_dir / "sandbox" / "cli" / "approved.txt").read_text() == "via cli"
 
     r = call(stack, keys["developer"], "write_file", {"path": "cli/denied.txt", "content": "no"})
     denied_id = r.json()["approval_id"]
-    assert cli(stack, "approvals", "deny", denied_id, "--reason", "test").returncode == 0
+    assert run_cli(stack, "approvals", "deny", denied_id, "--reason", "test").returncode == 0
     time.sleep(0.5)
     rec = admin_get(stack, keys["admin"], f"/approvals/{denied_id}").json()
     assert rec["status"] == "denied" and not (stack.data_dir / "sandbox" / "cli" / "denied.txt").exists()
-    assert cli(stack, "approvals", "approve", denied_id).returncode == 1
+    assert run_cli(stack, "approvals", "approve", denied_id).returncode == 1
 
 
 def test_rate_limit_burst_gets_429(stack):

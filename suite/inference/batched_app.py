@@ -1,9 +1,9 @@
-"""Inference service over the continuous-batching engine, with llama_cpp.server's OpenAI surface.
+"""The default inference service: the continuous-batching engine behind llama_cpp.server's OpenAI surface.
 
 Routes, request types and response shapes are llama-cpp-python's (see ``openai_surface``); the
-model is loaded the same way as on the serial path (``LlamaProxy.load_llama_from_model_settings``),
-and the engine gets a context of its own with ``settings.inference.slots`` sequences. Requests
-beyond the slots wait in a bounded line (``queue_limit``); past that, 429 with Retry-After.
+model is loaded by ``model.load_llama`` exactly as on the serial path, and the engine gets a context
+of its own with ``settings.inference.slots`` sequences. Requests beyond the slots wait in a bounded
+line (``queue_limit``); past that, 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,7 +33,9 @@ from suite.inference.engine import (
     EngineStopped,
     Event,
     GenerationRequest,
+    Handle,
 )
+from suite.inference.model import load_llama
 from suite.inference.sampling import SamplingParams
 from suite.settings import ModelConfig, Settings
 from suite.web import ApiError, instrument
@@ -74,13 +77,15 @@ class EngineMetrics:
         self.slots.labels(self.service).set(engine.slots)
 
 
-def load_llama(settings: Settings, role: str):
-    """The model, loaded exactly as the serial path loads it."""
-    from llama_cpp.server.model import LlamaProxy
+@dataclass
+class Submission:
+    """A request accepted by the engine: its handle, what was queued, where events arrive, how to answer."""
 
-    from suite.inference.app import llama_model_settings
-
-    return LlamaProxy.load_llama_from_model_settings(llama_model_settings(settings, role))
+    handle: Handle
+    request: GenerationRequest
+    sink: AsyncSink
+    prompt: str  # the prompt text, for ``echo``
+    shape: oai.CompletionShape
 
 
 def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
@@ -142,7 +147,7 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
                                               "load_s": round(state.get("load_s", 0.0), 2)})
     engine_metrics = app.state.engine_metrics = EngineMetrics(metrics.registry, name)
 
-    def submit(body: oai.Body):
+    def submit(body: oai.Body) -> Submission:
         """Validate, tokenize and queue a request; 429 when the engine is full."""
         engine: Engine | None = state.get("engine")
         if engine is None:
@@ -161,26 +166,27 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         except ValueError as exc:
             raise oai.bad_request(str(exc)) from None
         shape = oai.CompletionShape(body.model if body.model is not None else state["model_path"])
-        return handle, request, sink, prompt, shape
+        return Submission(handle, request, sink, prompt, shape)
+
+    async def complete(request: Request, body: oai.Body, chat: bool):
+        """Both completion routes: an SSE stream, or one completion (a chat one for chat)."""
+        sub = submit(body)
+        if body.stream:
+            return _sse(_stream(sub, chat))
+        text, event = await _collect(request, sub)
+        if not chat and body.echo:
+            text = sub.prompt + text
+        out = sub.shape.completion(text, event.finish_reason, len(sub.request.prompt_tokens),
+                                   event.completion_tokens)
+        return oai.chat_completion(out) if chat else out
 
     @app.post("/v1/completions", summary="Completion")
     async def create_completion(request: Request, body: CreateCompletionRequest):
-        handle, req, sink, prompt, shape = submit(body)
-        if body.stream:
-            return _sse(_stream(handle, sink, shape, chat=False))
-        text, event = await _collect(request, handle, sink)
-        if body.echo:
-            text = prompt + text
-        return shape.completion(text, event.finish_reason, len(req.prompt_tokens), event.completion_tokens)
+        return await complete(request, body, chat=False)
 
     @app.post("/v1/chat/completions", summary="Chat")
     async def create_chat_completion(request: Request, body: CreateChatCompletionRequest):
-        handle, req, sink, _, shape = submit(body)
-        if body.stream:
-            return _sse(_stream(handle, sink, shape, chat=True))
-        text, event = await _collect(request, handle, sink)
-        return oai.chat_completion(
-            shape.completion(text, event.finish_reason, len(req.prompt_tokens), event.completion_tokens))
+        return await complete(request, body, chat=True)
 
     @app.get("/v1/models", summary="Models")
     async def get_models() -> dict[str, Any]:
@@ -197,13 +203,13 @@ async def _last_event(sink: AsyncSink) -> Event:
             return event
 
 
-async def _collect(request: Request, handle, sink: AsyncSink) -> tuple[str, Event]:
+async def _collect(request: Request, sub: Submission) -> tuple[str, Event]:
     """All text of a non-streamed request; a client that goes away cancels its sequence."""
     parts: list[str] = []
     try:
         while True:
             try:
-                event = await sink.get(DISCONNECT_POLL_S)
+                event = await sub.sink.get(DISCONNECT_POLL_S)
             except TimeoutError:
                 if await request.is_disconnected():
                     raise asyncio.CancelledError from None
@@ -214,16 +220,16 @@ async def _collect(request: Request, handle, sink: AsyncSink) -> tuple[str, Even
             if event.final:
                 return "".join(parts), event
     except BaseException:
-        handle.cancel()
+        sub.handle.cancel()
         raise
 
 
-async def _stream(handle, sink: AsyncSink, shape: oai.CompletionShape, chat: bool) -> AsyncIterator[str]:
+async def _stream(sub: Submission, chat: bool) -> AsyncIterator[str]:
     """SSE lines as llama_cpp.server sends them: one ``data: {json}`` per chunk, then ``[DONE]``."""
-    first = True
+    first, shape = True, sub.shape
     try:
         while True:
-            event = await sink.get()
+            event = await sub.sink.get()
             if event.error:
                 yield _data({"error": {"message": event.error, "type": "internal_error", "code": None}})
                 break
@@ -240,7 +246,7 @@ async def _stream(handle, sink: AsyncSink, shape: oai.CompletionShape, chat: boo
                 break
         yield "data: [DONE]\n\n"
     finally:
-        handle.cancel()  # no-op when finished; frees the slot when the client went away
+        sub.handle.cancel()  # no-op when finished; frees the slot when the client went away
 
 
 def _data(obj: dict[str, Any]) -> str:
@@ -252,4 +258,4 @@ def _sse(body: AsyncIterator[str]) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-__all__ = ["create_batched_app", "EngineMetrics", "load_llama"]
+__all__ = ["EngineMetrics", "Submission", "create_batched_app"]

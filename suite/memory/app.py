@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from suite.memory.maintainer import Maintainer, MaintainerMetrics
-from suite.memory.store import MemoryStore, StoreError
+from suite.memory.store import MemoryStore, MemoryStoreError
 from suite.settings import Settings
 from suite.web import ApiError, instrument
 
@@ -50,7 +50,7 @@ async def _call(fn, *args, **kwargs):
     """Run a store call in a thread; its errors become the common error shape."""
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
-    except StoreError as exc:
+    except MemoryStoreError as exc:
         raise ApiError(exc.status, exc.message, code=exc.code) from None
 
 

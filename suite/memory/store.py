@@ -49,7 +49,7 @@ PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WORD = re.compile(r"\w+", re.UNICODE)
 
 
-class StoreError(Exception):
+class MemoryStoreError(Exception):
     """Root of the store's errors; ``status`` is the HTTP status the service answers with."""
 
     def __init__(self, status: int, message: str, code: str) -> None:
@@ -78,7 +78,7 @@ def fts_query(text: str) -> str:
 
 def check_project_name(name: Any) -> str:
     if not isinstance(name, str) or not PROJECT_NAME.match(name):
-        raise StoreError(400, "project name must be 1-64 characters: letters, digits, '_', '.', '-' "
+        raise MemoryStoreError(400, "project name must be 1-64 characters: letters, digits, '_', '.', '-' "
                                 "(starting with a letter or digit)", "invalid_project")
     return name
 
@@ -87,7 +87,7 @@ def check_tags(tags: Any) -> list[str]:
     if tags is None:
         return []
     if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in tags):
-        raise StoreError(400, "tags must be a list of strings of 1-64 characters", "invalid_tags")
+        raise MemoryStoreError(400, "tags must be a list of strings of 1-64 characters", "invalid_tags")
     return sorted(set(tags))[:32]
 
 
@@ -115,7 +115,7 @@ class MemoryStore:
         """Create the project if missing (updating description/retention when given); return it."""
         check_project_name(name)
         if retention_days is not None and (not isinstance(retention_days, (int, float)) or retention_days <= 0):
-            raise StoreError(400, "retention_days must be a positive number", "invalid_retention")
+            raise MemoryStoreError(400, "retention_days must be a positive number", "invalid_retention")
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO projects(name, description, retention_days, created_at) "
                              "VALUES (?, ?, ?, ?)", (name, description or "", retention_days, time.time()))
@@ -131,7 +131,7 @@ class MemoryStore:
                 "SELECT p.*, (SELECT COUNT(*) FROM notes n WHERE n.project_id=p.id) AS notes "
                 "FROM projects p WHERE p.name=?", (name,)).fetchone()
         if row is None:
-            raise StoreError(404, f"project '{name}' not found", "project_not_found")
+            raise MemoryStoreError(404, f"project '{name}' not found", "project_not_found")
         return _project(row)
 
     def list_projects(self) -> list[dict]:
@@ -145,9 +145,9 @@ class MemoryStore:
     def add_note(self, project: str, text: Any, tags: Any = None) -> Note:
         """Save a note in a project (created on first use)."""
         if not isinstance(text, str) or not text.strip():
-            raise StoreError(400, "text must be a non-empty string", "invalid_text")
+            raise MemoryStoreError(400, "text must be a non-empty string", "invalid_text")
         if len(text) > self.max_note_chars:
-            raise StoreError(413, f"text is {len(text)} characters; the limit is {self.max_note_chars}",
+            raise MemoryStoreError(413, f"text is {len(text)} characters; the limit is {self.max_note_chars}",
                                "note_too_large")
         tag_list = check_tags(tags)
         with self._lock:
@@ -164,13 +164,13 @@ class MemoryStore:
                 "SELECT n.*, p.name AS project FROM notes n JOIN projects p ON p.id=n.project_id "
                 "WHERE n.id=?", (note_id,)).fetchone()
         if row is None:
-            raise StoreError(404, f"note {note_id} not found", "note_not_found")
+            raise MemoryStoreError(404, f"note {note_id} not found", "note_not_found")
         return _note(row)
 
     def delete_note(self, note_id: int) -> None:
         with self._lock:
             if self._db.execute("DELETE FROM notes WHERE id=?", (note_id,)).rowcount == 0:
-                raise StoreError(404, f"note {note_id} not found", "note_not_found")
+                raise MemoryStoreError(404, f"note {note_id} not found", "note_not_found")
 
     def list_notes(self, project: str | None = None, tag: str | None = None, limit: int = 50) -> list[Note]:
         where, params = _note_filters(project, tag)
@@ -185,7 +185,7 @@ class MemoryStore:
         """Full-text search (every word must match), best first by BM25."""
         match = fts_query(query or "")
         if not match:
-            raise StoreError(400, "query must contain at least one word", "invalid_query")
+            raise MemoryStoreError(400, "query must contain at least one word", "invalid_query")
         sql = ("SELECT n.*, p.name AS project, bm25(notes_fts) AS score, "
                "snippet(notes_fts, 0, '[', ']', '…', 12) AS snippet "
                "FROM notes_fts JOIN notes n ON n.id=notes_fts.rowid JOIN projects p ON p.id=n.project_id "

@@ -22,10 +22,10 @@ from suite.tools import approvals as approvals_mod
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError, ApprovalStore
 from suite.tools.audit import AuditLog, AuditRecord, args_digest
-from suite.tools.errors import ToolError, error_body
+from suite.tools.errors import ToolError
 from suite.tools.keys import KeyStore, Principal
 from suite.tools.ratelimit import RateLimiter
-from suite.tools.registry import BY_NAME
+from suite.tools.registry import TOOLS_BY_NAME
 from suite.tools.spec import ToolContext, ToolSpec
 from suite.web.logs import request_id
 
@@ -46,12 +46,16 @@ class ToolMetrics:
 
 
 @dataclass
-class Outcome:
+class CallOutcome:
     """What a call produced: an HTTP status and a JSON body (MCP maps it to a CallToolResult)."""
 
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def refused(cls, err: ToolError) -> CallOutcome:
+        return cls(err.status, err.body(), dict(err.headers))
 
     @property
     def is_error(self) -> bool:
@@ -72,7 +76,7 @@ class ToolService:
         self.limiter = RateLimiter(settings.tools.rate_limit_per_minute)
         self.anon_limiter = RateLimiter(settings.tools.unauthenticated_per_minute)
         self.validators = {name: jsonschema.Draft202012Validator(spec.input_schema)
-                           for name, spec in BY_NAME.items()}
+                           for name, spec in TOOLS_BY_NAME.items()}
 
     # -- authentication -------------------------------------------------------------------------
     def authenticate(self, authorization: str | None, transport: str, target: str,
@@ -107,11 +111,11 @@ class ToolService:
         raise ToolError(403, f"role '{principal.role}' may not do this (needs {permission})", "forbidden")
 
     # -- calls ----------------------------------------------------------------------------------
-    async def call(self, principal: Principal, name: str, args: Any, transport: str) -> Outcome:
+    async def call(self, principal: Principal, name: str, args: Any, transport: str) -> CallOutcome:
         """Run one tool call through every check; never raises for a client's mistake."""
         t0 = time.perf_counter()
         digest = args_digest(args)
-        spec = BY_NAME.get(name)
+        spec = TOOLS_BY_NAME.get(name)
         if spec is None:
             return self._refuse(transport, name, principal, digest, "unknown_tool", t0,
                                 ToolError(404, f"unknown tool '{name[:100]}'", "unknown_tool"))
@@ -174,7 +178,7 @@ class ToolService:
                 return ToolError(400, f"{spec.name}: {exc.strerror or exc}", "os_error")
         return None
 
-    async def _run(self, spec: ToolSpec, args: dict[str, Any]) -> Outcome:
+    async def _run(self, spec: ToolSpec, args: dict[str, Any]) -> CallOutcome:
         t0 = time.perf_counter()
         try:
             if inspect.iscoroutinefunction(spec.func):
@@ -182,24 +186,23 @@ class ToolService:
             else:
                 result = await asyncio.to_thread(spec.func, self.ctx, args)
         except ToolError as exc:
-            return Outcome(exc.status, error_body(exc), dict(exc.headers))
+            return CallOutcome.refused(exc)
         except OSError as exc:  # a path or file the caller named that the OS refuses
-            err = ToolError(400, f"{spec.name}: {exc.strerror or exc}", "os_error")
-            return Outcome(400, error_body(err))
+            return CallOutcome.refused(ToolError(400, f"{spec.name}: {exc.strerror or exc}", "os_error"))
         except Exception as exc:
             log.exception("tool %s crashed", spec.name)
-            err = ToolError(500, f"{spec.name} failed: {type(exc).__name__}", "tool_crashed")
-            return Outcome(500, error_body(err))
+            return CallOutcome.refused(ToolError(500, f"{spec.name} failed: {type(exc).__name__}",
+                                                 "tool_crashed"))
         finally:
             self.metrics.duration.labels(spec.name).observe(time.perf_counter() - t0)
-        return Outcome(200, {"tool": spec.name, "result": result,
+        return CallOutcome(200, {"tool": spec.name, "result": result,
                              "duration_ms": round((time.perf_counter() - t0) * 1000, 1)})
 
     def _park(self, transport: str, spec: ToolSpec, principal: Principal, args: dict, digest: str,
-              t0: float) -> Outcome:
+              t0: float) -> CallOutcome:
         rec = self.approvals.create(spec.name, args, principal.key_id, principal.role)
         self.metrics.approvals.labels("pending").inc()
-        outcome = Outcome(202, {"status": "pending_approval", "approval_id": rec["id"], "tool": spec.name,
+        outcome = CallOutcome(202, {"status": "pending_approval", "approval_id": rec["id"], "tool": spec.name,
                                 "expires_at": rec["expires_at"],
                                 "message": f"'{spec.name}' is destructive: an admin must approve "
                                            f"{rec['id']} (POST /approvals/{rec['id']}/approve or "
@@ -211,15 +214,15 @@ class ToolService:
         return outcome
 
     def _refuse(self, transport: str, name: str, principal: Principal, digest: str, decision: str,
-                t0: float, err: ToolError) -> Outcome:
-        label = name if name in BY_NAME else "unknown"
+                t0: float, err: ToolError) -> CallOutcome:
+        label = name if name in TOOLS_BY_NAME else "unknown"
         self.metrics.executions.labels(label, decision).inc()
         self._audit(transport, name[:100], principal, digest, decision, "refused", err.status, _ms(t0),
                     detail=err.message)
-        return Outcome(err.status, error_body(err), dict(err.headers))
+        return CallOutcome.refused(err)
 
     def _finish(self, transport: str, spec: ToolSpec, principal: Principal | None, digest: str,
-                decision: str, outcome: Outcome, t0: float, approval_id: str | None = None,
+                decision: str, outcome: CallOutcome, t0: float, approval_id: str | None = None,
                 detail: str = "", key_id: str | None = None, role: str | None = None) -> None:
         status = "error" if outcome.is_error else "success"
         self.metrics.executions.labels(spec.name, status).inc()
@@ -276,11 +279,11 @@ class ToolService:
             self.metrics.approvals.labels("cancelled").inc()
             return self.approvals.cancel(approval_id, exc.message)
         t0 = time.perf_counter()
-        spec = BY_NAME.get(rec["tool"])
+        spec = TOOLS_BY_NAME.get(rec["tool"])
         problem = self._invalid(spec, rec["arguments"]) if spec else ToolError(
             400, f"unknown tool {rec['tool']}", "unknown_tool")
         if problem or spec is None:
-            outcome = Outcome(problem.status, error_body(problem))
+            outcome = CallOutcome.refused(problem)
         else:
             outcome = await self._run(spec, rec["arguments"])
         if spec is not None:

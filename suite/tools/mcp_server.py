@@ -22,8 +22,8 @@ from starlette.datastructures import Headers
 
 from suite.settings import Settings
 from suite.tools import rbac
-from suite.tools.dispatch import Outcome, ToolService
-from suite.tools.errors import ToolError, error_body
+from suite.tools.dispatch import CallOutcome, ToolService
+from suite.tools.errors import ToolError
 from suite.tools.keys import Principal
 from suite.tools.registry import TOOLS
 
@@ -36,7 +36,7 @@ def to_mcp_tool(spec) -> types.Tool:
                       inputSchema=spec.input_schema, annotations=types.ToolAnnotations(**spec.annotations()))
 
 
-def to_call_result(outcome: Outcome) -> types.CallToolResult:
+def to_call_result(outcome: CallOutcome) -> types.CallToolResult:
     """REST's status + body as an MCP result: errors (and pending approvals) say so in text."""
     body = dict(outcome.body, http_status=outcome.status)
     if outcome.is_error:
@@ -101,6 +101,6 @@ class McpEndpoint:
             scope[PRINCIPAL_KEY] = service.authenticate(Headers(scope=scope).get("authorization"), "mcp", "mcp",
                                                         client)
         except ToolError as exc:
-            await JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers)(scope, receive, send)
+            await JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)(scope, receive, send)
             return
         await self.app.state.mcp_manager.handle_request(scope, receive, send)

@@ -45,6 +45,10 @@ class ApiError(Exception):
         self.code = code
         self.headers = headers or {}
 
+    def body(self) -> dict:
+        """This error in the common shape."""
+        return error_body(self.status, self.message, self.type, self.code)
+
 
 def error_body(status: int, message: str, type: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type or _TYPES.get(status, "api_error"), "code": code}}
@@ -56,7 +60,8 @@ def error_response(
     return JSONResponse(error_body(status, message, type, code), status_code=status, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def validation_message(exc: RequestValidationError) -> str:
+    """A short human message for a request that failed validation (the first five problems)."""
     parts = []
     for err in exc.errors()[:5]:
         if err.get("type") == "json_invalid" or (
@@ -76,7 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, _validation_message(exc), code="invalid_parameters")
+        return error_response(400, validation_message(exc), code="invalid_parameters")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,0 +1,108 @@
+"""From settings to a loaded ``llama_cpp.Llama``, and the two patches both inference paths rely on.
+
+``llama_model_settings`` turns one role's ``ModelConfig`` into ``llama_cpp.server``'s own
+``ModelSettings`` and ``load_llama`` loads it with ``llama_cpp.server``'s own loader, so the serial
+and the batched service read a GGUF the same way. The patches adapt llama-cpp-python where its
+behaviour would break a promise of the suite; each says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from fastapi import FastAPI
+
+from suite.settings import ModelConfig, Settings
+
+
+def llama_model_settings(settings: Settings, role: str):
+    """``llama_cpp.server`` ModelSettings for the 'chat' or 'code' model."""
+    from llama_cpp.server.settings import ModelSettings
+
+    cfg: ModelConfig = getattr(settings.inference, role)
+    path = settings.model_path(role)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file for '{role}' not found: {path} (run `suite models install`, "
+            f"or set inference.{role}.path)"
+        )
+    return ModelSettings(
+        model=str(path),
+        model_alias=cfg.alias,
+        chat_format=cfg.chat_format,
+        n_ctx=cfg.n_ctx,
+        n_batch=cfg.n_batch,
+        n_threads=cfg.n_threads or os.cpu_count() or 1,
+        n_threads_batch=cfg.n_threads or os.cpu_count() or 1,
+        n_gpu_layers=cfg.n_gpu_layers or 0,
+        seed=cfg.seed,
+        verbose=False,
+    )
+
+
+def load_llama(settings: Settings, role: str):
+    """The role's model, loaded by ``llama_cpp.server``'s own loader (as its serial app does)."""
+    from llama_cpp.server.model import LlamaProxy
+
+    return LlamaProxy.load_llama_from_model_settings(llama_model_settings(settings, role))
+
+
+def fresh_context_per_request(llama) -> None:
+    """Start every generation from an empty KV cache when the model uses sliding-window attention.
+
+    Why: llama-cpp-python reuses the longest common prompt prefix of the previous request. With
+    Gemma 3's interleaved SWA cache that partial reuse gives different tokens than a fresh context
+    (measured: the same greedy prompt answers differently after an unrelated request), so the answer
+    would depend on who asked before. ``reset()`` drops the reuse; the cost is re-reading the prompt.
+    Only the serial path needs it: the batched engine clears a sequence's cells before reusing a slot.
+    """
+    import llama_cpp
+
+    if llama_cpp.llama_model_n_swa(llama.model) <= 0:
+        return
+    original = llama.generate
+
+    def generate(tokens, *args, **kwargs):
+        llama.reset()
+        return original(tokens, *args, **kwargs)
+
+    llama.generate = generate
+
+
+def client_errors_are_4xx(app: FastAPI) -> None:
+    """Keep a client's mistake a 4xx on llama_cpp.server's routes (the serial path).
+
+    Why: its route handler catches every exception, request validation included, and answers 500;
+    and it re-reads the body as JSON while doing so, which fails again on a body that is not JSON.
+    This adapter (the narrowest place: its error mapper, plus a JSON check before the route) answers
+    400 in the suite's error shape instead.
+    """
+    from fastapi.exceptions import RequestValidationError
+    from llama_cpp.server.errors import RouteErrorHandler
+
+    from suite.web.errors import error_response, validation_message
+
+    original = RouteErrorHandler.error_message_wrapper
+    if not getattr(original, "_suite_adapter", False):
+        def error_message_wrapper(self, error, body=None):
+            if isinstance(error, RequestValidationError):
+                return 400, {"message": validation_message(error), "type": "invalid_request_error",
+                             "param": None, "code": "invalid_parameters"}
+            return original(self, error, body)
+
+        error_message_wrapper._suite_adapter = True
+        RouteErrorHandler.error_message_wrapper = error_message_wrapper
+
+    @app.middleware("http")
+    async def _json_bodies_only(request, call_next):
+        if request.method == "POST" and request.url.path.startswith(("/v1/", "/extras/")):
+            raw = await request.body()
+            try:
+                json.loads(raw or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                return error_response(400, f"request body is not valid JSON: {exc}")
+        return await call_next(request)
+
+
+__all__ = ["client_errors_are_4xx", "fresh_context_per_request", "llama_model_settings", "load_llama"]
