@@ -9,6 +9,9 @@ import sys
 import time
 
 from suite import services
+from suite.auth import cli as auth_cli
+from suite.auth import startup as auth_startup
+from suite.auth.keys import KeyStore
 from suite.settings import Settings
 from suite.supervisor import SupervisorError, get_backend
 from suite.tools import cli as tools_cli
@@ -19,7 +22,14 @@ def _say(message: str) -> None:
 
 
 def cmd_up(settings: Settings, args) -> int:
+    auth_startup.check(settings)
     backend = get_backend(settings)
+    store = KeyStore.open(settings.key_store_path)
+    try:
+        active = sum(1 for k in store.list() if k["state"] == "active")
+    finally:
+        store.close()
+    _say(auth_startup.notice(settings, active))
     names = [s.name for s in services.for_phase(args.phase)]
     _say(f"suite up --phase {args.phase} ({settings.backend} backend, profile {settings.profile}): "
          + ", ".join(names))
@@ -121,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.set_defaults(func=cmd_models)
     cf = sub.add_parser("config", help="print the effective settings as JSON")
     cf.set_defaults(func=cmd_config)
-    tools_cli.register(sub)  # keys, approvals
+    auth_cli.register(sub)  # keys
+    tools_cli.register(sub)  # approvals
     return p
 
 

@@ -132,8 +132,6 @@ class ToolsSettings(BaseModel):
     rate_limit_per_minute: int = Field(60, ge=1, description="calls per key per minute, all tools together")
     rate_limit_per_tool: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict, description="stricter per-minute limits of single tools, per key")
-    unauthenticated_per_minute: int = Field(
-        30, ge=1, description="attempts without a valid key per client address per minute")
     max_file_bytes: int = Field(1_000_000, ge=1)
     max_argument_bytes: int = Field(
         1_500_000, ge=1024, description="JSON size of one call's arguments (413 beyond; base64 of a "
@@ -153,6 +151,31 @@ class ToolsSettings(BaseModel):
     approval_poll_s: float = Field(1.0, gt=0, description="how often approvals decided by the CLI are executed")
     search_max_results: int = Field(200, ge=1, description="matches returned by search_files")
     upstream_timeout_s: float = Field(120.0, gt=0, description="deadline of calls to memory, rag and gateway")
+
+
+class AuthSettings(BaseModel):
+    enabled: bool = Field(
+        True, description="keys of `suite keys` on every route of every service but /health, /ready, "
+        "/metrics; false opens every route (announced by `suite up`, refused beyond loopback)")
+    key_store: Path | None = Field(None, description="hashed API keys (default: <data_dir>/auth/keys.db)")
+    cache_s: float = Field(
+        5.0, ge=0, le=300, description="a verified key is trusted this long before the store is read "
+        "again: the bound on how late a revocation is noticed")
+    anonymous_role: Literal["guest", "developer", "admin"] = Field(
+        "developer", description="the role of every caller when auth is disabled")
+    unauthenticated_per_minute: int = Field(
+        120, ge=1, description="failed attempts (no key, bad key) per client address per minute, per "
+        "service; beyond it 429 and nothing more is logged or audited")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header names accepted besides the bound address and "
+        "the loopback names (a reverse proxy's public name)")
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="browser Origins accepted (scheme://host[:port]); by "
+        "default only loopback origins")
+    max_admin_key_days: int = Field(
+        30, ge=1, description="the security review fails an admin key older than this or without expiry")
+    run_key_ttl_s: float = Field(
+        7200.0, gt=0, description="lifetime of the keys a pipeline run or a test mints for itself")
 
 
 class MemorySettings(BaseModel):
@@ -187,6 +210,7 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
 
     @classmethod
@@ -234,6 +258,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def key_store_path(self) -> Path:
+        return Path(self.auth.key_store or self.data_dir / "auth" / "keys.db")
 
     @property
     def log_dir(self) -> Path:

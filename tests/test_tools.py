@@ -174,7 +174,7 @@ def test_developer_delete_waits_for_admin_and_runs_once(stack, keys):
     approval_id = r.json()["approval_id"]
     assert target.exists()
     assert admin_get(stack, keys["developer"], f"/approvals/{approval_id}").json()["status"] == "pending"
-    dev_try = httpx.post(f"{stack.url('tools')}/approvals/{approval_id}/approve",
+    dev_try = httpx.post(f"{stack.url('tools')}/approvals/{approval_id}/approve", json={},
                          headers={"Authorization": f"Bearer {keys['developer']}"})
     assert dev_try.status_code == 403
 

@@ -1,4 +1,4 @@
-"""Keys, approvals, rate limiter and RBAC table on their own (no server)."""
+"""Keys, approvals, rate limiter and the tools' RBAC table on their own (no server)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import time
 
 import pytest
 
+from suite.auth.db import Database
+from suite.auth.keys import KeyStore, hash_key
+from suite.auth.ratelimit import RateLimiter
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError, ApprovalStore
-from suite.tools.db import Database
-from suite.tools.keys import KeyStore, hash_key
-from suite.tools.ratelimit import RateLimiter
 from suite.tools.registry import TOOLS
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
         if m is None:
             return {"model": None, "dimension": None}
         b: MicroBatcher = app.state.batcher
-        return {"model": m.name, "dimension": m.dimension, "device": m.device, "model_path": m.path,
+        return {"model": m.name, "dimension": m.dimension, "device": m.device, "model_dir": os.path.basename(str(m.path)),
                 "load_s": m.load_s, "batches": b.batches, "texts": b.texts,
                 "limits": {"max_texts": cfg.max_texts, "max_chars": cfg.max_chars}}
 
@@ -66,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise RuntimeError(f"unexpected probe embedding shape {out.vectors.shape}")
         return {"model": out.encoder.name, "dimension": out.encoder.dimension}
 
-    metrics = instrument(app, "embedding", ready=ready, ready_timeout_s=cfg.ready_timeout_s,
+    metrics = instrument(app, "embedding", ready=ready, ready_timeout_s=cfg.ready_timeout_s, settings=settings,
                          health_info=health_info)
     batch_texts = Histogram("embedding_batch_texts", "texts per encoded batch", buckets=BATCH_BUCKETS,
                             registry=metrics.registry)

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter
 
+from suite.auth.layer import forward_auth
 from suite.gateway.routing import Router, Upstream
 from suite.settings import Settings
 from suite.web import ApiError, instrument
@@ -69,7 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
         return {"upstreams": states}
 
     metrics = instrument(
-        app, "gateway", ready=ready, ready_timeout_s=settings.inference.ready_timeout_s + 10,
+        app, "gateway", ready=ready, ready_timeout_s=settings.inference.ready_timeout_s + 10, settings=settings,
         health_info=lambda: {"upstreams": {u.service: ("cooling" if router.cooling(u) else "ok")
                                            for u in router.upstreams.values()}},
     )
@@ -102,7 +103,8 @@ def create_app(settings: Settings) -> FastAPI:
             if i:
                 await asyncio.sleep(gw.retry_backoff_s * (2 ** (i - 1)))
             try:
-                req = client.build_request("POST", upstream.base_url + path, json=body)
+                req = client.build_request("POST", upstream.base_url + path, json=body,
+                                           headers=forward_auth())  # the caller's key, checked again there
                 resp = await client.send(req, stream=stream)
             except RETRYABLE as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -158,7 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
         client: httpx.AsyncClient = app.state.client
         try:
             resp = await client.post(settings.url("embedding") + "/v1/embeddings", content=await request.body(),
-                                     headers={"content-type": "application/json"})
+                                     headers={"content-type": "application/json", **forward_auth()})
         except httpx.TransportError as exc:
             raise ApiError(503, f"embedding service unavailable: {type(exc).__name__}",
                            headers={"Retry-After": "5"}) from None

@@ -139,7 +139,7 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         return {"model": cfg.alias, "tokens": event.completion_tokens, "engine": "batched",
                 "completion_ms": round((time.perf_counter() - t) * 1000, 1)}
 
-    metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5,
+    metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5, settings=settings,
                          health_info=lambda: {"model": cfg.alias, "engine": "batched", "slots": inf.slots,
                                               "batch_invariant": inf.batch_invariant,
                                               "queue_limit": inf.queue_limit,

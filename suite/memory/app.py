@@ -13,10 +13,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from suite.auth.layer import require
+from suite.auth.roles import RETENTION
 from suite.memory.maintainer import Maintainer, MaintainerMetrics
 from suite.memory.store import MemoryStore, MemoryStoreError
 from suite.settings import Settings
@@ -54,6 +56,13 @@ async def _call(fn, *args, **kwargs):
         raise ApiError(exc.status, exc.message, code=exc.code) from None
 
 
+def _no_path(record: dict | None) -> dict | None:
+    """A job record for guests: the backup's file name, not where the data dir is."""
+    if record and "path" in record:
+        return {**record, "path": Path(record["path"]).name}
+    return record
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -81,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise RuntimeError("SQLite quick_check failed")
         return await asyncio.to_thread(app.state.store.counts)
 
-    instrument(app, "memory", ready=ready, ready_timeout_s=10)
+    instrument(app, "memory", ready=ready, ready_timeout_s=10, settings=settings)
 
     @app.get("/v1/memory/health")
     async def memory_health() -> JSONResponse:
@@ -92,10 +101,10 @@ def create_app(settings: Settings) -> FastAPI:
                                 status_code=503)
         m: Maintainer = app.state.maintainer
         return JSONResponse({
-            "status": "healthy", "service": "memory-api", "database": str(app.state.store.path),
+            "status": "healthy", "service": "memory-api", "database": app.state.store.path.name,
             **counts, "uptime_s": round(time.time() - started, 1),
             "maintainer": {"enabled": settings.memory.maintainer_enabled,
-                           "last_maintain": m.last("maintain"), "last_backup": m.last("backup")},
+                           "last_maintain": m.last("maintain"), "last_backup": _no_path(m.last("backup"))},
         })
 
     @app.get("/v1/memory/projects")
@@ -103,7 +112,9 @@ def create_app(settings: Settings) -> FastAPI:
         return {"projects": await _call(app.state.store.list_projects)}
 
     @app.post("/v1/memory/projects", status_code=201)
-    async def create_project(body: ProjectIn) -> dict:
+    async def create_project(body: ProjectIn, request: Request) -> dict:
+        if body.retention_days is not None:  # a short retention deletes a project's notes: admin only
+            require(request, RETENTION, "set retention_days")
         return await _call(app.state.store.ensure_project, body.name, body.description, body.retention_days)
 
     @app.get("/v1/memory/projects/{name}")
@@ -140,12 +151,18 @@ def create_app(settings: Settings) -> FastAPI:
         results = await _call(app.state.store.search, body.query, body.project, body.tag, body.limit)
         return {"query": body.query, "results": results}
 
-    @app.post("/v1/memory/admin/{job}")
     async def run_job(job: str) -> JSONResponse:
-        if job not in ("maintain", "backup"):
-            raise ApiError(404, f"unknown job '{job}'; known: maintain, backup", code="unknown_job")
         record = await app.state.maintainer.run_job(job)
         return JSONResponse(record, status_code=200 if record["outcome"] == "ok" else 500)
+
+    # one route per job, so the policy table gives each its own permission (suite.auth.policy)
+    @app.post("/v1/memory/admin/maintain")
+    async def run_maintain() -> JSONResponse:
+        return await run_job("maintain")
+
+    @app.post("/v1/memory/admin/backup")
+    async def run_backup() -> JSONResponse:
+        return await run_job("backup")
 
     @app.get("/v1/memory/admin/backups")
     async def list_backups() -> dict:

@@ -74,7 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
         states = {k: v.to_dict() for k, v in deps.state.items()} if deps else {}
         out: dict[str, Any] = {"dependencies": states}
         if store is not None:
-            out["dependencies"]["vector_store"] = {"kind": store.kind, "location": store.location,
+            # /health is open: a server URL is shown, a local path is not
+            where = store.location if str(store.location).startswith("http") else "local"
+            out["dependencies"]["vector_store"] = {"kind": store.kind, "location": where,
                                                    "state": "open"}
         out["degraded"] = any(d.get("state") == "down" for d in out["dependencies"].values())
         return out
@@ -84,11 +86,13 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(app.state.store.ping)
         store_ms = _ms(t0)
         t1 = time.perf_counter()
-        emb = await app.state.deps.embed(["readiness probe"])
+        # the embedding service's /ready embeds one string; calling it needs no key (no probe holds one)
+        emb = await app.state.deps.embedding_ready(cfg.embedding_timeout_s)
         return {"store": app.state.store.kind, "store_ms": store_ms, "embedding_ms": _ms(t1),
-                "dimension": emb.dimension}
+                "dimension": emb.get("dimension")}
 
-    instrument(app, "rag", ready=ready, ready_timeout_s=cfg.embedding_timeout_s, health_info=health_info)
+    instrument(app, "rag", ready=ready, ready_timeout_s=cfg.embedding_timeout_s, health_info=health_info,
+               settings=settings)
     _install_error_handlers(app, retry_after)
 
     async def store_call(fn, *args):
@@ -191,6 +195,8 @@ def _install_error_handlers(app: FastAPI, retry_after: dict[str, str]) -> None:
 
     @app.exception_handler(DependencyError)
     async def _dep_error(_: Request, exc: DependencyError) -> JSONResponse:
+        if exc.status in (401, 403):  # the caller's own key, refused one hop further: the caller's error
+            return error_response(exc.status, f"{exc.service}: {exc.message}", code="forbidden_downstream")
         log.error("dependency refused a request: %s", exc)
         return error_response(502, str(exc), code=f"{exc.service}_error")
 

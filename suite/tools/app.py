@@ -23,12 +23,13 @@ import httpx
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
+from suite.auth.keys import Principal
+from suite.auth.layer import principal_of
 from suite.settings import Settings
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError
 from suite.tools.dispatch import ToolMetrics, ToolService
 from suite.tools.errors import ToolError
-from suite.tools.keys import Principal
 from suite.tools.mcp_server import McpEndpoint, build_server, session_manager
 from suite.tools.registry import TOOLS
 from suite.tools.sandbox import Sandbox
@@ -74,12 +75,21 @@ def create_app(settings: Settings) -> FastAPI:
             raise RuntimeError(f"{len(missing)} sandbox root(s) missing (see the tools log)")
         return {"tools": len(TOOLS), "sandbox_roots": len(roots)}  # no paths to unauthenticated callers
 
-    instrument(app, "tools", ready=ready, ready_timeout_s=10)
+    def audit_refusal(scope, status: int, reason: str, key_id: str | None) -> None:
+        service: ToolService | None = getattr(app.state, "tools", None)
+        if service is not None:
+            transport = "mcp" if scope["path"] == "/mcp" else "rest"
+            service.audit_refusal(transport, scope["path"], status, reason, key_id)
+
+    instrument(app, "tools", ready=ready, ready_timeout_s=10, settings=settings, on_refusal=audit_refusal)
     app.router.add_route("/mcp", McpEndpoint(app), include_in_schema=False)
 
     def caller(request: Request, target: str) -> Principal:
-        client = request.client.host if request.client else None
-        return app.state.tools.authenticate(request.headers.get("authorization"), "rest", target, client)
+        """The caller the auth layer let through (suite.auth.layer); ``target`` names it in errors."""
+        principal = principal_of(request)
+        if principal is None:  # the layer always sets it; refuse rather than guess
+            raise ToolError(401, f"unauthenticated request for {target[:100]}", "missing_api_key")
+        return principal
 
     def reply(outcome) -> JSONResponse:
         return JSONResponse(outcome.body, status_code=outcome.status, headers=outcome.headers)

@@ -16,7 +16,7 @@ import secrets
 import time
 from typing import Any
 
-from suite.tools.db import Database
+from suite.auth.db import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS approvals (

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from suite.tools.db import Database
+from suite.auth.db import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (

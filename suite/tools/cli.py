@@ -1,4 +1,4 @@
-"""``suite keys ...`` and ``suite approvals ...``: operate on the security database directly.
+"""``suite approvals ...``: operate on the tool server's security database directly.
 
 The CLI runs on the machine that holds the data dir, so it needs no API key (like ``sqlite3``
 would not). An approval decided here is executed by the running tools service within
@@ -11,47 +11,12 @@ import getpass
 import json
 import time
 import unicodedata
-from datetime import datetime
 
+from suite.auth.cli import when as _when
 from suite.settings import Settings
 from suite.tools.approvals import EXECUTED, FAILED, PENDING, STATUSES, ApprovalError
 from suite.tools.audit import AuditRecord, args_digest
-from suite.tools.rbac import ROLES
 from suite.tools.stores import open_stores
-
-
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
-def cmd_keys(settings: Settings, args) -> int:
-    stores = open_stores(settings)
-    try:
-        if args.keys_action == "create":
-            principal, key = stores.keys.create(args.role, args.name or "")
-            if args.json:
-                print(json.dumps({"id": principal.key_id, "role": principal.role, "name": principal.name,
-                                  "key": key}))
-            else:
-                print(f"created {principal.role} key {principal.key_id}; it is shown only once:\n{key}")
-            return 0
-        if args.keys_action == "list":
-            rows = stores.keys.list()
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            else:
-                print(f"{'id':<14}{'role':<11}{'created':<21}{'revoked':<21}name")
-                for r in rows:
-                    print(f"{r['id']:<14}{r['role']:<11}{_when(r['created_at']):<21}"
-                          f"{_when(r['revoked_at']):<21}{r['name']}")
-            return 0
-        if stores.keys.revoke(args.key_id):
-            print(f"revoked {args.key_id}")
-            return 0
-        print(f"error: no active key {args.key_id}")
-        return 1
-    finally:
-        stores.close()
 
 
 def format_arguments(arguments: dict, width: int = 100, indent: str = "    ") -> str:
@@ -127,19 +92,7 @@ def cmd_approvals(settings: Settings, args) -> int:
 
 
 def register(subparsers) -> None:
-    """Add ``keys`` and ``approvals`` to the ``suite`` command."""
-    keys = subparsers.add_parser("keys", help="API keys of the tools service (stored hashed)")
-    kact = keys.add_subparsers(dest="keys_action", required=True)
-    create = kact.add_parser("create", help="make a key; it is printed once")
-    create.add_argument("--role", required=True, choices=list(ROLES))
-    create.add_argument("--name", help="who or what the key is for")
-    create.add_argument("--json", action="store_true", help="print {id, role, name, key} as JSON")
-    lst = kact.add_parser("list", help="keys (ids and roles, never the keys)")
-    lst.add_argument("--json", action="store_true")
-    revoke = kact.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("key_id")
-    keys.set_defaults(func=cmd_keys)
-
+    """Add ``approvals`` to the ``suite`` command."""
     appr = subparsers.add_parser("approvals", help="pending destructive tool calls")
     aact = appr.add_subparsers(dest="approvals_action", required=True)
     al = aact.add_parser("list", help="pending requests (or --status / --all)")

@@ -1,6 +1,6 @@
 """The one path every tool call takes, whatever the transport (REST or MCP):
 
-authenticate -> find the tool -> RBAC -> rate limit -> validate arguments -> run it, or park it
+(authenticated by suite.auth.layer) -> find the tool -> RBAC -> rate limit -> validate arguments -> run it, or park it
 for approval -> audit + metrics. Approved calls run here too, exactly once.
 """
 
@@ -17,14 +17,14 @@ from typing import Any
 import jsonschema
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from suite.auth.keys import KeyStore, Principal
+from suite.auth.ratelimit import RateLimiter
 from suite.settings import Settings
 from suite.tools import approvals as approvals_mod
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError, ApprovalStore
 from suite.tools.audit import AuditLog, AuditRecord, args_digest
 from suite.tools.errors import ToolError
-from suite.tools.keys import KeyStore, Principal
-from suite.tools.ratelimit import RateLimiter
 from suite.tools.registry import TOOLS_BY_NAME
 from suite.tools.spec import ToolContext, ToolSpec
 from suite.web.logs import request_id
@@ -74,31 +74,15 @@ class ToolService:
         self.audit = audit
         self.metrics = metrics
         self.limiter = RateLimiter(settings.tools.rate_limit_per_minute)
-        self.anon_limiter = RateLimiter(settings.tools.unauthenticated_per_minute)
         self.validators = {name: jsonschema.Draft202012Validator(spec.input_schema)
                            for name, spec in TOOLS_BY_NAME.items()}
 
-    # -- authentication -------------------------------------------------------------------------
-    def authenticate(self, authorization: str | None, transport: str, target: str,
-                     client: str | None = None) -> Principal:
-        """The caller of a request with this Authorization header; 401 (audited) otherwise, 429 once
-        ``client`` made more than ``unauthenticated_per_minute`` failed attempts."""
-        scheme, _, key = (authorization or "").strip().partition(" ")
-        key = key.strip() if scheme.lower() == "bearer" else ""
-        principal = self.keys.verify(key) if key else None
-        if principal is not None:
-            return principal
-        self.metrics.rbac.labels("unauthenticated", "none").inc()
-        wait = self.anon_limiter.check(("anonymous", client or "unknown"))
-        if wait:  # not audited: a flood of bad attempts must not become a flood of rows
-            raise ToolError(429, "too many attempts without a valid API key from this client; "
-                                 f"retry in {wait:.0f}s", "rate_limited",
-                            headers={"Retry-After": RateLimiter.retry_after_header(wait)})
-        reason = "invalid API key" if key else "missing API key: send 'Authorization: Bearer KEY'"
-        self._audit(transport, target, None, None, "unauthenticated", "refused", 401, 0.0,
-                    detail=reason, key_id=self.keys.key_id_of(key))
-        raise ToolError(401, reason, "invalid_api_key" if key else "missing_api_key",
-                        headers={"WWW-Authenticate": "Bearer"})
+    # -- authentication (done by suite.auth.layer; its refusals are audited here) ------------------
+    def audit_refusal(self, transport: str, target: str, status: int, reason: str, key_id: str | None) -> None:
+        """A request the auth layer refused (no key, bad key, a role outside the route's policy)."""
+        self.metrics.rbac.labels("unauthenticated" if status == 401 else "denied", "none").inc()
+        self._audit(transport, target, None, None, "unauthenticated" if status == 401 else "denied",
+                    "refused", status, 0.0, detail=reason, key_id=key_id)
 
     def require(self, principal: Principal, permission: str, transport: str, target: str) -> None:
         """403 (audited) unless the principal's role holds ``permission``."""

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -25,8 +25,13 @@ from prometheus_client import (
     generate_latest,
 )
 
+from suite.settings import Settings
 from suite.web.errors import install_error_handlers
 from suite.web.logs import request_id
+from suite.web.transport import TransportGuard
+
+if TYPE_CHECKING:
+    from suite.auth.layer import Refusal
 
 log = logging.getLogger("suite.access")
 
@@ -104,14 +109,23 @@ class ObserveRequests:
 
 
 def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
-               ready_timeout_s: float = 30.0, health_info: Callable[[], dict] | None = None) -> ServiceMetrics:
-    """Add /health, /ready, /metrics, a request-id + access-log middleware and error handlers."""
+               ready_timeout_s: float = 30.0, health_info: Callable[[], dict] | None = None, *,
+               settings: Settings, on_refusal: Refusal | None = None) -> ServiceMetrics:
+    """Add /health, /ready, /metrics, a request-id + access-log middleware, error handlers, and the
+    trust boundary: transport checks (``suite.web.transport``) and the key + policy check
+    (``suite.auth.layer``) in front of every route but the probes. ``settings`` is required: no
+    service is built without its boundary."""
+    from suite.auth.layer import AuthLayer  # suite.auth uses suite.web's error shape: imported here
+
     metrics = ServiceMetrics(service)
     app.state.metrics = metrics
     app.state.service_name = service
     install_error_handlers(app)
     started = time.time()
 
+    # added innermost first: requests meet ObserveRequests, then TransportGuard, then AuthLayer
+    app.add_middleware(AuthLayer, routes_of=app, service=service, settings=settings, on_refusal=on_refusal)
+    app.add_middleware(TransportGuard, settings=settings)
     app.add_middleware(ObserveRequests, metrics=metrics)
 
     @app.get("/health", include_in_schema=False)
