@@ -21,11 +21,23 @@ need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v git >/dev/null || need_apt+=(git)
+as_root_with_apt=false
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then as_root_with_apt=true; fi
+# Prometheus + Alertmanager for the monitoring runbook and the rule unit tests (promtool). Optional:
+# installed where we may (root with apt, as in CI); elsewhere those steps skip with this hint.
+# SUITE_MONITORING_TOOLS=0 leaves them out (the container image does not need them).
+if [ "${SUITE_MONITORING_TOOLS:-1}" != 0 ]; then
+  if command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null; then :
+  elif $as_root_with_apt; then need_apt+=(prometheus prometheus-alertmanager)
+  else log "note: prometheus/promtool/alertmanager absent; monitoring steps will skip" \
+           "(sudo apt-get install --no-install-recommends prometheus prometheus-alertmanager)"
+  fi
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if $as_root_with_apt; then
     log "apt-get install ${need_apt[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
     log "missing system tools: ${need_apt[*]} (install them, then run again)"; exit 1
   fi

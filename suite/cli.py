@@ -12,6 +12,7 @@ from suite import services
 from suite.auth import cli as auth_cli
 from suite.auth import startup as auth_startup
 from suite.auth.keys import KeyStore
+from suite.rag import cli as rag_cli
 from suite.settings import Settings
 from suite.supervisor import SupervisorError, get_backend
 from suite.tools import cli as tools_cli
@@ -48,20 +49,24 @@ def cmd_down(settings: Settings, args) -> int:
 
 
 def cmd_status(settings: Settings, args) -> int:
+    """Every service of the phase brought up (all with --all), down ones included; exit 1 when one
+    of them is not ready, so scripts can gate on it."""
     states = get_backend(settings).status()
     if not args.all:
-        states = [s for s in states if s.running]
+        states = [s for s in states if s.configured or s.running]
     if args.json:
         print(json.dumps([s.to_dict() for s in states], indent=2))
-        return 0
-    if not states:
+    elif not states:
         _say("no service is running (start with `suite up --phase 1`)")
-        return 0
-    _say(f"{'service':<16}{'phase':<7}{'pid':<9}{'health':<9}{'ready':<8}url / detail")
-    for s in states:
-        _say(f"{s.name:<16}{s.phase:<7}{s.pid or '-':<9}{'ok' if s.healthy else '-':<9}"
-             f"{'ready' if s.ready else 'NO':<8}{s.url} {'' if s.ready else s.detail}")
-    return 0 if all(s.ready for s in states if s.running) else 1
+    else:
+        _say(f"{'service':<16}{'phase':<7}{'state':<13}{'pid':<9}{'health':<8}{'ready':<7}{'restarts':<10}"
+             "last exit / detail")
+        for s in states:
+            last = f"{s.last_exit} at {s.last_exit_at}" if s.last_exit else ""
+            note = "; ".join(x for x in (last, "" if s.ready else s.detail) if x)
+            _say(f"{s.name:<16}{s.phase:<7}{s.state:<13}{s.pid or '-':<9}{'ok' if s.healthy else '-':<8}"
+                 f"{'ready' if s.ready else 'NO':<7}{s.restarts:<10}{note or s.url}")
+    return 0 if states and all(s.ready for s in states) else 1
 
 
 def cmd_logs(settings: Settings, args) -> int:
@@ -117,9 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="stop services (all by default)")
     down.add_argument("services", nargs="*", metavar="SERVICE", help="; ".join(services.BY_NAME))
     down.set_defaults(func=cmd_down)
-    st = sub.add_parser("status", help="running services with liveness and readiness")
+    st = sub.add_parser("status", help="services of the phase brought up: state, liveness, readiness, "
+                        "restarts, last exit (exit 1 when one is not ready)")
     st.add_argument("--json", action="store_true")
-    st.add_argument("--all", action="store_true", help="list stopped services too")
+    st.add_argument("--all", action="store_true", help="list the services of every phase")
     st.set_defaults(func=cmd_status)
     lg = sub.add_parser("logs", help="print a service's log")
     lg.add_argument("service", choices=list(services.BY_NAME))
@@ -133,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf.set_defaults(func=cmd_config)
     auth_cli.register(sub)  # keys
     tools_cli.register(sub)  # approvals
+    rag_cli.register(sub)  # rag status, rag migrate
     return p
 
 

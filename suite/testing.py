@@ -8,6 +8,7 @@
 - ``start_app_process`` — a small app from source text in a child uvicorn process;
 - ``stack_env`` / ``run_cli`` — the ``SUITE_*`` environment that makes a child (a kernel, the
   ``suite`` CLI) see the same stack;
+- ``git`` / ``git_repo`` — repositories to point git tools at;
 - ``stack_keys`` / ``auth`` — API keys of each role for a stack (minted once per key store with a
   short expiry, revoked when the process exits) and the ``Authorization`` header that carries one.
 
@@ -165,6 +166,22 @@ def run_cli(settings: Settings, *argv: str, timeout: float = 60) -> subprocess.C
                           timeout=timeout, env={**os.environ, **stack_env(settings)})
 
 
+def git(repo: Path, *args: str) -> None:
+    """``git -C repo ARGS`` with a throwaway identity."""
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=suite", "-c", "user.email=suite@example.invalid",
+                    *args], check=True, capture_output=True, timeout=60)
+
+
+def git_repo(path: Path, subject: str) -> Path:
+    """A new git repository at ``path`` with one commit (file ``f.txt``) whose subject is ``subject``."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q")
+    (path / "f.txt").write_text(subject)
+    git(path, "add", "f.txt")
+    git(path, "commit", "-qm", subject)
+    return path
+
+
 _MINTED: dict[Path, dict[str, str]] = {}
 
 
@@ -207,5 +224,5 @@ def _revoke_minted() -> None:
                 store.close()
 
 
-__all__ = ["ServerThread", "auth", "bring_up", "free_port_offset", "run_cli", "running_stack", "serve",
-           "stack_env", "stack_keys", "stack_settings", "start_app_process"]
+__all__ = ["ServerThread", "auth", "bring_up", "free_port_offset", "git", "git_repo", "run_cli", "running_stack",
+           "serve", "stack_env", "stack_keys", "stack_settings", "start_app_process"]

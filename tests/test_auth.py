@@ -75,25 +75,25 @@ def test_revocation_is_noticed_within_the_cache_bound(store):
 
 # -- the policy table against the services' own route tables -------------------------------------
 def app_routes(app) -> set[tuple[str, str]]:
-    out = set()
+    """What an app serves: every operation of its OpenAPI schema, plus its own top-level routes that
+    the schema leaves out (probes, docs, MCP)."""
+    out = {(method.upper(), path) for path, ops in app.openapi().get("paths", {}).items() for method in ops}
     for route in app.router.routes:
-        methods = getattr(route, "methods", None) or {"*"}
-        for method in methods - {"HEAD"}:
-            out.add((method, route.path))
+        if getattr(route, "path", None) is not None:
+            for method in (getattr(route, "methods", None) or {"*"}) - {"HEAD"}:
+                out.add((method, route.path))
     return out
 
 
 def service_apps(settings: Settings):
-    """Every service's app as built (no lifespan: no model is loaded); the serial inference app's
-    routes are llama_cpp.server's own router."""
+    """Every service's app as built (no lifespan: no model is loaded); the inference services also
+    get llama_cpp.server's routes (the serial engine serves them)."""
     from llama_cpp.server.app import router as llama_router
 
+    llama = {(m, r.path) for r in llama_router.routes for m in r.methods}
     for spec in services.SERVICES:
-        if spec.name.startswith("inference"):
-            app = spec.load_factory()(settings, **spec.kwargs)  # batched: loads in its lifespan
-            yield spec.name, app_routes(app) | app_routes(type("A", (), {"router": llama_router})())
-        else:
-            yield spec.name, app_routes(spec.load_factory()(settings, **spec.kwargs))
+        routes = app_routes(spec.load_factory()(settings, **spec.kwargs))
+        yield spec.name, routes | (llama if spec.name.startswith("inference") else set())
 
 
 def test_every_route_of_every_service_is_in_the_policy_table_and_nothing_else(tmp_path):

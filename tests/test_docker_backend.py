@@ -22,6 +22,11 @@ args = sys.argv[1:]
 if "ps" in args:
     for name in open(os.environ["FAKE_DOCKER_RUNNING"]).read().split():
         print(json.dumps({"Service": name, "State": "running"}))
+    extra = os.environ.get("FAKE_DOCKER_PS_EXTRA")
+    if extra:
+        print(open(extra).read())
+if args[:1] == ["inspect"] and os.environ.get("FAKE_DOCKER_INSPECT"):
+    print(open(os.environ["FAKE_DOCKER_INSPECT"]).read())
 """
 
 
@@ -87,3 +92,18 @@ def test_missing_docker_client_is_a_clear_error(settings, monkeypatch, tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SupervisorError, match="needs the `docker` client"):
         DockerBackend(settings).up(1)
+
+
+def test_status_reads_restarts_and_the_last_exit_from_the_engine(settings, fake_docker, tmp_path, monkeypatch):
+    extra, inspect = tmp_path / "ps.json", tmp_path / "inspect.json"
+    extra.write_text(json.dumps({"Service": "embedding", "Name": "suite-embedding-1", "State": "restarting",
+                                 "Status": "Restarting (137) 1 second ago"}))
+    inspect.write_text(json.dumps([{"Name": "/suite-embedding-1", "RestartCount": 2,
+                                    "State": {"ExitCode": 137, "FinishedAt": "2026-01-02T03:04:05Z"}}]))
+    monkeypatch.setenv("FAKE_DOCKER_PS_EXTRA", str(extra))
+    monkeypatch.setenv("FAKE_DOCKER_INSPECT", str(inspect))
+    states = {s.name: s for s in DockerBackend(settings).status()}
+    emb = states["embedding"]
+    assert emb.configured and not emb.running and emb.state == "restarting" and emb.restarts == 2
+    assert emb.last_exit == "exit status 137 (signal 9, SIGKILL)" and emb.last_exit_at.startswith("2026-01-02")
+    assert not states["rag"].configured and states["rag"].detail == "not running"

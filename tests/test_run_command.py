@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from suite.settings import Settings
+from suite.testing import git as git_cmd
+from suite.testing import git_repo
 from suite.tools.errors import ToolError
 from suite.tools.execution import Limits, clean_env, run_limited
 from suite.tools.sandbox import Sandbox
@@ -147,26 +148,12 @@ def test_timeout_kills(ctx):
 
 
 # -- git ------------------------------------------------------------------------------------------
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                   check=True, capture_output=True)
-
-
-def _repo(path: Path, subject: str) -> Path:
-    path.mkdir(parents=True)
-    _git(path, "init", "-q")
-    (path / "f.txt").write_text(subject)
-    _git(path, "add", "f.txt")
-    _git(path, "commit", "-qm", subject)
-    return path
-
-
 def git(ctx: ToolContext, tool, path: str) -> dict:
     return asyncio.run(tool(ctx, {"path": path}))
 
 
 def test_git_tools_work_on_a_plain_repository(ctx):
-    repo = _repo(ctx.sandbox.roots[0] / "repo", "first commit")
+    repo = git_repo(ctx.sandbox.roots[0] / "repo", "first commit")
     (repo / "new.txt").write_text("n")
     assert [c["subject"] for c in git(ctx, git_log, "repo")["commits"]] == ["first commit"]
     status = git(ctx, git_status, "repo")
@@ -174,13 +161,13 @@ def test_git_tools_work_on_a_plain_repository(ctx):
     (repo / "sub").mkdir()
     assert git(ctx, git_log, "repo/sub")["repository"] == "repo"  # found from a folder inside
     worktree = ctx.sandbox.roots[0] / "wt"
-    _git(repo, "worktree", "add", "-q", str(worktree))  # a linked worktree inside the sandbox is fine
+    git_cmd(repo, "worktree", "add", "-q", str(worktree))  # a linked worktree inside the sandbox is fine
     assert git(ctx, git_log, "wt")["commits"][0]["subject"] == "first commit"
 
 
 def test_git_indirections_out_of_the_sandbox_are_refused(ctx, tmp_path):
     root = ctx.sandbox.roots[0]
-    other = _repo(tmp_path / "elsewhere", "outside history")
+    other = git_repo(tmp_path / "elsewhere", "outside history")
     cases = {}
     (root / "gitfile").mkdir()
     (root / "gitfile" / ".git").write_text(f"gitdir: {other / '.git'}\n")
@@ -191,13 +178,13 @@ def test_git_indirections_out_of_the_sandbox_are_refused(ctx, tmp_path):
     (root / "dotgit_link").mkdir()
     os.symlink(other / ".git", root / "dotgit_link" / ".git")
     cases["dotgit_link"] = ".git"
-    wt = _repo(root / "commondir", "inside")
+    wt = git_repo(root / "commondir", "inside")
     (wt / ".git" / "commondir").write_text(str(other / ".git"))
     cases["commondir"] = "commondir"
-    alt = _repo(root / "alternates", "inside")
+    alt = git_repo(root / "alternates", "inside")
     (alt / ".git" / "objects" / "info" / "alternates").write_text(str(other / ".git" / "objects") + "\n")
     cases["alternates"] = "alternates"
-    linked = _repo(root / "linked", "inside")
+    linked = git_repo(root / "linked", "inside")
     os.rename(linked / ".git" / "refs", linked / ".git" / "refs_moved")
     os.symlink(other / ".git" / "refs", linked / ".git" / "refs")
     cases["linked"] = "symlink 'refs'"
@@ -224,7 +211,7 @@ def test_git_indirections_out_of_the_sandbox_are_refused(ctx, tmp_path):
     '[alias]\n\tlog = "!touch {marker}"',
 ])
 def test_repository_config_that_names_a_program_refuses_the_repository(ctx, tmp_path, config):
-    repo = _repo(ctx.sandbox.roots[0] / "evil", "inside")
+    repo = git_repo(ctx.sandbox.roots[0] / "evil", "inside")
     marker = tmp_path / "ran"
     hooks = repo / "hooks"
     hooks.mkdir()
@@ -245,7 +232,7 @@ def test_repository_config_that_names_a_program_refuses_the_repository(ctx, tmp_
 
 
 def test_global_and_system_git_config_and_environment_are_ignored(ctx, tmp_path, monkeypatch):
-    repo = _repo(ctx.sandbox.roots[0] / "repo", "inside")
+    repo = git_repo(ctx.sandbox.roots[0] / "repo", "inside")
     marker = tmp_path / "ran"
     home = tmp_path / "home"
     home.mkdir()

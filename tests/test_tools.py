@@ -14,7 +14,8 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
-from harness import smoke_phase3
+from harness.smoke import memory as memory_smoke
+from harness.smoke import tools as tools_smoke
 from suite.testing import run_cli, serve, stack_settings
 
 RATE_LIMIT = 400  # per key, all tools together (unit-tested with small numbers in test_tools_dispatch)
@@ -243,7 +244,8 @@ def test_every_call_is_audited(stack):
     db = sqlite3.connect(stack.data_dir / "tools" / "security.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT COUNT(*) FROM audit WHERE key_id=?", (key_id,)).fetchone()[0] == len(calls)
-    assert db.execute("SELECT COUNT(*) FROM api_keys WHERE key_sha256 LIKE 'sk_%'").fetchone()[0] == 0
+    keys_db = sqlite3.connect(stack.key_store_path)
+    assert keys_db.execute("SELECT COUNT(*) FROM api_keys WHERE key_sha256 LIKE 'sk_%'").fetchone()[0] == 0
 
 
 def test_metrics_are_exported(stack, keys):
@@ -316,8 +318,8 @@ def test_command_runner_and_git(stack, keys):
     assert [c["subject"] for c in log["commits"]] == ["first commit"]
 
 
-def test_harness_smoke_phase3_passes(stack):
-    results = smoke_phase3.run_all(stack)
+def test_harness_smoke_tools_and_memory_pass(stack):
+    results = [*tools_smoke.run_all(stack, phase=3), memory_smoke.check_roundtrip(stack, phase=3)]
     assert [r.status.value for r in results] == ["pass"] * 6, [str(r) for r in results]
 
 

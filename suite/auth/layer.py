@@ -5,8 +5,9 @@ For each HTTP request:
   2. ``Authorization: Bearer KEY`` (what the openai SDK sends for ``api_key``) is checked against the
      key store through ``KeyCache`` (no key, unknown, revoked, expired: 401; a client past
      ``auth.unauthenticated_per_minute`` failed attempts: 429, and nothing more is logged);
-  3. the route the request matches is looked up in the policy table: a route missing from it, an
-     unknown role, or a role without the route's permission: 403 naming the permission;
+  3. the request's method and path are matched against the service's policy table (not against the
+     app's routes): a path or method missing from it, an unknown role, or a role without the
+     route's permission: 403 naming the permission;
   4. the principal goes into the scope (``scope["suite.principal"]``) and the caller's Authorization
      header into ``CALLER_AUTHORIZATION`` for the service's own calls downstream (``forward_auth``).
 
@@ -27,8 +28,6 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
-
-from starlette.routing import Match
 
 from suite.auth import policy, roles
 from suite.auth.keys import KeyCache, KeyStore, Principal
@@ -62,10 +61,9 @@ def anonymous(settings: Settings) -> Principal:
 class AuthLayer:
     """ASGI middleware: authenticate, authorise by the policy table, remember the caller."""
 
-    def __init__(self, app, *, routes_of: Any, service: str, settings: Settings,
-                 on_refusal: Refusal | None = None, store: KeyStore | None = None) -> None:
+    def __init__(self, app, *, service: str, settings: Settings, on_refusal: Refusal | None = None,
+                 store: KeyStore | None = None) -> None:
         self.app = app
-        self.routes_of = routes_of  # the FastAPI app whose routes are matched (the inner one)
         self.service = service
         self.settings = settings
         self.on_refusal = on_refusal
@@ -104,38 +102,26 @@ class AuthLayer:
             await _reply(send, 401, verdict.reason,
                          "invalid_api_key" if key else "missing_api_key", {"www-authenticate": "Bearer"})
             return
-        template = self._template(scope)
-        if template is not None:
-            needed = policy.permission_for(self.service, scope["method"], template)
-            message = None
-            if principal.role not in roles.ROLES:
-                message = f"unknown role '{principal.role}' of key {principal.key_id}: refused"
-            elif needed is None:
-                message = (f"{scope['method']} {template} is not in the policy table of {self.service} "
-                           "(suite/auth/policy.py): refused to every role")
-            elif not roles.has(principal.role, needed):
-                message = f"role '{principal.role}' may not {scope['method']} {template} (needs {needed})"
-            if message:
-                self._refused(scope, 403, message, principal.key_id)
-                await _reply(send, 403, message, "forbidden")
-                return
+        template, needed = policy.match(self.service, scope["method"], scope["path"])
+        message = None
+        if principal.role not in roles.ROLES:
+            message = f"unknown role '{principal.role}' of key {principal.key_id}: refused"
+        elif needed is None:
+            shown = template or scope["path"][:200]
+            message = (f"{scope['method']} {shown} is not in the policy table of {self.service} "
+                       "(suite/auth/policy.py): refused to every role")
+        elif not roles.has(principal.role, needed):
+            message = f"role '{principal.role}' may not {scope['method']} {template} (needs {needed})"
+        if message:
+            self._refused(scope, 403, message, principal.key_id)
+            await _reply(send, 403, message, "forbidden")
+            return
         scope[PRINCIPAL] = principal
         token = CALLER_AUTHORIZATION.set(header)
         try:
             await self.app(scope, receive, send)
         finally:
             CALLER_AUTHORIZATION.reset(token)
-
-    def _template(self, scope) -> str | None:
-        """The path template of the route this request matches (None: no route; the app says 404)."""
-        partial = None
-        for route in self.routes_of.router.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return route.path
-            if match is Match.PARTIAL and partial is None:
-                partial = route.path
-        return partial  # a known path with another method: checked like the route (then 405)
 
     def _refused(self, scope, status: int, reason: str, key_id: str | None) -> None:
         log.warning("%s %s refused %d: %s", scope["method"], scope["path"][:200], status, reason,

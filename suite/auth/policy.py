@@ -1,7 +1,9 @@
 """The policy table: for every service, each route (method, path template) and the permission it needs.
 
-Deny by default: a route a service serves that is not in its table is refused (403) to every role;
-only ``/health``, ``/ready`` and ``/metrics`` are open without a key (``OPEN``). The table is the
+Deny by default: the auth layer matches a request's path against the templates of its service's
+table (``match``), not against the app's own routes, so a route a service serves that is not in its
+table is refused (403) to every role, and so is a path no route serves; only ``/health``, ``/ready``
+and ``/metrics`` are open without a key (``OPEN``). The table is the
 one the security runbook crosses with each service's ``/openapi.json`` (harness.security.rbac):
 a route there and not here fails the review, and so does a route here that the service lacks.
 
@@ -10,6 +12,11 @@ and DELETE; the tool server then applies each tool's own RBAC, suite.tools.rbac)
 """
 
 from __future__ import annotations
+
+import functools
+import re
+
+from starlette.routing import compile_path
 
 from suite.auth import roles as r
 
@@ -87,3 +94,21 @@ def permission_for(service: str, method: str, template: str) -> str | None:
     table = table_of(service)
     method = "GET" if method == "HEAD" else method
     return table.get((method, template)) or table.get(("*", template))
+
+
+@functools.cache
+def _compiled(service: str) -> tuple[tuple[re.Pattern, str, dict[str, str]], ...]:
+    by_template: dict[str, dict[str, str]] = {}
+    for (method, template), permission in table_of(service).items():
+        by_template.setdefault(template, {})[method] = permission
+    return tuple((compile_path(t)[0], t, methods) for t, methods in by_template.items())
+
+
+def match(service: str, method: str, path: str) -> tuple[str | None, str | None]:
+    """(the template ``path`` matches, the permission ``method`` on it needs); Nones when the table
+    has no such route (the layer refuses it)."""
+    method = "GET" if method == "HEAD" else method
+    for regex, template, methods in _compiled(service):
+        if regex.match(path):
+            return template, methods.get(method) or methods.get("*")
+    return None, None

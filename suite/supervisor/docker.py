@@ -3,6 +3,10 @@
 ``deploy/compose.yaml`` runs each service from one image as ``python -m suite.serve NAME`` with the
 host network (services still bind 127.0.0.1) and the settings file mounted, so a containerised stack
 behaves like the process backend's. Readiness is polled over HTTP exactly as for processes.
+
+Restarts come from compose's ``restart: on-failure:N`` (the Docker engine restarts a container that
+exits non-zero, with its own growing delay, at most N times); ``status`` reads the state, the last
+exit code and the restart count the engine keeps (``docker inspect``).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -38,9 +43,10 @@ class DockerBackend:
                                   f"{(proc.stderr or proc.stdout).strip()[-800:]}")
         return proc
 
-    def running(self) -> set[str]:
-        proc = self._compose("ps", "--format", "json", check=False)
-        names = set()
+    def containers(self) -> dict[str, dict]:
+        """``docker compose ps --all`` by service: running, restarting and exited containers."""
+        proc = self._compose("ps", "--all", "--format", "json", check=False)
+        found: dict[str, dict] = {}
         for line in proc.stdout.splitlines():  # compose prints one JSON object per line
             line = line.strip()
             if not line:
@@ -50,9 +56,23 @@ class DockerBackend:
             except ValueError:
                 continue
             for item in items if isinstance(items, list) else [items]:
-                if item.get("State") == "running":
-                    names.add(item.get("Service"))
-        return names
+                if item.get("Service"):
+                    found[item["Service"]] = item
+        return found
+
+    def running(self) -> set[str]:
+        return {name for name, c in self.containers().items() if c.get("State") == "running"}
+
+    def _inspect(self, containers: list[str]) -> dict[str, dict]:
+        """``docker inspect`` by container name: restart count and the last exit."""
+        docker = shutil.which("docker")
+        if not containers or docker is None:
+            return {}
+        proc = subprocess.run([docker, "inspect", *containers], capture_output=True, text=True, timeout=60)
+        try:
+            return {c.get("Name", "").lstrip("/"): c for c in json.loads(proc.stdout or "[]")}
+        except ValueError:
+            return {}
 
     def up(self, phase: int, progress: Progress | None = None) -> list[str]:
         say = progress or (lambda _m: None)
@@ -67,7 +87,8 @@ class DockerBackend:
         try:
             for spec in specs:
                 took = wait_ready(spec, self.settings.url(spec.name), deadline,
-                                  alive=lambda n=spec.name: n in self.running(), progress=say,
+                                  exited=lambda n=spec.name: None if n in self.running() else "container not running",
+                                  progress=say,
                                   log_tail=lambda n=spec.name: self._logs(n, 25))
                 say(f"  ✓ {spec.name} ready in {took:.1f}s")
         except (ServiceFailed, KeyboardInterrupt):
@@ -85,15 +106,26 @@ class DockerBackend:
         return targets
 
     def status(self) -> list[ServiceState]:
-        up = self.running()
+        found = self.containers()
+        details = self._inspect([c["Name"] for c in found.values() if c.get("Name")])
         states = []
         for spec in services.SERVICES:
-            st = ServiceState(spec.name, spec.phase, self.settings.url(spec.name), running=spec.name in up)
+            st = ServiceState(spec.name, spec.phase, self.settings.url(spec.name))
+            item = found.get(spec.name)
+            if item is not None:
+                info = details.get(item.get("Name", ""), {})
+                st.configured, st.state = True, item.get("State", "unknown")
+                st.running = st.state == "running"
+                st.restarts = int(info.get("RestartCount", 0))
+                code = info.get("State", {}).get("ExitCode", item.get("ExitCode"))
+                if (code and st.state != "running") or st.restarts:
+                    st.last_exit = _describe_exit(int(code or 0))
+                    st.last_exit_at = info.get("State", {}).get("FinishedAt", "")
             if st.running:
                 st.healthy, _ = probe(st.url + spec.health_path)
                 st.ready, st.detail = probe(st.url + spec.ready_path, timeout=15.0)
             else:
-                st.detail = "not running"
+                st.detail = item.get("Status", st.state) if item else "not running"
             states.append(st)
         return states
 
@@ -107,3 +139,13 @@ class DockerBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self._logs(name, 2000))
         return path
+
+
+def _describe_exit(code: int) -> str:
+    """Docker reports a signal death as 128 + the signal number."""
+    if code > 128:
+        try:
+            return f"exit status {code} (signal {code - 128}, {signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return f"exit status {code}"

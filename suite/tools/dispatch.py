@@ -77,6 +77,17 @@ class ToolService:
         self.validators = {name: jsonschema.Draft202012Validator(spec.input_schema)
                            for name, spec in TOOLS_BY_NAME.items()}
 
+    # -- probes ---------------------------------------------------------------------------------
+    def ready(self) -> dict[str, Any]:
+        """The security database answers and every sandbox root exists (no paths: /ready is open)."""
+        self.approvals.db.query("SELECT 1")
+        roots = self.ctx.sandbox.roots
+        missing = [str(r) for r in roots if not r.is_dir()]
+        if missing:
+            log.error("sandbox roots missing: %s", ", ".join(missing))
+            raise RuntimeError(f"{len(missing)} sandbox root(s) missing (see the tools log)")
+        return {"tools": len(TOOLS_BY_NAME), "sandbox_roots": len(roots)}
+
     # -- authentication (done by suite.auth.layer; its refusals are audited here) ------------------
     def audit_refusal(self, transport: str, target: str, status: int, reason: str, key_id: str | None) -> None:
         """A request the auth layer refused (no key, bad key, a role outside the route's policy)."""

@@ -124,7 +124,7 @@ def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
     started = time.time()
 
     # added innermost first: requests meet ObserveRequests, then TransportGuard, then AuthLayer
-    app.add_middleware(AuthLayer, routes_of=app, service=service, settings=settings, on_refusal=on_refusal)
+    app.add_middleware(AuthLayer, service=service, settings=settings, on_refusal=on_refusal)
     app.add_middleware(TransportGuard, settings=settings)
     app.add_middleware(ObserveRequests, metrics=metrics)
 
