@@ -184,8 +184,14 @@ def _check_counts(manifest: dict[str, Any], scratch: Path) -> CheckResult:
         db = scratch / part / Path(entry["file"]).name
         with sqlite3.connect(db) as conn:
             check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            # table names come from the copy itself, never from the manifest (which is only compared)
+            present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             for table, rows in entry["tables"].items():
-                got = conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
+                if table not in present:
+                    wrong.append(f"{part}.{table}: missing from the restored copy")
+                    continue
+                quoted = '"' + table.replace('"', '""') + '"'
+                got = conn.execute("SELECT COUNT(*) FROM " + quoted).fetchone()[0]
                 seen.append(f"{part}.{table}={got}")
                 if got != rows:
                     wrong.append(f"{part}.{table}: {got} rows, manifest {rows}")

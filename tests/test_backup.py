@@ -22,8 +22,7 @@ from suite.backup.vectors import restore_vectors
 from suite.memory.service import db_path
 from suite.memory.store import MemoryStore
 from suite.settings import Settings
-from suite.tools.db import security_db_path
-from suite.tools.stores import open_stores
+from suite.tools.stores import open_stores, security_db_path
 from suite.vectorstore import EdgeStore, EmbeddedQdrantStore, Point, open_store
 
 DIM = 8
@@ -67,12 +66,12 @@ def test_a_set_has_every_store_and_a_manifest_that_matches_its_files(suite_data)
     assert not list(suite_data.backup_dir.glob("*.partial"))
     assert {f["path"] for f in manifest["files"]} == {
         "rag/docs.snapshot", "rag/docs.points.jsonl.gz", "rag/docs.config.json", "memory/memory.db",
-        "tools/security.db"}
+        "tools/security.db", "auth/keys.db"}
     for f in manifest["files"]:
         assert (path / f["path"]).stat().st_size == f["size"] and sha256_file(path / f["path"]) == f["sha256"]
     assert manifest["parts"]["rag"]["collections"]["docs"]["points"] == 20
     assert manifest["parts"]["memory"]["tables"]["notes"] == 12 and manifest["parts"]["memory"]["integrity"] == "ok"
-    assert manifest["parts"]["tools"]["tables"]["api_keys"] == 1
+    assert manifest["parts"]["auth"]["tables"]["api_keys"] == 1 and "approvals" in manifest["parts"]["tools"]["tables"]
     assert manifest["source"]["suite_version"] and manifest["parts"]["rag"]["service"] == "rag"
     assert manifest["created_at"] and manifest["bytes"] == sum(f["size"] for f in manifest["files"])
 
@@ -85,7 +84,7 @@ def test_restore_drill_into_scratch_reproduces_the_manifest(suite_data, tmp_path
     assert counts(scratch / "memory" / "memory.db") == {"projects": 1, "notes": 12}
     with sqlite3.connect(scratch / "memory" / "memory.db") as conn:  # the memory search works on the copy
         assert conn.execute("SELECT COUNT(*) FROM notes_fts WHERE notes_fts MATCH 'snapshots'").fetchone()[0] == 12
-    with sqlite3.connect(scratch / "tools" / "security.db") as conn:
+    with sqlite3.connect(scratch / "auth" / "keys.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0] == 1
     shard = qe.EdgeShard.load(str(scratch / "edge" / "docs" / "shard"))
     try:
