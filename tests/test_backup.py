@@ -252,3 +252,17 @@ def test_a_server_shard_snapshot_restores_into_an_edge_store_and_back(tmp_path):
         if server.has_collection(name):
             server.drop_collection(name)
         server.close()
+
+
+def test_the_runbook_rolls_back_only_a_stack_its_run_started():
+    from harness.backup import rollback_decision
+    from harness.result import Status
+
+    assert rollback_decision("auto", ["rag", "memory", "tools", "gateway"], 3) is None
+    refused = rollback_decision("auto", ["rag"], 3)  # memory and tools belong to someone else
+    assert refused.status is Status.SKIP and "memory, tools" in refused.detail and "rollback=true" in refused.detail
+    assert rollback_decision("auto", ["rag"], 2) is None  # phase 2: rag is all a rollback touches
+    assert rollback_decision("true", [], 3) is None
+    assert rollback_decision("false", ["rag", "memory", "tools"], 3).status is Status.SKIP
+    with pytest.raises(ValueError):
+        rollback_decision("yes", [], 3)
