@@ -50,6 +50,8 @@ class Ports(BaseModel):
     prometheus: int = 9090
     alertmanager: int = 9093
     loki: int = 3100
+    grafana: int = 3001
+    gpu_exporter: int = 9400  # NVIDIA's DCGM exporter (compose `gpu` profile)
 
 
 class ModelConfig(BaseModel):
@@ -131,7 +133,8 @@ class RagSettings(BaseModel):
     qdrant_url: str | None = Field(None, description="Qdrant server URL (gpu profile default)")
     qdrant_api_key_file: Path | None = Field(
         None, description="a 0600 file holding the Qdrant server's API key (sent as api-key); a file, "
-        "so the key never sits in settings dumps. The security review requires it with a server")
+        "so the key never sits in settings dumps. The security review requires it with a server; the "
+        "docker backend makes <data_dir>/secrets/qdrant_api_key when none is set")
     chunk_chars: int = Field(800, ge=50)
     chunk_overlap: int = Field(100, ge=0)
     top_k: int = Field(4, ge=1, le=50)
@@ -203,12 +206,26 @@ class MemorySettings(BaseModel):
     retention_days: float = Field(90.0, gt=0)
     maintain_every_s: float = Field(3600.0, gt=0)
     backup_every_s: float = Field(86400.0, gt=0)
-    backups_kept: int = Field(7, ge=1)
+    backups_kept: int = Field(7, ge=1, description="scheduled backups: the newest N are always kept")
+    backups_keep_days: float = Field(7.0, ge=0, description="scheduled backups younger than this are kept too")
     db_path: Path | None = Field(None, description="SQLite file (default: <data_dir>/memory/memory.db)")
     backup_dir: Path | None = Field(None, description="scheduled backups (default: <data_dir>/memory/backups)")
     maintainer_enabled: bool = Field(True, description="run retention, optimize/VACUUM and backups in-process")
     maintainer_start_delay_s: float = Field(5.0, ge=0, description="first maintainer run after start-up")
     max_note_chars: int = Field(100_000, ge=1, description="longest note text accepted")
+
+
+class BackupSettings(BaseModel):
+    """Backup sets (``suite backup``, ``suite restore``, runbook 07): vector store + every SQLite database."""
+
+    dir: Path | None = Field(None, description="backup sets (default: <data_dir>/backups)")
+    keep_last: int = Field(7, ge=1, description="retention: the newest N sets are always kept")
+    keep_days: float = Field(7.0, ge=0, description="retention: sets younger than this are kept too")
+    partial_max_age_s: float = Field(3600.0, gt=0, description="a '.partial' set older than this is a "
+                                     "leftover of a crashed backup and is removed")
+    health_retries: int = Field(10, ge=1, description="rollback: readiness polls after the restore")
+    health_backoff_s: float = Field(1.0, gt=0, description="rollback: first pause between polls (doubles, "
+                                    "at most 10 s)")
 
 
 class SupervisionSettings(BaseModel):
@@ -255,6 +272,7 @@ class Settings(BaseSettings):
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
     @classmethod
@@ -347,6 +365,10 @@ class Settings(BaseSettings):
         return self.rag.qdrant_path or self.data_dir / "qdrant"
 
     @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir or self.data_dir / "backups"
+
+    @property
     def edge_store_path(self) -> Path:
         return self.rag.edge_path or self.data_dir / "edge"
 
@@ -361,7 +383,10 @@ class Settings(BaseSettings):
         """Write the effective settings as JSON so child processes see exactly these values."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.unlink(missing_ok=True)
+        # owner-only: the settings name key files and the stack's layout
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(self.model_dump_json(indent=2))
         os.replace(tmp, path)
         return path
 

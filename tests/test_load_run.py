@@ -157,3 +157,11 @@ def test_streamed_chat_against_a_real_stack(phase1, tmp_path):
     outcome = next(run_plan(scs, phase1, tmp_path, phase=1))
     assert all(r.status is Status.PASS for r in outcome.results), [str(r) for r in outcome.results]
     assert len(outcome.run.samples) == 3 and all(s.tokens for s in outcome.run.samples)
+    # the server-side view: the gateway counted what the client sent; the engine's own TTFT and slots
+    server = next(r for r in outcome.results if r.id == "load.chat.server")
+    assert server.measured.startswith("server 3 req (2xx 3; 429: 0) · client 3 (0 failed)"), server.measured
+    assert "inference-chat: queue max" in server.detail and "slots busy max" in server.detail
+    view = json.loads((outcome.run.out_dir / "server.json").read_text())
+    chat = view["engines"]["inference-chat"]
+    assert chat["ttft_p95_ms"] > 0 and 3 <= chat["tokens"] <= 3 * 8 and chat["slots"] == phase1.inference.slots
+    assert 0 <= chat["active_max"] <= chat["slots"] and view["services"]["inference-chat"]["cpu_s"] > 0

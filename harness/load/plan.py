@@ -9,10 +9,11 @@ from pathlib import Path
 
 import httpx
 
-from harness.load import runner, verdicts
+from harness.load import runner, server_view, verdicts
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario, select_scenarios, with_overrides
 from harness.result import CheckResult
+from suite import services
 from suite.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,17 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
             yield ScenarioOutcome(sc, None, [verdicts.skipped(sc, reason)])
             continue
         targets = sc.targets()
-        run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
-                                  warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
-                                  phase=phase, max_run_s=max_run_s,
-                                  extra_env=load_env(settings, sc.service))
-        yield ScenarioOutcome(sc, run, verdicts.judge(run, targets, base))
+        extra_env = load_env(settings, sc.service)  # before the watch: its setup is not load
+        gpu = settings.profile == "gpu"
+        with server_view.Watch(settings, [s.name for s in services.for_phase(phase)], gpu=gpu) as watch:
+            run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
+                                      warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
+                                      phase=phase, max_run_s=max_run_s, extra_env=extra_env)
+        results = verdicts.judge(run, targets, base)
+        results.append(server_view.record(sc, run, watch, base))
+        if gpu:
+            results.append(server_view.gpu_memory(sc, run, watch))
+        yield ScenarioOutcome(sc, run, results)
 
 
 def tools_env(settings: Settings) -> dict[str, str]:

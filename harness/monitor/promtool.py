@@ -11,13 +11,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from harness.result import CheckResult, Status, timed
+from harness.result import CheckResult, Stage, Status, timed
 
 INSTALL_HINT = ("apt-get install --no-install-recommends prometheus prometheus-alertmanager "
                 "(scripts/install.sh does it when run as root with apt)")
 NAMES = {"prometheus": ("prometheus",), "promtool": ("promtool",),
          "alertmanager": ("prometheus-alertmanager", "alertmanager"), "amtool": ("amtool",)}
-PHASE = "monitoring"
+STAGE = Stage.MONITORING
 
 
 def binary(tool: str) -> str | None:
@@ -30,7 +30,7 @@ def missing(*tools: str) -> list[str]:
 
 
 def skipped(cid: str, title: str, absent: list[str]) -> CheckResult:
-    return CheckResult(cid, title, PHASE, Status.SKIP, target="binaries installed",
+    return CheckResult(cid, title, STAGE, Status.SKIP, target="binaries installed",
                        measured=f"not installed: {', '.join(absent)}", detail=INSTALL_HINT)
 
 
@@ -58,7 +58,7 @@ def check_rules(rules: Path) -> CheckResult:
         proc = run_promtool("check", "rules", str(rules))
     text = (proc.stdout + proc.stderr).strip()
     found = next((ln.strip() for ln in text.splitlines() if "rules found" in ln), text[-200:])
-    return CheckResult("monitor.rules.check", "promtool check rules", PHASE,
+    return CheckResult("monitor.rules.check", "promtool check rules", STAGE,
                        Status.PASS if proc.returncode == 0 else Status.FAIL, target="valid rule file",
                        measured=found, evidence=[str(rules)], detail=text[-1500:], **t.fields())
 
@@ -72,7 +72,7 @@ def rule_unit_tests(unit_tests: Path) -> CheckResult:
     text = (proc.stdout + proc.stderr).strip()
     failed = sorted(set(re.findall(r"alertname: (\w+)", text)))
     detail = (f"failing alerts: {', '.join(failed)}\n" if failed else "") + text[-1500:]
-    return CheckResult("monitor.rules.test", "promtool test rules (alert unit tests)", PHASE,
+    return CheckResult("monitor.rules.test", "promtool test rules (alert unit tests)", STAGE,
                        Status.PASS if proc.returncode == 0 else Status.FAIL, target="every unit test passes",
                        measured="SUCCESS" if proc.returncode == 0 else "FAILED", evidence=[str(unit_tests)],
                        detail=detail, **t.fields())

@@ -54,6 +54,7 @@ POLICY: dict[str, dict[tuple[str, str], str]] = {
         ("POST", "/query"): r.QUERY,
         ("GET", "/collections"): r.READ,
         ("GET", "/collections/{name}"): r.READ,
+        ("POST", "/admin/backup"): r.BACKUP,
     },
     "memory": {
         ("GET", "/v1/memory/health"): r.READ,

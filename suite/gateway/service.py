@@ -1,8 +1,10 @@
 """The gateway's logic: pick the upstream of a model alias, retry, fall back, cool down, relay.
 
 A request goes to the upstream of its model alias; connection errors, timeouts and 5xx answers are
-retried, then the request falls back (chat -> code). A failed upstream is skipped for a cooldown.
-Streams are passed through byte for byte; fallback is possible until the first byte is sent.
+retried, then the request falls back (chat -> code, code -> chat). A failed upstream is skipped for a
+cooldown, which ends early once its readiness probe passes again (a restarted upstream is back as
+soon as it is ready). Streams are passed through byte for byte; fallback is possible until the first
+byte is sent.
 """
 
 from __future__ import annotations
@@ -54,8 +56,11 @@ class Gateway:
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(self.cfg.read_timeout_s, connect=self.cfg.connect_timeout_s),
             limits=httpx.Limits(max_connections=200))
+        self._recovering: dict[str, asyncio.Task] = {}
 
     async def aclose(self) -> None:
+        for task in self._recovering.values():
+            task.cancel()
         await self.client.aclose()
 
     # -- probes ---------------------------------------------------------------------------------
@@ -108,7 +113,7 @@ class Gateway:
             try:
                 resp = await self._attempt(upstream, path, body, stream)
             except UpstreamFailed as exc:
-                self.router.mark_failed(upstream)
+                self._mark_failed(upstream)
                 failures.append(str(exc))
                 log.warning("upstream failed, trying next: %s", exc)
                 continue
@@ -125,6 +130,25 @@ class Gateway:
                             media_type=resp.headers.get("content-type"))
         raise ApiError(503, f"no upstream could serve model '{alias}': {'; '.join(failures)}",
                        code="upstreams_unavailable", headers={"Retry-After": str(int(self.cfg.cooldown_s) or 1)})
+
+    def _mark_failed(self, upstream: Upstream) -> None:
+        self.router.mark_failed(upstream)
+        task = self._recovering.get(upstream.service)
+        if task is None or task.done():
+            self._recovering[upstream.service] = asyncio.create_task(self._recover(upstream))
+
+    async def _recover(self, upstream: Upstream) -> None:
+        """While ``upstream`` cools down, probe its readiness; end the cooldown once it passes."""
+        while self.router.cooling(upstream):
+            await asyncio.sleep(self.cfg.recovery_probe_s)
+            try:
+                r = await self.client.get(upstream.base_url + "/ready",
+                                          timeout=self.settings.inference.ready_timeout_s)
+            except httpx.TransportError:
+                continue
+            if r.status_code == 200:
+                self.router.mark_ok(upstream)
+                log.info("upstream %s is ready again; cooldown ended", upstream.service)
 
     async def _attempt(self, upstream: Upstream, path: str, body: dict, stream: bool) -> httpx.Response:
         """One upstream, with retries; returns an open response (streamed) with status < 500."""

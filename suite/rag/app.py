@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from suite.backup.routes import install_rag_backup_route
 from suite.rag.errors import install_rag_error_handlers
 from suite.rag.routes import router
 from suite.rag.service import RagService
@@ -31,4 +32,5 @@ def create_app(settings: Settings) -> FastAPI:
                health_info=lambda: app.state.rag.health_info(), settings=settings)
     install_rag_error_handlers(app, settings.rag.retry_after_s)
     app.include_router(router)
+    install_rag_backup_route(app, settings)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -159,6 +160,9 @@ class VectorStore(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Kind, location and anything an operator should know (shown by the service's /health)."""
+
+    def writes_paused(self) -> AbstractContextManager[Any]:
+        """Hold this process's writes to the store (a backup's snapshot and export see one state)."""
 
     def drop_collection(self, name: str) -> bool: ...
 

@@ -40,6 +40,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,6 +369,12 @@ class EdgeStore:
     def upsert(self, collection: str, points: list[Point]) -> int:
         self._write_ops(collection, [("upsert", list(points))], len(points))
         return len(points)
+
+    @contextmanager
+    def writes_paused(self) -> Iterator[None]:
+        """Hold every write (queries go on): a backup's snapshot and export then see one state."""
+        with self._write:
+            yield
 
     def flush(self, collection: str) -> None:
         c = self._get(collection)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -141,6 +142,10 @@ class QdrantStore:
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "location": self.location, "state": "open"}
 
+    def writes_paused(self) -> AbstractContextManager[Any]:
+        """A server orders its own writes; the caller (the RAG service's write lock) keeps ours out."""
+        return nullcontext()
+
     def drop_collection(self, name: str) -> bool:
         return bool(self._call(lambda: self.client.delete_collection(name)))
 
@@ -179,6 +184,9 @@ class EmbeddedQdrantStore(QdrantStore):
         with self._lock:
             return fn()
 
+    def writes_paused(self) -> AbstractContextManager[Any]:
+        return self._lock  # every call takes it (reentrant): held, nothing else reaches the store
+
 
 class ServerQdrantStore(QdrantStore):
     """A Qdrant server by URL. Unreachable or failing (5xx) means ``StoreUnavailable``."""
@@ -189,6 +197,7 @@ class ServerQdrantStore(QdrantStore):
         # No version check at construction: it is a network call that only warns; ping() reports instead.
         super().__init__(QdrantClient(url=url, timeout=timeout_s, api_key=api_key, check_compatibility=False),
                          url)
+        self.api_key = api_key
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
