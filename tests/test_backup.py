@@ -22,8 +22,8 @@ from suite.backup.vectors import restore_vectors
 from suite.memory.service import db_path
 from suite.memory.store import MemoryStore
 from suite.settings import Settings
-from suite.tools.db import security_db_path
-from suite.tools.stores import open_stores
+from suite.tools.audit import AuditRecord
+from suite.tools.stores import open_stores, security_db_path
 from suite.vectorstore import EdgeStore, EmbeddedQdrantStore, Point, open_store
 
 DIM = 8
@@ -49,8 +49,9 @@ def suite_data(tmp_path, monkeypatch) -> Settings:
     for i in range(12):
         memory.add_note("proj", f"note number {i} about snapshots", ["t"])
     memory.close()
-    tools = open_stores(settings)
-    tools.keys.create("admin", "backup-test")
+    tools = open_stores(settings)  # keys live in the key store (auth/keys.db); the tools database holds
+    tools.audit.write(AuditRecord(transport="cli", tool="backup-test", decision="allowed", outcome="success",
+                                  status=200))  # approvals and the audit
     tools.close()
     return settings
 
@@ -72,7 +73,7 @@ def test_a_set_has_every_store_and_a_manifest_that_matches_its_files(suite_data)
         assert (path / f["path"]).stat().st_size == f["size"] and sha256_file(path / f["path"]) == f["sha256"]
     assert manifest["parts"]["rag"]["collections"]["docs"]["points"] == 20
     assert manifest["parts"]["memory"]["tables"]["notes"] == 12 and manifest["parts"]["memory"]["integrity"] == "ok"
-    assert manifest["parts"]["tools"]["tables"]["api_keys"] == 1
+    assert manifest["parts"]["tools"]["tables"]["audit"] == 1
     assert manifest["source"]["suite_version"] and manifest["parts"]["rag"]["service"] == "rag"
     assert manifest["created_at"] and manifest["bytes"] == sum(f["size"] for f in manifest["files"])
 
@@ -86,7 +87,7 @@ def test_restore_drill_into_scratch_reproduces_the_manifest(suite_data, tmp_path
     with sqlite3.connect(scratch / "memory" / "memory.db") as conn:  # the memory search works on the copy
         assert conn.execute("SELECT COUNT(*) FROM notes_fts WHERE notes_fts MATCH 'snapshots'").fetchone()[0] == 12
     with sqlite3.connect(scratch / "tools" / "security.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 1
     shard = qe.EdgeShard.load(str(scratch / "edge" / "docs" / "shard"))
     try:
         assert shard.count(qe.CountRequest(exact=True)) == manifest["parts"]["rag"]["collections"]["docs"]["points"]

@@ -63,7 +63,7 @@ def suite_version() -> str:
 def database_paths(settings: Settings) -> dict[str, Path]:
     """The SQLite databases a set holds, by part name."""
     from suite.memory.service import db_path
-    from suite.tools.db import security_db_path
+    from suite.tools.stores import security_db_path
 
     return {"memory": db_path(settings), "tools": security_db_path(settings)}
 
