@@ -75,6 +75,8 @@ def test_a_set_has_every_store_and_a_manifest_that_matches_its_files(suite_data)
     assert manifest["parts"]["memory"]["tables"]["notes"] == 12 and manifest["parts"]["memory"]["integrity"] == "ok"
     assert manifest["parts"]["tools"]["tables"]["audit"] == 1
     assert manifest["source"]["suite_version"] and manifest["parts"]["rag"]["service"] == "rag"
+    for db in path.rglob("*.db"):  # copies of notes, approvals and the audit are as private as their source
+        assert db.stat().st_mode & 0o777 == 0o600, db
     assert manifest["created_at"] and manifest["bytes"] == sum(f["size"] for f in manifest["files"])
 
 
