@@ -15,6 +15,7 @@ from suite.rag.routes import router
 from suite.rag.service import RagService
 from suite.settings import Settings
 from suite.web import instrument
+from suite.web.guard import RequestLimits
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -28,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="suite rag", lifespan=lifespan)
     instrument(app, "rag", ready=lambda: app.state.rag.ready(), ready_timeout_s=settings.rag.embedding_timeout_s,
-               health_info=lambda: app.state.rag.health_info())
+               health_info=lambda: app.state.rag.health_info(), limits=RequestLimits.for_service(settings, "rag"))
     install_rag_error_handlers(app, settings.rag.retry_after_s)
     app.include_router(router)
     return app

@@ -17,11 +17,13 @@ from fastapi import FastAPI
 from suite.settings import Settings
 from suite.tools.dispatch import ToolMetrics, ToolService
 from suite.tools.mcp_server import McpEndpoint, build_server, session_manager
-from suite.tools.routes import router
+from suite.tools.routes import add_tool_paths, router
 from suite.tools.sandbox import Sandbox
 from suite.tools.spec import ToolContext
 from suite.tools.stores import open_stores
 from suite.web import instrument
+from suite.web.guard import RequestLimits
+from suite.web.openapi import amend_openapi
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -47,7 +49,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="suite tools", lifespan=lifespan)
 
-    instrument(app, "tools", ready=lambda: asyncio.to_thread(app.state.tools.ready), ready_timeout_s=10)
+    instrument(app, "tools", ready=lambda: asyncio.to_thread(app.state.tools.ready), ready_timeout_s=10,
+               limits=RequestLimits.for_service(settings, "tools"))
     app.router.add_route("/mcp", McpEndpoint(app), include_in_schema=False)
     app.include_router(router)
+    amend_openapi(app, add_tool_paths)
     return app

@@ -1,4 +1,4 @@
-"""Attach probes, metrics, request ids and the error shape to any FastAPI app.
+"""Attach probes, metrics, request ids, the request guard and the error shape to any FastAPI app.
 
 ``instrument`` works on apps we build and on apps built by others (llama_cpp.server's), so every
 service answers ``/health`` (liveness: the process answers, touches nothing), ``/ready``
@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 
 from suite.web.errors import install_error_handlers
+from suite.web.guard import RequestGuard, RequestLimits
 from suite.web.logs import request_id
 
 log = logging.getLogger("suite.access")
@@ -104,14 +105,17 @@ class ObserveRequests:
 
 
 def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
-               ready_timeout_s: float = 30.0, health_info: Callable[[], dict] | None = None) -> ServiceMetrics:
-    """Add /health, /ready, /metrics, a request-id + access-log middleware and error handlers."""
+               ready_timeout_s: float = 30.0, health_info: Callable[[], dict] | None = None,
+               limits: RequestLimits | None = None) -> ServiceMetrics:
+    """Add /health, /ready, /metrics, a request-id + access-log middleware, the request guard
+    (``suite.web.guard``, with ``limits`` or the defaults) and error handlers."""
     metrics = ServiceMetrics(service)
     app.state.metrics = metrics
     app.state.service_name = service
     install_error_handlers(app)
     started = time.time()
 
+    app.add_middleware(RequestGuard, limits=limits)  # added first = inside ObserveRequests
     app.add_middleware(ObserveRequests, metrics=metrics)
 
     @app.get("/health", include_in_schema=False)
