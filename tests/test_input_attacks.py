@@ -64,7 +64,7 @@ ROWS = [  # (service, method, path, body, expected status, expected error code)
     ("inference-chat", "POST", "/v1/completions", {"prompt": "word " * 150_000}, 400,
      "context_length_exceeded"),
     ("inference-chat", "POST", "/v1/completions", {"prompt": "hi", "logit_bias": {"99999999": 5}}, 400,
-     "invalid_parameters"),
+     "invalid_token"),
     ("tools", "POST", "/tools/read_file", b'{"path":' * 100 + b'"x"' + b"}" * 100, 400, "json_too_deep"),
     ("tools", "POST", "/tools/read_file", b'{"path": "\\ud800"}', 400, "invalid_text"),
     ("memory", "DELETE", "/v1/memory/notes/6117018804695242637312", None, 400, "invalid_parameters"),
@@ -83,29 +83,29 @@ def test_a_hostile_request_is_a_4xx_that_says_why(stack, admin, service, method,
     assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
 
 
-def test_client_mistakes_never_fail_over_or_cool_the_gateway(stack):
+def test_client_mistakes_never_fail_over_or_cool_the_gateway(stack, admin):
     gateway = stack.url("gateway")
     for grammar in ("not a grammar", "root ::= root", "root ::= ("):
         r = send(stack, "gateway", "POST", "/v1/chat/completions",
-                 {"model": "chat", "messages": HI, "grammar": grammar})
+                 {"model": "chat", "messages": HI, "grammar": grammar}, admin)
         assert r.status_code == 400 and r.headers["x-suite-upstream"] == "chat"
         assert "x-suite-fallback-from" not in r.headers
     assert httpx.get(gateway + "/health").json()["upstreams"] == {"inference-chat": "ok", "inference-code": "ok"}
-    assert 'gateway_fallbacks_total{' not in httpx.get(gateway + "/metrics").text
+    assert "gateway_fallbacks_total{" not in httpx.get(gateway + "/metrics").text
 
 
-def test_a_query_longer_than_the_chat_context_is_answered_within_it(stack):
+def test_a_query_longer_than_the_chat_context_is_answered_within_it(stack, admin):
     n_ctx = stack.inference.chat.n_ctx
     docs = [{"id": f"d{i}", "text": f"Backups of kind {i} are kept for {i + 3} days. " * 40} for i in range(4)]
-    assert send(stack, "rag", "POST", "/index", {"collection": "long", "documents": docs}).status_code == 200
+    assert send(stack, "rag", "POST", "/index", {"collection": "long", "documents": docs}, admin).status_code == 200
     query = ("How long are the backups kept, and why? " * 300)[:8000]  # ~2,000 tokens
-    r = send(stack, "rag", "POST", "/query", {"collection": "long", "query": query, "answer": True})
+    r = send(stack, "rag", "POST", "/query", {"collection": "long", "query": query, "answer": True}, admin)
     assert r.status_code == 200, r.text[:300]
     usage = r.json()["answered_by"]["usage"]
     assert usage["prompt_tokens"] + usage["completion_tokens"] <= n_ctx
 
 
-def test_bad_clients_never_stall_others(stack):
+def test_bad_clients_never_stall_others(stack, admin):
     """One client loops huge prompts and bad grammars; another's /health answers within 0.5 s and
     the gateway keeps serving chat from the chat model."""
     chat, gateway = stack.url("inference-chat"), stack.url("gateway")
@@ -114,7 +114,7 @@ def test_bad_clients_never_stall_others(stack):
     worst: dict[str, float] = {}
 
     def attacker() -> None:
-        with httpx.Client(timeout=60) as c:
+        with httpx.Client(timeout=60, headers=admin) as c:
             while not stop.is_set():
                 c.post(chat + "/v1/completions", json={"prompt": "word " * 200_000})  # ~1 MB, refused
                 c.post(gateway + "/v1/chat/completions", json={"model": "chat", "messages": HI,
@@ -137,7 +137,7 @@ def test_bad_clients_never_stall_others(stack):
     try:
         time.sleep(1.0)  # the attack is under way
         for _ in range(3):
-            r = httpx.post(gateway + "/v1/chat/completions", timeout=120,
+            r = httpx.post(gateway + "/v1/chat/completions", timeout=120, headers=admin,
                            json={"model": "chat", "messages": [{"role": "user", "content": "Say hello."}]})
             assert r.status_code == 200 and r.headers["x-suite-upstream"] == "chat"
             assert "x-suite-fallback-from" not in r.headers

@@ -112,10 +112,10 @@ def logit_bias(llama: llama_cpp.Llama, body: Body) -> dict[int, float]:
             try:
                 token = int(key)
             except ValueError:
-                raise bad_request(f"logit_bias key {key[:40]!r} is not a token id") from None
+                raise bad_request(f"logit_bias key {key[:40]!r} is not a token id", code="invalid_token") from None
             if not 0 <= token < n_vocab:
                 raise bad_request(f"logit_bias token id {token} is not in this model's vocabulary "
-                                  f"(0..{n_vocab - 1})")
+                                  f"(0..{n_vocab - 1})", code="invalid_token")
             out[token] = float(bias)
     return out
 

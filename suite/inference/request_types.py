@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 import llama_cpp
 from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest, TokenizeInputRequest
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 C_INT_MAX = 2**31 - 1
 INT64 = 2**63
@@ -49,44 +49,40 @@ _bias = Field(None, description=f"up to {MAX_LOGIT_BIAS} token ids (or texts) to
 _name = Field(None, max_length=MAX_NAME_CHARS)
 
 
-class CompletionRequest(CreateCompletionRequest):
-    """``POST /v1/completions``."""
+class _Bounded(BaseModel):
+    """The fields both completion requests share, with their limits."""
 
     model: str | None = _name
-    prompt: Prompt | Annotated[list[Prompt], Field(max_length=1)] = Field(
-        "", description="the prompt (one per request); fewer tokens than the model's context")
-    suffix: None = Field(None, description="not supported by this server")
-    max_tokens: int | None = Field(16, ge=0, le=C_INT_MAX, description=_max_tokens)
     min_tokens: int = Field(0, ge=0, le=0, description="not supported by the batched engine")
-    logprobs: int | None = Field(None, ge=0, le=0, description="not supported by this server")
     stop: Stop = _stop
     logit_bias: LogitBias | None = _bias
     seed: int | None = _seed
     n: int | None = Field(1, ge=1, le=1)
-    best_of: int | None = Field(1, ge=1, le=1)
     user: str | None = _name
     top_k: int = _top_k
     grammar: str | None = _grammar
 
 
-class ChatCompletionRequest(CreateChatCompletionRequest):
+class CompletionRequest(_Bounded, CreateCompletionRequest):
+    """``POST /v1/completions``."""
+
+    prompt: Prompt | Annotated[list[Prompt], Field(max_length=1)] = Field(
+        "", description="the prompt (one per request); fewer tokens than the model's context")
+    suffix: None = Field(None, description="not supported by this server")
+    max_tokens: int | None = Field(16, ge=0, le=C_INT_MAX, description=_max_tokens)
+    logprobs: int | None = Field(None, ge=0, le=0, description="not supported by this server")
+    best_of: int | None = Field(1, ge=1, le=1)
+
+
+class ChatCompletionRequest(_Bounded, CreateChatCompletionRequest):
     """``POST /v1/chat/completions``."""
 
-    model: str | None = _name
     messages: list[llama_cpp.ChatCompletionRequestMessage] = Field(
         default_factory=list, max_length=MAX_MESSAGES,
         description=f"the conversation, at most {MAX_MESSAGES} messages; its prompt must have fewer tokens "
                     "than the model's context")
     max_tokens: int | None = Field(None, ge=-C_INT_MAX, le=C_INT_MAX, description=_max_tokens)
-    min_tokens: int = Field(0, ge=0, le=0, description="not supported by the batched engine")
     logprobs: Literal[False] | None = Field(False, description="not supported by this server")
-    stop: Stop = _stop
-    logit_bias: LogitBias | None = _bias
-    seed: int | None = _seed
-    n: int | None = Field(1, ge=1, le=1)
-    user: str | None = _name
-    top_k: int = _top_k
-    grammar: str | None = _grammar
 
 
 class TokenizeRequest(TokenizeInputRequest):
