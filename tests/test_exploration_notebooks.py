@@ -130,7 +130,7 @@ def test_latency_explorer_says_when_there_are_no_samples(tmp_path):
 # -- against a real stack -------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_rag_playground_on_a_phase_2_stack(phase2, tmp_path, monkeypatch):
-    from harness import smoke
+    from harness.smoke import rag
 
     for name, value in stack_env(phase2).items():
         monkeypatch.setenv(name, value)
@@ -140,7 +140,7 @@ def test_rag_playground_on_a_phase_2_stack(phase2, tmp_path, monkeypatch):
     found = {cls: (head, rows) for cls, head, rows in tables(htmls) if cls != "sources"}
     sources = [rows for cls, _, rows in tables(htmls) if cls == "sources"]
 
-    docs = smoke.load_data()["documents"]
+    docs = rag.load_data()["documents"]
     assert len(found["documents"][1]) == len(docs)
     assert len(sources) == 2  # English, then Korean
     for rows, expect in zip(sources, ("qdrant-snapshots", "gpu-memory")):

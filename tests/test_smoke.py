@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import smoke
 from harness.result import Status, load_results
+from harness.smoke import embedding, rag
 from suite.settings import Settings
 from suite.testing import stack_env
 
@@ -17,7 +17,7 @@ NOTEBOOK = ROOT / "runbooks" / "03_smoke.ipynb"
 
 
 def test_smoke_data_is_mixed_korean_english_and_consistent():
-    data = smoke.load_data()
+    data = rag.load_data()
     ids = {d["id"] for d in data["documents"]}
     assert len(ids) == len(data["documents"]) >= 6
     assert {d["metadata"]["lang"] for d in data["documents"]} == {"ko", "en"}
@@ -29,10 +29,10 @@ def test_smoke_data_is_mixed_korean_english_and_consistent():
 def test_phase_1_skips_phase_2_steps_with_a_reason(tmp_path):
     # nothing listens on these ports: a skipped step must not even try
     settings = Settings(data_dir=tmp_path, port_offset=50000 - 8000 + 241)
-    data = smoke.load_data()
-    results = [smoke.check_index(settings, data, phase=1), smoke.check_reindex(settings, data, phase=1),
-               *smoke.check_queries(settings, data, phase=1), smoke.check_embed(settings, phase=1),
-               smoke.check_openai_embeddings(settings, phase=1)]
+    data = rag.load_data()
+    results = [rag.check_index(settings, data, phase=1), rag.check_reindex(settings, data, phase=1),
+               *rag.check_queries(settings, data, phase=1), embedding.check_embed(settings, phase=1),
+               embedding.check_openai_embeddings(settings, phase=1)]
     assert all(r.status is Status.SKIP for r in results)
     assert all("phase 1" in r.detail for r in results)
 
@@ -70,19 +70,3 @@ def test_smoke_notebook_passes_on_a_phase_2_stack(phase2, tmp_path, monkeypatch)
     assert "phase >= 3" in results["smoke.tools"].target
     assert (run_dir / "figures" / "smoke_latency.svg").exists()
     json.dumps([r.to_dict() for r in results.values()])  # the report can serialise every result
-
-
-def test_run_coroutine_works_inside_a_running_loop_as_in_a_kernel():
-    import asyncio
-
-    from harness.smoke_phase3 import run_coroutine
-
-    async def answer():
-        await asyncio.sleep(0)
-        return 42
-
-    async def inside_a_kernel():
-        return run_coroutine(answer())  # asyncio.run here would raise
-
-    assert run_coroutine(answer()) == 42
-    assert asyncio.run(inside_a_kernel()) == 42

@@ -14,7 +14,6 @@ from suite.embedding.routes import router
 from suite.embedding.service import EmbeddingMetrics, EmbeddingService
 from suite.settings import Settings
 from suite.web import instrument
-from suite.web.guard import RequestLimits
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -31,7 +30,6 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="suite embedding", lifespan=lifespan)
     instrument(app, "embedding", ready=lambda: app.state.embedding.ready(),
                ready_timeout_s=settings.embedding.ready_timeout_s,
-               health_info=lambda: app.state.embedding.health_info(),
-               limits=RequestLimits.for_service(settings, "embedding"))
+               health_info=lambda: app.state.embedding.health_info(), settings=settings)
     app.include_router(router)
     return app

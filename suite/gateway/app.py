@@ -14,7 +14,6 @@ from suite.gateway.routes import router
 from suite.gateway.service import Gateway, GatewayMetrics
 from suite.settings import Settings
 from suite.web import instrument
-from suite.web.guard import RequestLimits
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -29,7 +28,6 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="suite gateway", lifespan=lifespan)
     instrument(app, "gateway", ready=lambda: app.state.gateway.ready(),
                ready_timeout_s=settings.inference.ready_timeout_s + 10,
-               health_info=lambda: app.state.gateway.health_info(),
-               limits=RequestLimits.for_service(settings, "gateway"))
+               health_info=lambda: app.state.gateway.health_info(), settings=settings)
     app.include_router(router)
     return app

@@ -1,8 +1,10 @@
 """The gateway's logic: pick the upstream of a model alias, retry, fall back, cool down, relay.
 
 A request goes to the upstream of its model alias; connection errors, timeouts and 5xx answers are
-retried, then the request falls back (chat -> code). A failed upstream is skipped for a cooldown.
-Streams are passed through byte for byte; fallback is possible until the first byte is sent.
+retried, then the request falls back (chat -> code, code -> chat). A failed upstream is skipped for a
+cooldown, which ends early once its readiness probe passes again (a restarted upstream is back as
+soon as it is ready). Streams are passed through byte for byte; fallback is possible until the first
+byte is sent.
 
 Only connection errors, timeouts and 5xx are an upstream's failure. A 4xx is the client's mistake
 (a grammar that does not parse, a prompt longer than the context): it is passed through untouched —
@@ -24,6 +26,7 @@ import httpx
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter
 
+from suite.auth.layer import forward_auth
 from suite.gateway.routing import Router, Upstream
 from suite.settings import Settings
 from suite.web import ApiError
@@ -60,8 +63,11 @@ class Gateway:
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(self.cfg.read_timeout_s, connect=self.cfg.connect_timeout_s),
             limits=httpx.Limits(max_connections=200))
+        self._recovering: dict[str, asyncio.Task] = {}
 
     async def aclose(self) -> None:
+        for task in self._recovering.values():
+            task.cancel()
         await self.client.aclose()
 
     # -- probes ---------------------------------------------------------------------------------
@@ -116,7 +122,7 @@ class Gateway:
             try:
                 resp = await self._attempt(upstream, path, body, stream)
             except UpstreamFailed as exc:
-                self.router.mark_failed(upstream)
+                self._mark_failed(upstream)
                 failures.append(str(exc))
                 log.warning("upstream failed, trying next: %s", exc)
                 continue
@@ -145,6 +151,25 @@ class Gateway:
         return Response(resp.content, status_code=resp.status_code, headers=headers,
                         media_type=resp.headers.get("content-type"))
 
+    def _mark_failed(self, upstream: Upstream) -> None:
+        self.router.mark_failed(upstream)
+        task = self._recovering.get(upstream.service)
+        if task is None or task.done():
+            self._recovering[upstream.service] = asyncio.create_task(self._recover(upstream))
+
+    async def _recover(self, upstream: Upstream) -> None:
+        """While ``upstream`` cools down, probe its readiness; end the cooldown once it passes."""
+        while self.router.cooling(upstream):
+            await asyncio.sleep(self.cfg.recovery_probe_s)
+            try:
+                r = await self.client.get(upstream.base_url + "/ready",
+                                          timeout=self.settings.inference.ready_timeout_s)
+            except httpx.TransportError:
+                continue
+            if r.status_code == 200:
+                self.router.mark_ok(upstream)
+                log.info("upstream %s is ready again; cooldown ended", upstream.service)
+
     async def _attempt(self, upstream: Upstream, path: str, body: dict, stream: bool) -> httpx.Response:
         """One upstream, with retries; returns an open response (streamed) with status < 500."""
         last = "no attempt"
@@ -153,7 +178,8 @@ class Gateway:
             if i:
                 await asyncio.sleep(self.cfg.retry_backoff_s * (2 ** (i - 1)))
             try:
-                req = self.client.build_request("POST", upstream.base_url + path, json=body)
+                req = self.client.build_request("POST", upstream.base_url + path, json=body,
+                                                headers=forward_auth())  # the caller's key, checked there too
                 resp = await self.client.send(req, stream=stream)
             except RETRYABLE as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -173,7 +199,7 @@ class Gateway:
         """``/v1/embeddings`` relayed to the embedding service as it is."""
         try:
             resp = await self.client.post(self.settings.url("embedding") + "/v1/embeddings", content=raw,
-                                          headers={"content-type": "application/json"})
+                                          headers={"content-type": "application/json", **forward_auth()})
         except httpx.TransportError as exc:
             raise ApiError(503, f"embedding service unavailable: {type(exc).__name__}",
                            headers={"Retry-After": "5"}) from None

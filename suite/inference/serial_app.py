@@ -27,11 +27,12 @@ from suite.inference.model import (
     llama_model_settings,
 )
 from suite.inference.openai_surface import check_tokenize_input
+from suite.inference.placement import load_log, placement
 from suite.inference.sampling import SamplerError, SamplingParams, build_sampler, free_sampler
 from suite.settings import ModelConfig, Settings
 from suite.web import ApiError, instrument
 from suite.web.errors import error_response
-from suite.web.guard import RequestLimits, read_body, replay
+from suite.web.guard import read_body, replay
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,14 @@ def create_serial_app(settings: Settings, role: str) -> FastAPI:
     t0 = time.perf_counter()
     log.info("loading %s model %s", role, model_settings.model)
     server_settings = ServerSettings(host=settings.host, port=settings.port(name), interrupt_requests=False)
-    app = llama_app.create_app(server_settings=server_settings, model_settings=[model_settings])
-    fresh_context_per_request(llama_app._llama_proxy(None))
-    cap_max_tokens(llama_app._llama_proxy(None), settings.inference.max_tokens_cap)
+    with load_log() as lines:
+        app = llama_app.create_app(server_settings=server_settings, model_settings=[model_settings])
+    llama = llama_app._llama_proxy(None)
+    layers = placement(llama, cfg.n_gpu_layers, lines)
+    fresh_context_per_request(llama)
+    cap_max_tokens(llama, settings.inference.max_tokens_cap)
     client_errors_are_4xx(app)
-    app.add_middleware(SerialRequestChecks, llama=llama_app._llama_proxy(None), n_ctx=cfg.n_ctx)
+    app.add_middleware(SerialRequestChecks, llama=llama, n_ctx=cfg.n_ctx)
     load_s = time.perf_counter() - t0
     log.info("model loaded in %.1fs", load_s)
     budget = settings.inference.ready_timeout_s
@@ -67,10 +71,10 @@ def create_serial_app(settings: Settings, role: str) -> FastAPI:
                     return {"model": cfg.alias, "tokens": out["usage"]["completion_tokens"],
                             "completion_ms": round((time.perf_counter() - t) * 1000, 1)}
 
-    instrument(app, name, ready=ready, ready_timeout_s=budget + 60,
+    instrument(app, name, ready=ready, ready_timeout_s=budget + 60, settings=settings,
                health_info=lambda: {"model": cfg.alias, "model_file": os.path.basename(model_settings.model),
-                                    "engine": "serial", "load_s": round(load_s, 2)},
-               limits=RequestLimits.for_service(settings, name))
+                                    "engine": "serial", "load_s": round(load_s, 2),
+                                    "gpu_layers": layers.to_dict()})
     return app
 
 

@@ -15,7 +15,6 @@ from suite.memory.routes import router
 from suite.memory.service import MemoryService
 from suite.settings import Settings
 from suite.web import instrument
-from suite.web.guard import RequestLimits
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -28,7 +27,6 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.memory.close()
 
     app = FastAPI(title="suite memory", lifespan=lifespan)
-    instrument(app, "memory", ready=lambda: app.state.memory.ready(), ready_timeout_s=10,
-               limits=RequestLimits.for_service(settings, "memory"))
+    instrument(app, "memory", ready=lambda: app.state.memory.ready(), ready_timeout_s=10, settings=settings)
     app.include_router(router)
     return app

@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from suite.backup.routes import install_rag_backup_route
 from suite.rag.errors import install_rag_error_handlers
 from suite.rag.routes import router
 from suite.rag.service import RagService
 from suite.settings import Settings
 from suite.web import instrument
-from suite.web.guard import RequestLimits
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -29,7 +29,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="suite rag", lifespan=lifespan)
     instrument(app, "rag", ready=lambda: app.state.rag.ready(), ready_timeout_s=settings.rag.embedding_timeout_s,
-               health_info=lambda: app.state.rag.health_info(), limits=RequestLimits.for_service(settings, "rag"))
+               health_info=lambda: app.state.rag.health_info(), settings=settings)
     install_rag_error_handlers(app, settings.rag.retry_after_s)
     app.include_router(router)
+    install_rag_backup_route(app, settings)
     return app

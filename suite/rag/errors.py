@@ -12,7 +12,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from suite.rag.deps import DependencyDown, DependencyError
-from suite.vectorstore import CollectionNotFound, DimensionMismatch, StoreError, StoreUnavailable
+from suite.vectorstore import (
+    CollectionNotFound,
+    DimensionMismatch,
+    InvalidFilter,
+    StoreError,
+    StoreUnavailable,
+)
 from suite.web.errors import error_response
 
 log = logging.getLogger(__name__)
@@ -29,6 +35,8 @@ def install_rag_error_handlers(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(DependencyError)
     async def _dep_error(_: Request, exc: DependencyError) -> JSONResponse:
+        if exc.status in (401, 403):  # the caller's own key, refused one hop further: the caller's error
+            return error_response(exc.status, f"{exc.service}: {exc.message}", code="forbidden_downstream")
         log.error("dependency refused a request: %s", exc)
         return error_response(502, str(exc), code=f"{exc.service}_error")
 
@@ -36,6 +44,10 @@ def install_rag_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
         return error_response(503, f"vector store unavailable: {exc}", code="store_unavailable",
                               headers=retry_after)
+
+    @app.exception_handler(InvalidFilter)
+    async def _bad_filter(_: Request, exc: InvalidFilter) -> JSONResponse:
+        return error_response(400, str(exc), code="bad_filter")
 
     @app.exception_handler(CollectionNotFound)
     async def _not_found(_: Request, exc: CollectionNotFound) -> JSONResponse:

@@ -13,16 +13,17 @@ Every route but the probes needs ``Authorization: Bearer KEY`` (keys: ``suite ke
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from suite.auth.keys import Principal
+from suite.auth.layer import principal_of
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError
 from suite.tools.dispatch import CallOutcome, ToolService
 from suite.tools.errors import ToolError
-from suite.tools.keys import Principal
 from suite.tools.registry import TOOLS
 from suite.web import from_state
 
@@ -38,7 +39,11 @@ DECISION = {"requestBody": {"required": False, "content": {"application/json": {
 
 
 def caller(request: Request, tools: ToolService, target: str) -> Principal:
-    return tools.authenticate(request.headers.get("authorization"), "rest", target)
+    """The caller the auth layer let through (suite.auth.layer); ``target`` names it in errors."""
+    principal = principal_of(request)
+    if principal is None:  # the layer always sets it; refuse rather than guess
+        raise ToolError(401, f"unauthenticated request for {target[:100]}", "missing_api_key")
+    return principal
 
 
 def reply(outcome: CallOutcome) -> JSONResponse:
@@ -122,21 +127,6 @@ async def audit(request: Request, tools: Tools, limit: int = Query(100, ge=1, le
     principal = caller(request, tools, "audit.read")
     tools.require(principal, rbac.AUDIT, "rest", "audit.read")
     return {"entries": tools.audit.recent(limit, key_id, tool, since)}
-
-
-def add_tool_paths(schema: dict[str, Any]) -> None:
-    """One OpenAPI operation per tool (``POST /tools/<name>``, its input schema as the body), so
-    clients and fuzzers see every tool's arguments; ``/tools/{name}`` stays for any other name."""
-    for spec in TOOLS:
-        schema["paths"][f"/tools/{spec.name}"] = {"post": {
-            "summary": spec.title, "description": spec.description, "operationId": f"tool_{spec.name}",
-            "tags": ["tools"],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": spec.input_schema}}},
-            "responses": {"200": {"description": "the tool's result"},
-                          "202": {"description": "pending approval (destructive tool, developer key)"},
-                          "400": {"description": "invalid arguments"}, "401": {"description": "no valid key"},
-                          "403": {"description": "the key's role may not call it"},
-                          "429": {"description": "rate limit reached"}}}}
 
 
 class _BadBody:

@@ -22,10 +22,11 @@ passes. What is then parsed is bounded, and bodies over ``OFFLOAD_BYTES`` are pa
 a worker thread (the walk is Python code, which yields the GIL to the event loop every few ms).
 
 Plain ASGI (not ``BaseHTTPMiddleware``), like ``ObserveRequests``: nothing is added to the path of a
-streamed response. Order at the edge: ``ObserveRequests`` (request id, access log, metrics — so
-refusals are logged and counted) → this guard → authentication → routes. The guard runs before the
-key check because it is bounded, touches no state and cannot be steered by a key; what it costs an
-unauthenticated client to make a service read is bounded by the body limit.
+streamed response. Order at the edge (``instrument``): ``ObserveRequests`` (request id, access log,
+metrics — so refusals are logged and counted) → ``TransportGuard`` (headers only) → this guard →
+``AuthLayer`` → routes. The guard runs before the key check because it is bounded, touches no state
+and no key store; what it costs an unauthenticated client to make a service read is bounded by the
+body limit, and a request the transport checks refuse is never read at all.
 """
 
 from __future__ import annotations
