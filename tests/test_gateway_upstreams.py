@@ -39,7 +39,9 @@ def upstream(alias: str, calls: Counter) -> FastAPI:
 
 @contextlib.contextmanager
 def gateway(tmp_path, **gw):
-    settings = stack_settings(tmp_path, gateway={"retries": 1, "retry_backoff_s": 0.0, "cooldown_s": 60, **gw})
+    settings = stack_settings(tmp_path, gateway={"retries": 1, "retry_backoff_s": 0.0, "cooldown_s": 60,
+                                                 "fallback": {"chat": "code"}, "recovery_probe_s": 60, **gw},
+                              auth={"enabled": False})  # the rules under test are the gateway's own
     calls: Counter = Counter()
     with ServerThread(upstream("chat", calls), port=settings.port("inference-chat")), \
             ServerThread(upstream("code", calls), port=settings.port("inference-code")), \

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from suite.settings import Settings
 from suite.testing import ServerThread
 from suite.web import instrument
 from suite.web.guard import BadRequest, RequestLimits, check_json
@@ -21,12 +22,16 @@ LIMITS = RequestLimits(max_body_bytes=64 * 1024, max_json_depth=8, max_json_valu
 
 
 @pytest.fixture(scope="module")
-def echo():
-    """An app whose route answers with the body it received, byte for byte."""
+def echo(tmp_path_factory):
+    """An app whose route answers with the body it received, byte for byte (as ``/embed`` of an
+    'embedding' service, so the policy table lets the anonymous caller of a keyless stack in)."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("guard"), auth={"enabled": False},
+                        guard={"max_body_bytes": LIMITS.max_body_bytes, "service_max_body_bytes": {},
+                               "max_json_depth": LIMITS.max_json_depth, "max_json_values": LIMITS.max_json_values})
     app = FastAPI()
-    instrument(app, "echo", limits=LIMITS)
+    instrument(app, "embedding", settings=settings)
 
-    @app.post("/echo")
+    @app.post("/embed")
     async def echo_route(request: Request) -> dict:
         return {"received": (await request.body()).decode("utf-8")}
 
@@ -62,7 +67,7 @@ def test_check_json_accepts_real_text_and_numbers():
 
 def test_a_valid_body_reaches_the_route_unchanged(echo):
     body = json.dumps({"text": "안녕 \U0001F600", "n": [1, 2.5]}, ensure_ascii=False).encode()
-    r = httpx.post(echo + "/echo", content=body, headers={"content-type": "application/json"})
+    r = httpx.post(echo + "/embed", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 200 and r.json()["received"].encode() == body
     assert httpx.get(echo + "/health").status_code == 200  # no body: untouched
 
@@ -70,7 +75,7 @@ def test_a_valid_body_reaches_the_route_unchanged(echo):
 @pytest.mark.parametrize("body,code", [(b"\xff", "invalid_utf8"), (b'{"a": NaN}', "non_finite_number"),
                                        (b"[" * 3000, "json_too_deep"), (b'["\\ud800"]', "invalid_text")])
 def test_bad_bodies_are_400_in_the_common_shape(echo, body, code):
-    r = httpx.post(echo + "/echo", content=body, headers={"content-type": "application/json"})
+    r = httpx.post(echo + "/embed", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert set(r.json()["error"]) == {"message", "type", "code"} and r.json()["error"]["code"] == code
     assert r.headers["x-request-id"]  # refused inside the access log / metrics layer
@@ -80,7 +85,7 @@ def test_oversized_body_is_413_before_it_is_sent(echo):
     """Only the headers go out: the answer comes while 50 MB of body are still unsent."""
     host, port = echo.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 50000000\r\n\r\n")
         answer = b""
         while chunk := sock.recv(4096):  # the server closes the connection after answering
@@ -98,7 +103,7 @@ def test_chunked_body_is_cut_off_at_the_limit(echo):
             yield b" " * 1024
 
     try:
-        r = httpx.post(echo + "/echo", content=chunks(), headers={"content-type": "application/json"})
+        r = httpx.post(echo + "/embed", content=chunks(), headers={"content-type": "application/json"})
         assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
     except httpx.TransportError:
         pass  # the server may close the connection while the client still sends: refused either way
