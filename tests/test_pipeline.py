@@ -23,6 +23,19 @@ def run_harness(tmp_path, gemma_path, *args, offset=None, timeout=1500):
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def run_keys_left_active(tmp_path) -> list[dict]:
+    """Keys minted by a run (``run_id`` set) that are still active in the stack's key store."""
+    from suite.auth.keys import KeyStore
+
+    store = KeyStore.open(tmp_path / "data" / "auth" / "keys.db")
+    try:
+        rows = store.list()
+    finally:
+        store.close()
+    assert any(r["run_id"] for r in rows)  # the run did mint its keys
+    return [r for r in rows if r["run_id"] and r["state"] == "active"]
+
+
 def only_run(tmp_path):
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1
@@ -75,6 +88,7 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert started["services"] == ["inference-chat", "inference-code", "embedding", "memory",
                                    "gateway", "rag", "tools"]
     assert not list((tmp_path / "data" / "pids").glob("gateway.json"))
+    assert run_keys_left_active(tmp_path) == []  # keys minted by the run are the run's: revoked at its end
     # the HTML rendering for reviewers carries no code cells
     html = (run / steps[0]["html"]).read_text()
     assert "from harness.envcheck import validate" not in html and "env.python" in html
@@ -100,6 +114,7 @@ def test_failing_check_stops_the_run_but_leaves_notebooks_results_and_report(tmp
     assert ports["status"] == "fail" and str(8000 + offset) in ports["detail"]
     report = (run / "report.html").read_text()
     assert "NO-GO" in report and "env.ports" in report
+    assert run_keys_left_active(tmp_path) == []  # revoked when the run ends, failed or not
 
 
 def test_wrong_parameter_type_is_refused_before_anything_runs(tmp_path, gemma_path):

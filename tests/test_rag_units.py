@@ -11,6 +11,7 @@ from suite.rag.chunking import chunk_text
 from suite.rag.files import FolderError, documents_from_folder, resolve_folder
 from suite.rag.prompt import build_messages
 from suite.settings import Settings
+from suite.testing import auth
 from suite.vectorstore import Hit
 
 
@@ -98,7 +99,8 @@ def lonely_rag(tmp_path):
     from suite.rag.app import create_app
 
     settings = Settings(data_dir=tmp_path, port_offset=50000 - 8000 + 137)  # no service there
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1",  # Host is checked
+                    headers=auth(settings, "developer")) as client:
         yield client
 
 

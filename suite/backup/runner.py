@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,26 @@ def database_paths(settings: Settings) -> dict[str, Path]:
     return {"memory": db_path(settings), "tools": security_db_path(settings)}
 
 
-def admin_headers() -> dict[str, str]:
+@contextlib.contextmanager
+def admin_headers(settings: Settings) -> Iterator[dict[str, str]]:
+    """Headers for the admin route of a running service. ``SUITE_ADMIN_KEY`` when set; else this
+    process holds the data dir (the key store), so it mints an admin key that expires in two minutes
+    and revokes it when done, as an operator at this machine may."""
     key = os.environ.get("SUITE_ADMIN_KEY", "")
-    return {"Authorization": f"Bearer {key}"} if key else {}
+    if key or not settings.auth.enabled:
+        yield {"Authorization": f"Bearer {key}"} if key else {}
+        return
+    from suite.auth.keys import KeyStore
+
+    store = KeyStore.open(settings.key_store_path)
+    try:
+        principal, key = store.create("admin", "suite backup (ephemeral)", ttl_s=120)
+        try:
+            yield {"Authorization": f"Bearer {key}"}
+        finally:
+            store.revoke(principal.key_id)
+    finally:
+        store.close()
 
 
 # -- create ---------------------------------------------------------------------------------------
@@ -113,8 +131,9 @@ def _rag_part(settings: Settings, builder: SetBuilder, progress: Progress) -> di
     """Through the running RAG service (owner of the store), else directly; None when there is no store."""
     t0 = time.monotonic()
     try:
-        resp = httpx.post(settings.url("rag") + "/admin/backup", json={"set": builder.set_id},
-                          headers=admin_headers(), timeout=httpx.Timeout(900.0, connect=2.0))
+        with admin_headers(settings) as headers:
+            resp = httpx.post(settings.url("rag") + "/admin/backup", json={"set": builder.set_id},
+                              headers=headers, timeout=httpx.Timeout(900.0, connect=2.0))
     except httpx.TransportError:
         resp = None
     if resp is not None:

@@ -19,6 +19,7 @@ import httpx
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter
 
+from suite.auth.layer import forward_auth
 from suite.gateway.routing import Router, Upstream
 from suite.settings import Settings
 from suite.web import ApiError
@@ -157,7 +158,8 @@ class Gateway:
             if i:
                 await asyncio.sleep(self.cfg.retry_backoff_s * (2 ** (i - 1)))
             try:
-                req = self.client.build_request("POST", upstream.base_url + path, json=body)
+                req = self.client.build_request("POST", upstream.base_url + path, json=body,
+                                                headers=forward_auth())  # the caller's key, checked there too
                 resp = await self.client.send(req, stream=stream)
             except RETRYABLE as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -177,7 +179,7 @@ class Gateway:
         """``/v1/embeddings`` relayed to the embedding service as it is."""
         try:
             resp = await self.client.post(self.settings.url("embedding") + "/v1/embeddings", content=raw,
-                                          headers={"content-type": "application/json"})
+                                          headers={"content-type": "application/json", **forward_auth()})
         except httpx.TransportError as exc:
             raise ApiError(503, f"embedding service unavailable: {type(exc).__name__}",
                            headers={"Retry-After": "5"}) from None

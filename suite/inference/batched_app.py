@@ -146,7 +146,7 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         engine: Engine | None = state.get("engine")
         return engine.liveness() if engine is not None else None
 
-    metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5, live=live,
+    metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5, live=live, settings=settings,
                          health_info=lambda: {"model": cfg.alias, "engine": "batched", "slots": inf.slots,
                                               "batch_invariant": inf.batch_invariant,
                                               "queue_limit": inf.queue_limit,

@@ -57,7 +57,7 @@ def create_serial_app(settings: Settings, role: str) -> FastAPI:
                     return {"model": cfg.alias, "tokens": out["usage"]["completion_tokens"],
                             "completion_ms": round((time.perf_counter() - t) * 1000, 1)}
 
-    instrument(app, name, ready=ready, ready_timeout_s=budget + 60,
+    instrument(app, name, ready=ready, ready_timeout_s=budget + 60, settings=settings,
                health_info=lambda: {"model": cfg.alias, "model_file": os.path.basename(model_settings.model),
                                     "engine": "serial", "load_s": round(load_s, 2),
                                     "gpu_layers": layers.to_dict()})

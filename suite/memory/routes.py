@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from suite.auth.layer import require
+from suite.auth.roles import RETENTION
 from suite.memory.schemas import NoteIn, ProjectIn, SearchIn
 from suite.memory.service import MemoryService
 from suite.web import from_state
@@ -27,7 +29,9 @@ async def list_projects(memory: Memory) -> dict:
 
 
 @router.post("/projects", status_code=201)
-async def create_project(body: ProjectIn, memory: Memory) -> dict:
+async def create_project(body: ProjectIn, memory: Memory, request: Request) -> dict:
+    if body.retention_days is not None:  # a short retention deletes a project's notes: admin only
+        require(request, RETENTION, "set retention_days")
     return await memory.call(memory.store.ensure_project, body.name, body.description, body.retention_days)
 
 
@@ -72,10 +76,20 @@ async def search_post(body: SearchIn, memory: Memory) -> dict:
     return {"query": body.query, "results": results}
 
 
-@router.post("/admin/{job}")
-async def run_job(job: str, memory: Memory) -> JSONResponse:
+async def _run_job(job: str, memory: MemoryService) -> JSONResponse:
     record = await memory.run_job(job)
     return JSONResponse(record, status_code=200 if record["outcome"] == "ok" else 500)
+
+
+# one route per job, so the policy table gives each its own permission (suite.auth.policy)
+@router.post("/admin/maintain")
+async def run_maintain(memory: Memory) -> JSONResponse:
+    return await _run_job("maintain", memory)
+
+
+@router.post("/admin/backup")
+async def run_backup(memory: Memory) -> JSONResponse:
+    return await _run_job("backup", memory)
 
 
 @router.get("/admin/backups")

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from suite.auth.layer import forward_auth
 from suite.rag.prompt import build_messages
 from suite.settings import Settings
 from suite.vectorstore import Hit
@@ -85,7 +86,9 @@ class Dependencies:
 
     async def _post(self, service: str, path: str, body: dict, timeout_s: float) -> httpx.Response:
         try:
-            resp = await self.client.post(self.state[service].url + path, json=body, timeout=timeout_s)
+            # the caller's own key: embedding and gateway check its role again (no confused deputy)
+            resp = await self.client.post(self.state[service].url + path, json=body, timeout=timeout_s,
+                                          headers=forward_auth())
         except httpx.TransportError as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self._mark(service, False, reason)
@@ -126,6 +129,19 @@ class Dependencies:
         return Answer(text=text.strip(), model=data.get("model", "chat"),
                       upstream=resp.headers.get("x-suite-upstream"),
                       fallback_from=resp.headers.get("x-suite-fallback-from"), usage=data.get("usage") or {})
+
+    async def embedding_ready(self, timeout_s: float) -> dict[str, Any]:
+        """The embedding service's own readiness (it embeds one string): open, so a probe needs no key."""
+        try:
+            resp = await self.client.get(self.state["embedding"].url + "/ready", timeout=timeout_s)
+        except httpx.TransportError as exc:
+            self._mark("embedding", False, type(exc).__name__)
+            raise DependencyDown("embedding", type(exc).__name__) from None
+        if resp.status_code != 200:
+            self._mark("embedding", False, f"HTTP {resp.status_code}")
+            raise DependencyDown("embedding", f"/ready HTTP {resp.status_code}: {_error_message(resp)}")
+        self._mark("embedding", True)
+        return resp.json()
 
     async def refresh(self, timeout_s: float = 2.0) -> None:
         """Probe each dependency's /health (liveness only) and remember the outcome."""

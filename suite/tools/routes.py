@@ -18,11 +18,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from suite.auth.keys import Principal
+from suite.auth.layer import principal_of
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError
 from suite.tools.dispatch import CallOutcome, ToolService
 from suite.tools.errors import ToolError
-from suite.tools.keys import Principal
 from suite.tools.registry import TOOLS
 from suite.web import from_state
 
@@ -31,7 +32,11 @@ Tools = Annotated[ToolService, from_state("tools")]
 
 
 def caller(request: Request, tools: ToolService, target: str) -> Principal:
-    return tools.authenticate(request.headers.get("authorization"), "rest", target)
+    """The caller the auth layer let through (suite.auth.layer); ``target`` names it in errors."""
+    principal = principal_of(request)
+    if principal is None:  # the layer always sets it; refuse rather than guess
+        raise ToolError(401, f"unauthenticated request for {target[:100]}", "missing_api_key")
+    return principal
 
 
 def reply(outcome: CallOutcome) -> JSONResponse:
