@@ -58,12 +58,12 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
 
 def tools_env(settings: Settings) -> dict[str, str]:
     """A file to read for the tools scenario, written with the run's admin key (harness.keys)."""
-    from harness.keys import run_keys
+    from harness.keys import headers_for
 
     path = "load/target.txt"
     resp = httpx.post(f"{settings.url('tools')}/tools/write_file", timeout=30,
                       json={"path": path, "content": "load test target\n" * 64, "create_dirs": True},
-                      headers={"Authorization": f"Bearer {run_keys(settings).admin}"})
+                      headers=headers_for(settings, "admin"))
     resp.raise_for_status()
     return {"LOAD_TOOLS_FILE": path}
 

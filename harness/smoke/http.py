@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from harness.keys import run_keys
+from harness.keys import bearer, run_keys
 from harness.result import CheckResult, Stage, Status, Timer
 from suite.settings import Settings
 
@@ -16,8 +16,7 @@ from suite.settings import Settings
 TIMEOUT = httpx.Timeout(180.0, connect=5.0)
 
 
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+auth = bearer  # the name the smoke checks use
 
 
 def run_key(settings: Settings, role: str = "developer") -> str:
