@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from harness.monitor import promtool
+from suite.settings import Settings
+from suite.supervisor import supervisord
 from suite.testing import free_port_offset
 
 pytestmark = pytest.mark.integration
@@ -20,6 +22,9 @@ def run_harness(tmp_path, gemma_path, *args, offset=None, timeout=1500):
                SUITE_INFERENCE__CHAT__PATH=str(gemma_path), SUITE_INFERENCE__CODE__PATH=str(gemma_path))
     return subprocess.run([sys.executable, "-m", "harness.cli", "run", "--runs-dir", str(tmp_path / "runs"), *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
+
+
+STACK = ["inference-chat", "inference-code", "embedding", "memory", "gateway", "rag", "tools"]
 
 
 def only_run(tmp_path):
@@ -45,6 +50,10 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert not [r["id"] for r in smoke if r["status"] != "pass"]  # phase 3: nothing skipped
     load = json.loads((run / "results" / "05_load.json").read_text())
     assert {"load.rag.p95", "load.tools.p95", "load.chat.ttft_p95"} <= {r["id"] for r in load}
+    drill = {r["id"]: r for r in json.loads((run / "results" / "06_fault_drill.json").read_text())}
+    assert sorted(drill) == sorted(f"fault.{name}" for name in STACK)  # every service killed once
+    assert {k: r["status"] for k, r in drill.items()} == dict.fromkeys(drill, "pass"), drill
+    assert (run / "figures" / "fault_drill_timeline.svg").is_file()
     monitoring = {r["id"]: r for r in json.loads((run / "results" / "08_monitoring.json").read_text())}
     if promtool.missing("prometheus", "promtool", "alertmanager"):
         assert monitoring["monitor.stack"]["status"] == "skip"  # with the install hint, never a pass
@@ -56,13 +65,13 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert monitoring["monitor.logs"]["status"] in ("pass", "warn")
     report = (run / "report.html").read_text()
     assert ">GO<" in report and "health.gateway.ready" in report and "02_health.html" in report
+    assert "kill -9 embedding under load" in report
     ledger = json.loads((run / "ledger.json").read_text())
     assert "report.html" in ledger["artifacts"] and ledger["environment"]["packages"]["llama-cpp-python"]
     # services this run started are gone again
     started = json.loads((run / "started_services.json").read_text())
-    assert started["services"] == ["inference-chat", "inference-code", "embedding", "memory",
-                                   "gateway", "rag", "tools"]
-    assert not list((tmp_path / "data" / "pids").glob("gateway.json"))
+    assert started["services"] == STACK
+    assert supervisord.connect(Settings(data_dir=tmp_path / "data")) is None  # the supervisor went too
     # the HTML rendering for reviewers carries no code cells
     html = (run / steps[0]["html"]).read_text()
     assert "from harness.envcheck import validate" not in html and "env.python" in html
