@@ -164,6 +164,8 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 100_000])
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--backends", nargs="+", default=["local", "edge"], choices=["local", "edge"])
+    ap.add_argument("--local-sizes", type=int, nargs="+", help="sizes for local mode (default: --sizes); "
+                    "its upserts are ~100x slower, so a loaded machine may want fewer")
     ap.add_argument("--write", action="store_true", help="replace the section in docs/benchmarks.md")
     ap.add_argument("--child", choices=["local", "edge"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -173,8 +175,9 @@ def main() -> int:
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     rows: list[dict] = []
     for backend in args.backends:
+        sizes = args.local_sizes if backend == "local" and args.local_sizes else args.sizes
         out = subprocess.run([sys.executable, __file__, "--child", backend, "--queries", str(args.queries),
-                              "--sizes", *map(str, args.sizes)], stdout=subprocess.PIPE, text=True, check=True)
+                              "--sizes", *map(str, sizes)], stdout=subprocess.PIPE, text=True, check=True)
         rows.extend(json.loads(out.stdout))
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     threads = Settings().rag.optimize_threads

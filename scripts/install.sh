@@ -5,13 +5,15 @@
 #
 #   SUITE_LLAMA_BUILD=auto|avx512|avx2|cuda   CPU variant (auto: avx512 when the CPU has it) or CUDA
 #   SUITE_VENV=.venv                          where the virtual environment lives
-#   SUITE_EXTRAS=test                         extras of the project to install (e.g. "test,bench")
+#   SUITE_EXTRAS=test                         extras of the project to install (e.g. "test,bench"; empty: none)
+#   SUITE_EDITABLE=1                          0 installs a copy of the project (the container image)
+#   SUITE_SKIP_MODELS=0                       1 leaves the models out of the data dir (the image mounts it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${SUITE_VENV:-$ROOT/.venv}
 LLAMA_VERSION=0.3.36
-EXTRAS=${SUITE_EXTRAS:-test}
+EXTRAS=${SUITE_EXTRAS-test}
 PY=${PYTHON:-python3}
 
 log() { printf '[install] %s\n' "$*" >&2; }
@@ -102,10 +104,12 @@ stamp=$(cat pyproject.toml | sha256sum | cut -c1-12)-$EXTRAS
 if [ "$(cat "$VENV/.project-stamp" 2>/dev/null || true)" != "$stamp" ]; then
   log "installing the project and its dependencies (extras: $EXTRAS)"
   # torch pinned to the CPU build; a bare 'torch' would pull a multi-GB CUDA build.
-  pip_ install -q "torch==2.13.0" -e ".[$EXTRAS]"
+  project="."; [ -n "$EXTRAS" ] && project=".[$EXTRAS]"
+  editable=(-e); [ "${SUITE_EDITABLE:-1}" = 0 ] && editable=()
+  pip_ install -q "torch==2.13.0" "${editable[@]}" "$project"
   echo "$stamp" > "$VENV/.project-stamp"
 fi
 
 # --- models into the data directory ---------------------------------------------------------------
-"$VENV/bin/suite" models install
+if [ "${SUITE_SKIP_MODELS:-0}" != 1 ]; then "$VENV/bin/suite" models install; fi
 log "ready: $VENV"

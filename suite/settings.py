@@ -50,6 +50,8 @@ class Ports(BaseModel):
     prometheus: int = 9090
     alertmanager: int = 9093
     loki: int = 3100
+    grafana: int = 3001
+    gpu_exporter: int = 9400  # NVIDIA's DCGM exporter (compose `gpu` profile)
 
 
 class ModelConfig(BaseModel):
@@ -129,6 +131,9 @@ class RagSettings(BaseModel):
                                   "optimize (0 = every core; 1 leaves a core to queries on small machines)")
     qdrant_path: Path | None = Field(None, description="qdrant-client local mode path (default: data/qdrant)")
     qdrant_url: str | None = Field(None, description="Qdrant server URL (gpu profile default)")
+    qdrant_api_key: str | None = Field(
+        None, repr=False, description="API key of the Qdrant server (compose starts Qdrant with it; the "
+        "docker backend makes one in <data_dir>/secrets when none is set)")
     chunk_chars: int = Field(800, ge=50)
     chunk_overlap: int = Field(100, ge=0)
     top_k: int = Field(4, ge=1, le=50)
@@ -327,7 +332,10 @@ class Settings(BaseSettings):
         """Write the effective settings as JSON so child processes see exactly these values."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.unlink(missing_ok=True)
+        # owner-only: the settings may carry secrets (rag.qdrant_api_key)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(self.model_dump_json(indent=2))
         os.replace(tmp, path)
         return path
 

@@ -217,3 +217,39 @@ def test_security_db_path_is_what_the_set_copies(suite_data):
     assert security_db_path(suite_data).is_file()
     path = create_set(suite_data, progress=lambda _m: None)
     assert verify_set(path)["parts"]["tools"]["source"] == str(security_db_path(suite_data))
+
+
+def test_a_server_shard_snapshot_restores_into_an_edge_store_and_back(tmp_path):
+    """Server → edge through the shard snapshot (one format), edge → server through the portable export."""
+    import os
+    import uuid
+
+    from suite.vectorstore import ServerQdrantStore
+
+    url = os.environ.get("QDRANT_URL")
+    if not url:
+        pytest.skip("no Qdrant server: set QDRANT_URL (e.g. http://127.0.0.1:6333) to run this")
+    server = ServerQdrantStore(url)
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    try:
+        server.ensure_collection(name, DIM)
+        for d in range(3):
+            server.replace_document(name, f"d{d}", pts(f"d{d}", 4, d))
+        part = vector_part(server, tmp_path / "set" / "rag")
+        entry = part["collections"][name]
+        assert entry["snapshot_format"] == "server-shard" and entry["points"] == 12
+        qe.EdgeShard.unpack_snapshot(str(tmp_path / "set" / entry["snapshot"]), str(tmp_path / "shard"))
+        shard = qe.EdgeShard.load(str(tmp_path / "shard"))
+        assert shard.count(qe.CountRequest(exact=True)) == 12
+        shard.close()
+        edge = EdgeStore(tmp_path / "edge")
+        assert restore_vectors(edge, tmp_path / "set", part)[name]["points"] == 12
+        back = vector_part(edge, tmp_path / "back" / "rag")
+        edge.close()
+        server.drop_collection(name)
+        out = restore_vectors(server, tmp_path / "back", back)
+        assert out[name] == {"points": 12, "from": "portable export"}
+    finally:
+        if server.has_collection(name):
+            server.drop_collection(name)
+        server.close()

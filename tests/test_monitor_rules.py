@@ -1,12 +1,13 @@
 """Alert rules and Prometheus/Alertmanager configuration: generated from the settings, the shipped
 files equal to that rendering, and promtool's checks and unit tests on exactly what ships."""
 
+import json
 import shutil
 
 import pytest
 import yaml
 
-from harness.monitor import config, promtool, rules
+from harness.monitor import config, dashboard, promtool, rules
 from harness.result import Status
 from suite.settings import Settings
 
@@ -73,9 +74,22 @@ def test_every_running_service_is_a_target_with_service_and_phase_labels(setting
 def test_shipped_rules_pass_promtool_check_and_unit_tests():
     check = promtool.check_rules(rules.SHIPPED)
     assert check.status is Status.PASS, check.detail
-    assert "8 rules found" in check.measured
+    assert "9 rules found" in check.measured
     unit = promtool.rule_unit_tests(rules.UNIT_TESTS)
     assert unit.status is Status.PASS, unit.detail
+
+
+@needs_promtool
+def test_every_dashboard_panel_is_valid_promql(tmp_path):
+    exprs = dashboard.promql_exprs()
+    assert len(exprs) >= 12 and any("inference_time_to_first_token_seconds" in e for e in exprs)
+    recording = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:panel{i}", "expr": e}
+                                                             for i, e in enumerate(exprs)]}]}
+    (tmp_path / "dashboard.rules.yml").write_text(yaml.safe_dump(recording))
+    check = promtool.check_rules(tmp_path / "dashboard.rules.yml")
+    assert check.status is Status.PASS, check.detail
+    shipped = json.loads(dashboard.SHIPPED.read_text())
+    assert shipped["uid"] == "suite-workbench" and shipped["templating"]["list"][0]["name"] == "service"
 
 
 @needs_promtool

@@ -44,12 +44,15 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
             continue
         targets = sc.targets()
         extra_env = tools_env(settings) if sc.service == "tools" else None  # before the watch: not load
-        with server_view.Watch(settings, [s.name for s in services.for_phase(phase)]) as watch:
+        gpu = settings.profile == "gpu"
+        with server_view.Watch(settings, [s.name for s in services.for_phase(phase)], gpu=gpu) as watch:
             run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
                                       warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
                                       phase=phase, max_run_s=max_run_s, extra_env=extra_env)
         results = verdicts.judge(run, targets, base)
         results.append(server_view.record(sc, run, watch, base))
+        if gpu:
+            results.append(server_view.gpu_memory(sc, run, watch))
         yield ScenarioOutcome(sc, run, results)
 
 

@@ -16,6 +16,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness.envcheck.gpu import GpuUnavailable, read_gpus
 from harness.load import stats
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario
@@ -34,22 +35,37 @@ HTTP_STATUS = re.compile(r"HTTP (\d{3})")
 class Watch:
     """``with Watch(settings, names) as w: <run the scenario>``: snapshots before/after, gauges between."""
 
-    def __init__(self, settings: Settings, names: list[str], every_s: float = 0.5) -> None:
+    def __init__(self, settings: Settings, names: list[str], every_s: float = 0.5, gpu: bool = False) -> None:
         self.urls = {n: settings.url(n) + "/metrics" for n in names}
         self.every_s = every_s
         self.before: dict[str, Snapshot] = {}
         self.after: dict[str, Snapshot] = {}
         self.samples: list[Snapshot] = []
+        self.gpu = gpu  # also sample every GPU's memory through NVML
+        self.gpu_max_pct: dict[str, float] = {}  # "GPU 0 <name>" -> highest memory use seen
+        self.gpu_error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _sample_gpus(self) -> None:
+        try:
+            for g in read_gpus().gpus:
+                key = f"GPU {g.index} {g.name}"
+                self.gpu_max_pct[key] = max(self.gpu_max_pct.get(key, 0.0), g.memory_pct)
+        except GpuUnavailable as exc:
+            self.gpu_error = str(exc)
+
     def _sample(self) -> None:
         gauges = {n: u for n, u in self.urls.items() if n in INFERENCE}
-        while gauges and not self._stop.wait(self.every_s):
+        while (gauges or self.gpu) and not self._stop.wait(self.every_s):
             self.samples.extend(scrape_all(gauges, timeout=self.every_s * 3).values())
+            if self.gpu:
+                self._sample_gpus()
 
     def __enter__(self) -> Watch:
         self.before = scrape_all(self.urls)
+        if self.gpu:
+            self._sample_gpus()
         self._thread = threading.Thread(target=self._sample, daemon=True, name="load-server-view")
         self._thread.start()
         return self
@@ -198,3 +214,17 @@ def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = N
                        target="server count = client count" if v.compared else "server counters read",
                        measured=measured, evidence=[rel], detail="\n".join(detail), started_at=run.started_at)
 
+
+def gpu_memory(scenario: Scenario, run: LoadRun, watch: Watch, max_pct: float = 90.0) -> CheckResult:
+    """The seeds' GPU memory < 90 % under load: the highest use of every GPU while the scenario ran."""
+    title = f"{scenario.name}: GPU memory under load"
+    if not watch.gpu_max_pct:
+        return CheckResult(f"load.{scenario.name}.gpu_memory", title, STAGE, Status.FAIL,
+                           target=f"every GPU < {max_pct:g} %", measured="no GPU readable",
+                           detail=watch.gpu_error or "NVML gave no reading", started_at=run.started_at)
+    worst = max(watch.gpu_max_pct.values())
+    return CheckResult(f"load.{scenario.name}.gpu_memory", title, STAGE,
+                       Status.PASS if worst < max_pct else Status.FAIL, target=f"every GPU < {max_pct:g} %",
+                       measured=f"max {worst:.0f} %",
+                       detail="; ".join(f"{k}: {v:.0f} %" for k, v in sorted(watch.gpu_max_pct.items()))
+                              + f" (sampled every {watch.every_s:g} s)", started_at=run.started_at)

@@ -1,8 +1,8 @@
 """Alert rules for the suite, generated from the settings and the service table.
 
 The seeds' three alerts (ServiceDown 1 min, APIGatewayHighErrorRate > 10 % for 2 min,
-APIGatewayHighLatency p95 > 2 s) plus readiness, inference queue saturation and RAG dependency
-alerts. ``deploy/monitoring/rules/suite.rules.yml`` is this module's rendering of the default
+APIGatewayHighLatency p95 > 2 s) plus readiness, inference queue saturation, RAG dependency and
+GPU memory (the seeds' < 90 %, from the DCGM exporter) alerts. ``deploy/monitoring/rules/suite.rules.yml`` is this module's rendering of the default
 settings, kept in the repo so ``promtool check rules`` / ``promtool test rules`` (with the unit tests
 beside it) run on exactly what ships. The monitoring runbook renders the same rules with every
 ``for:`` shortened (``for_override``) so its alert drill fits in seconds; the expressions stay the same.
@@ -48,6 +48,7 @@ class Durations:
     queue_saturated: str = "1m"
     rejecting: str = "0m"
     rag_dependency: str = "1m"
+    gpu_memory: str = "5m"
 
     def overridden(self, value: str | None) -> Durations:
         """Every duration replaced by ``value`` (the runbook's drill); unchanged for None."""
@@ -121,11 +122,17 @@ def alert_rules(settings: Settings, for_override: str | None = None) -> dict[str
                d.rag_dependency, "warning", "RAG answers 503",
                "RAG reports a dependency down ({{ $value | humanize }} 503/s over 5 minutes)."),
     ]
+    gpu_rules = [_alert(
+        "GPUMemoryHigh", "DCGM_FI_DEV_FB_USED / (DCGM_FI_DEV_FB_USED + DCGM_FI_DEV_FB_FREE) > 0.9",
+        d.gpu_memory, "warning", "GPU {{ $labels.gpu }} memory above 90 %",
+        "{{ $value | humanizePercentage }} of GPU {{ $labels.gpu }}'s memory is in use (the seeds' limit is "
+        "90 %): fewer GPU layers or a smaller context leave room.")]
     return {"groups": [
         {"name": "suite-services", "rules": service_rules},
         {"name": "suite-gateway", "rules": gateway_rules},
         {"name": "suite-inference", "rules": inference_rules},
         {"name": "suite-rag", "rules": rag_rules},
+        {"name": "suite-gpu", "rules": gpu_rules},  # NVIDIA's DCGM exporter (compose `gpu` profile)
     ]}
 
 

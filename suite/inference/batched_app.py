@@ -36,6 +36,7 @@ from suite.inference.engine import (
     Handle,
 )
 from suite.inference.model import load_llama
+from suite.inference.placement import load_log, placement
 from suite.inference.sampling import SamplingParams
 from suite.settings import ModelConfig, Settings
 from suite.web import ApiError, instrument
@@ -98,7 +99,9 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         t0 = time.perf_counter()
-        llama = await asyncio.to_thread(load_llama, settings, role)
+        with load_log() as lines:
+            llama = await asyncio.to_thread(load_llama, settings, role)
+        state["placement"] = placement(llama, cfg.n_gpu_layers, lines)
         engine = Engine(llama, slots=inf.slots, queue_limit=inf.queue_limit, n_ctx=cfg.n_ctx,
                         n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant,
                         hooks=engine_metrics.hooks(), stall_s=inf.stall_s)
@@ -148,7 +151,9 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
                                               "batch_invariant": inf.batch_invariant,
                                               "queue_limit": inf.queue_limit,
                                               "model_file": os.path.basename(state.get("model_path", "")),
-                                              "load_s": round(state.get("load_s", 0.0), 2)})
+                                              "load_s": round(state.get("load_s", 0.0), 2),
+                                              "gpu_layers": state["placement"].to_dict()
+                                              if "placement" in state else None})
     engine_metrics = app.state.engine_metrics = EngineMetrics(metrics.registry, name)
 
     def submit(body: oai.Body) -> Submission:
