@@ -10,6 +10,8 @@ import sys
 import pytest
 
 from harness.monitor import promtool
+from suite.settings import Settings
+from suite.supervisor import supervisord
 from suite.testing import free_port_offset
 
 pytestmark = pytest.mark.integration
@@ -34,6 +36,9 @@ def run_keys_left_active(tmp_path) -> list[dict]:
         store.close()
     assert any(r["run_id"] for r in rows)  # the run did mint its keys
     return [r for r in rows if r["run_id"] and r["state"] == "active"]
+
+
+STACK = ["inference-chat", "inference-code", "embedding", "memory", "gateway", "rag", "tools"]
 
 
 def only_run(tmp_path):
@@ -63,6 +68,10 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert not [r["id"] for r in smoke if r["status"] != "pass"]  # phase 3: nothing skipped
     load = json.loads((run / "results" / "05_load.json").read_text())
     assert {"load.rag.p95", "load.tools.p95", "load.chat.ttft_p95"} <= {r["id"] for r in load}
+    drill = {r["id"]: r for r in json.loads((run / "results" / "06_fault_drill.json").read_text())}
+    assert sorted(drill) == sorted(f"fault.{name}" for name in STACK)  # every service killed once
+    assert {k: r["status"] for k, r in drill.items()} == dict.fromkeys(drill, "pass"), drill
+    assert (run / "figures" / "fault_drill_timeline.svg").is_file()
     backup = {r["id"]: r for r in json.loads((run / "results" / "07_backup.json").read_text())}
     assert {"backup.create", "backup.drill.counts", "backup.drill.tamper", "backup.rto", "backup.retention"} <= set(backup)
     manifest_copy = next((run / "backups").glob("*.manifest.json"))  # every file still matches its sha256
@@ -80,14 +89,14 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert monitoring["monitor.logs"]["status"] in ("pass", "warn")
     report = (run / "report.html").read_text()
     assert ">GO<" in report and "health.gateway.ready" in report and "02_health.html" in report
+    assert "kill -9 embedding under load" in report
     assert "backup.rto" in report and "backup.set.rag" in report
     ledger = json.loads((run / "ledger.json").read_text())
     assert "report.html" in ledger["artifacts"] and ledger["environment"]["packages"]["llama-cpp-python"]
     # services this run started are gone again
     started = json.loads((run / "started_services.json").read_text())
-    assert started["services"] == ["inference-chat", "inference-code", "embedding", "memory",
-                                   "gateway", "rag", "tools"]
-    assert not list((tmp_path / "data" / "pids").glob("gateway.json"))
+    assert started["services"] == STACK
+    assert supervisord.connect(Settings(data_dir=tmp_path / "data")) is None  # the supervisor went too
     assert run_keys_left_active(tmp_path) == []  # keys minted by the run are the run's: revoked at its end
     # the HTML rendering for reviewers carries no code cells
     html = (run / steps[0]["html"]).read_text()
