@@ -165,14 +165,15 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         except ValueError as exc:
             raise oai.bad_request(str(exc)) from None
-        shape = oai.CompletionShape(body.model if body.model is not None else state["model_path"])
+        shape = oai.CompletionShape(body.model if body.model is not None else state["model_path"],
+                                    chat=isinstance(body, CreateChatCompletionRequest))
         return Submission(handle, request, sink, prompt, shape)
 
     async def complete(request: Request, body: oai.Body, chat: bool):
         """Both completion routes: an SSE stream, or one completion (a chat one for chat)."""
         sub = submit(body)
         if body.stream:
-            return _sse(_stream(sub, chat))
+            return _sse(_stream(sub))
         text, event = await _collect(request, sub)
         if not chat and body.echo:
             text = sub.prompt + text
@@ -225,13 +226,13 @@ async def _collect(request: Request, sub: Submission) -> tuple[str, Event]:
         raise
 
 
-async def _stream(sub: Submission, chat: bool) -> AsyncIterator[bytes]:
+async def _stream(sub: Submission) -> AsyncIterator[bytes]:
     """SSE lines as llama_cpp.server sends them: one ``data: {json}`` per chunk, then ``[DONE]``.
 
     Whatever arrived since the last write goes out in one write (one token per stream per step in
     the steady state; more when the client or the loop fell behind).
     """
-    first, shape, done = True, sub.shape, False
+    shape, first, done = sub.shape, True, False
     try:
         while not done:
             lines = []
@@ -241,15 +242,11 @@ async def _stream(sub: Submission, chat: bool) -> AsyncIterator[bytes]:
                                                   "code": None}}))
                     done = True
                     break
-                chunks = []
                 if event.text:
-                    chunks.append(shape.chunk(event.text))
-                if event.final:
-                    chunks.append(shape.chunk("", event.finish_reason))
-                for chunk in chunks:
-                    lines.extend(_data(out) for out in (oai.chat_chunks(chunk, first) if chat else [chunk]))
+                    lines.append(shape.sse(event.text, None, first) if first else shape.sse_text(event.text))
                     first = False
                 if event.final:
+                    lines.append(shape.sse("", event.finish_reason, first))
                     done = True
                     break
             if done:
