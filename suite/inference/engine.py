@@ -4,9 +4,9 @@ One engine thread owns a ``llama_context`` created with ``n_seq_max = slots`` (a
 default; one KV stream per sequence with ``batch_invariant``).
 Each step is one ``llama_decode`` of a single batch holding the next token of every generating
 sequence plus a chunk of the prompt of sequences still being prefilled; then every sequence whose
-logits came out samples with its own sampler chain (plain greedy requests take the arg-max of their
-logits row instead: the same token, without copying the 262k-entry vocabulary into a candidate
-array). Requests reach the thread through a bounded waiting list; results go back through a
+logits came out samples with its own sampler chain (greedy requests, temperature 0 with at most a
+repeat penalty, take the arg-max of their logits row in numpy instead: the same token, without
+copying the 262k-entry vocabulary into a candidate array). Requests reach the thread through a bounded waiting list; results go back through a
 per-request ``sink`` callable (``AsyncSink`` for asyncio), all of a step's events together after
 its sampling, so an asyncio consumer is woken once per step rather than once per token.
 A finished or cancelled sequence has its KV cells removed (``llama_memory_seq_rm``) before its slot
@@ -28,7 +28,14 @@ import llama_cpp
 import numpy as np
 from llama_cpp._utils import suppress_stdout_stderr
 
-from suite.inference.sampling import SamplingParams, build_sampler, free_sampler, is_plain_greedy, token_piece
+from suite.inference.sampling import (
+    SamplingParams,
+    build_sampler,
+    free_sampler,
+    greedy_repeat_penalty,
+    greedy_token,
+    token_piece,
+)
 from suite.inference.textstream import TextStream
 
 log = logging.getLogger(__name__)
@@ -190,7 +197,7 @@ class _Seq:
     sampler: object
     pending: list[int]
     text: TextStream
-    greedy: bool = False  # sampled by arg-max of the logits row (see ``sampling.is_plain_greedy``)
+    greedy_penalty: float | None = None  # set: sampled by ``sampling.greedy_token`` with this penalty
     pos: int = 0
     generated: list[int] = field(default_factory=list)
     prefilling: bool = True
@@ -363,7 +370,7 @@ class Engine:
                 continue
             seq_id = self._free_ids.pop(0)
             self._active.append(_Seq(handle=handle, seq_id=seq_id, sampler=sampler,
-                                     greedy=is_plain_greedy(handle.request.sampling),
+                                     greedy_penalty=greedy_repeat_penalty(handle.request.sampling),
                                      pending=list(handle.request.prompt_tokens),
                                      text=TextStream(handle.request.stop)))
 
@@ -417,9 +424,10 @@ class Engine:
         finished: list[tuple[_Seq, str]] = []
         sampled = 0
         for seq, idx in outputs:
-            if seq.greedy:
+            if seq.greedy_penalty is not None:
                 row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, idx), (self.n_vocab,))
-                token = int(row.argmax())  # the first maximum, as llama.cpp's greedy sampler picks
+                token = greedy_token(row, seq.generated, seq.greedy_penalty,
+                                     seq.handle.request.sampling.penalty_last_n)
             else:
                 token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, idx)
             had = len(seq.generated)
