@@ -179,14 +179,15 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         except ValueError as exc:
             raise oai.bad_request(str(exc)) from None
-        shape = oai.CompletionShape(body.model if body.model is not None else state["model_path"])
+        shape = oai.CompletionShape(body.model if body.model is not None else state["model_path"],
+                                    chat=isinstance(body, CreateChatCompletionRequest))
         return Submission(handle, request, sink, prompt, shape)
 
     async def complete(request: Request, body: oai.Body, chat: bool):
         """Both completion routes: an SSE stream, or one completion (a chat one for chat)."""
         sub = await submit(body)
         if body.stream:
-            return _sse(_stream(sub, chat))
+            return _sse(_stream(sub))
         text, event = await _collect(request, sub)
         if not chat and body.echo:
             text = sub.prompt + text
@@ -239,42 +240,49 @@ async def _collect(request: Request, sub: Submission) -> tuple[str, Event]:
     try:
         while True:
             try:
-                event = await sub.sink.get(DISCONNECT_POLL_S)
+                events = await sub.sink.get_all(DISCONNECT_POLL_S)
             except TimeoutError:
                 if await request.is_disconnected():
                     raise asyncio.CancelledError from None
                 continue
-            parts.append(event.text)
-            if event.error:
-                raise ApiError(500, event.error, type="internal_error")
-            if event.final:
-                return "".join(parts), event
+            for event in events:
+                parts.append(event.text)
+                if event.error:
+                    raise ApiError(500, event.error, type="internal_error")
+                if event.final:
+                    return "".join(parts), event
     except BaseException:
         sub.handle.cancel()
         raise
 
 
-async def _stream(sub: Submission, chat: bool) -> AsyncIterator[str]:
-    """SSE lines as llama_cpp.server sends them: one ``data: {json}`` per chunk, then ``[DONE]``."""
-    first, shape = True, sub.shape
+async def _stream(sub: Submission) -> AsyncIterator[bytes]:
+    """SSE lines as llama_cpp.server sends them: one ``data: {json}`` per chunk, then ``[DONE]``.
+
+    Whatever arrived since the last write goes out in one write (one token per stream per step in
+    the steady state; more when the client or the loop fell behind).
+    """
+    shape, first, done = sub.shape, True, False
     try:
-        while True:
-            event = await sub.sink.get()
-            if event.error:
-                yield _data({"error": {"message": event.error, "type": "internal_error", "code": None}})
-                break
-            chunks = []
-            if event.text:
-                chunks.append(shape.chunk(event.text))
-            if event.final:
-                chunks.append(shape.chunk("", event.finish_reason))
-            for chunk in chunks:
-                for out in (oai.chat_chunks(chunk, first) if chat else [chunk]):
-                    yield _data(out)
-                first = False
-            if event.final:
-                break
-        yield "data: [DONE]\n\n"
+        while not done:
+            lines = []
+            for event in await sub.sink.get_all():
+                if event.error:
+                    lines.append(_data({"error": {"message": event.error, "type": "internal_error",
+                                                  "code": None}}))
+                    done = True
+                    break
+                if event.text:
+                    lines.append(shape.sse(event.text, None, first) if first else shape.sse_text(event.text))
+                    first = False
+                if event.final:
+                    lines.append(shape.sse("", event.finish_reason, first))
+                    done = True
+                    break
+            if done:
+                lines.append("data: [DONE]\n\n")
+            if lines:
+                yield "".join(lines).encode()
     finally:
         sub.handle.cancel()  # no-op when finished; frees the slot when the client went away
 
@@ -283,7 +291,7 @@ def _data(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
-def _sse(body: AsyncIterator[str]) -> StreamingResponse:
+def _sse(body: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
