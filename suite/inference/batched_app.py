@@ -21,7 +21,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from llama_cpp.server.types import TokenizeInputCountResponse, TokenizeInputResponse
+from llama_cpp.server.types import (
+    CreateChatCompletionRequest,
+    TokenizeInputCountResponse,
+    TokenizeInputResponse,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
 from suite.inference import openai_surface as oai
