@@ -185,7 +185,8 @@ def _check_counts(manifest: dict[str, Any], scratch: Path) -> CheckResult:
         with sqlite3.connect(db) as conn:
             check = conn.execute("PRAGMA integrity_check").fetchone()[0]
             for table, rows in entry["tables"].items():
-                got = conn.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
+                quoted = table.replace('"', '""')  # a name from the manifest: quoted as an identifier
+                got = conn.execute(f'SELECT COUNT(*) FROM "{quoted}"').fetchone()[0]
                 seen.append(f"{part}.{table}={got}")
                 if got != rows:
                     wrong.append(f"{part}.{table}: {got} rows, manifest {rows}")
