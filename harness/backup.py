@@ -88,6 +88,10 @@ def check_backup_under_writes(settings: Settings, phase: int, evidence_dir: Path
                               headers: dict[str, str] | None = None) -> tuple[list[CheckResult], Path | None]:
     """``suite backup create`` while the writer runs; the manifest is kept as evidence."""
     t = Timer()
+    if headers is None:  # the run's own key: the writer's notes and documents need a developer
+        from harness.keys import run_keys
+
+        headers = {"Authorization": f"Bearer {run_keys(settings).developer}"}
     with Writer(settings, phase, headers) as writer:
         time.sleep(writer_s / 2)
         rc, data, err = _cli_json(settings, "backup", "create")
@@ -207,7 +211,10 @@ def _check_rag_query(settings: Settings, manifest: dict[str, Any], scratch: Path
     if name is None:
         return CheckResult("backup.drill.rag_query", "RAG query on the restored vectors", STAGE, Status.SKIP,
                            detail="the set holds no collection", **t.fields())
+    from harness.keys import run_keys
+
     vector = httpx.post(settings.url("embedding") + "/embed", json={"texts": [SAMPLE_QUERY["query"]]},
+                        headers={"Authorization": f"Bearer {run_keys(settings).guest}"},
                         timeout=TIMEOUT).json()["embeddings"][0]
     shard = qdrant_edge.EdgeShard.load(str(scratch / "edge" / name / "shard"))
     try:
