@@ -186,10 +186,14 @@ class BackgroundLoad:
 
 
 def prepare(settings: Settings, phase: int) -> dict[str, str]:
-    """What the load needs first: a RAG document (phase 2), a guest key and a file to read (phase 3)."""
-    env: dict[str, str] = {}
+    """What the load needs first: the run's key (``LOAD_API_KEY``), a RAG document (phase 2), a file to
+    read (phase 3)."""
+    from harness.keys import run_keys
+
+    key = run_keys(settings).developer
+    env: dict[str, str] = {"LOAD_API_KEY": key}
     if phase >= 2:
-        httpx.post(settings.url("rag") + "/index", timeout=120, json={
+        httpx.post(settings.url("rag") + "/index", timeout=120, headers={"Authorization": f"Bearer {key}"}, json={
             "collection": "fault-drill", "documents": [{"id": "drill", "text": "Backups are kept for seven days."}],
         }).raise_for_status()
     if phase >= 3:

@@ -32,8 +32,13 @@ def table_counts(path: Path) -> dict[str, int]:
             "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
         fts = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE sql LIKE 'CREATE VIRTUAL TABLE%'")}
         shadow = {n for n in names for f in fts if n.startswith(f + "_")}
-        return {n: int(conn.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0]) for n in names
+        return {n: int(conn.execute(f'SELECT COUNT(*) FROM "{_ident(n)}"').fetchone()[0]) for n in names
                 if n not in shadow}
+
+
+def _ident(name: str) -> str:
+    """A table name quoted as an SQLite identifier (a double quote inside is doubled)."""
+    return name.replace('"', '""')
 
 
 def copy_database(source: Path, dest: Path) -> dict[str, Any]:
