@@ -1,10 +1,10 @@
 """A/B of the batched inference service: another revision (or other environment) against this tree.
 
-    .venv/bin/python benchmarks/inference_ab.py --base HEAD~1 [--streams 8] [--rounds 5]
+    .venv/bin/python benchmarks/inference_ab.py --base HEAD~1 [--change HEAD] [--streams 8] [--rounds 5]
     .venv/bin/python benchmarks/inference_ab.py --base . --env-b OMP_WAIT_POLICY=PASSIVE
 
 Both services run side by side on free ports (A from ``git archive BASE``, or this tree for
-``--base .``; B from this working tree) and take turns, A B / B A / A B..., each turn one level of
+``--base .``; B from this working tree, or ``git archive CHANGE``) and take turns, A B / B A / A B..., each turn one level of
 ``--streams`` simultaneous streamed completions, so a noisy shared box moves both alike. Prints
 each turn, the medians and the B ÷ A ratio of every round (the figure to judge a change by).
 """
@@ -46,6 +46,7 @@ def env_pairs(pairs: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="HEAD", help="git revision for A, or '.' for this tree")
+    ap.add_argument("--change", default=".", help="git revision for B, or '.' (default) for this tree")
     ap.add_argument("--env-a", nargs="*", default=[], metavar="K=V")
     ap.add_argument("--env-b", nargs="*", default=[], metavar="K=V")
     ap.add_argument("--streams", type=int, default=8)
@@ -60,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
         root_a = ROOT if args.base == "." else export(args.base, tmp / "a-src")
+        root_b = ROOT if args.change == "." else export(args.change, tmp / "b-src")
         bases = {side: stack.enter_context(suite_service("batched", args.threads, args.slots, tmp, model,
                                                          root=root, env=env_pairs(env), name=side))
-                 for side, root, env in (("a", root_a, args.env_a), ("b", ROOT, args.env_b))}
-        out.write(f"A = {args.base} {args.env_a}, B = working tree {args.env_b}; {args.streams} streams, "
+                 for side, root, env in (("a", root_a, args.env_a), ("b", root_b, args.env_b))}
+        out.write(f"A = {args.base} {args.env_a}, B = {args.change} {args.env_b}; {args.streams} streams, "
                   f"{args.tokens} tokens, load average {os.getloadavg()[0]:.1f} at start\n")
         runs: dict[str, list[dict]] = {"a": [], "b": []}
         for i in range(args.rounds):
