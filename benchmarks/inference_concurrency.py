@@ -112,12 +112,25 @@ def wait_ready(base: str, proc: subprocess.Popen, path: str, deadline_s: float =
     raise TimeoutError(f"{base} not ready")
 
 
+class Served(str):
+    """A server's base URL that also knows the server's process id."""
+
+    pid: int
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used so far (user + system, all threads)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def serving(proc: subprocess.Popen, base: str, probe: str):
-    """A started server process: yield its URL once ``probe`` answers, terminate it after."""
+    """A started server process: yield its URL (a ``Served``) once ``probe`` answers, terminate it after."""
     try:
         wait_ready(base, proc, probe)
-        yield base
+        served = Served(base)
+        served.pid = proc.pid
+        yield served
     finally:
         proc.terminate()
         proc.wait(30)
