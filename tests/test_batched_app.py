@@ -164,6 +164,40 @@ def test_flood_beyond_slots_and_queue_gets_429(batched_default):
     assert time.monotonic() - t0 < 240
 
 
+def test_readiness_takes_a_slot_and_a_flood_of_probes_costs_one_check(batched_default):
+    """No side door: with both slots and the waiting line taken, /ready says not ready instead of
+    jumping the queue; 40 concurrent probes of an idle service share one 1-token check."""
+
+    def tokens() -> float:
+        text = httpx.get(f"{batched_default}/metrics").text
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("inference_tokens_generated_total{"))
+
+    async def flood(n: int) -> list[int]:
+        async with httpx.AsyncClient(base_url=batched_default, timeout=60) as client:
+            return [r.status_code for r in await asyncio.gather(*(client.get("/ready") for _ in range(n)))]
+
+    time.sleep(1.1)  # let an earlier passing answer expire
+    before = tokens()
+    assert asyncio.run(flood(40)) == [200] * 40
+    assert tokens() - before <= 2
+
+    async def busy_then_probe():
+        body = {"prompt": PROMPT, "max_tokens": 200, "temperature": 0, "stream": True}
+        async with httpx.AsyncClient(base_url=batched_default, timeout=300) as client:
+            streams = [client.stream("POST", "/v1/completions", json=body) for _ in range(4)]
+            opened = [await s.__aenter__() for s in streams]
+            await asyncio.sleep(1.2)  # the shared passing answer has expired
+            ready = await client.get("/ready")
+            for s in streams:
+                await s.__aexit__(None, None, None)
+            return [r.status_code for r in opened], ready
+
+    codes, ready = asyncio.run(busy_then_probe())
+    assert codes == [200] * 4
+    assert ready.status_code == 503 and "overloaded" in ready.json()["reason"]
+
+
 def test_default_engine_equals_serial_service(batched_default, tmp_path, gemma_path):
     """Temperature 0, one sequence: the batched service says what llama_cpp.server says.
 

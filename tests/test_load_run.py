@@ -122,6 +122,16 @@ def test_abort_on_a_lost_threshold_and_verdicts(flaky, tmp_path):
     assert "code/locust.html" in by_id["load.code.p95"].evidence
 
 
+def test_a_refused_connection_is_a_failed_sample_not_a_lost_one(tmp_path):
+    from suite.net import free_port
+
+    sc = replace(SCENARIOS["code"], users=1, spawn_rate=1, requests=5)
+    run = run_scenario(sc, f"http://127.0.0.1:{free_port()}", tmp_path / "refused", max_run_s=30)
+    assert len(run.samples) == 5, run.log_tail()
+    assert not any(s.ok for s in run.samples)
+    assert all("no answer" in s.error for s in run.samples)
+
+
 def test_out_of_phase_scenarios_are_skipped(tmp_path):
     outcomes = list(run_plan(plan("rag,tools"), _settings_for("http://127.0.0.1:8000"), tmp_path, phase=1))
     assert [o.results[0].status for o in outcomes] == [Status.SKIP, Status.SKIP]
@@ -138,9 +148,7 @@ def _settings_for(url: str):
     """Settings whose gateway URL is ``url`` (the fake app)."""
     from suite.settings import Settings
 
-    # the gateway's own port, not an offset: an OS-assigned port above 58000 would need an offset
-    # beyond the settings' limit (50000)
-    return Settings(port_offset=0, ports={"gateway": int(url.rsplit(":", 1)[1])})
+    return Settings(ports={"gateway": int(url.rsplit(":", 1)[1])})  # any free port, not just offsets ≤ 50000
 
 
 def test_streamed_chat_against_a_real_stack(phase1, tmp_path):
@@ -148,3 +156,11 @@ def test_streamed_chat_against_a_real_stack(phase1, tmp_path):
     outcome = next(run_plan(scs, phase1, tmp_path, phase=1))
     assert all(r.status is Status.PASS for r in outcome.results), [str(r) for r in outcome.results]
     assert len(outcome.run.samples) == 3 and all(s.tokens for s in outcome.run.samples)
+    # the server-side view: the gateway counted what the client sent; the engine's own TTFT and slots
+    server = next(r for r in outcome.results if r.id == "load.chat.server")
+    assert server.measured.startswith("server 3 req (2xx 3; 429: 0) · client 3 (0 failed)"), server.measured
+    assert "inference-chat: queue max" in server.detail and "slots busy max" in server.detail
+    view = json.loads((outcome.run.out_dir / "server.json").read_text())
+    chat = view["engines"]["inference-chat"]
+    assert chat["ttft_p95_ms"] > 0 and 3 <= chat["tokens"] <= 3 * 8 and chat["slots"] == phase1.inference.slots
+    assert 0 <= chat["active_max"] <= chat["slots"] and view["services"]["inference-chat"]["cpu_s"] > 0

@@ -69,7 +69,8 @@ def test_retention_per_project_and_backup(store, tmp_path):
 def memory(tmp_path_factory):
     settings = stack_settings(tmp_path_factory.mktemp("memory"),
                               memory={"maintain_every_s": 0.3, "backup_every_s": 0.3,
-                                      "maintainer_start_delay_s": 0, "backups_kept": 2})
+                                      "maintainer_start_delay_s": 0, "backups_kept": 2,
+                                      "backups_keep_days": 0})
     with serve(settings, "memory"):
         yield settings
 
@@ -112,3 +113,33 @@ def test_maintainer_runs_backs_up_and_counts(memory):
     assert r.status_code == 200 and r.json()["outcome"] == "ok" and r.json()["bytes"] > 0
     health = httpx.get(base + "/v1/memory/health").json()
     assert health["maintainer"]["last_backup"]["outcome"] == "ok"
+
+
+def test_scheduled_backups_keep_history_through_a_crash_loop(tmp_path):
+    """Retention by count and age, and no start-up backup when a recent one exists."""
+    import os
+
+    from prometheus_client import CollectorRegistry
+
+    from suite.memory.maintainer import Maintainer, MaintainerMetrics
+    from suite.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, memory={"backups_kept": 2, "backups_keep_days": 3,
+                                                   "backup_every_s": 3600, "maintainer_start_delay_s": 5})
+    m = Maintainer(MemoryStore(tmp_path / "m.db"), settings, MaintainerMetrics(CollectorRegistry()))
+    assert m.first_backup_delay_s() == 5  # nothing yet: back up soon after start
+    m.backup_dir.mkdir(parents=True)
+    now = time.time()
+    for i, age_days in enumerate([10, 9, 2, 1]):  # two old, two within keep_days
+        p = m.backup_dir / f"memory-2026010{i}T000000000Z.db"
+        p.write_bytes(b"x")
+        os.utime(p, (now - age_days * 86400, now - age_days * 86400))
+    assert m.first_backup_delay_s() == 5  # the newest is a day old: due
+    record = m._backup()
+    kept = sorted(p.name for p in m.backup_dir.glob("memory-*.db"))
+    # newest 2 (the new one and the 1-day-old) plus the 2-day-old (young): the 9- and 10-day-old go
+    assert len(kept) == 3 and sorted(record["pruned"]) == ["memory-20260100T000000000Z.db",
+                                                             "memory-20260101T000000000Z.db"]
+    # a restart right after: the fresh backup counts, the next one waits for the schedule
+    assert 3590 < m.first_backup_delay_s() <= 3600
+    m.store.close()

@@ -1,5 +1,6 @@
 """`harness run` end to end: real papermill kernels, real services, the report and its verdict."""
 
+import hashlib
 import json
 import os
 import socket
@@ -9,6 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from harness.monitor import promtool
 from suite.testing import free_port_offset
 
 pytestmark = pytest.mark.integration
@@ -44,7 +46,11 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
         assert (run / s["output"]).is_file() and (run / s["html"]).is_file()
     health = json.loads((run / "results" / "02_health.json").read_text())
     assert {r["id"] for r in health} >= {"health.gateway.ready", "health.inference-chat.ready"}
-    assert all(r["status"] == "pass" and r["unit"] == "ms" and r["value"] > 0 for r in health)
+    probes = [r for r in health if r["id"].startswith("health.")]
+    assert all(r["status"] == "pass" and r["unit"] == "ms" and r["value"] > 0 for r in probes)
+    # the offload gate: 0 layers requested on the cpu profile, 0 placed; GPU memory is a skip
+    gpu = {r["id"]: r for r in health if r["id"].startswith("gpu.")}
+    assert gpu["gpu.inference-chat.layers"]["status"] == "pass" and gpu["gpu.inference-code.memory"]["status"] == "skip"
     assert {"health.rag.ready", "health.tools.ready", "health.memory.ready"} <= {r["id"] for r in health}
     smoke = json.loads((run / "results" / "03_smoke.json").read_text())
     assert not [r["id"] for r in smoke if r["status"] != "pass"]  # phase 3: nothing skipped
@@ -52,8 +58,24 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert {"load.rag.p95", "load.tools.p95", "load.chat.ttft_p95"} <= {r["id"] for r in load}
     itl = next(r for r in load if r["id"] == "load.chat.itl_p95")
     assert itl["status"] == "info" and itl["unit"] == "ms" and itl["value"] > 0  # shown, not a gate
+    backup = {r["id"]: r for r in json.loads((run / "results" / "07_backup.json").read_text())}
+    assert {"backup.create", "backup.drill.counts", "backup.drill.tamper", "backup.rto", "backup.retention"} <= set(backup)
+    manifest_copy = next((run / "backups").glob("*.manifest.json"))  # every file still matches its sha256
+    set_dir = tmp_path / "data" / "backups" / json.loads(manifest_copy.read_text())["set"]
+    for f in json.loads(manifest_copy.read_text())["files"]:
+        assert hashlib.sha256((set_dir / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+    monitoring = {r["id"]: r for r in json.loads((run / "results" / "08_monitoring.json").read_text())}
+    if promtool.missing("prometheus", "promtool", "alertmanager"):
+        assert monitoring["monitor.stack"]["status"] == "skip"  # with the install hint, never a pass
+    else:  # every target UP, PromQL per service, the alert path both ways
+        checked = ("monitor.rules.test", "monitor.targets", "monitor.promql.rag", "monitor.alert.fires",
+                   "monitor.alert.resolves")
+        assert {k: monitoring[k]["status"] for k in checked} == dict.fromkeys(checked, "pass")
+        assert monitoring["monitor.targets"]["measured"].startswith("7/7 UP")
+    assert monitoring["monitor.logs"]["status"] in ("pass", "warn")
     report = (run / "report.html").read_text()
     assert ">GO<" in report and "health.gateway.ready" in report and "02_health.html" in report
+    assert "backup.rto" in report and "backup.set.rag" in report
     ledger = json.loads((run / "ledger.json").read_text())
     assert "report.html" in ledger["artifacts"] and ledger["environment"]["packages"]["llama-cpp-python"]
     # services this run started are gone again

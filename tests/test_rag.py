@@ -1,4 +1,4 @@
-"""The RAG service in a real phase-2 stack: real MiniLM, real embedded Qdrant, real gateway and Gemma.
+"""The RAG service in a real phase-2 stack: real MiniLM, real embedded Qdrant (Edge), real gateway and Gemma.
 
 Tests run in file order; the last ones stop dependencies on purpose (gateway, then embedding).
 """
@@ -33,7 +33,7 @@ def sources(response: httpx.Response) -> list[str]:
 def test_health_shows_each_dependency(phase2):
     deps = httpx.get(phase2.url("rag") + "/health").json()["dependencies"]
     assert deps["embedding"]["state"] == "up" and deps["gateway"]["state"] == "up"
-    assert deps["vector_store"]["kind"] == "embedded"
+    assert deps["vector_store"]["kind"] == "edge" and deps["vector_store"]["state"] == "open"
     assert httpx.get(phase2.url("rag") + "/ready", timeout=60).status_code == 200
 
 
@@ -44,7 +44,9 @@ def test_index_creates_the_collection(phase2):
     assert body["created"] is True and body["documents"] == len(DATA["documents"])
     assert body["points_in_collection"] == body["chunks"] >= len(DATA["documents"])
     listed = httpx.get(phase2.url("rag") + "/collections").json()
-    assert {"name": COLLECTION, "points": body["chunks"], "dimension": 384} in listed["collections"]
+    listed = {c["name"]: c for c in listed["collections"]}
+    assert listed[COLLECTION]["points"] == body["chunks"] and listed[COLLECTION]["dimension"] == 384
+    assert listed[COLLECTION]["index"]["hnsw"] == "current"  # a handful of chunks: searched exactly
 
 
 @pytest.mark.parametrize("q", DATA["queries"], ids=[f"{q['lang']}-{q['expect']}" for q in DATA["queries"]])
@@ -61,6 +63,16 @@ def test_korean_query_is_answered_with_sources(phase2):
     assert body["answered_by"]["upstream"] in ("chat", "code")
     top = body["sources"][0]
     assert "GPU 메모리" in top["text"] and 0 < top["score"] <= 1 and top["metadata"]["lang"] == "ko"
+
+
+def test_metadata_filter_narrows_the_sources_and_a_bad_one_is_400(phase2):
+    body = {"collection": COLLECTION, "query": "GPU memory", "top_k": 5, "answer": False}
+    langs = {s["metadata"].get("lang") for s in post(phase2, "/query", body).json()["sources"]}
+    assert len(langs) > 1
+    ko = post(phase2, "/query", {**body, "filter": {"lang": "ko"}}).json()["sources"]
+    assert ko and {s["metadata"]["lang"] for s in ko} == {"ko"}
+    bad = post(phase2, "/query", {**body, "filter": {"a.b": "x"}})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_filter"
 
 
 def test_reindexing_replaces_and_never_duplicates(phase2):

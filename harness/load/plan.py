@@ -15,10 +15,11 @@ from pathlib import Path
 
 import httpx
 
-from harness.load import runner, verdicts
+from harness.load import runner, server_view, verdicts
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario, profile_scenarios, select_scenarios, with_overrides
 from harness.result import CheckResult
+from suite import services
 from suite.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,17 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
 
     def one(sc: Scenario) -> ScenarioOutcome:
         targets = sc.targets()
-        run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
-                                  warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
-                                  phase=phase, max_run_s=max_run_s, progress=progress,
-                                  extra_env=tools_env(settings) if sc.service == "tools" else None)
-        return ScenarioOutcome(sc, run, verdicts.judge(run, targets, base, sc.figures()))
+        extra_env = tools_env(settings) if sc.service == "tools" else None  # before the watch: not load
+        gpu = settings.profile == "gpu"
+        with server_view.Watch(settings, [s.name for s in services.for_phase(phase)], gpu=gpu) as watch:
+            run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
+                                      warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
+                                      phase=phase, max_run_s=max_run_s, extra_env=extra_env, progress=progress)
+        results = verdicts.judge(run, targets, base, sc.figures())
+        results.append(server_view.record(sc, run, watch, base))
+        if gpu:
+            results.append(server_view.gpu_memory(sc, run, watch))
+        return ScenarioOutcome(sc, run, results)
 
     light = [sc for sc in runnable if overlap and sc.light]
     heavy = [sc for sc in runnable if sc not in light]

@@ -36,6 +36,7 @@ from suite.inference.engine import (
     Handle,
 )
 from suite.inference.model import load_llama
+from suite.inference.placement import load_log, placement
 from suite.inference.sampling import SamplingParams
 from suite.settings import ModelConfig, Settings
 from suite.web import ApiError, instrument
@@ -98,10 +99,12 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         t0 = time.perf_counter()
-        llama = await asyncio.to_thread(load_llama, settings, role)
+        with load_log() as lines:
+            llama = await asyncio.to_thread(load_llama, settings, role)
+        state["placement"] = placement(llama, cfg.n_gpu_layers, lines)
         engine = Engine(llama, slots=inf.slots, queue_limit=inf.queue_limit, n_ctx=cfg.n_ctx,
                         n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant,
-                        hooks=engine_metrics.hooks())
+                        hooks=engine_metrics.hooks(), stall_s=inf.stall_s)
         engine.start()
         engine_metrics.watch(engine)
         state.update(llama=llama, engine=engine, load_s=time.perf_counter() - t0,
@@ -128,7 +131,7 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
                                     max_tokens=1, sampling=SamplingParams(temperature=0.0))
         t = time.perf_counter()
         sink = AsyncSink()
-        handle = engine.submit(request, sink, priority=True)
+        handle = engine.submit(request, sink)  # a slot like any request: full means not ready
         try:
             async with asyncio.timeout(budget):
                 event = await _last_event(sink)
@@ -139,12 +142,18 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         return {"model": cfg.alias, "tokens": event.completion_tokens, "engine": "batched",
                 "completion_ms": round((time.perf_counter() - t) * 1000, 1)}
 
-    metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5,
+    def live() -> str | None:
+        engine: Engine | None = state.get("engine")
+        return engine.liveness() if engine is not None else None
+
+    metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5, live=live,
                          health_info=lambda: {"model": cfg.alias, "engine": "batched", "slots": inf.slots,
                                               "batch_invariant": inf.batch_invariant,
                                               "queue_limit": inf.queue_limit,
                                               "model_file": os.path.basename(state.get("model_path", "")),
-                                              "load_s": round(state.get("load_s", 0.0), 2)})
+                                              "load_s": round(state.get("load_s", 0.0), 2),
+                                              "gpu_layers": state["placement"].to_dict()
+                                              if "placement" in state else None})
     engine_metrics = app.state.engine_metrics = EngineMetrics(metrics.registry, name)
 
     def submit(body: oai.Body) -> Submission:

@@ -4,10 +4,17 @@ One engine thread owns a ``llama_context`` created with ``n_seq_max = slots`` (a
 default; one KV stream per sequence with ``batch_invariant``).
 Each step is one ``llama_decode`` of a single batch holding the next token of every generating
 sequence plus a chunk of the prompt of sequences still being prefilled; then every sequence whose
-logits came out samples with its own sampler chain. Requests reach the thread through a bounded
+logits came out samples with its own sampler chain (plain greedy requests take the arg-max of their
+logits row instead: the same token, without copying the 262k-entry vocabulary into a candidate
+array). Requests reach the thread through a bounded
 waiting list; results go back through a per-request ``sink`` callable (``AsyncSink`` for asyncio).
 A finished or cancelled sequence has its KV cells removed (``llama_memory_seq_rm``) before its slot
 is reused, so sequences never see each other's cache.
+
+Liveness: every decode step stamps the time; ``liveness()`` names what is wrong when the thread has
+died or no step came for ``stall_s`` while requests are in flight (the service's ``/health`` fails
+on it and the supervisor restarts the process), and ``submit`` refuses at once instead of queueing
+a request that could never finish.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
 from llama_cpp._utils import suppress_stdout_stderr
 
-from suite.inference.sampling import SamplingParams, build_sampler, free_sampler, token_piece
+from suite.inference.sampling import SamplingParams, build_sampler, free_sampler, is_plain_greedy, token_piece
 from suite.inference.textstream import TextStream
 
 log = logging.getLogger(__name__)
@@ -115,6 +123,7 @@ class _Seq:
     sampler: object
     pending: list[int]
     text: TextStream
+    greedy: bool = False  # sampled by arg-max of the logits row (see ``sampling.is_plain_greedy``)
     pos: int = 0
     generated: list[int] = field(default_factory=list)
     prefilling: bool = True
@@ -125,7 +134,7 @@ class Engine:
 
     def __init__(self, llama: llama_cpp.Llama, *, slots: int, queue_limit: int, n_ctx: int,
                  n_batch: int = 512, prefill_chunk: int = 256, batch_invariant: bool = False,
-                 hooks: EngineHooks | None = None) -> None:
+                 hooks: EngineHooks | None = None, stall_s: float = 30.0) -> None:
         self.llama = llama
         self.batch_invariant = batch_invariant
         self.slots = slots
@@ -148,6 +157,9 @@ class Engine:
         self._pieces: dict[int, bytes] = {}
         self._own_model = None
         self.steps = 0
+        self.stall_s = stall_s
+        self._progress_at = time.monotonic()  # last decode step, or when work arrived at an idle engine
+        self._failed: str | None = None  # why the engine thread died
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -181,7 +193,12 @@ class Engine:
         if not self._ctx:
             raise EngineError("llama.cpp could not create the batched context")
         self._mem = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._batch = batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        # ctypes builds a new pointer object on every attribute access of the struct: keep them, and
+        # write the one-sequence-per-token count once (llama_decode does not change it).
+        self._rows = (batch.token, batch.pos, [batch.seq_id[i] for i in range(self.n_batch)], batch.logits)
+        for i in range(self.n_batch):
+            batch.n_seq_id[i] = 1
         self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
         self._thread.start()
 
@@ -206,11 +223,9 @@ class Engine:
             self._own_model = None
 
     # -- requests ---------------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, sink: Sink, *, priority: bool = False) -> Handle:
-        """Queue a request; raises ``EngineOverloaded`` when slots and waiting list are full.
-
-        ``priority`` requests (the readiness probe) skip the limit and the line.
-        """
+    def submit(self, request: GenerationRequest, sink: Sink) -> Handle:
+        """Queue a request; raises ``EngineOverloaded`` when slots and waiting list are full and
+        ``EngineStopped`` when the engine cannot serve (stopped, dead or stuck)."""
         if not request.prompt_tokens:
             raise ValueError("prompt has no tokens")
         if len(request.prompt_tokens) >= self.n_ctx:
@@ -220,13 +235,15 @@ class Engine:
         with self._cond:
             if self._stopping or self._thread is None:
                 raise EngineStopped("inference engine is not running")
-            if not priority and self._in_flight >= self.slots + self.queue_limit:
+            problem = self.liveness()
+            if problem:
+                raise EngineStopped(problem)
+            if self._in_flight >= self.slots + self.queue_limit:
                 raise EngineOverloaded("model overloaded")
+            if self._in_flight == 0:
+                self._progress_at = time.monotonic()  # an idle engine is not a stuck one
             self._in_flight += 1
-            if priority:
-                self._waiting.appendleft(handle)
-            else:
-                self._waiting.append(handle)
+            self._waiting.append(handle)
             self._cond.notify_all()
         return handle
 
@@ -245,6 +262,24 @@ class Engine:
         """Requests waiting for a slot."""
         return len(self._waiting)
 
+    # -- liveness ---------------------------------------------------------------------------------
+    @property
+    def stalled_s(self) -> float:
+        """Seconds without a decode step while requests are in flight (0 when idle)."""
+        return time.monotonic() - self._progress_at if self._in_flight else 0.0
+
+    def liveness(self) -> str | None:
+        """Why this engine cannot serve (its thread died, or it is stuck), or None when it can."""
+        if self._failed:
+            return self._failed
+        if self._thread is not None and not self._thread.is_alive() and not self._stopping:
+            return "inference engine thread is not running"
+        stalled = self.stalled_s
+        if stalled > self.stall_s:
+            return (f"inference engine stuck: no decode step for {stalled:.1f}s with {self._in_flight} "
+                    f"request(s) in flight (limit {self.stall_s:g}s)")
+        return None
+
     # -- engine thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -260,7 +295,8 @@ class Engine:
                 self._step()
         except Exception as exc:  # an engine that dies must not leave requests hanging
             log.exception("inference engine failed")
-            self._fail_all(f"inference engine failed: {type(exc).__name__}: {exc}")
+            self._failed = f"inference engine failed: {type(exc).__name__}: {exc}"
+            self._fail_all(self._failed)
             return
         self._fail_all("inference engine stopped")
 
@@ -282,26 +318,30 @@ class Engine:
                 continue
             seq_id = self._free_ids.pop(0)
             self._active.append(_Seq(handle=handle, seq_id=seq_id, sampler=sampler,
+                                     greedy=is_plain_greedy(handle.request.sampling),
                                      pending=list(handle.request.prompt_tokens),
                                      text=TextStream(handle.request.stop)))
 
     def _step(self) -> None:
         """One decode of one batch for every active sequence, then sampling."""
         batch = self._batch
+        tokens_at, pos_at, seq_at, logits_at = self._rows
         n = 0
         outputs: list[tuple[_Seq, int]] = []
 
         def add(seq: _Seq, tokens: list[int], want_logits: bool) -> None:
             nonlocal n
-            for j, token in enumerate(tokens):
-                batch.token[n] = token
-                batch.pos[n] = seq.pos + j
-                batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = seq.seq_id
-                batch.logits[n] = want_logits and j == len(tokens) - 1
+            pos, seq_id = seq.pos, seq.seq_id
+            for token in tokens:
+                tokens_at[n] = token
+                pos_at[n] = pos
+                seq_at[n][0] = seq_id
+                logits_at[n] = 0
+                pos += 1
                 n += 1
-            seq.pos += len(tokens)
+            seq.pos = pos
             if want_logits:
+                logits_at[n - 1] = 1
                 outputs.append((seq, n - 1))
 
         # Generating sequences first: one token each, so a long prompt never stalls them.
@@ -323,17 +363,27 @@ class Engine:
         batch.n_tokens = n
         rc = llama_cpp.llama_decode(self._ctx, batch)
         self.steps += 1
+        self._progress_at = time.monotonic()
         if rc != 0:
             with self._cond:
                 for seq, _ in outputs:
                     self._finish(seq, error=f"llama_decode failed (code {rc})")
             return
         finished: list[tuple[_Seq, str]] = []
+        sampled = 0
         for seq, idx in outputs:
-            token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, idx)
+            if seq.greedy:
+                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, idx), (self.n_vocab,))
+                token = int(row.argmax())  # the first maximum, as llama.cpp's greedy sampler picks
+            else:
+                token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, idx)
+            had = len(seq.generated)
             reason = self._on_token(seq, token)
+            sampled += len(seq.generated) - had
             if reason is not None:
                 finished.append((seq, reason))
+        if sampled:
+            self.hooks.tokens(sampled)  # one metric update per step, not per token
         if finished:
             with self._cond:
                 for seq, reason in finished:
@@ -346,7 +396,6 @@ class Engine:
         if llama_cpp.llama_vocab_is_eog(self.vocab, token):
             return "stop"
         seq.generated.append(token)
-        self.hooks.tokens(1)
         piece = self._pieces.get(token)
         if piece is None:
             piece = self._pieces[token] = token_piece(self.vocab, token)

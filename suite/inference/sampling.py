@@ -86,6 +86,18 @@ def build_sampler(params: SamplingParams, vocab, n_vocab: int):
     return chain
 
 
+def is_plain_greedy(params: SamplingParams) -> bool:
+    """True when the chain ``build_sampler`` makes picks the highest logit and nothing else.
+
+    Temperature 0 selects llama.cpp's greedy sampler; with neutral penalties (which it skips), no
+    logit bias and no grammar nothing before it changes a logit, so the engine may take the arg-max
+    of the logits row itself (the same first maximum), without the chain's 262k-entry copy.
+    """
+    return (params.temperature == 0.0 and not params.logit_bias and params.grammar is None
+            and params.repeat_penalty == 1.0 and params.frequency_penalty == 0.0
+            and params.presence_penalty == 0.0)
+
+
 def free_sampler(chain) -> None:
     """Free a chain and every sampler it owns (the chain frees its members)."""
     if chain:
@@ -103,4 +115,4 @@ def token_piece(vocab, token: int) -> bytes:
         size = -n
 
 
-__all__ = ["SamplingParams", "SamplerError", "build_sampler", "free_sampler", "token_piece"]
+__all__ = ["SamplingParams", "SamplerError", "build_sampler", "free_sampler", "is_plain_greedy", "token_piece"]

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from suite.inference.model import client_errors_are_4xx, fresh_context_per_request, llama_model_settings
+from suite.inference.placement import load_log, placement
 from suite.settings import ModelConfig, Settings
 from suite.web import instrument
 
@@ -35,8 +36,11 @@ def create_serial_app(settings: Settings, role: str) -> FastAPI:
     t0 = time.perf_counter()
     log.info("loading %s model %s", role, model_settings.model)
     server_settings = ServerSettings(host=settings.host, port=settings.port(name), interrupt_requests=False)
-    app = llama_app.create_app(server_settings=server_settings, model_settings=[model_settings])
-    fresh_context_per_request(llama_app._llama_proxy(None))
+    with load_log() as lines:
+        app = llama_app.create_app(server_settings=server_settings, model_settings=[model_settings])
+    llama = llama_app._llama_proxy(None)
+    layers = placement(llama, cfg.n_gpu_layers, lines)
+    fresh_context_per_request(llama)
     client_errors_are_4xx(app)
     load_s = time.perf_counter() - t0
     log.info("model loaded in %.1fs", load_s)
@@ -55,7 +59,8 @@ def create_serial_app(settings: Settings, role: str) -> FastAPI:
 
     instrument(app, name, ready=ready, ready_timeout_s=budget + 60,
                health_info=lambda: {"model": cfg.alias, "model_file": os.path.basename(model_settings.model),
-                                    "engine": "serial", "load_s": round(load_s, 2)})
+                                    "engine": "serial", "load_s": round(load_s, 2),
+                                    "gpu_layers": layers.to_dict()})
     return app
 
 

@@ -19,11 +19,17 @@ def _incomplete_utf8_tail(data: bytes) -> int:
 
 
 class TextStream:
-    """Accumulates a completion's bytes; ``push`` returns (new text, stopped)."""
+    """Accumulates a completion's bytes; ``push`` returns (new text, stopped).
+
+    Work per push is bounded by the piece and the stop strings, not by the text so far (a growing
+    ``bytearray``, searches that start where a new match could begin, ``endswith`` with bounds
+    instead of slices): it runs on the engine thread for every token of every sequence.
+    """
 
     def __init__(self, stop: list[str]) -> None:
         self.stops = [s.encode("utf-8") for s in stop if s]
-        self.data = b""
+        self.longest = max((len(s) for s in self.stops), default=0)
+        self.data = bytearray()
         self.released = 0
         self.stopped = False
 
@@ -31,18 +37,20 @@ class TextStream:
         """Add one token's bytes; release what is safe. After a stop string, nothing more is released."""
         if self.stopped:
             return "", True
-        self.data += piece
-        longest = max((len(s) for s in self.stops), default=0)
-        start = max(0, self.released - longest)
-        hits = [i for i in (self.data.find(s, start) for s in self.stops) if i >= 0]
+        data = self.data
+        data += piece
+        end = len(data) - _incomplete_utf8_tail(data)
+        if not self.stops:
+            return self._release(end), False
+        start = max(0, self.released - self.longest)
+        hits = [i for i in (data.find(s, start) for s in self.stops) if i >= 0]
         if hits:
             self.stopped = True
             return self._release(min(hits)), True
-        end = len(self.data) - _incomplete_utf8_tail(self.data)
         held = 0
         for s in self.stops:
             for i in range(min(len(s), end), 0, -1):
-                if self.data[:end].endswith(s[:i]):
+                if data.endswith(s[:i], 0, end):
                     held = max(held, i)
                     break
         return self._release(max(self.released, end - held)), False
@@ -59,8 +67,10 @@ class TextStream:
         return self.data[: self.released].decode("utf-8", errors="ignore")
 
     def _release(self, end: int) -> str:
+        if end <= self.released:
+            return ""
         out = self.data[self.released:end]
-        self.released = max(self.released, end)
+        self.released = end
         return out.decode("utf-8", errors="ignore")
 
 

@@ -26,3 +26,5 @@ class QueryRequest(BaseModel):
     query: str = Field(min_length=1, max_length=8000)
     top_k: int | None = Field(None, ge=1, le=50, description="default: rag.top_k")
     answer: bool = Field(True, description="false = retrieval only, no call to the gateway")
+    filter: dict[str, str | int | bool | list[str] | list[int]] | None = Field(
+        None, max_length=16, description="metadata filter: every key must match; a list matches any of its values")

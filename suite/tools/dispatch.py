@@ -75,6 +75,16 @@ class ToolService:
         self.validators = {name: jsonschema.Draft202012Validator(spec.input_schema)
                            for name, spec in TOOLS_BY_NAME.items()}
 
+    # -- probes ---------------------------------------------------------------------------------
+    def ready(self) -> dict[str, Any]:
+        """The security database answers and every sandbox root exists."""
+        self.approvals.db.query("SELECT 1")
+        roots = self.ctx.sandbox.roots
+        missing = [str(r) for r in roots if not r.is_dir()]
+        if missing:
+            raise RuntimeError(f"sandbox roots missing: {', '.join(missing)}")
+        return {"tools": len(TOOLS_BY_NAME), "sandbox_roots": [str(r) for r in roots]}
+
     # -- authentication -------------------------------------------------------------------------
     def authenticate(self, authorization: str | None, transport: str, target: str) -> Principal:
         """The caller of a request with this Authorization header; 401 (audited) otherwise."""
