@@ -176,9 +176,11 @@ def resume_sequence(run_dir: Path, raw_params: dict[str, Any] | None = None, kee
                     progress: Progress | None = None, settings: Settings | None = None) -> RunOutcome:
     """Continue a run from its first runbook that did not pass, with the run's own parameters.
 
-    Runbooks that passed keep their results and are not run again, except the ``brings_up`` step
-    when the services of the run's phase are no longer all up and ready (``suite status``). Secret
-    parameters were never stored: give them again in ``raw_params`` (nothing else may be given).
+    Runbooks that passed keep their results and are not run again. The one exception is the
+    ``brings_up`` step when the services of the run's phase are no longer all up and ready (``suite
+    status``; e.g. the interrupted run tore them down): it runs again first, to start them, and the
+    run continues where it stopped. Secret parameters were never stored: give them again in
+    ``raw_params`` (nothing else may be given).
     """
     say = progress or (lambda m: log.info("%s", m))
     run = RunDir(Path(run_dir).resolve())
@@ -194,20 +196,20 @@ def resume_sequence(run_dir: Path, raw_params: dict[str, Any] | None = None, kee
     start = next((i for i, s in enumerate(seq.steps) if not s.report and s.status is not Status.PASS),
                  len(seq.steps))
     with _locked(settings, run.run_id, say):
-        for i, step in enumerate(seq.steps[:start]):
-            if step.brings_up and not _stack_ready(seq, step, raw, settings, say):
-                start = i
-                break
-        for step in seq.steps[start:]:
-            step.reset()
-            (run.results / f"{Path(step.notebook).stem}.json").unlink(missing_ok=True)
+        again = [i for i, step in enumerate(seq.steps[:start])
+                 if step.brings_up and not _stack_ready(seq, step, raw, settings, say)]
+        todo = [*again, *range(start, len(seq.steps))]
+        for i in todo:
+            seq.steps[i].reset()
+            (run.results / f"{Path(seq.steps[i].notebook).stem}.json").unlink(missing_ok=True)
         first = seq.steps[start].notebook if start < len(seq.steps) else "the report"
-        meta.setdefault("resumed", []).append({"at": now_iso(), "from": first})
+        meta.setdefault("resumed", []).append({"at": now_iso(), "from": first,
+                                               "again": [seq.steps[i].notebook for i in again]})
         meta.pop("finished_at", None)
         run.write_json(run.meta_file, meta)
-        kept = ", ".join(s.notebook for s in seq.steps[:start]) or "nothing"
+        kept = ", ".join(s.notebook for i, s in enumerate(seq.steps) if i not in todo) or "nothing"
         say(f"resuming run {run.run_id} from {first}; keeping {kept}")
-        return _drive(seq, run, typed, _redactor(raw, secret), meta, say, start=start, keep_up=keep_up)
+        return _drive(seq, run, typed, _redactor(raw, secret), meta, say, todo=todo, keep_up=keep_up)
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -269,8 +271,9 @@ def _stack_ready(seq: Sequence, step: Step, raw: dict[str, Any], settings: Setti
 
 
 def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redactor: Redactor, meta: dict,
-           say: Progress, start: int = 0, keep_up: bool = False) -> RunOutcome:
-    """Execute ``seq.steps[start:]`` into ``run`` (earlier ones passed), then close the run."""
+           say: Progress, todo: list[int] | None = None, keep_up: bool = False) -> RunOutcome:
+    """Execute the steps numbered ``todo`` (default: all) into ``run``, the others having passed,
+    then close the run."""
     redact_notebook_writes(run.notebooks, redactor)
 
     def save_steps() -> None:
@@ -281,7 +284,9 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
     tail = _ProgressTail(run.progress_file, say, redactor)
     tail.start()
     try:
-        for i, step in enumerate(seq.steps[start:], start + 1):
+        for i, step in enumerate(seq.steps, 1):
+            if todo is not None and i - 1 not in todo:
+                continue
             if failed and not step.always:
                 step.status, step.error = Status.SKIP, "not run: an earlier runbook failed"
                 save_steps()

@@ -127,6 +127,21 @@ def test_a_failed_run_resumes_from_the_failed_runbook_and_junit_has_one_case_per
         assert not re.search(r'(src|href)="(https?:)?//', page.read_text()), page
 
 
+def test_resume_starts_a_torn_down_stack_again_through_the_bring_up_step_only(tmp_path, sequence):
+    text = sequence.read_text().replace("  - a.ipynb\n", "  - notebook: a.ipynb\n    brings_up: true\n")
+    sequence.write_text(text)  # `a` plays 01_bring_up; `suite status` finds nothing of this stack up
+    env, flag = _env(tmp_path), tmp_path / "fixed"
+    assert run(tmp_path, sequence, "-p", f"need_file={flag}", env=env).returncode == 1
+    flag.touch()
+    [run_dir] = runs(tmp_path)
+    resumed = harness(tmp_path, "resume", str(run_dir), env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "not up" in resumed.stdout and "re-running a.ipynb" in resumed.stdout
+    assert (run_dir / "a.count").read_text().count("ran") == 2 and (run_dir / "b.count").read_text().count("ran") == 2
+    assert json.loads((run_dir / "run.json").read_text())["resumed"][0] == {
+        "at": json.loads((run_dir / "run.json").read_text())["resumed"][0]["at"], "from": "b.ipynb", "again": ["a.ipynb"]}
+
+
 def test_a_second_run_is_refused_naming_the_holder_and_a_killed_run_resumes(tmp_path, sequence):
     env = _env(tmp_path)
     holder = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(sequence), "--runs-dir",
