@@ -38,7 +38,12 @@ class Redactor:
     """Replaces known secret values (raw and JSON-escaped) in text and files."""
 
     def __init__(self, values: Iterable[str] = ()) -> None:
-        forms = set()
+        self.forms: list[str] = []
+        self.add(values)
+
+    def add(self, values: Iterable[str]) -> None:
+        """More values to mask (e.g. the API keys a run mints)."""
+        forms = set(self.forms)
         for value in values:
             if isinstance(value, str) and len(value) >= MIN_LENGTH:
                 forms.add(value)
@@ -70,7 +75,7 @@ class Redactor:
 
     def tree(self, folder: Path) -> list[Path]:
         """Redact every text file below ``folder``; the files changed."""
-        if not self:
+        if not self.forms:
             return []
         return [p for p in sorted(Path(folder).rglob("*")) if p.is_file() and self.file(p)]
 
@@ -105,9 +110,8 @@ class RedactingHandler:
 
 def redact_notebook_writes(folder: Path, redactor: Redactor) -> None:
     """Route papermill's writes below ``folder`` through ``redactor`` (for this process's lifetime:
-    papermill's handler registry has no removal, and the folder belongs to one run)."""
-    if not redactor:
-        return
+    papermill's handler registry has no removal, and the folder belongs to one run). The redactor
+    may learn more values later (``Redactor.add``)."""
     from papermill.iorw import papermill_io
 
     papermill_io.register(str(Path(folder).resolve()) + os.sep, RedactingHandler(redactor))

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 from jupyter_client.manager import AsyncKernelManager
 
+from harness import keys
 from harness import params as params_mod
 from harness.errors import ParameterError, RunbookError, SequenceError
 from harness.ledger import git_sha
@@ -281,6 +282,7 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
 
     failed, report_written = False, False
     save_steps()
+    key_state = _mint_run_keys(run.run_id, meta, say, redactor)
     tail = _ProgressTail(run.progress_file, say, redactor)
     tail.start()
     try:
@@ -308,6 +310,7 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
             report.write_report(run.path)
         if not keep_up:
             _teardown(run, say)
+        _revoke_run_keys(key_state, meta, say)
         meta["finished_at"] = now_iso()
         run.write_json(run.meta_file, meta)
         from harness import ledger
@@ -432,6 +435,41 @@ def _teardown(run: RunDir, say: Progress) -> None:
     say(f"tearing down services this run started: {', '.join(names)} (use --keep-up to leave them)")
     started["teardown_exit"] = tear_down(names)
     run.write_json(run.started_services_file, started)
+
+
+def _mint_run_keys(run_id: str, meta: dict[str, Any], say: Progress, redactor: Redactor) -> dict[str, str]:
+    """Keys of each role owned by this run (harness.keys), given to every kernel through the
+    environment (and to the redactor: a runbook that prints one leaves no key under runs/); the
+    environment entry to restore when the run ends."""
+    try:
+        minted = keys.mint_run_keys(Settings(), run_id)
+    except (RuntimeError, OSError, ValueError) as exc:  # the runbooks then fail on their own, visibly
+        meta["run_keys"] = {"error": str(exc)[:300]}
+        say(f"could not mint this run's API keys: {exc}")
+        return {}
+    redactor.add(minted.for_role(role) for role in keys.ROLES)
+    previous = os.environ.get(keys.ENV)
+    os.environ.update(minted.to_env())
+    meta["run_keys"] = {"run_id": run_id, "roles": list(keys.ROLES),
+                        "ttl_s": Settings().auth.run_key_ttl_s}
+    say(f"minted this run's API keys ({', '.join(keys.ROLES)}; revoked when the run ends)")
+    return {"run_id": run_id, "previous": previous or ""}
+
+
+def _revoke_run_keys(state: dict[str, str], meta: dict[str, Any], say: Progress) -> None:
+    """Revoke every key the run minted, pass or fail, and restore the environment."""
+    if not state:
+        return
+    if state["previous"]:
+        os.environ[keys.ENV] = state["previous"]
+    else:
+        os.environ.pop(keys.ENV, None)
+    try:
+        message = keys.revoke_run(Settings(), state["run_id"])
+    except (RuntimeError, OSError) as exc:  # they still expire on their own (auth.run_key_ttl_s)
+        message = f"revocation failed: {exc}"
+    meta.setdefault("run_keys", {})["revoked"] = message
+    say(message)
 
 
 def collect_results(run: RunDir) -> list[CheckResult]:

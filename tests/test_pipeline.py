@@ -11,6 +11,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from harness.monitor import promtool
+from suite.settings import Settings
+from suite.supervisor import supervisord
 from suite.testing import free_port_offset
 
 pytestmark = pytest.mark.integration
@@ -22,6 +24,22 @@ def run_harness(tmp_path, gemma_path, *args, offset=None, timeout=1500):
                SUITE_INFERENCE__CHAT__PATH=str(gemma_path), SUITE_INFERENCE__CODE__PATH=str(gemma_path))
     return subprocess.run([sys.executable, "-m", "harness.cli", "run", "--runs-dir", str(tmp_path / "runs"), *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def run_keys_left_active(tmp_path) -> list[dict]:
+    """Keys minted by a run (``run_id`` set) that are still active in the stack's key store."""
+    from suite.auth.keys import KeyStore
+
+    store = KeyStore.open(tmp_path / "data" / "auth" / "keys.db")
+    try:
+        rows = store.list()
+    finally:
+        store.close()
+    assert any(r["run_id"] for r in rows)  # the run did mint its keys
+    return [r for r in rows if r["run_id"] and r["state"] == "active"]
+
+
+STACK = ["inference-chat", "inference-code", "embedding", "memory", "gateway", "rag", "tools"]
 
 
 def only_run(tmp_path):
@@ -58,6 +76,10 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert {"load.rag.p95", "load.tools.p95", "load.chat.ttft_p95"} <= {r["id"] for r in load}
     itl = next(r for r in load if r["id"] == "load.chat.itl_p95")
     assert itl["status"] == "info" and itl["unit"] == "ms" and itl["value"] > 0  # shown, not a gate
+    drill = {r["id"]: r for r in json.loads((run / "results" / "06_fault_drill.json").read_text())}
+    assert sorted(drill) == sorted(f"fault.{name}" for name in STACK)  # every service killed once
+    assert {k: r["status"] for k, r in drill.items()} == dict.fromkeys(drill, "pass"), drill
+    assert (run / "figures" / "fault_drill_timeline.svg").is_file()
     backup = {r["id"]: r for r in json.loads((run / "results" / "07_backup.json").read_text())}
     assert {"backup.create", "backup.drill.counts", "backup.drill.tamper", "backup.rto", "backup.retention"} <= set(backup)
     manifest_copy = next((run / "backups").glob("*.manifest.json"))  # every file still matches its sha256
@@ -75,14 +97,15 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert monitoring["monitor.logs"]["status"] in ("pass", "warn")
     report = (run / "report.html").read_text()
     assert ">GO<" in report and "health.gateway.ready" in report and "02_health.html" in report
+    assert "kill -9 embedding under load" in report
     assert "backup.rto" in report and "backup.set.rag" in report
     ledger = json.loads((run / "ledger.json").read_text())
     assert "report.html" in ledger["artifacts"] and ledger["environment"]["packages"]["llama-cpp-python"]
     # services this run started are gone again
     started = json.loads((run / "started_services.json").read_text())
-    assert started["services"] == ["inference-chat", "inference-code", "embedding", "memory",
-                                   "gateway", "rag", "tools"]
-    assert not list((tmp_path / "data" / "pids").glob("gateway.json"))
+    assert started["services"] == STACK
+    assert supervisord.connect(Settings(data_dir=tmp_path / "data")) is None  # the supervisor went too
+    assert run_keys_left_active(tmp_path) == []  # keys minted by the run are the run's: revoked at its end
     # the HTML rendering for reviewers carries no code cells
     html = (run / steps[0]["html"]).read_text()
     assert "from harness.envcheck import validate" not in html and "env.python" in html
@@ -108,6 +131,7 @@ def test_failing_check_stops_the_run_but_leaves_notebooks_results_and_report(tmp
     assert ports["status"] == "fail" and str(8000 + offset) in ports["detail"]
     report = (run / "report.html").read_text()
     assert "NO-GO" in report and "env.ports" in report
+    assert run_keys_left_active(tmp_path) == []  # revoked when the run ends, failed or not
 
 
 def test_wrong_parameter_type_is_refused_before_anything_runs(tmp_path, gemma_path):
