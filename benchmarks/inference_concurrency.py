@@ -119,8 +119,21 @@ class Served(str):
 
     def cpu_s(self) -> float:
         """CPU seconds the server process has used so far (user + system, all threads)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu_s(Path(f"/proc/{self.pid}/stat"))
+
+    def thread_cpu_s(self) -> dict[str, float]:
+        """CPU seconds so far of the main thread (uvicorn's event loop) and of all other threads (the engine
+        thread and llama.cpp's OpenMP workers: decoding and sampling)."""
+        out = {"loop": 0.0, "engine": 0.0}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out["loop" if task.name == str(self.pid) else "engine"] += _cpu_s(task / "stat")
+        return out
+
+
+def _cpu_s(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -316,6 +329,11 @@ def ratio_notes(rows: dict[str, list[dict] | str], batched: str, server: str, le
             x = b[n]["tok_s"] / ls[n]["tok_s"]
             target = " (target ≥ 1.0: " + verdict(x, 1.0) + ")" if n in (8, 16) else ""
             notes.append(f"batched service ÷ llama-server, {n} streams: {x:.2f}{target}")
+    cpu = [f"{name} {res[8]['cpu_ms']:.2f}" for name, res in ((k, by_n(k)) for k in rows)
+           if 8 in res and "cpu_ms" in res[8]]
+    if cpu:
+        notes.append("server CPU per streamed token at 8 streams, ms (all its threads; the gateway row adds "
+                     "inference-chat's): " + "; ".join(cpu))
     if 8 in gw:
         notes.append(f"through the gateway with default settings, 8 streams: worst TTFT {gw[8]['worst']:.2f} s "
                      f"(target < 0.5 s: {verdict(gw[8]['worst'], 0.5, higher_is_better=False)})")
@@ -346,8 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[dict] | str] = {}
     load_before = os.getloadavg()[0]
 
-    def http(base: str, extra: dict | None = None) -> Callable[[int], dict]:
-        return lambda n: asyncio.run(level(base, n, args.tokens, extra or {}))
+    def http(base: Served, extra: dict | None = None, also: tuple[Served, ...] = ()) -> Callable[[int], dict]:
+        """A turn against ``base``, with the CPU its server (and ``also``) used per streamed token."""
+        def turn(n: int) -> dict:
+            cpu = sum(s.cpu_s() for s in (base, *also))
+            r = asyncio.run(level(base, n, args.tokens, extra or {}))
+            r["cpu_ms"] = (sum(s.cpu_s() for s in (base, *also)) - cpu) * 1000 / (r["tokens"] + 4)  # + warm-up
+            return r
+        return turn
 
     with tempfile.TemporaryDirectory(prefix="bench-conc-") as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
@@ -370,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             runners[f"batching engine in this process, no HTTP ({args.slots} slots)"] = engine
         if "default" not in args.skip:
             _, chat, gateway = stack.enter_context(default_stack(tmp))
-            runners[DIRECT], runners[GATEWAY] = http(chat), http(gateway)
+            runners[DIRECT], runners[GATEWAY] = http(chat), http(gateway, also=(chat,))
         ref = InProcessLlama(model, args.threads, args.tokens)
         stack.callback(ref.close)
         turns: dict[tuple[str, int], list[dict]] = {}
