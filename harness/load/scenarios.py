@@ -1,7 +1,7 @@
 """The scenario table: which locustfile, against which service, how hard, judged by which targets.
 
 Defaults are sized for the CPU default (Gemma 3 270M on a couple of cores, served by the batched
-engine with 4 slots) so the whole load runbook takes under two minutes; the ``seed-*`` rows are the
+engine with 8 slots) so the whole load runbook takes under two minutes; the ``seed-*`` rows are the
 seed's own sizes (100 at 5, 50 at 3, 20 at 2). ``code`` is judged by the seed's API target (p95 < 3 s):
 measured quiet on 2 cores, 2 users' p95 is ~0.5 s, and ``seed-100x5`` itself passes at ~1.3 s
 (``-p scenarios=seed``). Streamed ``chat`` keeps a wider 15-s tier (TTFT < 3 s) because its answers
