@@ -42,15 +42,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from _docs import write_section
+
+from harness.load.stats import percentile
+from suite.settings import Settings
+from suite.testing import auth, free_port_offset
+
+HEADERS: dict[str, str] = {}  # the suite service's key (set when it starts); llama-server needs none
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _docs import write_section  # noqa: E402
-
-from harness.load.stats import percentile  # noqa: E402
-from suite.settings import Settings  # noqa: E402
-from tests.conftest import free_port_offset  # noqa: E402
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 SECTION = "Inference under concurrency"
@@ -80,7 +80,7 @@ async def level(base: str, n: int, tokens: int, extra: dict) -> dict:
     body = {"model": "chat", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True, **extra}
     # No keep-alive: llama-server's HTTP pool holds a thread per idle connection and drops new ones
     # once they are all taken; a fresh connection per request costs every server the same ~0.1 ms.
-    async with httpx.AsyncClient(base_url=base, timeout=600,
+    async with httpx.AsyncClient(base_url=base, timeout=600, headers=HEADERS,
                                  limits=httpx.Limits(max_keepalive_connections=0)) as client:
         await one_stream(client, "/v1/completions", {**body, "max_tokens": 4})  # warm-up
         t0 = time.perf_counter()
@@ -165,6 +165,7 @@ def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path,
                  inference={"engine": engine, "slots": slots, "queue_limit": 32,
                             "chat": {"alias": "chat", "path": str(model), "n_ctx": 1024,
                                      "n_threads": threads}})
+    HEADERS.update(auth(s, "guest"))  # the suite's services check a key on every request
     proc = serve("inference-chat", s.dump_file(tmp / name / "settings.json"), root, env)
     with serving(proc, s.url("inference-chat"), "/ready") as base:
         yield base

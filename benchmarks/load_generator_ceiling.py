@@ -18,17 +18,14 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from harness.load.runner import run_scenario
 from harness.load.scenarios import SCENARIOS
 from harness.load.stats import percentile, window_s
-from tests.conftest import start_app_process
+from suite.testing import start_app_process
 
 APP = '''
 from fastapi import FastAPI

@@ -17,7 +17,7 @@ def _say(message: str) -> None:
 def cmd_run(args) -> int:
     from harness import params
     from harness.report import verdict_of
-    from harness.runbook import run_sequence
+    from harness.sequence import run_sequence
 
     raw = params.parse_assignments(args.parameters)
     outcome = run_sequence(args.sequence, raw, args.runs_dir, keep_up=args.keep_up, progress=_say,
@@ -32,7 +32,7 @@ def cmd_run(args) -> int:
 
 def cmd_params(args) -> int:
     from harness.params import RESERVED, declared_parameters
-    from harness.runbook import load_sequence
+    from harness.sequence import load_sequence
 
     seq = load_sequence(args.sequence)
     for nb in seq.notebook_paths():

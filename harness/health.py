@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from harness.result import CheckResult, now_iso
+from harness.result import CheckResult, Stage, Status, now_iso
 from suite import services
 from suite.settings import Settings
 
@@ -59,7 +59,7 @@ def check_service(settings: Settings, name: str, start_period_s: float = 60.0,
         t0 = time.perf_counter()
         p = probe_until(base + path, start_period_s)
         took = round(time.perf_counter() - t0, 3)
-        status = "pass" if p.ok and (limit is None or p.latency_ms <= limit) else "fail"
+        status = Status.PASS if p.ok and (limit is None or p.latency_ms <= limit) else Status.FAIL
         target = "HTTP 200" + (f" within {limit:g} ms" if limit else "")
         detail = f"{base}{path}, {p.attempts} attempt(s)"
         if not p.ok:
@@ -67,7 +67,7 @@ def check_service(settings: Settings, name: str, start_period_s: float = 60.0,
         elif limit and p.latency_ms > limit:
             detail += "; answered, but slower than the target"
         out.append(CheckResult(f"health.{name}.{kind}", f"{name} {'liveness' if kind == 'health' else 'readiness'}",
-                               "health", status, target=target, measured=f"{p.latency_ms:.1f} ms",
+                               Stage.HEALTH, status, target=target, measured=f"{p.latency_ms:.1f} ms",
                                detail=detail, started_at=started, duration_s=took))
         if not p.ok and kind == "health":
             break  # not alive: readiness would only repeat the same failure

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -11,6 +10,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from harness.rundir import RunDir
 from suite.settings import project_root
 
 KEY_PACKAGES = ("llama-cpp-python", "sentence-transformers", "torch", "qdrant-client", "papermill",
@@ -53,13 +53,11 @@ def _sha256(path: Path) -> str:
 
 
 def write_ledger(run_dir: Path) -> Path:
-    run_dir = Path(run_dir)
+    run = RunDir(Path(run_dir))
     artifacts = {}
-    for path in sorted(run_dir.rglob("*")):
-        if path.is_file() and path.name != "ledger.json" and not path.name.endswith(".tmp"):
-            artifacts[str(path.relative_to(run_dir))] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
-    ledger = {"run_id": run_dir.name, "git_sha": git_sha(), "environment": environment_fingerprint(),
+    for path in sorted(run.path.rglob("*")):
+        if path.is_file() and path != run.ledger_file and not path.name.endswith(".tmp"):
+            artifacts[str(path.relative_to(run.path))] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+    ledger = {"run_id": run.run_id, "git_sha": git_sha(), "environment": environment_fingerprint(),
               "artifacts": artifacts}
-    target = run_dir / "ledger.json"
-    target.write_text(json.dumps(ledger, indent=2))
-    return target
+    return run.write_json(run.ledger_file, ledger)

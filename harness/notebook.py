@@ -7,12 +7,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.errors import ChecksFailed
+from harness.palette import status_color
 from harness.result import CheckResult, Status, save_results, summarize
 from harness.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-_COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "warn": "#9a6700", "skip": "#57606a"}
 
 
 class Runbook:
@@ -50,9 +49,8 @@ class Runbook:
 
         rows = []
         for r in (self.results if results is None else list(results)):
-            color = _COLORS[r.status.value]
             rows.append(
-                f"<tr><td style='color:{color};font-weight:bold'>{r.status.value.upper()}</td>"
+                f"<tr><td style='color:{status_color(r.status)};font-weight:bold'>{r.status.label}</td>"
                 f"<td>{html.escape(r.id)}</td><td>{html.escape(r.title)}</td>"
                 f"<td>{html.escape(str(r.target))}</td><td>{html.escape(str(r.measured))}</td>"
                 f"<td>{html.escape(r.detail)}</td><td>{r.duration_s:.2f}s</td></tr>")

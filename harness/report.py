@@ -17,9 +17,9 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from harness.ledger import environment_fingerprint, git_sha
-from harness.result import CheckResult, Status, load_results, now_iso, summarize
-
-PHASE_ORDER = ["environment", "bring-up", "health", "smoke", "load", "backup", "monitoring", "report"]
+from harness.palette import STATUS_COLORS, status_color, status_css
+from harness.result import CheckResult, Stage, Status, load_results, now_iso, summarize
+from harness.rundir import RunDir
 
 
 @dataclass
@@ -36,8 +36,10 @@ def decide(steps: list[dict], results: list[CheckResult]) -> Verdict:
     """GO when every runbook ran and passed and no check failed; warnings and skips do not block."""
     reasons = []
     for s in steps:
-        if s.get("status") in ("failed", "skipped", "pending"):
-            reasons.append(f"runbook {s['notebook']} {s['status']}" + (f": {s['error']}" if s.get("error") else ""))
+        status = Status.parse(s.get("status", Status.PENDING))
+        if status is not Status.PASS:
+            reasons.append(f"runbook {s['notebook']} {status.label.lower()}"
+                           + (f": {s['error']}" if s.get("error") else ""))
     failed = [r for r in results if r.status is Status.FAIL]
     reasons += [f"check {r.id} failed (target {r.target}, measured {r.measured})" for r in failed]
     if not results:
@@ -55,11 +57,10 @@ def _duration_chart(results: list[CheckResult]) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"pass": "#2da44e", "fail": "#cf222e", "warn": "#bf8700", "skip": "#8c959f"}
     height = max(2.0, 0.28 * len(timed) + 0.8)
     fig, ax = plt.subplots(figsize=(8, height))
     ax.barh([r.id for r in timed][::-1], [r.duration_s for r in timed][::-1],
-            color=[colors[r.status.value] for r in timed][::-1])
+            color=[status_color(r.status) for r in timed][::-1])
     ax.set_xlabel("seconds")
     ax.set_title("Time per check")
     ax.tick_params(axis="y", labelsize=7)
@@ -85,10 +86,13 @@ def _figures(run_dir: Path) -> list[dict[str, str]]:
 
 
 def _load_all(run_dir: Path) -> tuple[dict, list[dict], list[CheckResult], dict[str, list[CheckResult]]]:
-    meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    steps = json.loads((run_dir / "steps.json").read_text()) if (run_dir / "steps.json").exists() else []
+    run = RunDir(Path(run_dir))
+    meta = run.read_json(run.meta_file, default={})
+    steps = run.read_json(run.steps_file, default=[])
+    for s in steps:
+        s["status"] = Status.parse(s.get("status", Status.PENDING))
     by_runbook: dict[str, list[CheckResult]] = {}
-    for path in sorted((run_dir / "results").glob("*.json")):
+    for path in sorted(run.results.glob("*.json")):
         by_runbook[path.stem] = load_results(path)
     results = [r for rs in by_runbook.values() for r in rs]
     return meta, steps, results, by_runbook
@@ -97,13 +101,13 @@ def _load_all(run_dir: Path) -> tuple[dict, list[dict], list[CheckResult], dict[
 def render(run_dir: Path, title: str = "Completion report") -> str:
     run_dir = Path(run_dir)
     meta, steps, results, by_runbook = _load_all(run_dir)
-    # the report step itself is running while this renders: judge it by what ran before it
-    judged = [s for s in steps if not (s.get("status") == "running" and s["notebook"].startswith("09"))]
+    # the report step is running while this renders: the run is judged by what ran before it
+    judged = [s for s in steps if not s.get("report")]
     verdict = decide(judged, results)
-    groups: dict[str, list[CheckResult]] = defaultdict(list)
+    groups: dict[Stage, list[CheckResult]] = defaultdict(list)
     for r in results:
-        groups[r.phase].append(r)
-    order = sorted(groups, key=lambda p: (PHASE_ORDER.index(p) if p in PHASE_ORDER else 99, p))
+        groups[r.stage].append(r)
+    order = [stage for stage in Stage if stage in groups]
     env = Environment(loader=PackageLoader("harness", "templates"), autoescape=select_autoescape(["html", "j2"]))
     template = env.get_template("report.html.j2")
 
@@ -113,11 +117,21 @@ def render(run_dir: Path, title: str = "Completion report") -> str:
 
     return template.render(
         title=title, meta=meta, run_id=meta.get("run_id", run_dir.name), generated_at=now_iso(),
-        verdict=verdict, counts=summarize(results), steps=steps,
-        groups=[(p, groups[p], summarize(groups[p])) for p in order], by_runbook=by_runbook,
+        verdict=verdict, counts=summarize(results), steps=steps, status_css=status_css(),
+        go_color=STATUS_COLORS[Status.PASS], nogo_color=STATUS_COLORS[Status.FAIL],
+        groups=[(stage.value, groups[stage], summarize(groups[stage])) for stage in order], by_runbook=by_runbook,
         chart=_duration_chart(results), figures=_figures(run_dir), evidence_link=evidence_link,
-        env=environment_fingerprint(), git_sha=git_sha(), json=json,
+        env=environment_fingerprint(), git_sha=git_sha(), json=json, scans=_scans(run_dir),
     )
+
+
+def _scans(run_dir: Path) -> list[dict[str, Any]]:
+    """The security scans of the run (``security/scans.json``, written by the security runbook)."""
+    path = run_dir / "security" / "scans.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    except (OSError, ValueError):
+        return [{"name": "scans", "status": "fail", "summary": f"{path} is unreadable"}]
 
 
 def write_report(run_dir: Path, title: str = "Completion report") -> Path:

@@ -1,4 +1,9 @@
-"""``CheckResult``: the one record every harness function returns and every runbook writes."""
+"""``CheckResult``: the one record every harness function returns and every runbook writes.
+
+Two enums give it its vocabulary: ``Stage`` (which part of the release checklist a check belongs to:
+environment, bring-up, health, ...) and ``Status`` (one family for checks *and* runbook steps). The
+word "phase" is kept for the stack's tier (1-3, ``suite up --phase N``).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,63 @@ from typing import Any
 
 
 class Status(StrEnum):
+    """Outcome of a check, and state of a runbook step.
+
+    A check ends ``pass``, ``fail``, ``warn`` or ``skip``. A step of a run is ``pending``, then
+    ``running``, then ``pass``, ``fail`` or ``skip`` (not run because an earlier runbook failed);
+    ``not-run`` marks a runbook the run has no record of at all (e.g. never opened in a manual run).
+    """
+
     PASS = "pass"
     FAIL = "fail"
     WARN = "warn"
     SKIP = "skip"
+    PENDING = "pending"
+    RUNNING = "running"
+    NOT_RUN = "not-run"
+
+    @classmethod
+    def parse(cls, value: str | Status) -> Status:
+        """A status from its value, also reading the step words of older run directories."""
+        if isinstance(value, Status):
+            return value
+        return cls(_LEGACY.get(str(value), str(value)))
+
+    @property
+    def label(self) -> str:
+        """The text shown to people: ``PASS``, ``NOT RUN``."""
+        return self.value.replace("-", " ").upper()
+
+    @property
+    def is_outcome(self) -> bool:
+        """True for the statuses a check can end with."""
+        return self in CHECK_OUTCOMES
+
+
+CHECK_OUTCOMES = (Status.PASS, Status.FAIL, Status.WARN, Status.SKIP)  # in display order
+_LEGACY = {"passed": "pass", "failed": "fail", "skipped": "skip"}  # steps.json before one vocabulary
+
+
+class Stage(StrEnum):
+    """The stage of the release checklist a check belongs to, in report order."""
+
+    ENVIRONMENT = "environment"
+    BRING_UP = "bring-up"
+    HEALTH = "health"
+    SMOKE = "smoke"
+    SECURITY = "security"
+    LOAD = "load"
+    FAULT_DRILL = "fault-drill"
+    BACKUP = "backup"
+    MONITORING = "monitoring"
+    REPORT = "report"
+
+    @classmethod
+    def parse(cls, value: str | Stage) -> Stage:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"unknown stage {value!r}; stages: {', '.join(s.value for s in cls)}") from None
 
 
 def now_iso() -> str:
@@ -29,7 +87,7 @@ def now_iso() -> str:
 class CheckResult:
     id: str
     title: str
-    phase: str
+    stage: Stage
     status: Status
     target: str = ""
     measured: Any = None
@@ -39,7 +97,10 @@ class CheckResult:
     duration_s: float = 0.0
 
     def __post_init__(self) -> None:
+        self.stage = Stage.parse(self.stage)
         self.status = Status(self.status)
+        if not self.status.is_outcome:
+            raise ValueError(f"a check ends {', '.join(CHECK_OUTCOMES)}; got {self.status.value!r}")
         if isinstance(self.evidence, str):
             self.evidence = [self.evidence]
 
@@ -49,16 +110,19 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["status"] = self.status.value
+        d["stage"], d["status"] = self.stage.value, self.status.value
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckResult:
+        data = dict(data)
+        if "stage" not in data and "phase" in data:  # result files written before the rename
+            data["stage"] = data.pop("phase")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
     def __str__(self) -> str:
-        return f"[{self.status.value.upper():4}] {self.id}: {self.title} — {self.measured} ({self.detail})"
+        return f"[{self.status.label:4}] {self.id}: {self.title} — {self.measured} ({self.detail})"
 
 
 class Timer:
@@ -103,7 +167,8 @@ def load_results(path: Path) -> list[CheckResult]:
 
 
 def summarize(results: Iterable[CheckResult]) -> dict[str, int]:
-    counts = {s.value: 0 for s in Status}
+    counts = {s.value: 0 for s in CHECK_OUTCOMES}
     for r in results:
         counts[r.status.value] += 1
     return counts
+

@@ -53,21 +53,44 @@ class RunDir:
         return self.path / "report.html"
 
     @property
+    def load(self) -> Path:
+        return self.path / "load"
+
+    @property
+    def meta_file(self) -> Path:
+        """``run.json``: run id, sequence, parameters, start and end."""
+        return self.path / "run.json"
+
+    @property
     def steps_file(self) -> Path:
+        """``steps.json``: each runbook's state, written on every change."""
         return self.path / "steps.json"
 
     @property
     def started_services_file(self) -> Path:
+        """``started_services.json``: the services this run started (torn down at its end)."""
         return self.path / "started_services.json"
 
-    def write_json(self, name: str, data: Any) -> Path:
+    @property
+    def ledger_file(self) -> Path:
+        return self.path / "ledger.json"
+
+    def record_started(self, phase: int, names: list[str], started_at: str) -> None:
+        """Add services this run started (a resumed run adds to the first attempt's list)."""
+        record = self.read_json(self.started_services_file, default=None) or {
+            "phase": phase, "services": [], "started_at": started_at}
+        record["services"] += [n for n in names if n not in record["services"]]
+        self.write_json(self.started_services_file, record)
+
+    def write_json(self, name: str | Path, data: Any) -> Path:
+        """Write ``data`` as JSON atomically; ``name`` is relative to the run directory."""
         target = self.path / name
         tmp = target.with_suffix(target.suffix + ".tmp")
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
         os.replace(tmp, target)
         return target
 
-    def read_json(self, name: str, default: Any = None) -> Any:
+    def read_json(self, name: str | Path, default: Any = None) -> Any:
         try:
             return json.loads((self.path / name).read_text())
         except FileNotFoundError:

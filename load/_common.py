@@ -1,19 +1,44 @@
-"""Shared by every locustfile here: raw per-request samples, a request budget, warm-up, SSE timing.
+"""Shared by every locustfile here: the ``SuiteUser`` base class, raw per-request samples, a request
+budget, warm-up, and the timing of streamed (SSE) answers.
 
-Imported by locustfiles only (it imports locust, so the harness never imports it). Environment
-variables set by ``harness.load`` (or by hand):
+Imported by locustfiles only (it imports locust, so the harness never imports it). A locustfile
+subclasses ``SuiteUser``, names its ``service`` (the default host comes from the suite's settings;
+``--host`` wins) and calls ``self.post_json(...)`` or ``self.post_stream(...)`` in its tasks.
 
-- ``LOAD_SAMPLES_DIR`` — each process appends one JSON line per request to
-  ``samples-<pid>.jsonl`` there (workers of a distributed run each write their own file).
-- ``LOAD_REQUESTS`` — stop the run after this many measured (non warm-up) requests.
-- ``LOAD_WARMUP_S`` — requests started in the first seconds are marked ``warmup`` (excluded).
-- ``LOAD_MAX_TOKENS`` — completion length the LLM locustfiles ask for.
-- ``LOAD_STOP_FILE`` — when this file appears the run stops (how the harness aborts a run whose
-  threshold is already lost; one quit path, so Locust still writes complete reports).
+Environment (the contract with ``harness.load.runner``; read once per Locust process when Locust
+initialises, into ``LoadConfig``):
 
-Streamed requests are timed to their last byte here (Locust's own time covers only the headers),
-and their time to first token, inter-token latency and output tokens per second are fired as
-extra rows of request type ``METRIC`` so the Locust UI shows them too.
+============================  ==========================================================  ============
+variable                      meaning                                                      default
+============================  ==========================================================  ============
+``LOAD_SAMPLES_DIR``          each process appends one JSON line per request to            (no samples)
+                              ``samples-<pid>.jsonl`` there (workers of a distributed
+                              run each write their own file)
+``LOAD_REQUESTS``             stop the run after this many measured (non warm-up)          0 (no budget)
+                              requests
+``LOAD_WARMUP_S``             requests started in the first seconds are marked             0
+                              ``warmup`` (recorded, never judged)
+``LOAD_STOP_FILE``            when this file appears the run stops (how the harness        (none)
+                              aborts a run whose threshold is already lost; one quit
+                              path, so Locust still writes complete reports)
+``LOAD_MAX_TOKENS``           completion length the LLM users ask for                      16
+``LOAD_PHASE``                stack phase: ``mixed.py`` adds embedding and RAG from 2      1
+``LOAD_API_KEY``              sent as ``Authorization: Bearer`` and ``X-API-Key``          (none)
+``LOAD_RAG_COLLECTION``       collection ``rag_query.py`` / ``mixed.py`` query             ``load``
+``LOAD_TOOLS_FILE``           file ``tools_read_file.py`` reads (inside the sandbox)       ``README.md``
+``LOAD_TOOLS_RPS``            calls per second per tools user (stay under the tool         0.4
+                              server's rate limit)
+``SUITE_*``                   the suite's settings (``SUITE_PORT_OFFSET`` …): default      as ``suite``
+                              hosts
+============================  ==========================================================  ============
+
+A raw sample (what ``harness/load/samples.py`` reads): ``name``, ``type`` (HTTP method), ``start``
+(epoch s), ``ms`` (full duration), ``ok``, ``bytes``, ``error``, ``warmup``, ``pid`` and, for streamed
+answers, ``ttft_ms``, ``itl_ms``, ``tps``, ``tokens``.
+
+Streamed requests are timed to their last byte (Locust's own time covers only the headers), and their
+time to first token, inter-token latency and output tokens per second are fired as extra rows of
+request type ``METRIC`` so the Locust UI shows them too.
 """
 
 from __future__ import annotations
@@ -22,228 +47,258 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
-from locust import events
+from locust import FastHttpUser, constant, events
 from locust.exception import RescheduleTask
 from locust.runners import MasterRunner, WorkerRunner
 
 log = logging.getLogger("suite.load")
 
 METRIC = "METRIC"
-SAMPLES_DIR = os.environ.get("LOAD_SAMPLES_DIR", "")
-REQUESTS = int(os.environ.get("LOAD_REQUESTS", "0") or 0)
-WARMUP_S = float(os.environ.get("LOAD_WARMUP_S", "0") or 0)
-MAX_TOKENS = int(os.environ.get("LOAD_MAX_TOKENS", "16") or 16)
-API_KEY = os.environ.get("LOAD_API_KEY", "")
-STOP_FILE = os.environ.get("LOAD_STOP_FILE", "")
+BASE_PORTS = {"gateway": 8000, "inference-chat": 8001, "rag": 8002, "embedding": 8003,
+              "inference-code": 8004, "memory": 8005, "tools": 8020}
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """The environment contract of the module docstring, read once."""
+
+    samples_dir: str = ""
+    requests: int = 0
+    warmup_s: float = 0.0
+    stop_file: str = ""
+    max_tokens: int = 16
+    phase: int = 1
+    api_key: str = ""
+    rag_collection: str = "load"
+    tools_file: str = "README.md"
+    tools_rps: float = 0.4
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> LoadConfig:
+        def get(name: str, default: Any) -> Any:
+            raw = env.get(name, "")
+            return type(default)(raw) if raw else default
+
+        d = cls()
+        return cls(samples_dir=get("LOAD_SAMPLES_DIR", d.samples_dir), requests=get("LOAD_REQUESTS", d.requests),
+                   warmup_s=get("LOAD_WARMUP_S", d.warmup_s), stop_file=get("LOAD_STOP_FILE", d.stop_file),
+                   max_tokens=get("LOAD_MAX_TOKENS", d.max_tokens), phase=get("LOAD_PHASE", d.phase),
+                   api_key=get("LOAD_API_KEY", d.api_key),
+                   rag_collection=get("LOAD_RAG_COLLECTION", d.rag_collection),
+                   tools_file=get("LOAD_TOOLS_FILE", d.tools_file), tools_rps=get("LOAD_TOOLS_RPS", d.tools_rps))
 
 
 def service_url(service: str) -> str:
-    """Default ``host`` of a user class: the suite's settings (``SUITE_PORT_OFFSET`` etc.); ``--host`` wins."""
+    """Default ``host`` of a user class: the suite's settings (``SUITE_PORT_OFFSET`` etc.)."""
     try:
         from suite.settings import Settings
 
         return Settings().url(service)
     except Exception:  # the locustfile also runs outside the project (plain `locust -f`)
-        base = {"gateway": 8000, "inference-chat": 8001, "rag": 8002, "embedding": 8003,
-                "inference-code": 8004, "memory": 8005, "tools": 8020}[service]
-        return f"http://127.0.0.1:{base + int(os.environ.get('SUITE_PORT_OFFSET', '0') or 0)}"
+        offset = int(os.environ.get("SUITE_PORT_OFFSET", "0") or 0)
+        return f"http://127.0.0.1:{BASE_PORTS[service] + offset}"
 
 
-class _State:
-    """Per-process counters (each Locust process has its own)."""
+class Recorder:
+    """One per Locust process: writes the raw samples, hands out the request budget, stops the run.
 
-    environment = None
-    file = None
-    warm_until = 0.0
-    started = 0  # measured requests handed out (local runner)
-    completed = 0  # measured requests finished
-    quitting = False
+    Built when Locust initialises (``events.init``) and kept on ``environment.suite_load``.
+    """
 
+    def __init__(self, environment, config: LoadConfig) -> None:
+        self.environment = environment
+        self.config = config
+        self.file = None
+        self.warm_until = 0.0
+        self.started = 0  # measured requests handed out (local runner)
+        self.completed = 0  # measured requests finished
+        self.quitting = False
+        if config.samples_dir and not isinstance(environment.runner, MasterRunner):
+            os.makedirs(config.samples_dir, exist_ok=True)
+            self.file = open(os.path.join(config.samples_dir, f"samples-{os.getpid()}.jsonl"), "a",
+                             encoding="utf-8")
+        ev = environment.events
+        ev.test_start.add_listener(self.on_test_start)
+        ev.request.add_listener(self.on_request)
+        ev.quitting.add_listener(self.on_quitting)
+        ev.quit.add_listener(self.on_quit)
 
-STATE = _State()
+    @property
+    def runner(self):
+        return self.environment.runner
+
+    # -- the request budget ---------------------------------------------------------------------
+    def ticket(self) -> dict[str, Any]:
+        """A ticket for one request: its ``context=``.
+
+        When the budget is spent the task is skipped (``RescheduleTask`` after a short pause) until the
+        requests in flight finish and the run stops. In a single process the budget is exact; on
+        workers the master stops the run instead.
+        """
+        if time.time() < self.warm_until:
+            return {"warmup": True}
+        if self.config.requests and not isinstance(self.runner, WorkerRunner):
+            if self.started >= self.config.requests:
+                gevent.sleep(0.2)
+                raise RescheduleTask()
+            self.started += 1
+        return {"warmup": False}
+
+    # -- Locust events --------------------------------------------------------------------------
+    def on_test_start(self, environment, **_kw) -> None:
+        self.warm_until = time.time() + self.config.warmup_s
+        if self.config.requests and isinstance(self.runner, MasterRunner):
+            gevent.spawn(self._master_watch)
+        if self.config.stop_file and not isinstance(self.runner, WorkerRunner):
+            gevent.spawn(self._stop_file_watch)
+
+    def on_request(self, request_type, name, response_time, response_length, exception=None, context=None,
+                   start_time=None, **_kw) -> None:
+        if request_type == METRIC:
+            return
+        context = context or {}
+        warmup = bool(context.get("warmup", False))
+        if self.file is not None:
+            sample = {
+                "name": name, "type": request_type, "start": start_time or time.time() - response_time / 1000,
+                "ms": round(float(response_time), 3), "ok": exception is None, "bytes": int(response_length or 0),
+                "error": None if exception is None else f"{type(exception).__name__}: {exception}"[:300],
+                "warmup": warmup, "pid": os.getpid(),
+            }
+            for key in StreamTiming.FIELDS:
+                if context.get(key) is not None:
+                    sample[key] = context[key]
+            self.file.write(json.dumps(sample) + "\n")
+            self.file.flush()
+        if warmup:
+            return
+        self.completed += 1
+        if (self.config.requests and self.completed >= self.config.requests
+                and self.runner is not None and not isinstance(self.runner, (WorkerRunner, MasterRunner))):
+            self.quit(f"request budget of {self.config.requests} reached")
+
+    def on_quitting(self, environment, **_kw) -> None:
+        # Locust rewrites its CSV once a second but not at shutdown: give its writer one more pass
+        options = getattr(environment, "parsed_options", None)
+        if getattr(options, "csv_prefix", None) and not isinstance(self.runner, WorkerRunner):
+            gevent.sleep(1.2)
+
+    def on_quit(self, **_kw) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    # -- stopping -------------------------------------------------------------------------------
+    def quit(self, why: str) -> None:
+        """The one way a run is ended from here (budget reached, or asked to stop), at most once."""
+        if self.quitting:
+            return
+        self.quitting = True
+        log.info("stopping: %s", why)
+        gevent.spawn(self.runner.quit)  # not inline: quitting kills the calling greenlet
+
+    def _stop_file_watch(self) -> None:
+        path = self.config.stop_file
+        while not self.quitting:
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as fh:
+                    self.quit(fh.read().strip() or "stop file found")
+                return
+            gevent.sleep(0.25)
+
+    def _master_watch(self) -> None:
+        """Distributed mode: quit once the workers' reported measured requests reach the budget.
+
+        Workers report every few seconds, so a distributed run may overshoot by the requests in flight
+        or finished since the last report; the harness judges every recorded sample.
+        """
+        baseline, budget = None, self.config.requests
+        while not self.quitting:
+            gevent.sleep(0.5)
+            done = sum(e.num_requests for (_name, method), e in self.runner.stats.entries.items()
+                       if method != METRIC)
+            if baseline is None and time.time() >= self.warm_until:
+                baseline = done  # requests of the warm-up do not count towards the budget
+            if baseline is not None and done - baseline >= budget:
+                self.quit(f"request budget of {budget} reached ({done - baseline} reported)")
 
 
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
-    STATE.environment = environment
-    if SAMPLES_DIR and not isinstance(environment.runner, MasterRunner):
-        os.makedirs(SAMPLES_DIR, exist_ok=True)
-        STATE.file = open(os.path.join(SAMPLES_DIR, f"samples-{os.getpid()}.jsonl"), "a", encoding="utf-8")
+    environment.suite_load = Recorder(environment, LoadConfig.from_env())
 
 
-@events.test_start.add_listener
-def _on_test_start(environment, **_kw) -> None:
-    STATE.warm_until = time.time() + WARMUP_S
-    if REQUESTS and isinstance(environment.runner, MasterRunner):
-        gevent.spawn(_master_watch, environment)
-    if STOP_FILE and not isinstance(environment.runner, WorkerRunner):
-        gevent.spawn(_stop_file_watch, environment)
+@dataclass
+class StreamTiming:
+    """Token arrival times of one streamed OpenAI answer, fed its SSE lines as they arrive."""
 
+    FIELDS = ("ttft_ms", "itl_ms", "tps", "tokens")
 
-def _quit(environment, why: str) -> None:
-    """The one way this module ends a run (budget reached, or asked to stop), at most once."""
-    if STATE.quitting:
-        return
-    STATE.quitting = True
-    log.info("stopping: %s", why)
-    gevent.spawn(environment.runner.quit)  # not inline: quitting kills the calling greenlet
+    t0: float
+    token_times: list[float] = field(default_factory=list)
+    done: bool = False
+    size: int = 0
 
-
-def _stop_file_watch(environment) -> None:
-    while not STATE.quitting:
-        if os.path.exists(STOP_FILE):
-            with open(STOP_FILE, encoding="utf-8") as fh:
-                _quit(environment, fh.read().strip() or "stop file found")
+    def line(self, raw: bytes) -> None:
+        self.size += len(raw)
+        data = raw.decode("utf-8", errors="replace").strip()
+        if not data.startswith("data:"):
             return
-        gevent.sleep(0.25)
+        data = data[5:].strip()
+        if data == "[DONE]":
+            self.done = True
+        elif _has_text(data):
+            self.token_times.append(time.perf_counter())
+
+    def problem(self) -> str | None:
+        """Why the stream is a failed request, or None."""
+        if not self.done:
+            return "stream ended without [DONE]"
+        if not self.token_times:
+            return "stream carried no tokens"
+        return None
+
+    def figures(self) -> dict[str, float | None]:
+        """TTFT and mean ITL in ms, output tokens per second, tokens (empty without tokens)."""
+        times = self.token_times
+        if not times:
+            return {}
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        span = times[-1] - times[0]
+        return {"ttft_ms": round((times[0] - self.t0) * 1000, 3), "tokens": len(times),
+                "itl_ms": round(sum(gaps) / len(gaps) * 1000, 3) if gaps else None,
+                "tps": round((len(times) - 1) / span, 3) if span > 0 else None}
 
 
-@events.quitting.add_listener
-def _on_quitting(environment, **_kw) -> None:
-    # Locust rewrites its CSV once a second but not at shutdown: give its writer one more pass
-    options = getattr(environment, "parsed_options", None)
-    if getattr(options, "csv_prefix", None) and not isinstance(environment.runner, WorkerRunner):
-        gevent.sleep(1.2)
+def sse_lines(resp) -> Iterator[bytes]:
+    """The body of a streamed response, line by line as each line arrives.
 
-
-@events.quit.add_listener
-def _on_quit(**_kw) -> None:
-    if STATE.file is not None:
-        STATE.file.close()
-        STATE.file = None
-
-
-def _master_watch(environment) -> None:
-    """Distributed mode: quit once the workers' reported measured requests reach ``LOAD_REQUESTS``.
-
-    Workers report every few seconds, so a distributed run may overshoot by the requests in flight
-    or finished since the last report; the harness judges every recorded sample.
+    Byte-wise reads: ``iter_content`` blocks until a whole chunk is in, so any larger chunk would
+    hold a token's line back until the next token arrives and hide when it came.
     """
-    baseline = None
-    while True:
-        gevent.sleep(0.5)
-        done = sum(e.num_requests for (name, method), e in environment.runner.stats.entries.items()
-                   if method != METRIC)
-        if baseline is None and time.time() >= STATE.warm_until:
-            baseline = done  # requests of the warm-up do not count towards the budget
-        if baseline is not None and done - baseline >= REQUESTS:
-            _quit(environment, f"request budget of {REQUESTS} reached ({done - baseline} reported)")
-            return
-        if STATE.quitting:
-            return
+    line = bytearray()
+    for byte in resp.iter_content(chunk_size=1, decode_content=False):
+        line += byte
+        if byte == b"\n":
+            yield bytes(line)
+            line.clear()
+    if line:
+        yield bytes(line)
 
 
-def take() -> dict[str, Any]:
-    """A ticket for one request: ``context=`` of the request.
-
-    When the budget is spent the task is skipped (``RescheduleTask`` after a short pause) until the
-    requests in flight finish and the run stops. In a single process the budget is exact; on
-    workers the master stops the run instead.
-    """
-    if time.time() < STATE.warm_until:
-        return {"warmup": True}
-    if REQUESTS and not isinstance(STATE.environment.runner, WorkerRunner):
-        if STATE.started >= REQUESTS:
-            gevent.sleep(0.2)
-            raise RescheduleTask()
-        STATE.started += 1
-    return {"warmup": False}
-
-
-@events.request.add_listener
-def _on_request(request_type, name, response_time, response_length, exception=None, context=None,
-                start_time=None, **_kw) -> None:
-    if request_type == METRIC:
-        return
-    context = context or {}
-    warmup = bool(context.get("warmup", False))
-    if STATE.file is not None:
-        sample = {
-            "name": name, "type": request_type, "start": start_time or time.time() - response_time / 1000,
-            "ms": round(float(response_time), 3), "ok": exception is None, "bytes": int(response_length or 0),
-            "error": None if exception is None else f"{type(exception).__name__}: {exception}"[:300],
-            "warmup": warmup, "pid": os.getpid(),
-        }
-        for key in ("ttft_ms", "itl_ms", "tps", "tokens"):
-            if context.get(key) is not None:
-                sample[key] = context[key]
-        STATE.file.write(json.dumps(sample) + "\n")
-        STATE.file.flush()
-    if warmup:
-        return
-    STATE.completed += 1
-    runner = getattr(STATE.environment, "runner", None)
-    if (REQUESTS and STATE.completed >= REQUESTS
-            and runner is not None and not isinstance(runner, (WorkerRunner, MasterRunner))):
-        _quit(STATE.environment, f"request budget of {REQUESTS} reached")
-
-
-def stream_sse(user, path: str, body: dict[str, Any], name: str) -> None:
-    """POST a streaming OpenAI request and time it to the last byte.
-
-    Overrides Locust's header-only time with the full time, puts TTFT / mean ITL / output tokens
-    per second in the request's context (so the raw sample has them) and fires them as ``METRIC``
-    rows of their own.
-    """
-    ticket = take()
-    t0 = time.perf_counter()
-    token_times: list[float] = []
-    size = 0
-    with user.client.post(path, json=body, stream=True, catch_response=True, name=name,
-                          context=ticket) as resp:
-        if resp.status_code != 200:
-            text = resp.text or ""
-            resp.failure(f"HTTP {resp.status_code}: {text[:200]}")
-            resp.request_meta["response_time"] = (time.perf_counter() - t0) * 1000
-            return
-        done = False
-        # line by line: iter_content() waits for whole 1 KiB blocks, which would hide when tokens arrive
-        raw = resp._response
-        try:
-            while True:
-                line = raw.readline(b"\n")
-                if not line:
-                    break
-                size += len(line)
-                data = line.decode("utf-8", errors="replace").strip()
-                if not data.startswith("data:"):
-                    continue
-                data = data[5:].strip()
-                if data == "[DONE]":
-                    done = True
-                elif _has_text(data):
-                    token_times.append(time.perf_counter())
-        except Exception as exc:  # a connection cut mid-stream is a failed request, not a crash
-            resp.failure(f"stream broken: {type(exc).__name__}: {exc}")
-        end = time.perf_counter()
-        resp.request_meta["response_time"] = (end - t0) * 1000
-        resp.request_meta["response_length"] = size
-        if not done and resp._manual_result is None:
-            resp.failure("stream ended without [DONE]")
-        elif not token_times and resp._manual_result is None:
-            resp.failure("stream carried no tokens")
-        elif resp._manual_result is None:
-            resp.success()
-        if token_times:
-            ttft = (token_times[0] - t0) * 1000
-            gaps = [b - a for a, b in zip(token_times, token_times[1:])]
-            itl = sum(gaps) / len(gaps) * 1000 if gaps else None
-            span = token_times[-1] - token_times[0]
-            tps = (len(token_times) - 1) / span if span > 0 else None
-            ticket = resp.request_meta["context"]  # Locust's copy of the context is what it reports
-            ticket.update({"ttft_ms": round(ttft, 3), "tokens": len(token_times),
-                           "itl_ms": None if itl is None else round(itl, 3),
-                           "tps": None if tps is None else round(tps, 3)})
-            if not ticket.get("warmup"):
-                fire = user.environment.events.request.fire
-                for row, value in ((f"{name} · ttft ms", ttft), (f"{name} · itl ms", itl),
-                                   (f"{name} · tokens/s", tps)):
-                    if value is not None:
-                        fire(request_type=METRIC, name=row, response_time=value, response_length=0,
-                             exception=None, context={}, start_time=time.time(), url=path, response=None)
+def _status_problem(resp) -> str | None:
+    """Why an answer is a failed request by its status (no answer at all included), or None."""
+    if resp.status_code == 0:  # no HTTP answer: refused, reset, timed out
+        error = getattr(resp, "error", None)
+        return f"no answer: {type(error).__name__}: {error}" if error else "no answer"
+    if resp.status_code >= 400:
+        return f"HTTP {resp.status_code}: {(resp.text or '')[:200]}"
+    return None
 
 
 def _has_text(data: str) -> bool:
@@ -258,19 +313,88 @@ def _has_text(data: str) -> bool:
     return False
 
 
-def checked_post(user, path: str, body: dict[str, Any], name: str, expect: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-    """POST JSON within the budget; a non-2xx answer, or JSON lacking ``expect``, is a failure."""
-    ticket = take()
-    with user.client.post(path, json=body, catch_response=True, name=name, context=ticket,
-                          headers=headers or {}) as resp:
-        if resp.status_code >= 400:
-            resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")
-            return
-        if expect is not None:
+class SuiteUser(FastHttpUser):
+    """What every user here shares: the host of its ``service``, no wait, generous timeouts, the
+    request budget, and checked JSON / streamed requests that leave raw samples."""
+
+    abstract = True
+    service = "gateway"
+    wait_time = constant(0)
+    network_timeout = 300.0
+    connection_timeout = 10.0
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "host" not in vars(cls):  # Locust's --host replaces it
+            cls.host = service_url(cls.service)
+
+    @property
+    def load(self) -> Recorder:
+        return self.environment.suite_load
+
+    @property
+    def config(self) -> LoadConfig:
+        return self.load.config
+
+    def auth_headers(self) -> dict[str, str]:
+        key = self.config.api_key
+        return {"Authorization": f"Bearer {key}", "X-API-Key": key} if key else {}
+
+    def post_json(self, path: str, body: dict[str, Any], name: str, expect: str | None = None,
+                  headers: dict[str, str] | None = None) -> None:
+        """POST JSON within the budget; a non-2xx answer, or JSON lacking ``expect``, is a failure."""
+        with self.client.post(path, json=body, catch_response=True, name=name, context=self.load.ticket(),
+                              headers={**self.auth_headers(), **(headers or {})}) as resp:
+            problem = _status_problem(resp)
+            if problem:
+                resp.failure(problem)
+                return
+            if expect is not None:
+                try:
+                    ok = expect in resp.json()
+                except (ValueError, TypeError):
+                    ok = False
+                if not ok:
+                    resp.failure(f"answer lacks '{expect}'")
+
+    def post_stream(self, path: str, body: dict[str, Any], name: str) -> None:
+        """POST a streaming OpenAI request and time it to the last byte.
+
+        Replaces Locust's header-only time with the full time, puts TTFT / mean ITL / output tokens
+        per second in the request's context (so the raw sample has them) and fires them as ``METRIC``
+        rows of their own.
+        """
+        timing = StreamTiming(time.perf_counter())
+        with self.client.post(path, json=body, stream=True, catch_response=True, name=name,
+                              context=self.load.ticket(), headers=self.auth_headers()) as resp:
+            meta = resp.request_meta  # what Locust reports when the block ends
+            problem = _status_problem(resp)
+            if problem:
+                resp.failure(problem)
+                meta["response_time"] = (time.perf_counter() - timing.t0) * 1000
+                return
+            problem = None
             try:
-                ok = expect in resp.json()
-            except ValueError:
-                ok = False
-            if not ok:
-                resp.failure(f"answer lacks '{expect}'")
+                for line in sse_lines(resp):
+                    timing.line(line)
+            except Exception as exc:  # a connection cut mid-stream is a failed request, not a crash
+                problem = f"stream broken: {type(exc).__name__}: {exc}"
+            meta["response_time"] = (time.perf_counter() - timing.t0) * 1000
+            meta["response_length"] = timing.size
+            problem = problem or timing.problem()
+            if problem:
+                resp.failure(problem)
+            else:
+                resp.success()
+            figures = timing.figures()
+            meta["context"].update(figures)  # Locust's copy of the context is what it reports
+            if figures and not meta["context"].get("warmup"):
+                self._fire_metrics(name, path, figures)
+
+    def _fire_metrics(self, name: str, path: str, figures: dict[str, float | None]) -> None:
+        fire = self.environment.events.request.fire
+        for row, key in ((f"{name} · ttft ms", "ttft_ms"), (f"{name} · itl ms", "itl_ms"),
+                         (f"{name} · tokens/s", "tps")):
+            if figures.get(key) is not None:
+                fire(request_type=METRIC, name=row, response_time=figures[key], response_length=0,
+                     exception=None, context={}, start_time=time.time(), url=path, response=None)

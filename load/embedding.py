@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-from _common import checked_post, service_url
-from locust import FastHttpUser, constant, task
+from _common import SuiteUser
+from locust import task
 
 TEXTS = ["Backups run nightly and are kept for seven days.",
          "The gateway routes chat and code requests to local models.",
@@ -18,11 +18,10 @@ TEXTS = ["Backups run nightly and are kept for seven days.",
          "Qdrant stores the vectors of every indexed chunk."]
 
 
-class Embedding(FastHttpUser):
-    host = service_url("embedding")
-    wait_time = constant(0)
+class Embedding(SuiteUser):
+    service = "embedding"
     network_timeout = 120.0
 
     @task
     def embed(self) -> None:
-        checked_post(self, "/embed", {"texts": random.sample(TEXTS, 2)}, name="embed", expect="embeddings")
+        self.post_json("/embed", {"texts": random.sample(TEXTS, 2)}, name="embed", expect="embeddings")

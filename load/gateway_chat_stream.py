@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 
-from _common import MAX_TOKENS, service_url, stream_sse
-from locust import FastHttpUser, constant, task
+from _common import SuiteUser
+from locust import task
 
 PROMPTS = [
     "Name three colours of the rainbow.",
@@ -22,14 +22,11 @@ PROMPTS = [
 ]
 
 
-class GatewayChatStream(FastHttpUser):
-    host = service_url("gateway")
-    wait_time = constant(0)
-    network_timeout = 300.0
-    connection_timeout = 10.0
+class GatewayChatStream(SuiteUser):
+    service = "gateway"
 
     @task
     def chat(self) -> None:
-        body = {"model": "chat", "stream": True, "max_tokens": MAX_TOKENS, "temperature": 0.7,
+        body = {"model": "chat", "stream": True, "max_tokens": self.config.max_tokens, "temperature": 0.7,
                 "messages": [{"role": "user", "content": random.choice(PROMPTS)}]}
-        stream_sse(self, "/v1/chat/completions", body, name="chat stream")
+        self.post_stream("/v1/chat/completions", body, name="chat stream")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
-from _common import MAX_TOKENS, checked_post, service_url
-from locust import FastHttpUser, constant, task
+from _common import SuiteUser
+from locust import task
 
 PROMPTS = [
     "def add(a, b):",
@@ -21,14 +21,11 @@ PROMPTS = [
 ]
 
 
-class GatewayCode(FastHttpUser):
-    host = service_url("gateway")
-    wait_time = constant(0)
-    network_timeout = 300.0
-    connection_timeout = 10.0
+class GatewayCode(SuiteUser):
+    service = "gateway"
 
     @task
     def complete(self) -> None:
-        body = {"model": "code", "prompt": random.choice(PROMPTS), "max_tokens": MAX_TOKENS,
+        body = {"model": "code", "prompt": random.choice(PROMPTS), "max_tokens": self.config.max_tokens,
                 "temperature": 0.2}
-        checked_post(self, "/v1/completions", body, name="code completion", expect="choices")
+        self.post_json("/v1/completions", body, name="code completion", expect="choices")

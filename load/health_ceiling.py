@@ -9,14 +9,13 @@ rather than the service. By hand::
 
 from __future__ import annotations
 
-from _common import service_url, take
-from locust import FastHttpUser, constant, task
+from _common import SuiteUser
+from locust import task
 
 
-class HealthCeiling(FastHttpUser):
-    host = service_url("gateway")
-    wait_time = constant(0)
+class HealthCeiling(SuiteUser):
+    service = "gateway"
 
     @task
     def health(self) -> None:
-        self.client.get("/health", name="health", context=take())
+        self.client.get("/health", name="health", context=self.load.ticket())

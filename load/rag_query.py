@@ -8,31 +8,27 @@ document into it so a query has something to find. By hand::
 
 from __future__ import annotations
 
-import os
 import random
 
-from _common import checked_post, service_url
-from locust import FastHttpUser, constant, task
+from _common import SuiteUser
+from locust import task
 
-COLLECTION = os.environ.get("LOAD_RAG_COLLECTION", "load")
 DOCUMENT = ("The suite keeps memory backups for seven days. Qdrant snapshots are taken before every "
             "release. The gateway answers chat and code requests from local models.")
 QUERIES = ["How long are memory backups kept?", "When are Qdrant snapshots taken?",
            "백업은 얼마나 보관됩니까?"]
 
 
-class RagQuery(FastHttpUser):
-    host = service_url("rag")
-    wait_time = constant(0)
-    network_timeout = 300.0
+class RagQuery(SuiteUser):
+    service = "rag"
 
     def on_start(self) -> None:
         # not counted in the budget and not a sample worth judging: preparation only
-        self.client.post("/index", json={"collection": COLLECTION,
+        self.client.post("/index", json={"collection": self.config.rag_collection,
                                          "documents": [{"id": "load-doc", "text": DOCUMENT}]},
-                         name="index (setup)")
+                         name="index (setup)", headers=self.auth_headers())
 
     @task
     def query(self) -> None:
-        checked_post(self, "/query", {"collection": COLLECTION, "query": random.choice(QUERIES)},
-                     name="rag query", expect="answer")
+        self.post_json("/query", {"collection": self.config.rag_collection, "query": random.choice(QUERIES)},
+                       name="rag query", expect="answer")

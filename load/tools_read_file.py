@@ -8,24 +8,20 @@ token and as ``X-API-Key``. By hand::
 
 from __future__ import annotations
 
-import os
-
-from _common import API_KEY, checked_post, service_url
-from locust import FastHttpUser, constant_throughput, task
-
-PATH = os.environ.get("LOAD_TOOLS_FILE", "README.md")
-# The tool server limits each key to settings.tools.rate_limit_per_minute calls per tool (60 by
-# default); paced at 0.4 calls/s per user, two users stay under it, so the test measures latency,
-# not the limiter. Raise it together with the limit.
-PER_USER_RPS = float(os.environ.get("LOAD_TOOLS_RPS", "0.4"))
+from _common import SuiteUser
+from locust import constant_throughput, task
 
 
-class ToolsReadFile(FastHttpUser):
-    host = service_url("tools")
-    wait_time = constant_throughput(PER_USER_RPS)
+class ToolsReadFile(SuiteUser):
+    service = "tools"
     network_timeout = 60.0
+
+    def wait_time(self) -> float:
+        # The tool server limits each key to settings.tools.rate_limit_per_minute calls a minute, all
+        # tools together (60 by default); paced at 0.4 calls/s per user (LOAD_TOOLS_RPS), two users stay under it, so the
+        # test measures latency, not the limiter. Raise it together with the limit.
+        return constant_throughput(self.config.tools_rps)(self)
 
     @task
     def read_file(self) -> None:
-        headers = {"Authorization": f"Bearer {API_KEY}", "X-API-Key": API_KEY} if API_KEY else {}
-        checked_post(self, "/tools/read_file", {"path": PATH}, name="tools read_file", headers=headers)
+        self.post_json("/tools/read_file", {"path": self.config.tools_file}, name="tools read_file")

@@ -5,13 +5,15 @@
 #
 #   SUITE_LLAMA_BUILD=auto|avx512|avx2|cuda   CPU variant (auto: avx512 when the CPU has it) or CUDA
 #   SUITE_VENV=.venv                          where the virtual environment lives
-#   SUITE_EXTRAS=test                         extras of the project to install (e.g. "test,bench")
+#   SUITE_EXTRAS=test                         extras of the project to install (e.g. "test,bench"; empty: none)
+#   SUITE_EDITABLE=1                          0 installs a copy of the project (the container image)
+#   SUITE_SKIP_MODELS=0                       1 leaves the models out of the data dir (the image mounts it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${SUITE_VENV:-$ROOT/.venv}
 LLAMA_VERSION=0.3.36
-EXTRAS=${SUITE_EXTRAS:-test}
+EXTRAS=${SUITE_EXTRAS-test}
 PY=${PYTHON:-python3}
 
 log() { printf '[install] %s\n' "$*" >&2; }
@@ -21,11 +23,23 @@ need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v git >/dev/null || need_apt+=(git)
+as_root_with_apt=false
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then as_root_with_apt=true; fi
+# Prometheus + Alertmanager for the monitoring runbook and the rule unit tests (promtool). Optional:
+# installed where we may (root with apt, as in CI); elsewhere those steps skip with this hint.
+# SUITE_MONITORING_TOOLS=0 leaves them out (the container image does not need them).
+if [ "${SUITE_MONITORING_TOOLS:-1}" != 0 ]; then
+  if command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null; then :
+  elif $as_root_with_apt; then need_apt+=(prometheus prometheus-alertmanager)
+  else log "note: prometheus/promtool/alertmanager absent; monitoring steps will skip" \
+           "(sudo apt-get install --no-install-recommends prometheus prometheus-alertmanager)"
+  fi
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if $as_root_with_apt; then
     log "apt-get install ${need_apt[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
     log "missing system tools: ${need_apt[*]} (install them, then run again)"; exit 1
   fi
@@ -90,10 +104,12 @@ stamp=$(cat pyproject.toml | sha256sum | cut -c1-12)-$EXTRAS
 if [ "$(cat "$VENV/.project-stamp" 2>/dev/null || true)" != "$stamp" ]; then
   log "installing the project and its dependencies (extras: $EXTRAS)"
   # torch pinned to the CPU build; a bare 'torch' would pull a multi-GB CUDA build.
-  pip_ install -q "torch==2.13.0" -e ".[$EXTRAS]"
+  project="."; [ -n "$EXTRAS" ] && project=".[$EXTRAS]"
+  editable=(-e); [ "${SUITE_EDITABLE:-1}" = 0 ] && editable=()
+  pip_ install -q "torch==2.13.0" "${editable[@]}" "$project"
   echo "$stamp" > "$VENV/.project-stamp"
 fi
 
 # --- models into the data directory ---------------------------------------------------------------
-"$VENV/bin/suite" models install
+if [ "${SUITE_SKIP_MODELS:-0}" != 1 ]; then "$VENV/bin/suite" models install; fi
 log "ready: $VENV"

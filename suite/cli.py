@@ -9,8 +9,14 @@ import sys
 import time
 
 from suite import services
+from suite.auth import cli as auth_cli
+from suite.auth import startup as auth_startup
+from suite.auth.keys import KeyStore
+from suite.backup import cli as backup_cli
+from suite.rag import cli as rag_cli
 from suite.settings import Settings
 from suite.supervisor import SupervisorError, get_backend
+from suite.tools import cli as tools_cli
 
 
 def _say(message: str) -> None:
@@ -18,7 +24,14 @@ def _say(message: str) -> None:
 
 
 def cmd_up(settings: Settings, args) -> int:
+    auth_startup.check(settings)
     backend = get_backend(settings)
+    store = KeyStore.open(settings.key_store_path)
+    try:
+        active = sum(1 for k in store.list() if k["state"] == "active")
+    finally:
+        store.close()
+    _say(auth_startup.notice(settings, active))
     names = [s.name for s in services.for_phase(args.phase)]
     _say(f"suite up --phase {args.phase} ({settings.backend} backend, profile {settings.profile}): "
          + ", ".join(names))
@@ -37,20 +50,24 @@ def cmd_down(settings: Settings, args) -> int:
 
 
 def cmd_status(settings: Settings, args) -> int:
+    """Every service of the phase brought up (all with --all), down ones included; exit 1 when one
+    of them is not ready, so scripts can gate on it."""
     states = get_backend(settings).status()
     if not args.all:
-        states = [s for s in states if s.running]
+        states = [s for s in states if s.configured or s.running]
     if args.json:
         print(json.dumps([s.to_dict() for s in states], indent=2))
-        return 0
-    if not states:
+    elif not states:
         _say("no service is running (start with `suite up --phase 1`)")
-        return 0
-    _say(f"{'service':<16}{'phase':<7}{'pid':<9}{'health':<9}{'ready':<8}url / detail")
-    for s in states:
-        _say(f"{s.name:<16}{s.phase:<7}{s.pid or '-':<9}{'ok' if s.healthy else '-':<9}"
-             f"{'ready' if s.ready else 'NO':<8}{s.url} {'' if s.ready else s.detail}")
-    return 0 if all(s.ready for s in states if s.running) else 1
+    else:
+        _say(f"{'service':<16}{'phase':<7}{'state':<13}{'pid':<9}{'health':<8}{'ready':<7}{'restarts':<10}"
+             "last exit / detail")
+        for s in states:
+            last = f"{s.last_exit} at {s.last_exit_at}" if s.last_exit else ""
+            note = "; ".join(x for x in (last, "" if s.ready else s.detail) if x)
+            _say(f"{s.name:<16}{s.phase:<7}{s.state:<13}{s.pid or '-':<9}{'ok' if s.healthy else '-':<8}"
+                 f"{'ready' if s.ready else 'NO':<7}{s.restarts:<10}{note or s.url}")
+    return 0 if states and all(s.ready for s in states) else 1
 
 
 def cmd_logs(settings: Settings, args) -> int:
@@ -106,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="stop services (all by default)")
     down.add_argument("services", nargs="*", metavar="SERVICE", help="; ".join(services.BY_NAME))
     down.set_defaults(func=cmd_down)
-    st = sub.add_parser("status", help="running services with liveness and readiness")
+    st = sub.add_parser("status", help="services of the phase brought up: state, liveness, readiness, "
+                        "restarts, last exit (exit 1 when one is not ready)")
     st.add_argument("--json", action="store_true")
-    st.add_argument("--all", action="store_true", help="list stopped services too")
+    st.add_argument("--all", action="store_true", help="list the services of every phase")
     st.set_defaults(func=cmd_status)
     lg = sub.add_parser("logs", help="print a service's log")
     lg.add_argument("service", choices=list(services.BY_NAME))
@@ -120,20 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     md.set_defaults(func=cmd_models)
     cf = sub.add_parser("config", help="print the effective settings as JSON")
     cf.set_defaults(func=cmd_config)
-    for extra in _extra_commands():
-        extra(sub)
+    auth_cli.register(sub)  # keys
+    tools_cli.register(sub)  # approvals
+    rag_cli.register(sub)  # rag status, rag migrate
+    backup_cli.register(sub)  # backup create|list|verify|prune, restore SET
     return p
-
-
-def _extra_commands():
-    """Sub-commands contributed by phase-3 services (keys, approvals), when present."""
-    found = []
-    for module in ("suite.tools.cli",):
-        try:
-            found.append(__import__(module, fromlist=["register"]).register)
-        except ImportError:
-            continue
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
@@ -50,6 +50,8 @@ class Ports(BaseModel):
     prometheus: int = 9090
     alertmanager: int = 9093
     loki: int = 3100
+    grafana: int = 3001
+    gpu_exporter: int = 9400  # NVIDIA's DCGM exporter (compose `gpu` profile)
 
 
 class ModelConfig(BaseModel):
@@ -78,6 +80,13 @@ class InferenceSettings(BaseModel):
     )
     queue_limit: int = Field(16, ge=0, description="requests waiting beyond the slots before 429")
     ready_timeout_s: float = Field(30.0, gt=0, description="deadline of the /ready 1-token completion")
+    max_tokens_cap: int | None = Field(
+        None, ge=1, description="most tokens one request may generate, whatever it asks (none: up to the "
+        "context); bounds long generations, e.g. while fuzzing")
+    stall_s: float = Field(
+        30.0, gt=0, description="batched engine: no decode step for this long while requests are in "
+        "flight means the engine is stuck; /health then fails (and the supervisor restarts the service)"
+    )
     batch_invariant: bool = Field(
         False, description="batched engine: plain (not repacked) CPU weights and one KV stream per "
         "sequence, so a sequence's output does not depend on what else shares its batch (exact "
@@ -95,7 +104,12 @@ class GatewaySettings(BaseModel):
     retries: int = Field(1, ge=0, description="extra tries on the same upstream before falling back")
     retry_backoff_s: float = Field(0.2, ge=0)
     cooldown_s: float = Field(15.0, ge=0, description="skip an upstream this long after it failed")
-    fallback: dict[str, str] = Field(default_factory=lambda: {"chat": "code"})
+    fallback: dict[str, str] = Field(default_factory=lambda: {"chat": "code", "code": "chat"},
+                                     description="alias served instead when an alias's upstream fails")
+    fallback_on_overload: bool = Field(False, description="an upstream's 429 (its queue is full) tries the "
+                                       "next upstream of the chain instead of passing the 429 through")
+    recovery_probe_s: float = Field(1.0, gt=0, description="while an upstream cools down, probe its /health "
+                                    "this often and end the cooldown as soon as it answers")
     connect_timeout_s: float = Field(2.0, gt=0)
     read_timeout_s: float = Field(300.0, gt=0)
 
@@ -112,8 +126,23 @@ class EmbeddingSettings(BaseModel):
 
 
 class RagSettings(BaseModel):
+    store: Literal["edge", "local"] = Field(
+        "edge", description="embedded vector store when no qdrant_url is set: edge = Qdrant Edge "
+        "(qdrant-edge-py: HNSW, WAL, snapshots in process; the default), local = qdrant-client local mode "
+        "(the fallback; `suite rag migrate` copies it into edge)")
+    edge_path: Path | None = Field(None, description="Qdrant Edge store: one shard per collection "
+                                   "(default: <data_dir>/edge)")
+    optimize_threshold: int = Field(
+        5000, ge=100, description="edge: points written since the last optimize() that start one in the "
+        "background (also the engine's indexing threshold: segments below it are searched exactly)")
+    optimize_threads: int = Field(1, ge=0, description="edge: HNSW build threads of a background "
+                                  "optimize (0 = every core; 1 leaves a core to queries on small machines)")
     qdrant_path: Path | None = Field(None, description="qdrant-client local mode path (default: data/qdrant)")
     qdrant_url: str | None = Field(None, description="Qdrant server URL (gpu profile default)")
+    qdrant_api_key_file: Path | None = Field(
+        None, description="a 0600 file holding the Qdrant server's API key (sent as api-key); a file, "
+        "so the key never sits in settings dumps. The security review requires it with a server; the "
+        "docker backend makes <data_dir>/secrets/qdrant_api_key when none is set")
     chunk_chars: int = Field(800, ge=50)
     chunk_overlap: int = Field(100, ge=0)
     top_k: int = Field(4, ge=1, le=50)
@@ -129,28 +158,124 @@ class RagSettings(BaseModel):
 class ToolsSettings(BaseModel):
     sandbox_roots: list[Path] = Field(default_factory=list, description="file tools work only here")
     approvals_required: bool = Field(True, description="destructive calls by developers wait for an admin")
-    approval_ttl_s: float = Field(900.0, gt=0)
-    rate_limit_per_minute: int = Field(60, ge=1)
+    approval_ttl_s: float = Field(900.0, gt=0, description="a pending request expires after this")
+    approved_ttl_s: float = Field(
+        300.0, gt=0, description="an approved request not run within this (service down) expires")
+    rate_limit_per_minute: int = Field(60, ge=1, description="calls per key per minute, all tools together")
+    rate_limit_per_tool: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="stricter per-minute limits of single tools, per key")
     max_file_bytes: int = Field(1_000_000, ge=1)
-    command_allowlist: list[str] = Field(default_factory=lambda: ["ls", "cat", "echo", "wc", "head", "tail"])
+    max_argument_bytes: int = Field(
+        1_500_000, ge=1024, description="JSON size of one call's arguments (413 beyond; base64 of a "
+        "max_file_bytes file fits)")
+    allow_hardlinked_reads: bool = Field(
+        False, description="read regular files with more than one hard link (one may live outside)")
+    command_allowlist: list[str] = Field(
+        default_factory=lambda: ["ls", "cat", "echo", "wc", "head", "tail"],
+        description="programs run_command may start; those without an argument table in "
+        "suite/tools/commands.py take no options, only sandbox paths")
     command_timeout_s: float = Field(10.0, gt=0)
-    command_max_output_bytes: int = Field(65_536, ge=1, description="stdout/stderr kept per command")
+    command_max_output_bytes: int = Field(
+        65_536, ge=1, description="stdout/stderr kept per command; the program is killed beyond it")
+    command_max_memory_bytes: int = Field(
+        1 << 30, ge=16 << 20, description="address-space limit (RLIMIT_AS) of a command or git")
     security_db: Path | None = Field(None, description="keys, approvals, audit (default: <data_dir>/tools/security.db)")
     approval_poll_s: float = Field(1.0, gt=0, description="how often approvals decided by the CLI are executed")
     search_max_results: int = Field(200, ge=1, description="matches returned by search_files")
     upstream_timeout_s: float = Field(120.0, gt=0, description="deadline of calls to memory, rag and gateway")
 
 
+class AuthSettings(BaseModel):
+    enabled: bool = Field(
+        True, description="keys of `suite keys` on every route of every service but /health, /ready, "
+        "/metrics; false opens every route (announced by `suite up`, refused beyond loopback)")
+    key_store: Path | None = Field(None, description="hashed API keys (default: <data_dir>/auth/keys.db)")
+    cache_s: float = Field(
+        5.0, ge=0, le=300, description="a verified key is trusted this long before the store is read "
+        "again: the bound on how late a revocation is noticed")
+    anonymous_role: Literal["guest", "developer", "admin"] = Field(
+        "developer", description="the role of every caller when auth is disabled")
+    unauthenticated_per_minute: int = Field(
+        120, ge=1, description="failed attempts (no key, bad key) per client address per minute, per "
+        "service; beyond it 429 and nothing more is logged or audited")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header names accepted besides the bound address and "
+        "the loopback names (a reverse proxy's public name)")
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="browser Origins accepted (scheme://host[:port]); by "
+        "default only loopback origins")
+    max_admin_key_days: int = Field(
+        30, ge=1, description="the security review fails an admin key older than this or without expiry")
+    run_key_ttl_s: float = Field(
+        7200.0, gt=0, description="lifetime of the keys a pipeline run or a test mints for itself")
+
+
 class MemorySettings(BaseModel):
     retention_days: float = Field(90.0, gt=0)
     maintain_every_s: float = Field(3600.0, gt=0)
     backup_every_s: float = Field(86400.0, gt=0)
-    backups_kept: int = Field(7, ge=1)
+    backups_kept: int = Field(7, ge=1, description="scheduled backups: the newest N are always kept")
+    backups_keep_days: float = Field(7.0, ge=0, description="scheduled backups younger than this are kept too")
     db_path: Path | None = Field(None, description="SQLite file (default: <data_dir>/memory/memory.db)")
     backup_dir: Path | None = Field(None, description="scheduled backups (default: <data_dir>/memory/backups)")
     maintainer_enabled: bool = Field(True, description="run retention, optimize/VACUUM and backups in-process")
     maintainer_start_delay_s: float = Field(5.0, ge=0, description="first maintainer run after start-up")
-    max_note_chars: int = Field(100_000, ge=1, description="longest note text accepted")
+    max_note_chars: int = Field(100_000, ge=1, le=1_000_000, description="longest note text accepted")
+
+
+MiB = 1024 * 1024
+
+
+class GuardSettings(BaseModel):
+    """Limits every service enforces at its edge before any work (``suite.web.guard``)."""
+
+    max_body_bytes: int = Field(1 * MiB, ge=1024, description="largest request body a service reads; a larger "
+                                "one is answered 413 before the rest is read")
+    service_max_body_bytes: dict[str, int] = Field(
+        default_factory=lambda: {"embedding": 16 * MiB, "rag": 16 * MiB, "tools": 4 * MiB},
+        description="per-service overrides of max_body_bytes (embedding and RAG take many texts at "
+        "once; tools writes files up to tools.max_file_bytes, JSON-escaped)")
+    max_json_depth: int = Field(32, ge=2, le=1000, description="deepest nesting of arrays/objects accepted")
+    max_json_values: int = Field(200_000, ge=100, description="most JSON values (scalars, arrays, objects) "
+                                 "in one body; bounds the work of parsing and validating it")
+
+    def body_limit(self, service: str) -> int:
+        return self.service_max_body_bytes.get(service, self.max_body_bytes)
+
+
+class BackupSettings(BaseModel):
+    """Backup sets (``suite backup``, ``suite restore``, runbook 07): vector store + every SQLite database."""
+
+    dir: Path | None = Field(None, description="backup sets (default: <data_dir>/backups)")
+    keep_last: int = Field(7, ge=1, description="retention: the newest N sets are always kept")
+    keep_days: float = Field(7.0, ge=0, description="retention: sets younger than this are kept too")
+    partial_max_age_s: float = Field(3600.0, gt=0, description="a '.partial' set older than this is a "
+                                     "leftover of a crashed backup and is removed")
+    health_retries: int = Field(10, ge=1, description="rollback: readiness polls after the restore")
+    health_backoff_s: float = Field(1.0, gt=0, description="rollback: first pause between polls (doubles, "
+                                    "at most 10 s)")
+
+
+class SupervisionSettings(BaseModel):
+    """The process backend's supervising parent (supervisord plus the suite's watch): restart policy
+    (systemd ``Restart=on-failure`` with ``StartLimitBurst``) and liveness."""
+
+    start_secs: int = Field(5, ge=0, description="a (re)started service must stay up this long to count as "
+                            "started; an earlier exit is a failed start, retried after 1, 2, 3 … s")
+    start_retries: int = Field(3, ge=0, description="failed starts in a row before a service is left FATAL")
+    start_limit_burst: int = Field(5, ge=1, description="automatic restarts allowed within "
+                                   "start_limit_interval_s; one more and the service is stopped (FATAL)")
+    start_limit_interval_s: float = Field(300.0, gt=0, description="window of start_limit_burst")
+    stop_wait_s: int = Field(10, ge=1, description="SIGTERM to the service's process group, SIGKILL after this long")
+    liveness_interval_s: float = Field(5.0, gt=0, description="how often the watch probes each running "
+                                       "service's /health")
+    liveness_timeout_s: float = Field(5.0, gt=0, description="a /health probe slower than this failed")
+    liveness_failures: int = Field(3, ge=1, description="failed /health probes in a row before the watch "
+                                   "kills the service (SIGKILL; supervisord restarts it)")
+    liveness_start_period_s: float = Field(300.0, ge=0, description="failures do not count until the service "
+                                           "has answered /health once since it started, or this long passed")
+    log_max_bytes: int = Field(10_000_000, ge=0, description="a service log is rotated at this size (0: never)")
+    log_backups: int = Field(3, ge=0, description="rotated service logs kept")
 
 
 class Settings(BaseSettings):
@@ -173,7 +298,11 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -193,17 +322,19 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _profile_defaults(self) -> Settings:
         gpu = self.profile == "gpu"
-        for model in (self.inference.chat, self.inference.code):
+        for role in ("chat", "code"):  # the settings keys, whatever alias clients use
+            model: ModelConfig = getattr(self.inference, role)
             if model.n_gpu_layers is None:
                 model.n_gpu_layers = -1 if gpu else 0
             if gpu and model.path is None:
                 raise ValueError(
-                    f"profile 'gpu' needs inference.{model.alias}.path (a GGUF file); "
-                    f"set SUITE_INFERENCE__{model.alias.upper()}__PATH or suite.toml"
+                    f"profile 'gpu' needs inference.{role}.path (a GGUF file); "
+                    f"set SUITE_INFERENCE__{role.upper()}__PATH or suite.toml"
                 )
         if self.embedding.device is None:
             self.embedding.device = "cuda" if gpu else "cpu"
-        if gpu and self.rag.qdrant_url is None and "qdrant_path" not in self.rag.model_fields_set:
+        embedded_chosen = {"qdrant_path", "edge_path", "store"} & self.rag.model_fields_set
+        if gpu and self.rag.qdrant_url is None and not embedded_chosen:
             self.rag.qdrant_url = f"http://127.0.0.1:{self.ports.qdrant + self.port_offset}"
         self.data_dir = self.data_dir.expanduser().resolve()
         return self
@@ -221,12 +352,21 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def key_store_path(self) -> Path:
+        return Path(self.auth.key_store or self.data_dir / "auth" / "keys.db")
+
+    @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
 
     @property
     def pid_dir(self) -> Path:
         return self.data_dir / "pids"
+
+    @property
+    def supervisor_dir(self) -> Path:
+        """supervisord's config, control socket, state and exit journal (mode 0700)."""
+        return self.data_dir / "supervisor"
 
     def model_path(self, role: str) -> Path:
         """GGUF path of the 'chat' or 'code' model (the bundled Gemma when none is set)."""
@@ -237,17 +377,45 @@ class Settings(BaseSettings):
 
         return self.models_dir / GEMMA_FILE
 
+    def qdrant_api_key(self) -> str | None:
+        """The Qdrant server's API key, read from ``rag.qdrant_api_key_file`` (None when unset)."""
+        path = self.rag.qdrant_api_key_file
+        return path.expanduser().read_text(encoding="utf-8").strip() or None if path else None
+
     def qdrant_location(self) -> dict[str, Any]:
-        """Keyword arguments for ``QdrantClient``: a server URL or the embedded local path."""
+        """Keyword arguments for ``QdrantClient``: a server URL or the local-mode path."""
         if self.rag.qdrant_url:
             return {"url": self.rag.qdrant_url}
-        return {"path": str(self.rag.qdrant_path or self.data_dir / "qdrant")}
+        return {"path": str(self.local_store_path)}
+
+    @property
+    def local_store_path(self) -> Path:
+        """Where the qdrant-client local-mode store lives (used, or migrated from)."""
+        return self.rag.qdrant_path or self.data_dir / "qdrant"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir or self.data_dir / "backups"
+
+    @property
+    def edge_store_path(self) -> Path:
+        return self.rag.edge_path or self.data_dir / "edge"
+
+    def vector_store(self) -> dict[str, str]:
+        """The vector store these settings choose: ``{"kind": "server"|"edge"|"local", "location": ...}``."""
+        if self.rag.qdrant_url:
+            return {"kind": "server", "location": self.rag.qdrant_url}
+        path = self.edge_store_path if self.rag.store == "edge" else self.local_store_path
+        return {"kind": self.rag.store, "location": str(path)}
 
     def dump_file(self, path: Path) -> Path:
         """Write the effective settings as JSON so child processes see exactly these values."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.unlink(missing_ok=True)
+        # owner-only: the settings name key files and the stack's layout
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(self.model_dump_json(indent=2))
         os.replace(tmp, path)
         return path
 
@@ -266,7 +434,3 @@ def config_file() -> Path | None:
     candidate = project_root() / "suite.toml"
     return candidate if candidate.is_file() else None
 
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from env/TOML, with keyword overrides (used by tests and the CLI)."""
-    return Settings(**overrides)

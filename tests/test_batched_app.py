@@ -13,8 +13,11 @@ import pytest
 
 from harness.health import probe_until
 from suite.inference.app import create_app
-from tests.conftest import ServerThread, make_settings
+from suite.testing import ServerThread, stack_settings
 
+# This module measures the engine behind the OpenAI surface; the trust boundary in front of it is
+# tested in test_auth (and with keys on a real stack in test_phase1), so keys are off here, explicitly.
+NO_AUTH = {"enabled": False}
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 QUESTIONS = ["What is a health check?", "Name a colour.", "What is 2 + 2?", "Say hello.",
              "What is Python?", "Name a fruit.", "What is the sun?", "Count to three."]
@@ -32,8 +35,9 @@ def serve(settings, role: str = "chat", probe: str = "/ready"):
 
 @pytest.fixture(scope="module")
 def batched(tmp_path_factory, gemma_path):
-    s = make_settings(tmp_path_factory.mktemp("batched"), gemma_path,
-                      inference={"engine": "batched", "slots": 4, "queue_limit": 8, "batch_invariant": True})
+    s = stack_settings(tmp_path_factory.mktemp("batched"), gemma_path,
+                       inference={"engine": "batched", "slots": 4, "queue_limit": 8, "batch_invariant": True},
+                       auth=NO_AUTH)
     with serve(s) as base:
         yield base
 
@@ -41,8 +45,8 @@ def batched(tmp_path_factory, gemma_path):
 @pytest.fixture(scope="module")
 def batched_default(tmp_path_factory, gemma_path):
     """Default engine settings (repacked weights, shared with the serial loader)."""
-    s = make_settings(tmp_path_factory.mktemp("batched-default"), gemma_path,
-                      inference={"engine": "batched", "slots": 2, "queue_limit": 2})
+    s = stack_settings(tmp_path_factory.mktemp("batched-default"), gemma_path,
+                       inference={"engine": "batched", "slots": 2, "queue_limit": 2}, auth=NO_AUTH)
     with serve(s) as base:
         yield base
 
@@ -165,6 +169,40 @@ def test_flood_beyond_slots_and_queue_gets_429(batched_default):
     assert time.monotonic() - t0 < 240
 
 
+def test_readiness_takes_a_slot_and_a_flood_of_probes_costs_one_check(batched_default):
+    """No side door: with both slots and the waiting line taken, /ready says not ready instead of
+    jumping the queue; 40 concurrent probes of an idle service share one 1-token check."""
+
+    def tokens() -> float:
+        text = httpx.get(f"{batched_default}/metrics").text
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("inference_tokens_generated_total{"))
+
+    async def flood(n: int) -> list[int]:
+        async with httpx.AsyncClient(base_url=batched_default, timeout=60) as client:
+            return [r.status_code for r in await asyncio.gather(*(client.get("/ready") for _ in range(n)))]
+
+    time.sleep(1.1)  # let an earlier passing answer expire
+    before = tokens()
+    assert asyncio.run(flood(40)) == [200] * 40
+    assert tokens() - before <= 2
+
+    async def busy_then_probe():
+        body = {"prompt": PROMPT, "max_tokens": 200, "temperature": 0, "stream": True}
+        async with httpx.AsyncClient(base_url=batched_default, timeout=300) as client:
+            streams = [client.stream("POST", "/v1/completions", json=body) for _ in range(4)]
+            opened = [await s.__aenter__() for s in streams]
+            await asyncio.sleep(1.2)  # the shared passing answer has expired
+            ready = await client.get("/ready")
+            for s in streams:
+                await s.__aexit__(None, None, None)
+            return [r.status_code for r in opened], ready
+
+    codes, ready = asyncio.run(busy_then_probe())
+    assert codes == [200] * 4
+    assert ready.status_code == 503 and "overloaded" in ready.json()["reason"]
+
+
 def test_default_engine_equals_serial_service(batched_default, tmp_path, gemma_path):
     """Temperature 0, one sequence: the batched service says what llama_cpp.server says.
 
@@ -178,7 +216,7 @@ def test_default_engine_equals_serial_service(batched_default, tmp_path, gemma_p
               {"model": "chat", "messages": [{"role": "user", "content": "Name a fruit."}],
                "max_tokens": 24, "temperature": 0})]
     for path, req in cases:
-        s = make_settings(tmp_path, gemma_path, inference={"engine": "serial"})
+        s = stack_settings(tmp_path, gemma_path, inference={"engine": "serial"}, auth=NO_AUTH)
         with serve(s, probe="/health") as serial:
             want = httpx.post(f"{serial}{path}", json=req, timeout=120).json()
         got = httpx.post(f"{batched_default}{path}", json=req, timeout=120).json()

@@ -9,9 +9,9 @@ import threading
 import numpy as np
 import pytest
 
-from suite.embedding.app import as_openai, openai_texts
 from suite.embedding.batcher import MicroBatcher
 from suite.embedding.limits import apply_limits
+from suite.embedding.service import as_openai, openai_texts
 from suite.web import ApiError
 
 

@@ -10,7 +10,7 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from suite.inference.engine import Engine, EngineOverloaded, Event, GenerationRequest
+from suite.inference.engine import Engine, EngineOverloaded, EngineStopped, Event, GenerationRequest
 from suite.inference.openai_surface import completion_prompt_tokens
 from suite.inference.sampling import (
     SamplingParams,
@@ -252,6 +252,54 @@ def test_stop_fails_pending_requests(llama):
     for s in sinks:
         _, event = s.result(timeout=60)
         assert event.final
+
+
+def test_a_stuck_engine_fails_liveness_and_refuses_new_work(llama, monkeypatch):
+    """No decode step for stall_s while a request waits: stuck. Idle for longer is not."""
+    engine = make_engine(llama, slots=1, stall_s=0.5)
+    release = threading.Event()
+    original = Engine._step
+
+    def wedged(self):  # the engine thread hangs inside a step, as a wedged llama_decode would
+        release.wait()
+        return original(self)
+
+    monkeypatch.setattr(Engine, "_step", wedged)
+    try:
+        time.sleep(0.7)
+        assert engine.liveness() is None and engine.stalled_s == 0.0  # idle, however long
+        sink = Collector()
+        engine.submit(request(llama, PROMPTS[1], max_tokens=4), sink)
+        assert engine.liveness() is None  # work just arrived
+        time.sleep(0.8)
+        assert "stuck: no decode step" in engine.liveness()
+        with pytest.raises(EngineStopped, match="stuck"):  # refused at once, not queued behind it
+            engine.submit(request(llama, PROMPTS[2], max_tokens=4), Collector())
+        release.set()
+        _, event = sink.result(timeout=60)
+        assert event.completion_tokens == 4 and engine.liveness() is None  # progress again
+    finally:
+        release.set()
+        engine.stop()
+
+
+def test_a_dead_engine_thread_answers_its_requests_and_fails_liveness(llama, monkeypatch):
+    engine = make_engine(llama, slots=1)
+
+    def broken(self):
+        raise RuntimeError("decode exploded")
+
+    monkeypatch.setattr(Engine, "_step", broken)
+    try:
+        sink = Collector()
+        engine.submit(request(llama, PROMPTS[1], max_tokens=4), sink)
+        _, event = sink.result(timeout=30)  # a prompt error, not a hang
+        assert "decode exploded" in event.error
+        assert "decode exploded" in engine.liveness()
+        with pytest.raises(EngineStopped, match="decode exploded"):
+            engine.submit(request(llama, PROMPTS[1], max_tokens=4), Collector())
+    finally:
+        engine.stop()
 
 
 @pytest.mark.parametrize("pieces, stops, released, stopped", [

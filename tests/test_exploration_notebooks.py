@@ -19,8 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import free_port_offset
-from tests.test_smoke import _env_for
+from suite.testing import free_port_offset, stack_env
 
 ROOT = Path(__file__).parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -131,16 +130,17 @@ def test_latency_explorer_says_when_there_are_no_samples(tmp_path):
 # -- against a real stack -------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_rag_playground_on_a_phase_2_stack(phase2, tmp_path, monkeypatch):
-    from harness import smoke
+    from harness.smoke import rag
 
-    _env_for(phase2, monkeypatch)
+    for name, value in stack_env(phase2).items():
+        monkeypatch.setenv(name, value)
     # retrieval only: two answers from the CPU model would cost 15-45 s on 2 cores (answer=True is the default)
     nb = execute(RAG, tmp_path / "rag.ipynb", collection="playground-test", top_k=3, answer=False)
     htmls, text = outputs(nb)
     found = {cls: (head, rows) for cls, head, rows in tables(htmls) if cls != "sources"}
     sources = [rows for cls, _, rows in tables(htmls) if cls == "sources"]
 
-    docs = smoke.load_data()["documents"]
+    docs = rag.load_data()["documents"]
     assert len(found["documents"][1]) == len(docs)
     assert len(sources) == 2  # English, then Korean
     for rows, expect in zip(sources, ("qdrant-snapshots", "gpu-memory")):

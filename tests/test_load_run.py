@@ -16,8 +16,8 @@ from harness.load.samples import read_samples
 from harness.load.scenarios import SCENARIOS
 from harness.load.stats import measure, percentile
 from harness.load.thresholds import parse_threshold
-from harness.result import Status
-from tests.conftest import start_app_process
+from harness.result import Stage, Status
+from suite.testing import start_app_process
 
 FAKE_APP = textwrap.dedent('''
     import asyncio, itertools, json, os
@@ -112,18 +112,28 @@ def test_two_worker_processes_merge_into_one_result(fake, tmp_path):
 
 def test_abort_on_a_lost_threshold_and_verdicts(flaky, tmp_path):
     scs = plan("code", requests=600, thresholds="fail_ratio<0.01,p95<10s")
-    outcome = next(run_plan(scs, _settings_for(flaky), tmp_path, abort_on_fail=True, base=tmp_path))
+    outcome = next(run_plan(scs, _settings_for(flaky, tmp_path), tmp_path, abort_on_fail=True, base=tmp_path))
     by_id = {r.id: r for r in outcome.results}
     assert "can no longer pass" in outcome.run.aborted
     assert len(outcome.run.samples) < 600
     fr = by_id["load.code.fail_ratio"]
-    assert fr.status is Status.FAIL and fr.target == "fail_ratio<0.01" and fr.phase == "load"
+    assert fr.status is Status.FAIL and fr.target == "fail_ratio<0.01" and fr.stage is Stage.LOAD
     assert by_id["load.code.p95"].status is Status.PASS
     assert "code/locust.html" in by_id["load.code.p95"].evidence
 
 
+def test_a_refused_connection_is_a_failed_sample_not_a_lost_one(tmp_path):
+    from suite.net import free_port
+
+    sc = replace(SCENARIOS["code"], users=1, spawn_rate=1, requests=5)
+    run = run_scenario(sc, f"http://127.0.0.1:{free_port()}", tmp_path / "refused", max_run_s=30)
+    assert len(run.samples) == 5, run.log_tail()
+    assert not any(s.ok for s in run.samples)
+    assert all("no answer" in s.error for s in run.samples)
+
+
 def test_out_of_phase_scenarios_are_skipped(tmp_path):
-    outcomes = list(run_plan(plan("rag,tools"), _settings_for("http://127.0.0.1:8000"), tmp_path, phase=1))
+    outcomes = list(run_plan(plan("rag,tools"), _settings_for("http://127.0.0.1:8000", tmp_path), tmp_path, phase=1))
     assert [o.results[0].status for o in outcomes] == [Status.SKIP, Status.SKIP]
     assert "phase 2" in outcomes[0].results[0].detail
 
@@ -134,12 +144,12 @@ def test_only_loopback_hosts():
         check_host("http://example.com:8000")
 
 
-def _settings_for(url: str):
-    """Settings whose gateway URL is ``url`` (the fake app)."""
+def _settings_for(url: str, data_dir):
+    """Settings whose gateway URL is ``url`` (the fake app); the run's keys go to ``data_dir``."""
     from suite.settings import Settings
 
-    port = int(url.rsplit(":", 1)[1])
-    return Settings(port_offset=port - Settings().ports.gateway)
+    # any free port, not just offsets ≤ 50000
+    return Settings(ports={"gateway": int(url.rsplit(":", 1)[1])}, data_dir=data_dir / "data")
 
 
 def test_streamed_chat_against_a_real_stack(phase1, tmp_path):
@@ -147,3 +157,11 @@ def test_streamed_chat_against_a_real_stack(phase1, tmp_path):
     outcome = next(run_plan(scs, phase1, tmp_path, phase=1))
     assert all(r.status is Status.PASS for r in outcome.results), [str(r) for r in outcome.results]
     assert len(outcome.run.samples) == 3 and all(s.tokens for s in outcome.run.samples)
+    # the server-side view: the gateway counted what the client sent; the engine's own TTFT and slots
+    server = next(r for r in outcome.results if r.id == "load.chat.server")
+    assert server.measured.startswith("server 3 req (2xx 3; 429: 0) · client 3 (0 failed)"), server.measured
+    assert "inference-chat: queue max" in server.detail and "slots busy max" in server.detail
+    view = json.loads((outcome.run.out_dir / "server.json").read_text())
+    chat = view["engines"]["inference-chat"]
+    assert chat["ttft_p95_ms"] > 0 and 3 <= chat["tokens"] <= 3 * 8 and chat["slots"] == phase1.inference.slots
+    assert 0 <= chat["active_max"] <= chat["slots"] and view["services"]["inference-chat"]["cpu_s"] > 0

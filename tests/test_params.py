@@ -6,7 +6,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from harness.errors import ParameterError
 from harness.params import declared_parameters, parse_assignments, resolve
-from harness.runbook import load_sequence
+from harness.sequence import load_sequence
 
 
 def _notebook(tmp_path, name, source):

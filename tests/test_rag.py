@@ -1,4 +1,4 @@
-"""The RAG service in a real phase-2 stack: real MiniLM, real embedded Qdrant, real gateway and Gemma.
+"""The RAG service in a real phase-2 stack: real MiniLM, real embedded Qdrant (Edge), real gateway and Gemma.
 
 Tests run in file order; the last ones stop dependencies on purpose (gateway, then embedding).
 """
@@ -6,12 +6,16 @@ Tests run in file order; the last ones stop dependencies on purpose (gateway, th
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from suite.supervisor.process import ProcessBackend
+from suite.testing import auth, stack_keys
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +26,8 @@ TIMEOUT = 300
 
 
 def post(settings, path: str, body: dict) -> httpx.Response:
-    return httpx.post(settings.url("rag") + path, json=body, timeout=TIMEOUT)
+    """A developer's call (indexing needs one; querying would do with a guest)."""
+    return httpx.post(settings.url("rag") + path, json=body, timeout=TIMEOUT, headers=auth(settings, "developer"))
 
 
 def sources(response: httpx.Response) -> list[str]:
@@ -33,7 +38,7 @@ def sources(response: httpx.Response) -> list[str]:
 def test_health_shows_each_dependency(phase2):
     deps = httpx.get(phase2.url("rag") + "/health").json()["dependencies"]
     assert deps["embedding"]["state"] == "up" and deps["gateway"]["state"] == "up"
-    assert deps["vector_store"]["kind"] == "embedded"
+    assert deps["vector_store"]["kind"] == "edge" and deps["vector_store"]["state"] == "open"
     assert httpx.get(phase2.url("rag") + "/ready", timeout=60).status_code == 200
 
 
@@ -43,8 +48,10 @@ def test_index_creates_the_collection(phase2):
     body = r.json()
     assert body["created"] is True and body["documents"] == len(DATA["documents"])
     assert body["points_in_collection"] == body["chunks"] >= len(DATA["documents"])
-    listed = httpx.get(phase2.url("rag") + "/collections").json()
-    assert {"name": COLLECTION, "points": body["chunks"], "dimension": 384} in listed["collections"]
+    listed = httpx.get(phase2.url("rag") + "/collections", headers=auth(phase2, "guest")).json()
+    listed = {c["name"]: c for c in listed["collections"]}
+    assert listed[COLLECTION]["points"] == body["chunks"] and listed[COLLECTION]["dimension"] == 384
+    assert listed[COLLECTION]["index"]["hnsw"] == "current"  # a handful of chunks: searched exactly
 
 
 @pytest.mark.parametrize("q", DATA["queries"], ids=[f"{q['lang']}-{q['expect']}" for q in DATA["queries"]])
@@ -63,8 +70,18 @@ def test_korean_query_is_answered_with_sources(phase2):
     assert "GPU 메모리" in top["text"] and 0 < top["score"] <= 1 and top["metadata"]["lang"] == "ko"
 
 
+def test_metadata_filter_narrows_the_sources_and_a_bad_one_is_400(phase2):
+    body = {"collection": COLLECTION, "query": "GPU memory", "top_k": 5, "answer": False}
+    langs = {s["metadata"].get("lang") for s in post(phase2, "/query", body).json()["sources"]}
+    assert len(langs) > 1
+    ko = post(phase2, "/query", {**body, "filter": {"lang": "ko"}}).json()["sources"]
+    assert ko and {s["metadata"]["lang"] for s in ko} == {"ko"}
+    bad = post(phase2, "/query", {**body, "filter": {"a.b": "x"}})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_filter"
+
+
 def test_reindexing_replaces_and_never_duplicates(phase2):
-    before = httpx.get(f"{phase2.url('rag')}/collections/{COLLECTION}").json()["points"]
+    before = httpx.get(f"{phase2.url('rag')}/collections/{COLLECTION}", headers=auth(phase2, "guest")).json()["points"]
     r = post(phase2, "/index", {"collection": COLLECTION, "documents": DATA["documents"]})
     assert r.json()["created"] is False and r.json()["points_in_collection"] == before
     long_doc = {"id": "long", "text": " ".join(f"sentence number {i} about indexing." for i in range(200))}
@@ -89,9 +106,30 @@ def test_unknown_collection_is_404(phase2):
 def test_openai_embeddings_direct_and_through_the_gateway(phase2, service):
     from openai import OpenAI
 
-    client = OpenAI(base_url=phase2.url(service) + "/v1", api_key="unused")
+    client = OpenAI(base_url=phase2.url(service) + "/v1", api_key=stack_keys(phase2)["guest"])
     out = client.embeddings.create(model="all-MiniLM-L6-v2", input=["안녕하세요", "hello"])
     assert [len(d.embedding) for d in out.data] == [384, 384]
+
+
+def test_a_killed_embedding_comes_back_and_rag_is_ready_again_without_a_restart(phase2):
+    backend = ProcessBackend(phase2)
+    before = {s.name: s for s in backend.status()}
+    os.kill(before["embedding"].pid, signal.SIGKILL)
+    saw_not_ready, deadline = False, time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, "rag did not become ready again"
+        if httpx.get(phase2.url("rag") + "/ready", timeout=30).status_code == 200:
+            if saw_not_ready:
+                break
+        else:
+            saw_not_ready = True
+        time.sleep(0.3)
+    after = {s.name: s for s in backend.status()}
+    assert after["embedding"].pid != before["embedding"].pid and after["embedding"].restarts == 1
+    assert after["embedding"].last_exit == "signal 9 (SIGKILL)"
+    assert after["rag"].pid == before["rag"].pid and after["rag"].restarts == 0
+    assert sources(post(phase2, "/query", {"collection": COLLECTION, "query": "chat model fails",
+                                           "answer": False}))
 
 
 def test_gateway_down_gives_503_and_retrieval_still_works(phase2):

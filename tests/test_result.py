@@ -6,7 +6,7 @@ import pytest
 
 from harness.errors import ChecksFailed
 from harness.notebook import Runbook
-from harness.result import CheckResult, Status, load_results, save_results, summarize
+from harness.result import CheckResult, Stage, Status, load_results, save_results, summarize
 
 
 def test_round_trip_and_status_validation(tmp_path):
@@ -35,3 +35,19 @@ def test_gate_passes_warnings_and_skips(tmp_path):
     rb = Runbook.open(str(tmp_path / "run"), "00_validate_env")
     rb.record([CheckResult("w", "W", "environment", "warn"), CheckResult("s", "S", "environment", "skip")])
     assert rb.gate() == {"pass": 0, "fail": 0, "warn": 1, "skip": 1}
+
+
+def test_result_files_written_before_stage_and_one_status_vocabulary_still_load(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps([{"id": "x", "title": "X", "phase": "smoke", "status": "pass", "measured": "1.0 ms"}]))
+    [r] = load_results(old)
+    assert r.stage is Stage.SMOKE and "phase" not in r.to_dict() and r.to_dict()["stage"] == "smoke"
+    assert [Status.parse(s) for s in ("passed", "failed", "skipped", "running")] == \
+        [Status.PASS, Status.FAIL, Status.SKIP, Status.RUNNING]
+
+
+def test_a_check_cannot_end_in_a_step_state_or_an_unknown_stage():
+    with pytest.raises(ValueError, match="a check ends"):
+        CheckResult("x", "X", Stage.HEALTH, Status.RUNNING)
+    with pytest.raises(ValueError, match="unknown stage 'phase-2'"):
+        CheckResult("x", "X", "phase-2", Status.PASS)

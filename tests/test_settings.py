@@ -46,6 +46,10 @@ def test_missing_config_file_is_a_clear_error(monkeypatch, tmp_path):
 def test_gpu_profile_needs_model_paths_and_names_the_setting(tmp_path):
     with pytest.raises(ValidationError, match="inference.chat.path"):
         Settings(profile="gpu", data_dir=tmp_path)
+    # a customised alias does not change the settings key the message names
+    with pytest.raises(ValidationError, match="SUITE_INFERENCE__CODE__PATH"):
+        Settings(profile="gpu", data_dir=tmp_path,
+                 inference={"chat": {"path": "/m/a.gguf"}, "code": {"alias": "coder"}})
 
 
 def test_gpu_profile_defaults(tmp_path):
@@ -71,3 +75,13 @@ def test_settings_file_round_trip(tmp_path):
     s = Settings(data_dir=tmp_path, port_offset=123, gateway={"retries": 5})
     again = Settings.from_file(s.dump_file(tmp_path / "s.json"))
     assert again == s
+
+
+def test_vector_store_choice_edge_by_default_local_on_request_server_by_url(tmp_path):
+    assert Settings(data_dir=tmp_path).vector_store() == {"kind": "edge", "location": str(tmp_path / "edge")}
+    assert Settings(data_dir=tmp_path, rag={"store": "local"}).vector_store() == {
+        "kind": "local", "location": str(tmp_path / "qdrant")}
+    gpu = {"profile": "gpu", "inference": {"chat": {"path": "/m/a.gguf"}, "code": {"path": "/m/b.gguf"}}}
+    assert Settings(data_dir=tmp_path, **gpu).vector_store()["kind"] == "server"
+    # choosing an embedded store on the gpu profile keeps it embedded
+    assert Settings(data_dir=tmp_path, rag={"store": "edge"}, **gpu).vector_store()["kind"] == "edge"

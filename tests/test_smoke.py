@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from harness import smoke
 from harness.result import Status, load_results
+from harness.smoke import embedding, rag
 from suite.settings import Settings
+from suite.testing import stack_env
 
 ROOT = Path(__file__).parents[1]
 NOTEBOOK = ROOT / "runbooks" / "03_smoke.ipynb"
 
 
 def test_smoke_data_is_mixed_korean_english_and_consistent():
-    data = smoke.load_data()
+    data = rag.load_data()
     ids = {d["id"] for d in data["documents"]}
     assert len(ids) == len(data["documents"]) >= 6
     assert {d["metadata"]["lang"] for d in data["documents"]} == {"ko", "en"}
@@ -28,10 +29,10 @@ def test_smoke_data_is_mixed_korean_english_and_consistent():
 def test_phase_1_skips_phase_2_steps_with_a_reason(tmp_path):
     # nothing listens on these ports: a skipped step must not even try
     settings = Settings(data_dir=tmp_path, port_offset=50000 - 8000 + 241)
-    data = smoke.load_data()
-    results = [smoke.check_index(settings, data, phase=1), smoke.check_reindex(settings, data, phase=1),
-               *smoke.check_queries(settings, data, phase=1), smoke.check_embed(settings, phase=1),
-               smoke.check_openai_embeddings(settings, phase=1)]
+    data = rag.load_data()
+    results = [rag.check_index(settings, data, phase=1), rag.check_reindex(settings, data, phase=1),
+               *rag.check_queries(settings, data, phase=1), embedding.check_embed(settings, phase=1),
+               embedding.check_openai_embeddings(settings, phase=1)]
     assert all(r.status is Status.SKIP for r in results)
     assert all("phase 1" in r.detail for r in results)
 
@@ -44,22 +45,12 @@ def test_notebook_declares_typed_parameters():
     assert params["phase"].type_name == "int" and params["run_dir"].type_name == "str"
 
 
-def _env_for(settings: Settings, monkeypatch) -> None:
-    """The kernel builds ``Settings()`` from the environment: point it at the test stack."""
-    monkeypatch.setenv("SUITE_PORT_OFFSET", str(settings.port_offset))
-    monkeypatch.setenv("SUITE_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("SUITE_READY_DEADLINE_S", str(settings.ready_deadline_s))
-    for role in ("chat", "code"):
-        cfg = getattr(settings.inference, role)
-        monkeypatch.setenv(f"SUITE_INFERENCE__{role.upper()}__PATH", str(cfg.path))
-        monkeypatch.setenv(f"SUITE_INFERENCE__{role.upper()}__N_CTX", str(cfg.n_ctx))
-
-
 @pytest.mark.integration
 def test_smoke_notebook_passes_on_a_phase_2_stack(phase2, tmp_path, monkeypatch):
     import papermill
 
-    _env_for(phase2, monkeypatch)
+    for name, value in stack_env(phase2).items():
+        monkeypatch.setenv(name, value)
     run_dir = tmp_path / "run"
     papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "03_smoke.ipynb"),
                                parameters={"run_dir": str(run_dir), "run_id": "test", "phase": 2},

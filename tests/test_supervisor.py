@@ -1,6 +1,7 @@
-"""Process backend: refuses taken ports (naming the holder), cleans up on failure, ignores stale pids."""
+"""Process backend: supervisord's config, refusal of taken ports (naming the holder), clean-up on a
+failed start, and the exit records the watch reads back. Restarts of a live stack: test_supervision."""
 
-import json
+import configparser
 import os
 import socket
 
@@ -8,7 +9,8 @@ import pytest
 
 from suite import services
 from suite.net import port_free, port_holder
-from suite.supervisor import PortInUse, ServiceFailed
+from suite.supervisor import PortInUse, ServiceFailed, supervisord
+from suite.supervisor.journal import Exit, parse_exit_line, read_exits
 from suite.supervisor.process import ProcessBackend
 
 
@@ -43,13 +45,56 @@ def test_failed_start_reports_the_log_and_stops_what_it_started(settings, tmp_pa
         backend.up(1)
     assert "missing.gguf" in info.value.log_tail
     assert not any(st.running for st in backend.status())
-    assert [p for p in bad.pid_dir.glob("*.json") if p.stem in services.BY_NAME] == []
+    assert supervisord.connect(bad) is None  # nothing left, so the supervisor went too
+    assert supervisord.wait_gone(bad, 20)
 
 
-def test_stale_pid_file_is_ignored_and_removed(settings):
-    backend = ProcessBackend(settings)
-    settings.pid_dir.mkdir(parents=True)
-    backend.pid_file("gateway").write_text(json.dumps({"pid": os.getpid(), "port": 1}))  # not a suite.serve
-    assert backend.pid_of("gateway") is None
-    assert not backend.pid_file("gateway").exists()
-    assert backend.down() == []
+def test_config_is_a_private_unix_socket_and_an_on_failure_policy(settings):
+    text = supervisord.render_config(settings, settings.pid_dir / "settings.json")
+    cfg = configparser.RawConfigParser()
+    cfg.read_string(text)
+    assert "inet_http_server" not in cfg  # never a TCP control port
+    assert cfg["unix_http_server"]["file"] == str(settings.supervisor_dir / "supervisord.sock")
+    assert cfg["unix_http_server"]["chmod"] == "0600" and cfg["supervisord"]["umask"] == "077"
+    programs = [s[len("program:"):] for s in cfg.sections() if s.startswith("program:")]
+    assert programs == [s.name for s in services.SERVICES]
+    gateway = cfg["program:gateway"]
+    assert gateway["command"].split()[-4:] == ["suite.serve", "gateway", "--settings-file",
+                                               str(settings.pid_dir / "settings.json")]
+    assert (gateway["autostart"], gateway["autorestart"], gateway["exitcodes"]) == ("false", "unexpected", "0")
+    assert gateway["startretries"] == str(settings.supervision.start_retries)
+    assert gateway["stdout_logfile"] == str(ProcessBackend(settings).log_path("gateway"))
+    assert "suite.supervisor.watch" in cfg["eventlistener:suite-watch"]["command"]
+
+
+def test_a_percent_in_a_path_survives_the_config_parser(settings, tmp_path):
+    odd = settings.model_copy(update={"data_dir": tmp_path / "100%data"})
+    cfg = configparser.ConfigParser()  # supervisord's parser interpolates %(name)s
+    cfg.read_string(supervisord.render_config(odd, odd.pid_dir / "settings.json"))
+    assert cfg["program:memory"]["stdout_logfile"] == str(odd.log_dir / "memory.log")
+
+
+def test_supervisord_exit_lines_are_read_as_signal_or_code():
+    killed = parse_exit_line("2026-01-02 03:04:05,678 WARN exited: embedding (terminated by SIGKILL; not expected)")
+    assert (killed.service, killed.signal, killed.exit_code, killed.expected) == ("embedding", "SIGKILL", None, False)
+    failed = parse_exit_line("2026-01-02 03:04:05,678 WARN exited: rag (exit status 3; not expected)")
+    assert (failed.exit_code, failed.signal) == (3, None)
+    assert parse_exit_line("2026-01-02 03:04:05,678 INFO spawned: 'rag' with pid 12") is None
+    assert Exit("rag", 0.0, signal="SIGKILL", cause="killed by the liveness watch").describe() == \
+        "signal 9 (SIGKILL); killed by the liveness watch"
+    assert Exit("rag", 0.0, exit_code=1).describe() == "exit status 1"
+
+
+def test_journal_skips_a_torn_line(tmp_path):
+    path = tmp_path / "exits.jsonl"
+    path.write_text('{"service": "rag", "time": 5.0, "signal": "SIGKILL"}\n{"service": "gat')
+    [only] = read_exits(path)
+    assert only.service == "rag" and only.signal == "SIGKILL"
+
+
+def test_status_without_a_supervisor_lists_every_service_down(settings):
+    states = ProcessBackend(settings).status()
+    assert [s.name for s in states] == [s.name for s in services.SERVICES]
+    assert all(not s.running and not s.configured and s.state == "not started" for s in states)
+    assert ProcessBackend(settings).down() == []
+

@@ -1,6 +1,7 @@
 """The vector-store contract, run against every implementation available here.
 
-Embedded (local path and in-memory) always; a Qdrant server only when ``QDRANT_URL`` points at one.
+``edge`` (Qdrant Edge, the embedded default) and ``local`` (qdrant-client local mode, on a path and in
+memory) always; ``server`` only when ``QDRANT_URL`` points at a Qdrant server.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from suite.settings import Settings
 from suite.vectorstore import (
     CollectionNotFound,
     DimensionMismatch,
+    EdgeStore,
     EmbeddedQdrantStore,
+    InvalidFilter,
     Point,
     ServerQdrantStore,
     StoreUnavailable,
@@ -34,11 +37,13 @@ def points(doc: str, n: int, base: float = 1.0) -> list[Point]:
     return [Point(doc, i, f"{doc} chunk {i}", vec(base, i + 1.0), {"lang": "en"}) for i in range(n)]
 
 
-@pytest.fixture(params=["embedded-path", "embedded-memory", "server"])
+@pytest.fixture(params=["edge", "local-path", "local-memory", "server"])
 def store(request, tmp_path):
-    if request.param == "embedded-path":
+    if request.param == "edge":
+        s = EdgeStore(tmp_path / "edge")
+    elif request.param == "local-path":
         s = EmbeddedQdrantStore(tmp_path / "qdrant")
-    elif request.param == "embedded-memory":
+    elif request.param == "local-memory":
         s = EmbeddedQdrantStore(":memory:")
     else:
         url = os.environ.get("QDRANT_URL")
@@ -94,25 +99,62 @@ def test_search_returns_best_first_with_payload(store):
     assert hits[0].text == "동쪽 east" and hits[0].metadata == {"lang": "ko"} and hits[0].chunk_no == 0
 
 
+def test_metadata_filters_narrow_search_and_count(store):
+    name = store.test_name()
+    store.ensure_collection(name, DIM)
+    store.replace_document(name, "en1", [Point("en1", 0, "one", vec(1, 0), {"lang": "en", "tier": 1})])
+    store.replace_document(name, "ko1", [Point("ko1", 0, "하나", vec(0.95, 0.05), {"lang": "ko", "tier": 2})])
+    store.replace_document(name, "ko2", [Point("ko2", 0, "둘", vec(0, 1), {"lang": "ko", "tier": 1})])
+    assert [h.doc_id for h in store.search(name, vec(1, 0), 3)] == ["en1", "ko1", "ko2"]
+    assert [h.doc_id for h in store.search(name, vec(1, 0), 3, where={"lang": "ko"})] == ["ko1", "ko2"]
+    assert [h.doc_id for h in store.search(name, vec(1, 0), 3, where={"lang": "ko", "tier": 1})] == ["ko2"]
+    assert [h.doc_id for h in store.search(name, vec(1, 0), 3, where={"lang": ["en", "xx"]})] == ["en1"]
+    assert store.search(name, vec(1, 0), 3, where={"lang": "fr"}) == []
+    assert store.count(name, where={"lang": "ko"}) == 2 and store.count(name, "ko1", where={"tier": 2}) == 1
+    for bad in ({"a.b": "x"}, {"lang": 1.5}, {"lang": []}, {"lang": {"$ne": 1}}, {"lang": ["a", 1]}):
+        with pytest.raises(InvalidFilter):
+            store.search(name, vec(1, 0), 3, where=bad)
+
+
+def test_points_round_trip_through_iter_points_and_upsert(store):
+    name, copy = store.test_name(), store.test_name()
+    store.ensure_collection(name, DIM)
+    written = points("a", 5) + [Point("b", 0, "비", vec(0, 0, 1), {"lang": "ko", "n": 3})]
+    store.replace_document(name, "a", written[:5])
+    store.replace_document(name, "b", written[5:])
+    exported = [p for batch in store.iter_points(name, batch=2) for p in batch]
+    assert sorted(p.id for p in exported) == sorted(p.id for p in written)
+    by_id = {p.id: p for p in exported}
+    assert by_id[written[5].id].text == "비" and by_id[written[5].id].metadata == {"lang": "ko", "n": 3}
+    store.ensure_collection(copy, DIM)
+    assert store.upsert(copy, exported) == 6 and store.upsert(copy, exported) == 6  # same ids overwrite
+    assert store.count(copy) == 6 and store.count(copy, "a") == 5
+    assert [h.doc_id for h in store.search(copy, vec(0, 0, 1), 1)] == ["b"]
+
+
 def test_unknown_collection_is_reported_as_such(store):
     missing = store.test_name()
     assert not store.has_collection(missing)
     for call in (lambda: store.search(missing, vec(1), 1), lambda: store.count(missing),
-                 lambda: store.delete_document(missing, "x")):
+                 lambda: store.delete_document(missing, "x"), lambda: store.upsert(missing, points("x", 1)),
+                 lambda: list(store.iter_points(missing))):
         with pytest.raises(CollectionNotFound):
             call()
+    assert not store.drop_collection(missing)
 
 
-def test_embedded_store_persists_and_allows_one_owner(tmp_path):
+@pytest.mark.parametrize("make", [EdgeStore, EmbeddedQdrantStore], ids=["edge", "local"])
+def test_embedded_store_persists_and_allows_one_owner(tmp_path, make):
     path = tmp_path / "q"
-    first = EmbeddedQdrantStore(path)
+    first = make(path)
     first.ensure_collection("kept", DIM)
     first.replace_document("kept", "d", points("d", 2))
     with pytest.raises(StoreUnavailable):
-        EmbeddedQdrantStore(path)  # local mode: one client per path
+        make(path)  # one owner per path, even in the same process
     first.close()
-    again = EmbeddedQdrantStore(path)
-    assert again.count("kept") == 2
+    again = make(path)
+    assert again.count("kept") == 2 and [c.name for c in again.collections()] == ["kept"]
+    assert again.search("kept", vec(1, 1), 1)[0].doc_id == "d"
     again.close()
 
 
@@ -126,7 +168,11 @@ def test_unreachable_server_is_unavailable_not_a_crash():
 
 
 def test_settings_choose_the_implementation(tmp_path):
-    local = open_store(Settings(data_dir=tmp_path))
+    edge = open_store(Settings(data_dir=tmp_path))  # the embedded default
+    assert isinstance(edge, EdgeStore) and edge.location == str(tmp_path / "edge")
+    assert edge.describe()["kind"] == "edge" and "notices" not in edge.describe()
+    edge.close()
+    local = open_store(Settings(data_dir=tmp_path, rag={"store": "local"}))
     assert isinstance(local, EmbeddedQdrantStore) and local.location == str(tmp_path / "qdrant")
     local.close()
     server = open_store(Settings(data_dir=tmp_path, rag={"qdrant_url": "http://127.0.0.1:6333"}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.envcheck.disk import check_disk
 from harness.envcheck.docker import check_docker
 from harness.envcheck.git import check_git
-from harness.envcheck.gpu import check_gpu
+from harness.envcheck.gpu import check_gpu, check_gpu_offload
 from harness.envcheck.models import check_models
 from harness.envcheck.packages import check_packages
 from harness.envcheck.ports import check_ports
@@ -26,10 +26,11 @@ def validate(settings: Settings, phase: int = 1, min_disk_gb: float = 0.0,
         check_ports(settings, phase),
         check_disk(settings.data_dir, min_disk_gb or (20.0 if gpu else 5.0)),
         check_gpu(required=gpu),
+        check_gpu_offload(required=gpu),
         check_docker(required=docker),
         check_git(require_clean=require_clean_git),
     ]
 
 
-__all__ = ["validate", "check_disk", "check_docker", "check_git", "check_gpu", "check_models",
+__all__ = ["validate", "check_disk", "check_docker", "check_git", "check_gpu", "check_gpu_offload", "check_models",
            "check_packages", "check_ports", "check_python"]

@@ -4,7 +4,7 @@ import re
 import shutil
 import subprocess
 
-from harness.result import CheckResult, timed
+from harness.result import CheckResult, Stage, Status, timed
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -13,11 +13,11 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def check_docker(required: bool) -> CheckResult:
-    absent = "fail" if required else "skip"
+    absent = Status.FAIL if required else Status.SKIP
     with timed() as t:
         docker = shutil.which("docker")
         if docker is None:
-            return CheckResult("env.docker", "Docker engine and Compose", "environment", absent,
+            return CheckResult("env.docker", "Docker engine and Compose", Stage.ENVIRONMENT, absent,
                                target="engine >= 20.10, compose >= 2.0", measured="no docker client",
                                detail="process backend in use" if not required else "the docker backend needs Docker",
                                **t.fields())
@@ -27,14 +27,14 @@ def check_docker(required: bool) -> CheckResult:
             compose = subprocess.run([docker, "compose", "version", "--short"],
                                      capture_output=True, text=True, timeout=20)
         except subprocess.TimeoutExpired:
-            return CheckResult("env.docker", "Docker engine and Compose", "environment", absent,
+            return CheckResult("env.docker", "Docker engine and Compose", Stage.ENVIRONMENT, absent,
                                target="engine answers", measured="timeout", **t.fields())
     if engine.returncode != 0 or not engine.stdout.strip():
-        return CheckResult("env.docker", "Docker engine and Compose", "environment", absent,
+        return CheckResult("env.docker", "Docker engine and Compose", Stage.ENVIRONMENT, absent,
                            target="engine >= 20.10, compose >= 2.0", measured="client only, no engine",
                            detail=(engine.stderr.strip().splitlines() or [""])[-1][:200], **t.fields())
     ev, cv = engine.stdout.strip(), compose.stdout.strip() if compose.returncode == 0 else "absent"
     ok = _version(ev) >= (20, 10) and _version(cv) >= (2, 0)
-    return CheckResult("env.docker", "Docker engine and Compose", "environment", "pass" if ok else absent,
+    return CheckResult("env.docker", "Docker engine and Compose", Stage.ENVIRONMENT, Status.PASS if ok else absent,
                        target="engine >= 20.10, compose >= 2.0", measured=f"engine {ev}, compose {cv}",
                        **t.fields())

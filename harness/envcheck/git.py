@@ -3,7 +3,7 @@
 import subprocess
 from pathlib import Path
 
-from harness.result import CheckResult, timed
+from harness.result import CheckResult, Stage, Status, timed
 from suite.settings import project_root
 
 
@@ -16,14 +16,14 @@ def check_git(require_clean: bool = False, root: Path | None = None) -> CheckRes
             dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
                                    text=True, timeout=20)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return CheckResult("env.git", "Git state", "environment", "warn", target="a git checkout",
+            return CheckResult("env.git", "Git state", Stage.ENVIRONMENT, Status.WARN, target="a git checkout",
                                measured="git unavailable", detail=str(exc), **t.fields())
     if sha.returncode != 0:
-        return CheckResult("env.git", "Git state", "environment", "warn", target="a git checkout",
+        return CheckResult("env.git", "Git state", Stage.ENVIRONMENT, Status.WARN, target="a git checkout",
                            measured="not a git checkout", detail=str(root), **t.fields())
     changed = [ln for ln in dirty.stdout.splitlines() if ln.strip()]
-    status = "pass" if not changed else ("fail" if require_clean else "warn")
-    return CheckResult("env.git", "Git state", "environment", status,
+    status = Status.PASS if not changed else (Status.FAIL if require_clean else Status.WARN)
+    return CheckResult("env.git", "Git state", Stage.ENVIRONMENT, status,
                        target="clean tree" + (" (required)" if require_clean else ""),
                        measured=f"{sha.stdout.strip()}, {len(changed)} changed file(s)",
                        detail="; ".join(changed[:10]), **t.fields())

@@ -1,6 +1,6 @@
 """Model files present and checksummed."""
 
-from harness.result import CheckResult, timed
+from harness.result import CheckResult, Stage, Status, timed
 from suite.models import bundled_models, sha256_file
 from suite.settings import Settings
 
@@ -8,14 +8,14 @@ from suite.settings import Settings
 def _one(cid: str, title: str, path, expected: str | None) -> CheckResult:
     with timed() as t:
         if not path.is_file():
-            return CheckResult(cid, title, "environment", "fail", target="file present",
+            return CheckResult(cid, title, Stage.ENVIRONMENT, Status.FAIL, target="file present",
                                measured="missing", detail=f"{path} (run `suite models install`)", **t.fields())
         size_mb = path.stat().st_size / 1e6
         digest = sha256_file(path)
     if expected and digest != expected:
-        return CheckResult(cid, title, "environment", "fail", target=f"sha256 {expected[:12]}…",
+        return CheckResult(cid, title, Stage.ENVIRONMENT, Status.FAIL, target=f"sha256 {expected[:12]}…",
                            measured=f"sha256 {digest[:12]}…", detail=str(path), **t.fields())
-    return CheckResult(cid, title, "environment", "pass",
+    return CheckResult(cid, title, Stage.ENVIRONMENT, Status.PASS,
                        target=f"sha256 {expected[:12]}…" if expected else "file present",
                        measured=f"{size_mb:.1f} MB, sha256 {digest[:12]}…", detail=str(path), **t.fields())
 

@@ -3,7 +3,7 @@
 import importlib
 from importlib import metadata
 
-from harness.result import CheckResult, timed
+from harness.result import CheckResult, Stage, Status, timed
 
 # import name -> distribution name
 REQUIRED = {
@@ -27,7 +27,7 @@ def check_packages(required: dict[str, str] = REQUIRED) -> CheckResult:
             except metadata.PackageNotFoundError:
                 found[dist] = "?"
     return CheckResult(
-        "env.packages", "Required packages importable", "environment", "fail" if missing else "pass",
+        "env.packages", "Required packages importable", Stage.ENVIRONMENT, Status.FAIL if missing else Status.PASS,
         target=f"{len(required)} packages", measured=f"{len(found)}/{len(required)} found",
         detail=("missing: " + ", ".join(missing) + " (run scripts/install.sh)") if missing
         else ", ".join(f"{k} {v}" for k, v in found.items()), **t.fields())

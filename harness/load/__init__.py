@@ -4,13 +4,13 @@
 draws latency over time, ``stats`` holds the percentile definition. Nothing here imports locust.
 """
 
-from harness.load.plan import Outcome, plan, run_plan
+from harness.load.plan import ScenarioOutcome, plan, run_plan
 from harness.load.runner import LoadError, LoadRun, run_scenario
 from harness.load.samples import Sample, merge_samples, read_samples
 from harness.load.scenarios import SCENARIOS, Scenario, select_scenarios
 from harness.load.stats import measure, percentile, table
 from harness.load.thresholds import Threshold, ThresholdError, parse_threshold, parse_thresholds
 
-__all__ = ["Outcome", "plan", "run_plan", "LoadError", "LoadRun", "run_scenario", "Sample", "merge_samples",
-           "read_samples", "SCENARIOS", "Scenario", "select_scenarios", "measure", "percentile", "table",
-           "Threshold", "ThresholdError", "parse_threshold", "parse_thresholds"]
+__all__ = ["ScenarioOutcome", "plan", "run_plan", "LoadError", "LoadRun", "run_scenario", "Sample",
+           "merge_samples", "read_samples", "SCENARIOS", "Scenario", "select_scenarios", "measure",
+           "percentile", "table", "Threshold", "ThresholdError", "parse_threshold", "parse_thresholds"]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from harness.load.runner import LoadRun
 from harness.load.stats import TABLE_PERCENTILES
+from harness.palette import MUTED, status_color
+from harness.result import Status
 
 
 def latency_over_time(runs: list[LoadRun], path: Path):
@@ -29,14 +31,14 @@ def latency_over_time(runs: list[LoadRun], path: Path):
             ax.scatter([s.start - t0 for s in ok], [s.ms for s in ok], s=14, label=name)
         bad = [s for s in run.samples if not s.ok]
         if bad:
-            ax.scatter([s.start - t0 for s in bad], [s.ms for s in bad], s=18, c="#cf222e", marker="x", label="failed")
+            ax.scatter([s.start - t0 for s in bad], [s.ms for s in bad], s=18, c=status_color(Status.FAIL), marker="x", label="failed")
         if run.warmup_samples:
             ax.scatter([s.start - t0 for s in run.warmup_samples], [s.ms for s in run.warmup_samples],
-                       s=12, c="#8c959f", label="warm-up (excluded)")
+                       s=12, c=MUTED, label="warm-up (excluded)")
         for th in run.scenario.targets():
             if th.is_time and th.is_percentile and not th.metric.startswith(("ttft_", "itl_")):
-                ax.axhline(th.value, ls="--", lw=1, c="#9a6700")
-                ax.text(0, th.value, f" {th}", va="bottom", fontsize=7, color="#9a6700")
+                ax.axhline(th.value, ls="--", lw=1, c=status_color(Status.WARN))
+                ax.text(0, th.value, f" {th}", va="bottom", fontsize=7, color=status_color(Status.WARN))
         ax.set_title(f"{run.scenario.name}: {run.scenario.users} users", fontsize=9)
         ax.set_xlabel("seconds since start", fontsize=8)
         ax.set_ylabel("ms", fontsize=8)

@@ -9,17 +9,18 @@ from pathlib import Path
 
 import httpx
 
-from harness.load import runner, verdicts
+from harness.load import runner, server_view, verdicts
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario, select_scenarios, with_overrides
 from harness.result import CheckResult
+from suite import services
 from suite.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Outcome:
+class ScenarioOutcome:
     scenario: Scenario
     run: LoadRun | None  # None when skipped
     results: list[CheckResult] = field(default_factory=list)
@@ -34,33 +35,46 @@ def plan(names: str, *, users: int = 0, spawn_rate: float = 0.0, requests: int =
 
 def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, phase: int = 1,
              processes: int = 1, warmup_s: float = 0.0, abort_on_fail: bool = False,
-             max_run_s: float = 300.0, base: Path | None = None) -> Iterator[Outcome]:
+             max_run_s: float = 300.0, base: Path | None = None) -> Iterator[ScenarioOutcome]:
     """Run each scenario in turn (one at a time: they share the CPU) and yield its verdicts."""
     for sc in scenarios:
         if sc.phase > phase:
             reason = f"service {sc.service} starts in phase {sc.phase}; this run is phase {phase}"
-            yield Outcome(sc, None, [verdicts.skipped(sc, reason)])
+            yield ScenarioOutcome(sc, None, [verdicts.skipped(sc, reason)])
             continue
         targets = sc.targets()
-        run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
-                                  warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
-                                  phase=phase, max_run_s=max_run_s,
-                                  extra_env=tools_env(settings) if sc.service == "tools" else None)
-        yield Outcome(sc, run, verdicts.judge(run, targets, base))
+        extra_env = load_env(settings, sc.service)  # before the watch: its setup is not load
+        gpu = settings.profile == "gpu"
+        with server_view.Watch(settings, [s.name for s in services.for_phase(phase)], gpu=gpu) as watch:
+            run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
+                                      warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
+                                      phase=phase, max_run_s=max_run_s, extra_env=extra_env)
+        results = verdicts.judge(run, targets, base)
+        results.append(server_view.record(sc, run, watch, base))
+        if gpu:
+            results.append(server_view.gpu_memory(sc, run, watch))
+        yield ScenarioOutcome(sc, run, results)
 
 
 def tools_env(settings: Settings) -> dict[str, str]:
-    """A guest key (read-only tools) and a file to read, for the tools scenario.
+    """A file to read for the tools scenario, written with the run's admin key (harness.keys)."""
+    from harness.keys import headers_for
 
-    Keys are made with the suite CLI as an operator would; an admin key writes the target file.
-    """
-    from harness.smoke_phase3 import make_key
-
-    admin, guest = make_key(settings, "admin", "load"), make_key(settings, "guest", "load")
     path = "load/target.txt"
     resp = httpx.post(f"{settings.url('tools')}/tools/write_file", timeout=30,
                       json={"path": path, "content": "load test target\n" * 64, "create_dirs": True},
-                      headers={"Authorization": f"Bearer {admin}"})
+                      headers=headers_for(settings, "admin"))
     resp.raise_for_status()
-    return {"LOAD_API_KEY": guest, "LOAD_TOOLS_FILE": path}
+    return {"LOAD_TOOLS_FILE": path}
+
+
+def load_env(settings: Settings, service: str) -> dict[str, str]:
+    """What Locust gets for a scenario: the run's developer key as ``LOAD_API_KEY`` (the RAG scenario
+    indexes first; every other one needs no more than a guest), plus the tools scenario's file."""
+    from harness.keys import run_keys
+
+    env = {"LOAD_API_KEY": run_keys(settings).developer}
+    if service == "tools":
+        env.update(tools_env(settings))
+    return env
 

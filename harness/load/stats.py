@@ -112,10 +112,6 @@ class RowStats:
     failures: int
     values: dict[str, float | None]
 
-    def as_dict(self) -> dict:
-        return {"row": self.name, "unit": self.unit, "count": self.count, "failures": self.failures,
-                **{k: (None if v is None else round(v, 3)) for k, v in self.values.items()}}
-
 
 def _row(name: str, unit: str, values: list[float], count: int, failures: int) -> RowStats:
     stats: dict[str, float | None] = {"min": _stat(values, "min"), "avg": _stat(values, "avg")}

@@ -1,4 +1,4 @@
-"""Turn a ``LoadRun`` into ``CheckResult`` records (phase ``load``): one per threshold, plus the run itself."""
+"""Turn a ``LoadRun`` into ``CheckResult`` records (stage ``load``): one per threshold, plus the run itself."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from harness.load import stats
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario
 from harness.load.thresholds import Threshold
-from harness.result import CheckResult, Status
+from harness.result import CheckResult, Stage, Status
 
-PHASE = "load"
 PERCENTILE_NOTE = "nearest-rank percentile over the raw samples"
 
 
@@ -55,7 +54,7 @@ def judge(run: LoadRun, thresholds: list[Threshold], base: Path | None = None) -
         else:
             status, measured = (Status.PASS if th.passes(value) else Status.FAIL), th.format_value(value)
         out.append(CheckResult(
-            id=threshold_id(run.scenario.name, th), title=f"{run.scenario.name}: {th}", phase=PHASE,
+            id=threshold_id(run.scenario.name, th), title=f"{run.scenario.name}: {th}", stage=Stage.LOAD,
             status=status, target=str(th), measured=measured, evidence=evidence, detail="; ".join(parts),
             **timing))
     return out
@@ -82,14 +81,14 @@ def run_record(run: LoadRun, evidence: list[str]) -> CheckResult:
     if run.aborted:
         detail.append(run.aborted)
     return CheckResult(id=f"load.{sc.name}.run", title=f"{sc.name}: {sc.description or sc.locustfile}",
-                       phase=PHASE, status=status, target=f"{sc.stop_condition()} at {sc.users} users",
+                       stage=Stage.LOAD, status=status, target=f"{sc.stop_condition()} at {sc.users} users",
                        measured=f"{n} requests, {failed} failed{rate}", evidence=evidence,
                        detail="; ".join(detail), started_at=run.started_at, duration_s=run.duration_s)
 
 
 def skipped(scenario: Scenario, reason: str) -> CheckResult:
     return CheckResult(id=f"load.{scenario.name}.run", title=f"{scenario.name}: {scenario.description}",
-                       phase=PHASE, status=Status.SKIP, target=scenario.thresholds, detail=reason)
+                       stage=Stage.LOAD, status=Status.SKIP, target=scenario.thresholds, detail=reason)
 
 
 def _locust_value(run: LoadRun, th: Threshold) -> float | None:

@@ -21,7 +21,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
+from llama_cpp.server.types import (
+    CreateChatCompletionRequest,
+    TokenizeInputCountResponse,
+    TokenizeInputResponse,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
 from suite.inference import openai_surface as oai
@@ -36,6 +40,8 @@ from suite.inference.engine import (
     Handle,
 )
 from suite.inference.model import kv_bytes_per_token, load_llama
+from suite.inference.placement import load_log, placement
+from suite.inference.request_types import ChatCompletionRequest, CompletionRequest, TokenizeRequest
 from suite.inference.sampling import SamplingParams
 from suite.settings import ModelConfig, Settings
 from suite.web import ApiError, instrument
@@ -98,10 +104,12 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         t0 = time.perf_counter()
-        llama = await asyncio.to_thread(load_llama, settings, role)
+        with load_log() as lines:
+            llama = await asyncio.to_thread(load_llama, settings, role)
+        state["placement"] = placement(llama, cfg.n_gpu_layers, lines)
         engine = Engine(llama, slots=inf.slots, queue_limit=inf.queue_limit, n_ctx=cfg.n_ctx,
                         n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant,
-                        hooks=engine_metrics.hooks())
+                        hooks=engine_metrics.hooks(), stall_s=inf.stall_s)
         engine.start()
         engine_metrics.watch(engine)
         kv = kv_bytes_per_token(llama)
@@ -130,7 +138,7 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
                                     max_tokens=1, sampling=SamplingParams(temperature=0.0))
         t = time.perf_counter()
         sink = AsyncSink()
-        handle = engine.submit(request, sink, priority=True)
+        handle = engine.submit(request, sink)  # a slot like any request: full means not ready
         try:
             async with asyncio.timeout(budget):
                 event = await _last_event(sink)
@@ -141,22 +149,32 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         return {"model": cfg.alias, "tokens": event.completion_tokens, "engine": "batched",
                 "completion_ms": round((time.perf_counter() - t) * 1000, 1)}
 
-    metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5,
+    def live() -> str | None:
+        engine: Engine | None = state.get("engine")
+        return engine.liveness() if engine is not None else None
+
+    metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5, live=live, settings=settings,
                          health_info=lambda: {"model": cfg.alias, "engine": "batched", "slots": inf.slots,
                                               "batch_invariant": inf.batch_invariant,
                                               "queue_limit": inf.queue_limit, "n_ctx": cfg.n_ctx,
                                               "kv_mib_per_slot": state.get("kv_mib_per_slot"),
                                               "model_file": os.path.basename(state.get("model_path", "")),
-                                              "load_s": round(state.get("load_s", 0.0), 2)})
+                                              "load_s": round(state.get("load_s", 0.0), 2),
+                                              "gpu_layers": state["placement"].to_dict()
+                                              if "placement" in state else None})
     engine_metrics = app.state.engine_metrics = EngineMetrics(metrics.registry, name)
 
-    def submit(body: oai.Body) -> Submission:
-        """Validate, tokenize and queue a request; 429 when the engine is full."""
+    async def submit(body: oai.Body) -> Submission:
+        """Validate, tokenize and queue a request; 429 when the engine is full.
+
+        Tokenizing and checking (grammar, context) run in a worker thread: a long prompt never
+        holds the event loop, and a bad request is a 400 before it takes a place in the queue.
+        """
         engine: Engine | None = state.get("engine")
         if engine is None:
             raise ApiError(503, "model not loaded yet", headers={"Retry-After": "5"})
-        request, prompt = oai.build_request(state["llama"], body, cfg.n_ctx, state["rng"],
-                                            state["formatter"])
+        request, prompt = await asyncio.to_thread(oai.build_request, state["llama"], body, cfg.n_ctx,
+                                                  state["rng"], state["formatter"], inf.max_tokens_cap)
         sink = AsyncSink()
         try:
             handle = engine.submit(request, sink)
@@ -174,7 +192,7 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
 
     async def complete(request: Request, body: oai.Body, chat: bool):
         """Both completion routes: an SSE stream, or one completion (a chat one for chat)."""
-        sub = submit(body)
+        sub = await submit(body)
         if body.stream:
             return _sse(_stream(sub))
         text, event = await _collect(request, sub)
@@ -185,12 +203,28 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         return oai.chat_completion(out) if chat else out
 
     @app.post("/v1/completions", summary="Completion")
-    async def create_completion(request: Request, body: CreateCompletionRequest):
+    async def create_completion(request: Request, body: CompletionRequest):
         return await complete(request, body, chat=False)
 
     @app.post("/v1/chat/completions", summary="Chat")
-    async def create_chat_completion(request: Request, body: CreateChatCompletionRequest):
+    async def create_chat_completion(request: Request, body: ChatCompletionRequest):
         return await complete(request, body, chat=True)
+
+    async def tokens_of(text: str) -> list[int]:
+        """The model's tokens for ``text`` (off the loop); texts no prompt could be are a 400."""
+        llama = state.get("llama")
+        if llama is None:
+            raise ApiError(503, "model not loaded yet", headers={"Retry-After": "5"})
+        oai.check_tokenize_input(text, cfg.n_ctx)
+        return await asyncio.to_thread(llama.tokenize, text.encode("utf-8"), True, True)
+
+    @app.post("/extras/tokenize", summary="Tokenize", tags=["Extras"])
+    async def tokenize(body: TokenizeRequest) -> TokenizeInputResponse:
+        return TokenizeInputResponse(tokens=await tokens_of(body.input))
+
+    @app.post("/extras/tokenize/count", summary="Tokenize Count", tags=["Extras"])
+    async def tokenize_count(body: TokenizeRequest) -> TokenizeInputCountResponse:
+        return TokenizeInputCountResponse(count=len(await tokens_of(body.input)))
 
     @app.get("/v1/models", summary="Models")
     async def get_models() -> dict[str, Any]:

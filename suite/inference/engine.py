@@ -11,6 +11,11 @@ per-request ``sink`` callable (``AsyncSink`` for asyncio), all of a step's event
 its sampling, so an asyncio consumer is woken once per step rather than once per token.
 A finished or cancelled sequence has its KV cells removed (``llama_memory_seq_rm``) before its slot
 is reused, so sequences never see each other's cache.
+
+Liveness: every decode step stamps the time; ``liveness()`` names what is wrong when the thread has
+died or no step came for ``stall_s`` while requests are in flight (the service's ``/health`` fails
+on it and the supervisor restarts the process), and ``submit`` refuses at once instead of queueing
+a request that could never finish.
 """
 
 from __future__ import annotations
@@ -208,7 +213,7 @@ class Engine:
 
     def __init__(self, llama: llama_cpp.Llama, *, slots: int, queue_limit: int, n_ctx: int,
                  n_batch: int = 512, prefill_chunk: int = 256, batch_invariant: bool = False,
-                 hooks: EngineHooks | None = None) -> None:
+                 hooks: EngineHooks | None = None, stall_s: float = 30.0) -> None:
         self.llama = llama
         self.batch_invariant = batch_invariant
         self.slots = slots
@@ -231,6 +236,9 @@ class Engine:
         self._pieces: dict[int, bytes] = {}
         self._own_model = None
         self.steps = 0
+        self.stall_s = stall_s
+        self._progress_at = time.monotonic()  # last decode step, or when work arrived at an idle engine
+        self._failed: str | None = None  # why the engine thread died
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -294,11 +302,9 @@ class Engine:
             self._own_model = None
 
     # -- requests ---------------------------------------------------------------------------------
-    def submit(self, request: GenerationRequest, sink: Sink, *, priority: bool = False) -> Handle:
-        """Queue a request; raises ``EngineOverloaded`` when slots and waiting list are full.
-
-        ``priority`` requests (the readiness probe) skip the limit and the line.
-        """
+    def submit(self, request: GenerationRequest, sink: Sink) -> Handle:
+        """Queue a request; raises ``EngineOverloaded`` when slots and waiting list are full and
+        ``EngineStopped`` when the engine cannot serve (stopped, dead or stuck)."""
         if not request.prompt_tokens:
             raise ValueError("prompt has no tokens")
         if len(request.prompt_tokens) >= self.n_ctx:
@@ -308,13 +314,15 @@ class Engine:
         with self._cond:
             if self._stopping or self._thread is None:
                 raise EngineStopped("inference engine is not running")
-            if not priority and self._in_flight >= self.slots + self.queue_limit:
+            problem = self.liveness()
+            if problem:
+                raise EngineStopped(problem)
+            if self._in_flight >= self.slots + self.queue_limit:
                 raise EngineOverloaded("model overloaded")
+            if self._in_flight == 0:
+                self._progress_at = time.monotonic()  # an idle engine is not a stuck one
             self._in_flight += 1
-            if priority:
-                self._waiting.appendleft(handle)
-            else:
-                self._waiting.append(handle)
+            self._waiting.append(handle)
             self._cond.notify_all()
         return handle
 
@@ -333,6 +341,24 @@ class Engine:
         """Requests waiting for a slot."""
         return len(self._waiting)
 
+    # -- liveness ---------------------------------------------------------------------------------
+    @property
+    def stalled_s(self) -> float:
+        """Seconds without a decode step while requests are in flight (0 when idle)."""
+        return time.monotonic() - self._progress_at if self._in_flight else 0.0
+
+    def liveness(self) -> str | None:
+        """Why this engine cannot serve (its thread died, or it is stuck), or None when it can."""
+        if self._failed:
+            return self._failed
+        if self._thread is not None and not self._thread.is_alive() and not self._stopping:
+            return "inference engine thread is not running"
+        stalled = self.stalled_s
+        if stalled > self.stall_s:
+            return (f"inference engine stuck: no decode step for {stalled:.1f}s with {self._in_flight} "
+                    f"request(s) in flight (limit {self.stall_s:g}s)")
+        return None
+
     # -- engine thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -348,7 +374,8 @@ class Engine:
                 self._step()
         except Exception as exc:  # an engine that dies must not leave requests hanging
             log.exception("inference engine failed")
-            self._fail_all(f"inference engine failed: {type(exc).__name__}: {exc}")
+            self._failed = f"inference engine failed: {type(exc).__name__}: {exc}"
+            self._fail_all(self._failed)
             return
         self._fail_all("inference engine stopped")
 
@@ -415,6 +442,7 @@ class Engine:
         batch.n_tokens = n
         rc = llama_cpp.llama_decode(self._ctx, batch)
         self.steps += 1
+        self._progress_at = time.monotonic()
         if rc != 0:
             with self._cond:
                 for seq, _ in outputs:

@@ -1,5 +1,9 @@
 """The memory maintainer: retention by age, optimize/VACUUM and scheduled online backups.
 
+Scheduled backups are kept by count *and* age (``backups_kept``, ``backups_keep_days``), and the first
+one after a start waits for the schedule when a recent backup exists — a service restarting in a loop
+used to back up 5 s after every start and rotate away all history within a minute.
+
 Runs as an asyncio task started in the service's lifespan; each job runs in a worker thread, is
 logged, and is counted in the service's metrics. Jobs can also be triggered over HTTP (admin routes).
 """
@@ -15,6 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from suite.backup.sets import expired
 from suite.memory.store import MemoryStore
 from suite.settings import Settings
 
@@ -63,11 +68,28 @@ class Maintainer:
         return {"path": str(path), "bytes": size, "pruned": removed}
 
     def _prune(self) -> list[str]:
-        backups = sorted(self.backup_dir.glob("memory-*.db"))
-        old = backups[: max(0, len(backups) - self.settings.memory.backups_kept)]
-        for p in old:
-            p.unlink(missing_ok=True)
-        return [p.name for p in old]
+        """Retention by count *and* age: the newest ``backups_kept`` and anything younger than
+        ``backups_keep_days`` stay, so a crash loop of start-up backups cannot rotate history away."""
+        cfg = self.settings.memory
+        backups = {p.name: p for p in self.backup_dir.glob("memory-*.db")}
+        _, old = expired([(name, p.stat().st_mtime) for name, p in backups.items()], cfg.backups_kept,
+                         cfg.backups_keep_days)
+        for name in old:
+            backups[name].unlink(missing_ok=True)
+        for leftover in self.backup_dir.glob("memory-*.db.partial"):  # a backup cut short by a crash
+            if time.time() - leftover.stat().st_mtime > 3600:
+                leftover.unlink(missing_ok=True)
+        return old
+
+    def first_backup_delay_s(self, now: float | None = None) -> float:
+        """Seconds until the first scheduled backup: the start-up delay, or — when a backup younger than
+        ``backup_every_s`` exists — the rest of its interval (restarts do not add backups)."""
+        cfg = self.settings.memory
+        now = now or time.time()
+        newest = max((p.stat().st_mtime for p in self.backup_dir.glob("memory-*.db")), default=None)
+        if newest is None or now - newest >= cfg.backup_every_s:
+            return cfg.maintainer_start_delay_s
+        return max(cfg.maintainer_start_delay_s, newest + cfg.backup_every_s - now)
 
     def list_backups(self) -> list[dict[str, Any]]:
         return [{"path": str(p), "bytes": p.stat().st_size, "mtime": p.stat().st_mtime}
@@ -97,7 +119,7 @@ class Maintainer:
         """Run each job when it is due, forever (cancelled at shutdown)."""
         cfg = self.settings.memory
         start = time.monotonic() + cfg.maintainer_start_delay_s
-        due = {"maintain": start, "backup": start}
+        due = {"maintain": start, "backup": time.monotonic() + self.first_backup_delay_s()}
         every = {"maintain": cfg.maintain_every_s, "backup": cfg.backup_every_s}
         while True:
             now = time.monotonic()

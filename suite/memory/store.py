@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from suite.auth.db import private_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     id INTEGER PRIMARY KEY,
@@ -49,7 +51,7 @@ PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WORD = re.compile(r"\w+", re.UNICODE)
 
 
-class StoreError(Exception):
+class MemoryStoreError(Exception):
     """Root of the store's errors; ``status`` is the HTTP status the service answers with."""
 
     def __init__(self, status: int, message: str, code: str) -> None:
@@ -78,7 +80,7 @@ def fts_query(text: str) -> str:
 
 def check_project_name(name: Any) -> str:
     if not isinstance(name, str) or not PROJECT_NAME.match(name):
-        raise StoreError(400, "project name must be 1-64 characters: letters, digits, '_', '.', '-' "
+        raise MemoryStoreError(400, "project name must be 1-64 characters: letters, digits, '_', '.', '-' "
                                 "(starting with a letter or digit)", "invalid_project")
     return name
 
@@ -87,7 +89,7 @@ def check_tags(tags: Any) -> list[str]:
     if tags is None:
         return []
     if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in tags):
-        raise StoreError(400, "tags must be a list of strings of 1-64 characters", "invalid_tags")
+        raise MemoryStoreError(400, "tags must be a list of strings of 1-64 characters", "invalid_tags")
     return sorted(set(tags))[:32]
 
 
@@ -95,8 +97,7 @@ class MemoryStore:
     """Projects, notes and search over one SQLite file in WAL mode."""
 
     def __init__(self, path: Path, max_note_chars: int = 100_000) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = private_file(Path(path))  # 0600 in a 0700 folder (its -wal/-shm inherit the mode)
         self.max_note_chars = max_note_chars
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
@@ -115,7 +116,7 @@ class MemoryStore:
         """Create the project if missing (updating description/retention when given); return it."""
         check_project_name(name)
         if retention_days is not None and (not isinstance(retention_days, (int, float)) or retention_days <= 0):
-            raise StoreError(400, "retention_days must be a positive number", "invalid_retention")
+            raise MemoryStoreError(400, "retention_days must be a positive number", "invalid_retention")
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO projects(name, description, retention_days, created_at) "
                              "VALUES (?, ?, ?, ?)", (name, description or "", retention_days, time.time()))
@@ -131,7 +132,7 @@ class MemoryStore:
                 "SELECT p.*, (SELECT COUNT(*) FROM notes n WHERE n.project_id=p.id) AS notes "
                 "FROM projects p WHERE p.name=?", (name,)).fetchone()
         if row is None:
-            raise StoreError(404, f"project '{name}' not found", "project_not_found")
+            raise MemoryStoreError(404, f"project '{name}' not found", "project_not_found")
         return _project(row)
 
     def list_projects(self) -> list[dict]:
@@ -145,9 +146,9 @@ class MemoryStore:
     def add_note(self, project: str, text: Any, tags: Any = None) -> Note:
         """Save a note in a project (created on first use)."""
         if not isinstance(text, str) or not text.strip():
-            raise StoreError(400, "text must be a non-empty string", "invalid_text")
+            raise MemoryStoreError(400, "text must be a non-empty string", "invalid_text")
         if len(text) > self.max_note_chars:
-            raise StoreError(413, f"text is {len(text)} characters; the limit is {self.max_note_chars}",
+            raise MemoryStoreError(413, f"text is {len(text)} characters; the limit is {self.max_note_chars}",
                                "note_too_large")
         tag_list = check_tags(tags)
         with self._lock:
@@ -164,13 +165,13 @@ class MemoryStore:
                 "SELECT n.*, p.name AS project FROM notes n JOIN projects p ON p.id=n.project_id "
                 "WHERE n.id=?", (note_id,)).fetchone()
         if row is None:
-            raise StoreError(404, f"note {note_id} not found", "note_not_found")
+            raise MemoryStoreError(404, f"note {note_id} not found", "note_not_found")
         return _note(row)
 
     def delete_note(self, note_id: int) -> None:
         with self._lock:
             if self._db.execute("DELETE FROM notes WHERE id=?", (note_id,)).rowcount == 0:
-                raise StoreError(404, f"note {note_id} not found", "note_not_found")
+                raise MemoryStoreError(404, f"note {note_id} not found", "note_not_found")
 
     def list_notes(self, project: str | None = None, tag: str | None = None, limit: int = 50) -> list[Note]:
         where, params = _note_filters(project, tag)
@@ -185,7 +186,7 @@ class MemoryStore:
         """Full-text search (every word must match), best first by BM25."""
         match = fts_query(query or "")
         if not match:
-            raise StoreError(400, "query must contain at least one word", "invalid_query")
+            raise MemoryStoreError(400, "query must contain at least one word", "invalid_query")
         sql = ("SELECT n.*, p.name AS project, bm25(notes_fts) AS score, "
                "snippet(notes_fts, 0, '[', ']', '…', 12) AS snippet "
                "FROM notes_fts JOIN notes n ON n.id=notes_fts.rowid JOIN projects p ON p.id=n.project_id "
@@ -223,8 +224,7 @@ class MemoryStore:
     def backup(self, dest: Path) -> Path:
         """A consistent copy through SQLite's online backup API (temp file, then rename)."""
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".partial")
+        tmp = private_file(dest.with_name(dest.name + ".partial"))  # a backup is as private as the store
         target = sqlite3.connect(tmp)
         try:
             with self._lock:

@@ -37,6 +37,11 @@ class ServiceFailed(SupervisorError):
 
 @dataclass
 class ServiceState:
+    """One service as a backend sees it. ``state`` is the supervisor's word for it (running, starting,
+    backoff, exited, fatal, stopped; ``not started`` when the supervisor never ran it); ``configured``
+    marks the services of the phase that was brought up, which ``suite status`` lists even when they
+    are down."""
+
     name: str
     phase: int
     url: str
@@ -45,6 +50,11 @@ class ServiceState:
     healthy: bool = False
     ready: bool = False
     detail: str = ""
+    state: str = "not started"
+    configured: bool = False
+    restarts: int = 0
+    last_exit: str = ""  # "exit status 1" / "signal 9 (SIGKILL)" and why, if known
+    last_exit_at: str = ""  # ISO time of that exit
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,16 +89,18 @@ def probe(url: str, timeout: float = 2.0) -> tuple[bool, str]:
     return False, f"HTTP {r.status_code} {reason}".strip()
 
 
-def wait_ready(spec: ServiceSpec, base_url: str, deadline: float, alive: Callable[[], bool],
+def wait_ready(spec: ServiceSpec, base_url: str, deadline: float, exited: Callable[[], str | None],
                progress: Progress | None, log_tail: Callable[[], str], every_s: float = 5.0) -> float:
-    """Poll the readiness probe until it passes, the process dies, or the deadline passes."""
+    """Poll the readiness probe until it passes, the process exits (``exited`` returns how), or the
+    deadline passes."""
     t0 = time.monotonic()
     last_note = t0
     delay = 0.2
     detail = "starting"
     while True:
-        if not alive():
-            raise ServiceFailed(spec.name, "process exited", log_tail())
+        how = exited()
+        if how is not None:
+            raise ServiceFailed(spec.name, f"process exited ({how})" if how else "process exited", log_tail())
         ok, detail = probe(base_url + spec.ready_path, timeout=10.0)
         if ok:
             return time.monotonic() - t0

@@ -1,21 +1,23 @@
-"""Process backend: each service a child process (own session), pid and log files in the data dir."""
+"""Process backend: the services run under supervisord, which restarts them (see ``supervisord``).
+
+``up`` refuses ports held by others, starts supervisord when it is not running, then starts the
+services of the phase in dependency waves and waits for each wave's readiness as before; a service
+that exits while ``up`` waits fails the call, and what the call started is stopped again. ``down``
+stops services in reverse dependency order, and supervisord once none is left. ``status`` reads
+supervisord's process table plus the watch's record of exits and restarts.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
+import xmlrpc.client
 from pathlib import Path
-
-import psutil
 
 from suite import services
 from suite.net import port_free, port_holder
-from suite.services import ServiceSpec
 from suite.settings import Settings
+from suite.supervisor import journal, supervisord
 from suite.supervisor.base import (
     PortInUse,
     Progress,
@@ -24,103 +26,82 @@ from suite.supervisor.base import (
     probe,
     wait_ready,
 )
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    """Wait until a process has exited. A zombie counts as gone: when another process started the
-    service (a notebook kernel stopping a stack the test fixture started), only that parent can reap it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                try:
-                    os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-                except ChildProcessError:
-                    pass
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
+from suite.supervisor.supervisord import ALIVE, Client, fault_code
 
 
 class ProcessBackend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pid_dir = settings.pid_dir
-        self.log_dir = settings.log_dir
+        self.paths = supervisord.paths(settings)
 
     # -- files ----------------------------------------------------------------------------------
-    def pid_file(self, name: str) -> Path:
-        return self.pid_dir / f"{name}.json"
-
     def log_path(self, name: str) -> Path:
         services.get(name)
-        return self.log_dir / f"{name}.log"
-
-    def _record(self, name: str) -> dict | None:
-        try:
-            return json.loads(self.pid_file(name).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def pid_of(self, name: str) -> int | None:
-        """The pid of our running service, or None (stale pid files are removed)."""
-        rec = self._record(name)
-        if not rec:
-            return None
-        try:
-            proc = psutil.Process(rec["pid"])
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE \
-                    and "suite.serve" in proc.cmdline() and name in proc.cmdline():
-                return rec["pid"]
-        except psutil.Error:
-            pass
-        self.pid_file(name).unlink(missing_ok=True)
-        return None
+        return self.settings.log_dir / f"{name}.log"
 
     def _tail(self, name: str, lines: int = 25) -> str:
+        return supervisord.tail(self.log_path(name), lines)
+
+    def _client(self) -> Client | None:
+        return supervisord.connect(self.settings)
+
+    def pid_of(self, name: str) -> int | None:
+        """The pid of the service while supervisord runs it, else None."""
+        client = self._client()
+        if client is None:
+            return None
+        info = client.infos().get(name)
+        return info["pid"] if info and info["pid"] else None
+
+    def _configured_phase(self) -> int:
         try:
-            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+            return int(json.loads(self.paths.stack.read_text())["phase"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return 0
 
     # -- contract -------------------------------------------------------------------------------
     def up(self, phase: int, progress: Progress | None = None) -> list[str]:
         say = progress or (lambda _m: None)
         specs = services.for_phase(phase)
-        running = {s.name for s in specs if self.pid_of(s.name)}
+        client = self._client()
+        infos = client.infos() if client else {}
+        running = {n for n, i in infos.items() if i["statename"] in ALIVE}
         todo = [s for s in specs if s.name not in running]
         for spec in todo:  # refuse before starting anything
             port = self.settings.port(spec.name)
             if not port_free(self.settings.host, port):
                 raise PortInUse(spec.name, port, port_holder(port) or "another process")
-        for name in running:
-            say(f"  = {name} already running (pid {self.pid_of(name)})")
-        self.pid_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        settings_file = self.settings.dump_file(self.pid_dir / "settings.json")
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        settings_file = self.settings.dump_file(self.settings.pid_dir / "settings.json")
+        if client is None:
+            client = supervisord.start(self.settings, settings_file)
+            say(f"  supervisord started (control socket {self.paths.socket})")
+        else:
+            supervisord.update(self.settings, client, settings_file)
+        supervisord.write_private(self.paths.stack, json.dumps(
+            {"phase": max(phase, self._configured_phase()), "at": time.time()}))
+        for spec in specs:
+            if spec.name in running:
+                say(f"  = {spec.name} already running (pid {infos[spec.name]['pid']})")
         deadline = time.monotonic() + self.settings.ready_deadline_s
         started: list[str] = []
         try:
             ready = set(running)
+            names = {s.name for s in specs}
             while todo:
-                wave = [s for s in todo if all(d in ready or d not in {x.name for x in specs}
-                                               for d in s.depends_on)]
+                wave = [s for s in todo if all(d in ready or d not in names for d in s.depends_on)]
                 if not wave:
                     raise SupervisorError("dependency cycle among: " + ", ".join(s.name for s in todo))
-                procs = {}
+                pids = {}
                 for spec in wave:
-                    procs[spec.name] = self._spawn(spec, settings_file)
+                    pids[spec.name] = self._start(client, spec.name)
                     started.append(spec.name)
-                    say(f"  + {spec.name} started (pid {procs[spec.name].pid}, port "
+                    say(f"  + {spec.name} started (pid {pids[spec.name]}, port "
                         f"{self.settings.port(spec.name)}, log {self.log_path(spec.name)})")
                 for spec in wave:
-                    proc = procs[spec.name]
                     took = wait_ready(spec, self.settings.url(spec.name), deadline,
-                                      alive=lambda p=proc: p.poll() is None, progress=say,
-                                      log_tail=lambda n=spec.name: self._tail(n))
+                                      exited=lambda n=spec.name, p=pids[spec.name]: self._exited(client, n, p),
+                                      progress=say, log_tail=lambda n=spec.name: self._tail(n))
                     say(f"  ✓ {spec.name} ready in {took:.1f}s")
                     ready.add(spec.name)
                 todo = [s for s in todo if s.name not in ready]
@@ -131,53 +112,67 @@ class ProcessBackend:
             raise
         return started
 
-    def _spawn(self, spec: ServiceSpec, settings_file: Path) -> subprocess.Popen:
-        log = open(self.log_path(spec.name), "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        cmd = [sys.executable, "-m", "suite.serve", spec.name, "--settings-file", str(settings_file)]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True, close_fds=True)
-        log.close()
-        record = {"pid": proc.pid, "port": self.settings.port(spec.name), "started_at": time.time(),
-                  "cmd": cmd, "log": str(self.log_path(spec.name))}
-        tmp = self.pid_file(spec.name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.pid_file(spec.name))
-        return proc
+    def _start(self, client: Client, name: str) -> int:
+        try:
+            client.call("startProcess", name, False)
+        except xmlrpc.client.Fault as exc:
+            if fault_code(exc) != "ALREADY_STARTED":
+                raise SupervisorError(f"supervisord could not start {name}: {exc.faultString}") from None
+        return client.call("getProcessInfo", name)["pid"]
+
+    def _exited(self, client: Client, name: str, pid: int) -> str | None:
+        """None while the process ``up`` started is alive, else how it ended."""
+        info = client.call("getProcessInfo", name)
+        if info["statename"] in ("STARTING", "RUNNING") and info["pid"] == pid:
+            return None
+        time.sleep(0.3)  # let the watch record the exit status
+        exits = journal.read_exits(self.paths.journal, name, since=info["start"] - 1)
+        return exits[-1].describe() if exits else info["spawnerr"] or info["statename"].lower()
 
     def down(self, names: list[str] | None = None) -> list[str]:
-        order = [s.name for s in reversed(services.SERVICES) if names is None or s.name in names]
+        client = self._client()
+        if client is None:
+            return []
+        infos = client.infos()
         stopped = []
-        for name in order:
-            pid = self.pid_of(name)
-            if pid is None:
-                continue
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            if not _wait_gone(pid, 10):
+        for spec in reversed(services.SERVICES):
+            if (names is None or spec.name in names) and infos.get(spec.name, {}).get("statename") in ALIVE:
                 try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                _wait_gone(pid, 5)
-            self.pid_file(name).unlink(missing_ok=True)
-            stopped.append(name)
+                    client.call("stopProcess", spec.name, True)
+                except xmlrpc.client.Fault as exc:
+                    if fault_code(exc) != "NOT_RUNNING":
+                        raise SupervisorError(f"supervisord could not stop {spec.name}: {exc.faultString}") from None
+                stopped.append(spec.name)
+        if not any(i["statename"] in ALIVE for i in client.infos().values()):
+            supervisord.shutdown(self.settings, client)
         return stopped
 
     def status(self) -> list[ServiceState]:
+        client = self._client()
+        infos = client.infos() if client else {}
+        records = journal.read_state(self.paths.state) if client else {}
+        phase = self._configured_phase() if client else 0
         states = []
         for spec in services.SERVICES:
             url = self.settings.url(spec.name)
-            st = ServiceState(spec.name, spec.phase, url, pid=self.pid_of(spec.name))
-            st.running = st.pid is not None
+            info, rec = infos.get(spec.name), records.get(spec.name)
+            st = ServiceState(spec.name, spec.phase, url, configured=spec.phase <= phase)
+            if info is not None:
+                st.state = info["statename"].lower() if info["start"] else "not started"
+                st.pid = info["pid"] or None
+            if rec is not None:
+                st.restarts = rec.restarts
+                if rec.last_exit:
+                    st.last_exit, st.last_exit_at = rec.last_exit.describe(), rec.last_exit.at
+                if rec.start_limit and st.state in ("stopped", "fatal"):
+                    st.state, st.detail = "fatal", rec.start_limit
+            st.running = st.pid is not None  # starting (within start_secs), running or stopping
             if st.running:
                 st.healthy, health = probe(url + spec.health_path)
                 st.ready, st.detail = probe(url + spec.ready_path, timeout=15.0)
                 if not st.healthy:
                     st.detail = f"health: {health}"
-            else:
-                st.detail = "not running"
+            elif not st.detail:
+                st.detail = (info or {}).get("spawnerr") or ("supervisor not running" if client is None else st.state)
             states.append(st)
         return states

@@ -11,6 +11,3 @@ class ToolError(ApiError):
     def __init__(self, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(status, message, code=code, headers=headers)
 
-
-def error_body(exc: ApiError) -> dict:
-    return {"error": {"message": exc.message, "type": exc.type, "code": exc.code}}

@@ -1,24 +1,27 @@
-"""Two Qdrant implementations of ``VectorStore``, chosen by settings (``Settings.qdrant_location``).
+"""Two qdrant-client implementations of ``VectorStore``: ``local`` and ``server``.
 
-* ``EmbeddedQdrantStore``: qdrant-client local mode on a path (or ``:memory:``). In-process, one
-  process may open a path at a time (the RAG service owns it); calls are serialised with a lock.
+* ``EmbeddedQdrantStore`` (kind ``local``): qdrant-client local mode on a path (or ``:memory:``) —
+  points pickled into SQLite, brute-force numpy search, every point loaded at open. The fallback
+  embedded store (``rag.store = "local"``); ``suite rag migrate`` copies it into the edge store.
+  One process may open a path at a time (the RAG service owns it); calls are serialised with a lock.
 * ``ServerQdrantStore``: a Qdrant server by URL; network failures become ``StoreUnavailable``.
 
-Both keep the same collection names and payloads, so an index built in one reads the same in the other.
+Both keep the same collection names and payloads as the edge store (``suite.vectorstore.edge``), so an
+index built in one reads the same in the others.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from suite.settings import Settings
 from suite.vectorstore.base import (
     CollectionInfo,
     CollectionNotFound,
@@ -27,6 +30,10 @@ from suite.vectorstore.base import (
     Point,
     StoreError,
     StoreUnavailable,
+    Where,
+    check_where,
+    hit_from_payload,
+    point_from_payload,
 )
 
 log = logging.getLogger(__name__)
@@ -35,8 +42,16 @@ T = TypeVar("T")
 UPSERT_BATCH = 256
 
 
-def _doc_filter(doc_id: str) -> models.Filter:
-    return models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))])
+def _condition(key: str, value: Any) -> models.FieldCondition:
+    match = models.MatchAny(any=value) if isinstance(value, list) else models.MatchValue(value=value)
+    return models.FieldCondition(key=key, match=match)
+
+
+def _filter(doc_id: str | None = None, where: Where | None = None) -> models.Filter | None:
+    conditions = [_condition(key, value) for key, value in check_where(where)]
+    if doc_id is not None:
+        conditions.append(_condition("doc_id", doc_id))
+    return models.Filter(must=conditions) if conditions else None
 
 
 class QdrantStore:
@@ -61,14 +76,14 @@ class QdrantStore:
     def has_collection(self, name: str) -> bool:
         return self._call(lambda: self.client.collection_exists(name))
 
-    def _dimension(self, name: str) -> int | None:
+    def dimension(self, name: str) -> int | None:
         info = self._call(lambda: self.client.get_collection(name))
         vectors = info.config.params.vectors
         return getattr(vectors, "size", None)
 
     def ensure_collection(self, name: str, dimension: int) -> bool:
         if self.has_collection(name):
-            existing = self._dimension(name)
+            existing = self.dimension(name)
             if existing is not None and existing != dimension:
                 raise DimensionMismatch(name, existing, dimension)
             return False
@@ -80,33 +95,56 @@ class QdrantStore:
 
     def collections(self) -> list[CollectionInfo]:
         names = sorted(c.name for c in self._call(lambda: self.client.get_collections()).collections)
-        return [CollectionInfo(n, self.count(n), self._dimension(n)) for n in names]
+        return [CollectionInfo(n, self.count(n), self.dimension(n)) for n in names]
 
     def delete_document(self, collection: str, doc_id: str) -> None:
         self._require(collection)
         self._call(lambda: self.client.delete(
-            collection, points_selector=models.FilterSelector(filter=_doc_filter(doc_id)), wait=True))
+            collection, points_selector=models.FilterSelector(filter=_filter(doc_id)), wait=True))
 
     def replace_document(self, collection: str, doc_id: str, points: list[Point]) -> int:
         if any(p.doc_id != doc_id for p in points):
             raise StoreError(f"replace_document({doc_id!r}) was given points of another document")
         self.delete_document(collection, doc_id)
+        return self.upsert(collection, points)
+
+    def upsert(self, collection: str, points: list[Point]) -> int:
+        self._require(collection)
         for start in range(0, len(points), UPSERT_BATCH):
             batch = points[start:start + UPSERT_BATCH]
             structs = [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload()) for p in batch]
             self._call(lambda s=structs: self.client.upsert(collection, points=s, wait=True))
         return len(points)
 
-    def search(self, collection: str, vector: list[float], top_k: int) -> list[Hit]:
+    def search(self, collection: str, vector: list[float], top_k: int, where: Where | None = None) -> list[Hit]:
+        flt = _filter(where=where)
         self._require(collection)
         response = self._call(lambda: self.client.query_points(
-            collection, query=vector, limit=top_k, with_payload=True))
-        return [_hit(p.payload or {}, p.score) for p in response.points]
+            collection, query=vector, limit=top_k, with_payload=True, query_filter=flt))
+        return [hit_from_payload(p.payload or {}, p.score) for p in response.points]
 
-    def count(self, collection: str, doc_id: str | None = None) -> int:
+    def count(self, collection: str, doc_id: str | None = None, where: Where | None = None) -> int:
+        flt = _filter(doc_id, where)
         self._require(collection)
-        flt = _doc_filter(doc_id) if doc_id is not None else None
         return self._call(lambda: self.client.count(collection, count_filter=flt, exact=True)).count
+
+    def iter_points(self, collection: str, batch: int = 256) -> Iterator[list[Point]]:
+        self._require(collection)
+        offset = None
+        while True:
+            records, offset = self._call(lambda o=offset: self.client.scroll(
+                collection, limit=batch, offset=o, with_payload=True, with_vectors=True))
+            if records:
+                yield [point_from_payload(r.payload or {}, r.vector) for r in records]
+            if offset is None:
+                return
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "location": self.location, "state": "open"}
+
+    def writes_paused(self) -> AbstractContextManager[Any]:
+        """A server orders its own writes; the caller (the RAG service's write lock) keeps ours out."""
+        return nullcontext()
 
     def drop_collection(self, name: str) -> bool:
         return bool(self._call(lambda: self.client.delete_collection(name)))
@@ -122,15 +160,11 @@ class QdrantStore:
             raise CollectionNotFound(collection)
 
 
-def _hit(payload: dict[str, Any], score: float) -> Hit:
-    return Hit(doc_id=str(payload.get("doc_id", "")), chunk_no=int(payload.get("chunk_no", 0)),
-               text=str(payload.get("text", "")), score=float(score), metadata=payload.get("metadata") or {})
-
 
 class EmbeddedQdrantStore(QdrantStore):
     """qdrant-client local mode: the data lives under ``path`` (``":memory:"`` for a throwaway store)."""
 
-    kind = "embedded"
+    kind = "local"
 
     def __init__(self, path: str | Path) -> None:
         location = str(path)
@@ -150,6 +184,9 @@ class EmbeddedQdrantStore(QdrantStore):
         with self._lock:
             return fn()
 
+    def writes_paused(self) -> AbstractContextManager[Any]:
+        return self._lock  # every call takes it (reentrant): held, nothing else reaches the store
+
 
 class ServerQdrantStore(QdrantStore):
     """A Qdrant server by URL. Unreachable or failing (5xx) means ``StoreUnavailable``."""
@@ -160,6 +197,7 @@ class ServerQdrantStore(QdrantStore):
         # No version check at construction: it is a network call that only warns; ping() reports instead.
         super().__init__(QdrantClient(url=url, timeout=timeout_s, api_key=api_key, check_compatibility=False),
                          url)
+        self.api_key = api_key
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -179,11 +217,4 @@ class ServerQdrantStore(QdrantStore):
             name, field_name="doc_id", field_schema=models.PayloadSchemaType.KEYWORD, wait=True))
 
 
-def open_store(settings: Settings) -> QdrantStore:
-    """The store the settings choose: a server when ``rag.qdrant_url`` is set, else the local path."""
-    location = settings.qdrant_location()
-    if "url" in location:
-        return ServerQdrantStore(location["url"])
-    return EmbeddedQdrantStore(location["path"])
-
-
+LocalQdrantStore = EmbeddedQdrantStore

@@ -45,6 +45,10 @@ class ApiError(Exception):
         self.code = code
         self.headers = headers or {}
 
+    def body(self) -> dict:
+        """This error in the common shape."""
+        return error_body(self.status, self.message, self.type, self.code)
+
 
 def error_body(status: int, message: str, type: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type or _TYPES.get(status, "api_error"), "code": code}}

@@ -1,8 +1,13 @@
-"""Attach probes, metrics, request ids and the error shape to any FastAPI app.
+"""Attach probes, metrics, request ids, the request guard and the error shape to any FastAPI app.
 
 ``instrument`` works on apps we build and on apps built by others (llama_cpp.server's), so every
-service answers ``/health`` (liveness: the process answers, touches nothing), ``/ready``
-(readiness: a real tiny operation under a deadline) and ``/metrics`` the same way.
+service answers ``/health`` (liveness: the process answers and, when the service names one, its
+worker is alive; touches nothing else), ``/ready`` (readiness: a real tiny operation under a
+deadline) and ``/metrics`` the same way.
+
+``/ready`` runs one check at a time and reuses a passing answer for ``ready_every_s``: a flood of
+probes costs at most one real check per interval (the inference service's check takes a slot in
+its queue like any request), never one per call.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -22,21 +27,30 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
+from suite.settings import Settings
 from suite.web.errors import install_error_handlers
+from suite.web.guard import RequestGuard, RequestLimits
 from suite.web.logs import request_id
+from suite.web.transport import TransportGuard
+
+if TYPE_CHECKING:
+    from suite.auth.layer import Refusal
 
 log = logging.getLogger("suite.access")
 
 ReadyCheck = Callable[[], Awaitable[dict[str, Any]]]
+LiveCheck = Callable[[], str | None]  # why the service's worker is not alive, or None
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class ServiceMetrics:
-    """Per-app registry (no module-level singletons): request counts and latency by route."""
+    """Per-app registry (no module-level singletons): request counts and latency by route, readiness,
+    and the process's own CPU time and memory."""
 
     def __init__(self, service: str) -> None:
         self.registry = CollectorRegistry()
@@ -52,6 +66,9 @@ class ServiceMetrics:
                                registry=self.registry)
         self.ready = Gauge("service_ready", "1 when the last readiness probe passed", ["service"],
                            registry=self.registry)
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds, start time (a change of
+        # start time tells a scraper the counters began again)
+        ProcessCollector(registry=self.registry)
         self.service = service
 
 
@@ -103,41 +120,87 @@ class ObserveRequests:
             request_id.reset(token)
 
 
+class ReadyGate:
+    """Readiness checks one at a time: concurrent callers share the check in flight, and a passing
+    answer is reused for ``every_s`` (a failing one is not, so a service going down shows at once)."""
+
+    def __init__(self, check: ReadyCheck, timeout_s: float, every_s: float) -> None:
+        self.check, self.timeout_s, self.every_s = check, timeout_s, every_s
+        self._task: asyncio.Task | None = None
+        self._passed: tuple[float, dict[str, Any]] | None = None
+
+    async def __call__(self) -> tuple[dict[str, Any] | None, str, float]:
+        """(detail when ready, reason when not, seconds the check took)."""
+        if self._passed and time.monotonic() - self._passed[0] < self.every_s:
+            return self._passed[1], "", 0.0
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        return await asyncio.shield(self._task)  # a caller that goes away does not cancel the others'
+
+    async def _run(self) -> tuple[dict[str, Any] | None, str, float]:
+        t0 = time.perf_counter()
+        try:
+            detail = await asyncio.wait_for(self.check(), timeout=self.timeout_s)
+        except TimeoutError:
+            return None, f"readiness check exceeded {self.timeout_s:.0f}s", time.perf_counter() - t0
+        except Exception as exc:  # a failed probe is an answer, not a crash
+            return None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0
+        finally:
+            self._task = None
+        self._passed = (time.monotonic(), detail or {})
+        return self._passed[1], "", time.perf_counter() - t0
+
+
 def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
-               ready_timeout_s: float = 30.0, health_info: Callable[[], dict] | None = None) -> ServiceMetrics:
-    """Add /health, /ready, /metrics, a request-id + access-log middleware and error handlers."""
+               ready_timeout_s: float = 30.0, health_info: Callable[[], dict] | None = None, *,
+               settings: Settings, on_refusal: Refusal | None = None, live: LiveCheck | None = None,
+               ready_every_s: float = 1.0) -> ServiceMetrics:
+    """Add /health, /ready, /metrics, a request-id + access-log middleware, error handlers, and the
+    trust boundary: transport checks (``suite.web.transport``), the request guard (``suite.web.guard``:
+    body size, JSON shape, text encoding, with the service's ``guard.*`` limits) and the key + policy
+    check (``suite.auth.layer``) in front of every route but the probes. ``settings`` is required: no
+    service is built without its boundary.
+
+    ``live`` names what is wrong with the service's worker (an engine thread dead or stuck); while
+    it does, ``/health`` answers 503 so the supervisor restarts the process.
+    """
+    from suite.auth.layer import AuthLayer  # suite.auth uses suite.web's error shape: imported here
+
     metrics = ServiceMetrics(service)
     app.state.metrics = metrics
     app.state.service_name = service
     install_error_handlers(app)
     started = time.time()
+    gate = ReadyGate(ready, ready_timeout_s, ready_every_s) if ready is not None else None
 
+    # added innermost first: requests meet ObserveRequests, TransportGuard (headers only), the
+    # RequestGuard (the body), then AuthLayer: nothing is read from a request a browser page or a
+    # rebinding sent, and no key is looked up for a body that is not safe to parse
+    app.add_middleware(AuthLayer, service=service, settings=settings, on_refusal=on_refusal)
+    app.add_middleware(RequestGuard, limits=RequestLimits.for_service(settings, service))
+    app.add_middleware(TransportGuard, settings=settings)
     app.add_middleware(ObserveRequests, metrics=metrics)
 
     @app.get("/health", include_in_schema=False)
-    async def health() -> dict[str, Any]:
+    async def health() -> JSONResponse:
         body = {"status": "ok", "service": service, "uptime_s": round(time.time() - started, 1)}
         if health_info is not None:
             body.update(health_info())
-        return body
+        problem = live() if live is not None else None
+        if problem:
+            body.update(status="failing", reason=problem)
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
 
     @app.get("/ready", include_in_schema=False)
     async def ready_probe() -> Response:
-        if ready is None:
+        if gate is None:
             return JSONResponse({"status": "ready", "service": service})
-        t0 = time.perf_counter()
-        try:
-            detail = await asyncio.wait_for(ready(), timeout=ready_timeout_s)
-        except TimeoutError:
-            metrics.ready.labels(service).set(0)
-            return _not_ready(service, f"readiness check exceeded {ready_timeout_s:.0f}s", t0)
-        except Exception as exc:  # a failed probe is an answer, not a crash
-            metrics.ready.labels(service).set(0)
-            return _not_ready(service, f"{type(exc).__name__}: {exc}", t0)
-        metrics.ready.labels(service).set(1)
-        body = {"status": "ready", "service": service, "check_ms": round((time.perf_counter() - t0) * 1000, 1)}
-        body.update(detail or {})
-        return JSONResponse(body)
+        detail, reason, took = await gate()
+        metrics.ready.labels(service).set(0 if detail is None else 1)
+        if detail is None:
+            return _not_ready(service, reason, took)
+        return JSONResponse({"status": "ready", "service": service, "check_ms": round(took * 1000, 1), **detail})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
@@ -146,9 +209,8 @@ def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
     return metrics
 
 
-def _not_ready(service: str, reason: str, t0: float) -> JSONResponse:
+def _not_ready(service: str, reason: str, took: float) -> JSONResponse:
     return JSONResponse(
-        {"status": "not_ready", "service": service, "reason": reason,
-         "check_ms": round((time.perf_counter() - t0) * 1000, 1)},
+        {"status": "not_ready", "service": service, "reason": reason, "check_ms": round(took * 1000, 1)},
         status_code=503, headers={"Retry-After": "5"},
     )

@@ -1,14 +1,19 @@
 """Run a sequence of runbooks with papermill into one run directory, and always leave a report.
 
-Lifecycle: every step's state is written to ``steps.json`` as it changes (start / complete / fail),
-so a run that stops half-way still shows where it stopped. After a failed step the remaining steps
-are skipped, except those marked ``always`` (the report). Services the run started are torn down
-at the end unless ``keep_up``.
+A sequence file (``runbooks/sequence.yaml``) lists the runbooks in order; an entry may be marked
+``always`` (runs even after a failure) or ``report: true`` (the step that writes the report: always
+runs, and is judged by what ran before it, never by itself).
+
+Lifecycle: every step's state (``harness.result.Status``) is written to ``steps.json`` as it
+changes (pending / running / pass / fail / skip), so a run that stops half-way still shows where it
+stopped. After a failed step the remaining steps are skipped, except ``always`` ones. Services the
+run started are torn down at the end unless ``keep_up``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,11 +22,12 @@ from typing import Any
 
 import yaml
 
+from harness import keys
 from harness import params as params_mod
 from harness.errors import SequenceError
 from harness.result import CheckResult, Status, load_results, now_iso
 from harness.rundir import RunDir
-from suite.settings import project_root
+from suite.settings import Settings, project_root
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,8 @@ Progress = Callable[[str], None]
 class Step:
     notebook: str
     always: bool = False
-    status: str = "pending"  # pending | running | passed | failed | skipped
+    report: bool = False  # this step writes the report
+    status: Status = Status.PENDING
     started_at: str | None = None
     duration_s: float = 0.0
     error: str = ""
@@ -68,7 +75,11 @@ def load_sequence(path: Path | None = None) -> Sequence:
         raise SequenceError(f"sequence file {path} is not valid YAML: {exc}") from None
     steps = []
     for item in data.get("runbooks", []):
-        step = Step(item) if isinstance(item, str) else Step(item["notebook"], bool(item.get("always")))
+        if isinstance(item, str):
+            step = Step(item)
+        else:
+            report = bool(item.get("report"))
+            step = Step(item["notebook"], always=report or bool(item.get("always")), report=report)
         if not (path.parent / step.notebook).is_file():
             raise SequenceError(f"{path.name} names {step.notebook}, which does not exist in {path.parent}",
                                 notebook=step.notebook)
@@ -90,7 +101,7 @@ class RunOutcome:
 
     @property
     def ok(self) -> bool:
-        return all(s.status == "passed" for s in self.steps) and \
+        return all(s.status is Status.PASS for s in self.steps) and \
             not any(r.status is Status.FAIL for r in self.results)
 
 
@@ -105,18 +116,19 @@ def run_sequence(sequence: Path | None = None, raw_params: dict[str, Any] | None
     meta = {"run_id": run.run_id, "sequence": seq.name, "sequence_file": str(seq.path),
             "parameters": {k: v for k, v in (raw_params or {}).items()}, "started_at": now_iso(),
             "keep_up": keep_up}
-    run.write_json("run.json", meta)
+    run.write_json(run.meta_file, meta)
     say(f"run {run.run_id}: {len(seq.steps)} runbooks from {seq.path.name} -> {run.path}")
 
     def save_steps() -> None:
-        run.write_json("steps.json", [asdict(s) for s in seq.steps])
+        run.write_json(run.steps_file, [asdict(s) for s in seq.steps])
 
     failed = False
     save_steps()
+    key_state = _mint_run_keys(run.run_id, meta, say)
     try:
         for i, step in enumerate(seq.steps, 1):
             if failed and not step.always:
-                step.status = "skipped"
+                step.status = Status.SKIP
                 step.error = "not run: an earlier runbook failed"
                 save_steps()
                 say(f"[{i}/{len(seq.steps)}] {step.notebook}: skipped (an earlier runbook failed)")
@@ -125,7 +137,7 @@ def run_sequence(sequence: Path | None = None, raw_params: dict[str, Any] | None
             _execute(seq, step, run, typed[step.notebook], save_steps)
             say(f"[{i}/{len(seq.steps)}] {step.notebook}: {step.status} in {step.duration_s:.1f}s"
                 + (f" — {step.error}" if step.error else ""))
-            failed = failed or step.status == "failed"
+            failed = failed or step.status is Status.FAIL
     finally:
         if not run.report.exists():  # the report runbook did not write it: write it here
             from harness import report
@@ -133,8 +145,9 @@ def run_sequence(sequence: Path | None = None, raw_params: dict[str, Any] | None
             report.write_report(run.path)
         if not keep_up:
             _teardown(run, say)
+        _revoke_run_keys(key_state, meta, say)
         meta["finished_at"] = now_iso()
-        run.write_json("run.json", meta)
+        run.write_json(run.meta_file, meta)
         from harness import ledger
 
         ledger.write_ledger(run.path)
@@ -148,7 +161,7 @@ def _execute(seq: Sequence, step: Step, run: RunDir, parameters: dict[str, Any],
 
     source = seq.folder / step.notebook
     output = run.notebooks / step.notebook
-    step.status, step.started_at = "running", now_iso()
+    step.status, step.started_at = Status.RUNNING, now_iso()
     step.output = str(output.relative_to(run.path))
     save_steps()
     t0 = time.perf_counter()
@@ -159,12 +172,12 @@ def _execute(seq: Sequence, step: Step, run: RunDir, parameters: dict[str, Any],
             kernel_name="python3", cwd=str(seq.folder), progress_bar=False, log_output=False,
             report_mode=False,
         )
-        step.status = "passed"
+        step.status = Status.PASS
     except PapermillExecutionError as exc:
-        step.status = "failed"
+        step.status = Status.FAIL
         step.error = f"cell {exc.exec_count}: {exc.ename}: {str(exc.evalue)[:500]}"
     except Exception as exc:  # kernel died, notebook unreadable: still a failed step, never a lost run
-        step.status = "failed"
+        step.status = Status.FAIL
         step.error = f"{type(exc).__name__}: {str(exc)[:500]}"
     finally:
         step.duration_s = round(time.perf_counter() - t0, 2)
@@ -186,7 +199,7 @@ def _export_html(notebook: Path) -> Path:
 
 
 def _teardown(run: RunDir, say: Progress) -> None:
-    started = run.read_json("started_services.json", default=None)
+    started = run.read_json(run.started_services_file, default=None)
     if not started:
         return
     from harness.bringup import tear_down
@@ -194,7 +207,40 @@ def _teardown(run: RunDir, say: Progress) -> None:
     names = started.get("services", [])
     say(f"tearing down services this run started: {', '.join(names)} (use --keep-up to leave them)")
     started["teardown_exit"] = tear_down(names)
-    run.write_json("started_services.json", started)
+    run.write_json(run.started_services_file, started)
+
+
+def _mint_run_keys(run_id: str, meta: dict[str, Any], say: Progress) -> dict[str, str]:
+    """Keys of each role owned by this run (harness.keys), given to every kernel through the
+    environment; the environment entry to restore when the run ends."""
+    try:
+        minted = keys.mint_run_keys(Settings(), run_id)
+    except (RuntimeError, OSError, ValueError) as exc:  # the runbooks then fail on their own, visibly
+        meta["run_keys"] = {"error": str(exc)[:300]}
+        say(f"could not mint this run's API keys: {exc}")
+        return {}
+    previous = os.environ.get(keys.ENV)
+    os.environ.update(minted.to_env())
+    meta["run_keys"] = {"run_id": run_id, "roles": list(keys.ROLES),
+                        "ttl_s": Settings().auth.run_key_ttl_s}
+    say(f"minted this run's API keys ({', '.join(keys.ROLES)}; revoked when the run ends)")
+    return {"run_id": run_id, "previous": previous or ""}
+
+
+def _revoke_run_keys(state: dict[str, str], meta: dict[str, Any], say: Progress) -> None:
+    """Revoke every key the run minted, pass or fail, and restore the environment."""
+    if not state:
+        return
+    if state["previous"]:
+        os.environ[keys.ENV] = state["previous"]
+    else:
+        os.environ.pop(keys.ENV, None)
+    try:
+        message = keys.revoke_run(Settings(), state["run_id"])
+    except (RuntimeError, OSError) as exc:  # they still expire on their own (auth.run_key_ttl_s)
+        message = f"revocation failed: {exc}"
+    meta.setdefault("run_keys", {})["revoked"] = message
+    say(message)
 
 
 def collect_results(run: RunDir) -> list[CheckResult]:

@@ -1,0 +1,233 @@
+"""The server-side view of a load scenario: every service's ``/metrics`` scraped before and after
+it (the inference engines' gauges sampled while it runs), reported beside the client's figures.
+
+Per scenario: requests the target service counted (``/ready`` probes left out) by status class,
+429s, the server's latency percentiles from its histogram; per inference service: the longest
+waiting line, the most slots busy, time to first token from the engine's histogram, tokens and
+rejections; per service: CPU seconds used and resident memory. A difference between what the client
+sent and what the server counted is a warning: requests lost on the way, or counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.envcheck.gpu import GpuUnavailable, read_gpus
+from harness.load import stats
+from harness.load.runner import LoadRun
+from harness.load.scenarios import Scenario
+from harness.monitor.scrape import Snapshot, bucket_deltas, delta, maxima, quantile, scrape_all
+from harness.result import CheckResult, Stage, Status
+from suite.settings import Settings
+
+STAGE = Stage.LOAD
+INFERENCE = ("inference-chat", "inference-code")
+# locustfiles whose requests the host's request counter cannot match one to one
+NOT_COMPARED = {"mixed.py": "calls several services", "health_ceiling.py": "/health is not counted as a request"}
+PROBES = "/ready"  # readiness probes by supervisors are not load
+HTTP_STATUS = re.compile(r"HTTP (\d{3})")
+
+
+class Watch:
+    """``with Watch(settings, names) as w: <run the scenario>``: snapshots before/after, gauges between."""
+
+    def __init__(self, settings: Settings, names: list[str], every_s: float = 0.5, gpu: bool = False) -> None:
+        self.urls = {n: settings.url(n) + "/metrics" for n in names}
+        self.every_s = every_s
+        self.before: dict[str, Snapshot] = {}
+        self.after: dict[str, Snapshot] = {}
+        self.samples: list[Snapshot] = []
+        self.gpu = gpu  # also sample every GPU's memory through NVML
+        self.gpu_max_pct: dict[str, float] = {}  # "GPU 0 <name>" -> highest memory use seen
+        self.gpu_error = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample_gpus(self) -> None:
+        try:
+            for g in read_gpus().gpus:
+                key = f"GPU {g.index} {g.name}"
+                self.gpu_max_pct[key] = max(self.gpu_max_pct.get(key, 0.0), g.memory_pct)
+        except GpuUnavailable as exc:
+            self.gpu_error = str(exc)
+
+    def _sample(self) -> None:
+        gauges = {n: u for n, u in self.urls.items() if n in INFERENCE}
+        while (gauges or self.gpu) and not self._stop.wait(self.every_s):
+            self.samples.extend(scrape_all(gauges, timeout=self.every_s * 3).values())
+            if self.gpu:
+                self._sample_gpus()
+
+    def __enter__(self) -> Watch:
+        self.before = scrape_all(self.urls)
+        if self.gpu:
+            self._sample_gpus()
+        self._thread = threading.Thread(target=self._sample, daemon=True, name="load-server-view")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.after = scrape_all(self.urls)
+
+
+@dataclass
+class ServiceView:
+    service: str
+    requests: float | None = None  # /ready left out
+    by_class: dict[str, float] = field(default_factory=dict)  # 2xx, 4xx, 5xx
+    status_429: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    cpu_s: float | None = None
+    rss_mb: float | None = None
+    note: str = ""  # scrape failed / restarted
+
+
+@dataclass
+class EngineView:
+    service: str
+    queue_max: float | None = None
+    active_max: float | None = None
+    slots: float | None = None
+    ttft_p50_ms: float | None = None
+    ttft_p95_ms: float | None = None
+    tokens: float | None = None
+    rejected: float | None = None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def service_view(before: Snapshot, after: Snapshot) -> ServiceView:
+    view = ServiceView(before.service)
+    if not (before.ok and after.ok):
+        view.note = f"scrape failed: {before.error or after.error}"
+        return view
+    if before.started != after.started:
+        view.note = "restarted during the scenario: its counters began again"
+        return view
+    view.requests = delta(before, after, "http_requests_total", route=f"!{PROBES}")
+    for labels, value in after.select("http_requests_total", route=f"!{PROBES}").items():
+        cls = dict(labels).get("status", "?")[:1] + "xx"
+        view.by_class[cls] = view.by_class.get(cls, 0) + value - before.values.get(("http_requests_total", labels), 0)
+    view.status_429 = delta(before, after, "http_requests_total", route=f"!{PROBES}", status="429")
+    buckets = bucket_deltas(before, after, "http_request_duration_seconds", route=f"!{PROBES}")
+    view.p50_ms, view.p95_ms = _ms(quantile(0.5, buckets)), _ms(quantile(0.95, buckets))
+    view.cpu_s = delta(before, after, "process_cpu_seconds_total", absent=None)
+    rss = after.get("process_resident_memory_bytes")
+    view.rss_mb = None if rss is None else round(rss / 1e6, 1)
+    return view
+
+
+def engine_view(name: str, watch: Watch) -> EngineView:
+    before, after = watch.before[name], watch.after[name]
+    seen = [before, *[s for s in watch.samples if s.service == name], after]
+    ttft = bucket_deltas(before, after, "inference_time_to_first_token_seconds")
+    return EngineView(name, queue_max=maxima(seen, "inference_queue_depth"),
+                      active_max=maxima(seen, "inference_active_slots"), slots=maxima(seen, "inference_slots"),
+                      ttft_p50_ms=_ms(quantile(0.5, ttft)), ttft_p95_ms=_ms(quantile(0.95, ttft)),
+                      tokens=delta(before, after, "inference_tokens_generated_total", absent=None),
+                      rejected=delta(before, after, "inference_rejected_total", absent=None))
+
+
+@dataclass
+class ServerView:
+    scenario: str
+    target: str
+    client_requests: int
+    client_failed: int
+    client_statuses: dict[str, int]
+    client_p95_ms: float | None
+    client_ttft_p95_ms: float | None
+    services: dict[str, ServiceView]
+    engines: dict[str, EngineView]
+    compared: bool
+    mismatch: str = ""
+
+    @property
+    def server(self) -> ServiceView:
+        return self.services[self.target]
+
+
+def view(scenario: Scenario, run: LoadRun, watch: Watch) -> ServerView:
+    every = [*run.warmup_samples, *run.samples]
+    statuses: dict[str, int] = {}
+    for s in every:
+        m = HTTP_STATUS.search(s.error or "")
+        if m:
+            statuses[m.group(1)] = statuses.get(m.group(1), 0) + 1
+    svc = {n: service_view(watch.before[n], watch.after[n]) for n in watch.before}
+    engines = {n: engine_view(n, watch) for n in watch.before if n in INFERENCE}
+    ttfts = [s.ttft_ms for s in run.samples if s.ttft_ms is not None]
+    out = ServerView(scenario.name, scenario.service, len(every), sum(not s.ok for s in every), statuses,
+                     stats.percentile([s.ms for s in run.samples], 95), stats.percentile(ttfts, 95) if ttfts else None,
+                     svc, engines, compared=scenario.locustfile not in NOT_COMPARED)
+    server = svc.get(scenario.service)
+    if server is None or server.requests is None:
+        out.mismatch = f"no server count for {scenario.service}: {server.note if server else 'not scraped'}"
+    elif out.compared and int(server.requests) != out.client_requests:
+        out.mismatch = (f"client sent {out.client_requests} request(s), {scenario.service} counted "
+                        f"{int(server.requests)}")
+        if run.aborted:
+            out.mismatch += (" (the run was stopped early: requests in flight when Locust stopped are not in "
+                             "its samples, though the server may have served them)")
+    return out
+
+
+def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = None) -> CheckResult:
+    """One ``load.<scenario>.server`` result; the full view goes to ``server.json`` beside the samples."""
+    v = view(scenario, run, watch)
+    path = run.out_dir / "server.json"
+    path.write_text(json.dumps(asdict(v), indent=2, ensure_ascii=False))
+    s = v.server
+    classes = ", ".join(f"{k} {int(n)}" for k, n in s.by_class.items() if n) or "none"
+    measured = (f"server {_fmt(s.requests)} req ({classes}; 429: {_fmt(s.status_429)}) · "
+                f"client {v.client_requests} ({v.client_failed} failed)")
+    detail = [f"{v.target}: server p50/p95 {_fmt(s.p50_ms, ' ms')}/{_fmt(s.p95_ms, ' ms')} from its histogram "
+              f"(client exact p95 {_fmt(v.client_p95_ms, ' ms')})"]
+    for e in v.engines.values():
+        if e.slots is None and e.queue_max is None:
+            continue
+        detail.append(f"{e.service}: queue max {_fmt(e.queue_max)}, slots busy max {_fmt(e.active_max)}/"
+                      f"{_fmt(e.slots)}, TTFT p50/p95 {_fmt(e.ttft_p50_ms, ' ms')}/{_fmt(e.ttft_p95_ms, ' ms')}"
+                      f", {_fmt(e.tokens)} tokens, {_fmt(e.rejected)} rejected")
+    detail.append("CPU s / RSS MB: " + ", ".join(f"{n} {_fmt(x.cpu_s, digits=1)}/{_fmt(x.rss_mb)}"
+                                               for n, x in v.services.items()))
+    if not v.compared:
+        detail.append(f"{scenario.locustfile} {NOT_COMPARED[scenario.locustfile]}: counts shown, not compared")
+    if v.mismatch:
+        detail.append("mismatch: " + v.mismatch)
+    if v.client_statuses:
+        detail.append("client saw: " + ", ".join(f"HTTP {k} x{n}" for k, n in sorted(v.client_statuses.items())))
+    rel = str(path.relative_to(base)) if base and path.is_relative_to(base) else str(path)
+    return CheckResult(f"load.{scenario.name}.server", f"{scenario.name}: server-side view", STAGE,
+                       Status.WARN if v.mismatch else Status.PASS,
+                       target="server count = client count" if v.compared else "server counters read",
+                       measured=measured, evidence=[rel], detail="\n".join(detail), started_at=run.started_at)
+
+
+def gpu_memory(scenario: Scenario, run: LoadRun, watch: Watch, max_pct: float = 90.0) -> CheckResult:
+    """The seeds' GPU memory < 90 % under load: the highest use of every GPU while the scenario ran."""
+    title = f"{scenario.name}: GPU memory under load"
+    if not watch.gpu_max_pct:
+        return CheckResult(f"load.{scenario.name}.gpu_memory", title, STAGE, Status.FAIL,
+                           target=f"every GPU < {max_pct:g} %", measured="no GPU readable",
+                           detail=watch.gpu_error or "NVML gave no reading", started_at=run.started_at)
+    worst = max(watch.gpu_max_pct.values())
+    return CheckResult(f"load.{scenario.name}.gpu_memory", title, STAGE,
+                       Status.PASS if worst < max_pct else Status.FAIL, target=f"every GPU < {max_pct:g} %",
+                       measured=f"max {worst:.0f} %",
+                       detail="; ".join(f"{k}: {v:.0f} %" for k, v in sorted(watch.gpu_max_pct.items()))
+                              + f" (sampled every {watch.every_s:g} s)", started_at=run.started_at)

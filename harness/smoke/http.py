@@ -1,0 +1,81 @@
+"""What every smoke check shares: one HTTP timeout policy, JSON POSTs, the service's error message,
+the result builder, and the ``skip`` for a check whose services are not in the stack's phase."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from harness.keys import bearer, run_keys
+from harness.result import CheckResult, Stage, Status, Timer
+from suite.settings import Settings
+
+# One policy for every smoke request: a generous read timeout, because a RAG answer or a chat
+# completion from a CPU model can take minutes on a busy 2-core box; connecting must be quick.
+TIMEOUT = httpx.Timeout(180.0, connect=5.0)
+
+
+auth = bearer  # the name the smoke checks use
+
+
+def run_key(settings: Settings, role: str = "developer") -> str:
+    """The run's key of ``role`` (harness.keys): what smoke requests authenticate with."""
+    return run_keys(settings).for_role(role)
+
+
+def post_json(url: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
+    return httpx.post(url, json=body, timeout=TIMEOUT, headers=auth(key) if key else None)
+
+
+def get(url: str, key: str | None = None, **params: Any) -> httpx.Response:
+    return httpx.get(url, params=params or None, timeout=TIMEOUT, headers=auth(key) if key else None)
+
+
+def error_text(resp: httpx.Response) -> str:
+    """The message of the service's error body, else the start of the raw body."""
+    try:
+        return str(resp.json()["error"]["message"])[:300]
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:300]
+
+
+def elapsed_ms(t: Timer) -> str:
+    return f"{t.stop() * 1000:.1f} ms"
+
+
+def result(check_id: str, title: str, status: Status | bool, t: Timer, **fields: Any) -> CheckResult:
+    """A smoke ``CheckResult`` timed by ``t``; ``status`` may be a bool (pass / fail)."""
+    if isinstance(status, bool):
+        status = Status.PASS if status else Status.FAIL
+    fields.setdefault("measured", elapsed_ms(t))
+    return CheckResult(check_id, title, Stage.SMOKE, status, **t.fields(), **fields)
+
+
+def failed(check_id: str, title: str, t: Timer, exc: BaseException, target: str) -> CheckResult:
+    """The failed result of a check whose request raised."""
+    return result(check_id, title, Status.FAIL, t, target=target, detail=f"{type(exc).__name__}: {exc}")
+
+
+def skip_below(phase: int, needed: int, check_id: str, title: str) -> CheckResult | None:
+    """A ``skip`` result when the stack's phase lacks the services a check needs, else None."""
+    if phase >= needed:
+        return None
+    return CheckResult(check_id, title, Stage.SMOKE, Status.SKIP, target=f"phase >= {needed}",
+                       measured="not run",
+                       detail=f"phase {phase} run: this check needs the services of phase {needed}")
+
+
+def post_ok(check_id: str, title: str, t: Timer, target: str, url: str, body: dict[str, Any],
+            key: str | None = None) -> tuple[dict[str, Any], str, CheckResult | None]:
+    """POST and read the JSON answer: ``(body, measured, None)``, or the failed result on a
+    transport error or a non-200 answer."""
+    try:
+        resp = post_json(url, body, key)
+    except httpx.HTTPError as exc:
+        return {}, "", failed(check_id, title, t, exc, target)
+    measured = elapsed_ms(t)
+    if resp.status_code != 200:
+        return {}, measured, result(check_id, title, Status.FAIL, t, target=target, measured=measured,
+                                    detail=f"HTTP {resp.status_code}: {error_text(resp)}")
+    return resp.json(), measured, None

@@ -1,0 +1,167 @@
+"""Tools smoke checks (phase 3): the tool server over REST and MCP, its sandbox, RBAC and approvals.
+
+  * ``smoke.tools.read_rest``   — ``POST /tools/read_file`` returns a file an admin wrote first;
+  * ``smoke.tools.read_mcp``    — an official MCP client (``mcp`` SDK v1, Streamable HTTP) lists the
+                                  tools and calls ``read_file``;
+  * ``smoke.tools.escape``      — hostile paths (traversal, absolute, encoded, null byte) are refused;
+  * ``smoke.tools.guest_write`` — a guest's ``write_file`` is refused with 403;
+  * ``smoke.tools.approval``    — a developer's ``write_file`` is parked (202), an admin approves it,
+                                  it runs once and the file holds the content.
+
+Keys are the run's own (``harness.keys.run_keys``: minted with ``suite keys create`` for the run,
+revoked when it ends); ``run_all`` passes them to every check.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from typing import Any
+
+import httpx
+
+from harness.coroutines import run_coroutine
+from harness.keys import RunKeys, run_keys
+from harness.result import CheckResult, Timer
+from harness.smoke.http import auth, failed, post_json, result, skip_below
+from suite import services
+from suite.settings import Settings
+
+PHASE = services.get("tools").phase  # the stack phase that starts the tools service
+SMOKE_FILE = "smoke/hello.txt"
+HOSTILE_PATHS = ("../../../../etc/passwd", "/etc/passwd", "%2e%2e/%2e%2e/etc/passwd",
+                 "smoke/../../outside.txt", "smoke/\x00.txt")
+
+
+SmokeKeys = RunKeys  # admin, developer, guest
+
+
+def _tool(settings: Settings, key: str, name: str, args: dict[str, Any]) -> httpx.Response:
+    return post_json(f"{settings.url('tools')}/tools/{name}", args, key)
+
+
+def _ensure_smoke_file(settings: Settings, keys: SmokeKeys) -> str:
+    """Write the file the read checks read (admins write without approval); return its content."""
+    content = f"hello from the phase-3 smoke test {uuid.uuid4().hex[:8]}\n"
+    resp = _tool(settings, keys.admin, "write_file", {"path": SMOKE_FILE, "content": content, "create_dirs": True})
+    if resp.status_code != 200:
+        raise RuntimeError(f"admin write_file answered HTTP {resp.status_code}: {resp.text[:300]}")
+    return content
+
+
+def check_read_rest(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:
+    cid, title, target = "smoke.tools.read_rest", "POST /tools/read_file (developer key)", "HTTP 200, same content"
+    if skipped := skip_below(phase, PHASE, cid, title):
+        return skipped
+    t = Timer()
+    try:
+        content = _ensure_smoke_file(settings, keys)
+        resp = _tool(settings, keys.developer, "read_file", {"path": SMOKE_FILE})
+    except (httpx.HTTPError, RuntimeError) as exc:
+        return failed(cid, title, t, exc, target)
+    got = resp.json().get("result", {}).get("content") if resp.status_code == 200 else None
+    return result(cid, title, got == content, t, target=target,
+                  detail=f"HTTP {resp.status_code}" + ("" if got == content else f": {resp.text[:300]}"))
+
+
+async def _mcp_read(url: str, key: str, path: str) -> tuple[list[str], Any]:
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async with streamablehttp_client(url, headers=auth(key)) as (read, write, _):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            tools = await session.list_tools()
+            called = await session.call_tool("read_file", {"path": path})
+            return [t.name for t in tools.tools], called
+
+
+def check_read_mcp(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:
+    cid, title = "smoke.tools.read_mcp", "MCP client: list tools, call read_file"
+    target = "read_file listed; call returns the content"
+    if skipped := skip_below(phase, PHASE, cid, title):
+        return skipped
+    t = Timer()
+    try:
+        content = _ensure_smoke_file(settings, keys)
+        names, called = run_coroutine(_mcp_read(settings.url("tools") + "/mcp", keys.developer, SMOKE_FILE))
+    except Exception as exc:  # the MCP client raises many kinds; all of them fail the check
+        return failed(cid, title, t, exc, target)
+    got = (called.structuredContent or {}).get("result", {}).get("content")
+    ok = "read_file" in names and not called.isError and got == content
+    return result(cid, title, ok, t, target=target, detail=f"{len(names)} tools listed; isError={called.isError}")
+
+
+def check_path_escape(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:
+    cid, title = "smoke.tools.escape", f"{len(HOSTILE_PATHS)} hostile paths refused"
+    target = "every one 400/403, none 200"
+    if skipped := skip_below(phase, PHASE, cid, title):
+        return skipped
+    t = Timer()
+    answers = {}
+    try:
+        for path in HOSTILE_PATHS:
+            answers[path] = _tool(settings, keys.admin, "read_file", {"path": path}).status_code
+    except httpx.HTTPError as exc:
+        return failed(cid, title, t, exc, target)
+    escaped = [p for p, s in answers.items() if s not in (400, 403)]
+    return result(cid, title, not escaped, t, target=target, measured=f"{len(escaped)} escaped",
+                  detail=json.dumps({repr(p): s for p, s in answers.items()}))
+
+
+def check_guest_write(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:
+    cid, title, target = "smoke.tools.guest_write", "guest write_file refused", "HTTP 403"
+    if skipped := skip_below(phase, PHASE, cid, title):
+        return skipped
+    t = Timer()
+    try:
+        resp = _tool(settings, keys.guest, "write_file", {"path": "smoke/guest.txt", "content": "no"})
+    except httpx.HTTPError as exc:
+        return failed(cid, title, t, exc, target)
+    return result(cid, title, resp.status_code == 403, t, target=target,
+                  detail=f"HTTP {resp.status_code}: {resp.text[:200]}")
+
+
+def check_approved_write(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:
+    cid, title = "smoke.tools.approval", "developer write_file: 202 pending, admin approves, runs once"
+    target = "202 -> approve 200 (executed) -> file content; second approve 409"
+    if skipped := skip_below(phase, PHASE, cid, title):
+        return skipped
+    t = Timer()
+    content = f"approved write {uuid.uuid4().hex[:8]}\n"
+    base = settings.url("tools")
+    try:
+        parked = _tool(settings, keys.developer, "write_file",
+                       {"path": "smoke/approved.txt", "content": content, "create_dirs": True})
+        if parked.status_code != 202:
+            return result(cid, title, False, t, target=target, detail=f"first call HTTP {parked.status_code}")
+        approval_id = parked.json()["approval_id"]
+        approved = post_json(f"{base}/approvals/{approval_id}/approve", {"reason": "smoke test"}, keys.admin)
+        again = post_json(f"{base}/approvals/{approval_id}/approve", {}, keys.admin)
+        read = _tool(settings, keys.developer, "read_file", {"path": "smoke/approved.txt"})
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        return failed(cid, title, t, exc, target)
+    status = approved.json().get("status") if approved.status_code == 200 else None
+    got = read.json().get("result", {}).get("content") if read.status_code == 200 else None
+    ok = status == "executed" and again.status_code == 409 and got == content
+    return result(cid, title, ok, t, target=target,
+                  detail=f"{approval_id}: approve HTTP {approved.status_code} ({status}), "
+                         f"second approve HTTP {again.status_code}, read back {'ok' if got == content else got!r}")
+
+
+CHECKS = (check_read_rest, check_read_mcp, check_path_escape, check_guest_write, check_approved_write)
+
+
+def run_all(settings: Settings, phase: int, keys: SmokeKeys | None = None) -> list[CheckResult]:
+    """Every tools check, in order; key creation failing fails the checks, not the run."""
+    if skipped := skip_below(phase, PHASE, "smoke.tools", "tools smoke checks"):
+        return [skipped]
+    if keys is None:
+        t = Timer()
+        try:
+            keys = run_keys(settings)
+        except (RuntimeError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+            return [failed("smoke.tools.keys", "create API keys with the suite CLI", t, exc,
+                           "3 keys (admin, developer, guest)")]
+    return [check(settings, keys, phase) for check in CHECKS]

@@ -1,0 +1,229 @@
+"""Running the suite beside a user's stack: what tests, benchmarks and notebooks share.
+
+- ``stack_settings`` — settings whose every port is free (``free_port_offset``), in a data dir of
+  the caller's, optionally serving one GGUF as both models;
+- ``running_stack`` — a real stack of phases 1..N through the process backend, torn down after;
+- ``serve`` — the named services' apps in this process (uvicorn threads) on their ports;
+- ``ServerThread`` — one ASGI app under uvicorn in a daemon thread;
+- ``start_app_process`` — a small app from source text in a child uvicorn process;
+- ``stack_env`` / ``run_cli`` — the ``SUITE_*`` environment that makes a child (a kernel, the
+  ``suite`` CLI) see the same stack;
+- ``git`` / ``git_repo`` — repositories to point git tools at;
+- ``stack_keys`` / ``auth`` — API keys of each role for a stack (minted once per key store with a
+  short expiry, revoked when the process exits) and the ``Authorization`` header that carries one.
+
+Nothing here imports pytest: benchmarks and notebooks use it as a library.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from suite import services
+from suite.net import free_port, port_free
+from suite.settings import Settings
+
+
+def free_port_offset() -> int:
+    """An offset that puts every suite port on a free port (never touching a user's stack)."""
+    base = Settings().ports.model_dump().values()
+    for _ in range(200):
+        offset = random.randrange(20000, 50000, 7)
+        if all(port_free("127.0.0.1", p + offset) for p in base):
+            return offset
+    raise RuntimeError("no free port range found")
+
+
+def stack_settings(data_dir: Path, model: Path | None = None, **overrides) -> Settings:
+    """Settings on free ports in ``data_dir``; with ``model``, that GGUF serves chat and code
+    (context 1024) and ``suite up`` waits up to 240 s for readiness."""
+    if model is not None:
+        inference = overrides.pop("inference", {})
+        for role in ("chat", "code"):
+            inference.setdefault(role, {"alias": role, "path": str(model), "n_ctx": 1024})
+        overrides = {"inference": inference, "ready_deadline_s": 240, **overrides}
+    return Settings(data_dir=data_dir, port_offset=free_port_offset(), **overrides)
+
+
+def bring_up(settings: Settings, phase: int):
+    """Start phases 1..``phase`` with the process backend (returns once every service is ready)."""
+    from suite.supervisor.process import ProcessBackend
+
+    backend = ProcessBackend(settings)
+    backend.up(phase)
+    return backend
+
+
+@contextmanager
+def running_stack(settings: Settings, phase: int) -> Iterator[Settings]:
+    """A real stack of phases 1..``phase`` for the block; everything it started is stopped after."""
+    backend = bring_up(settings, phase)
+    try:
+        yield settings
+    finally:
+        backend.down()
+
+
+class ServerThread:
+    """One uvicorn server in a daemon thread; ``start`` waits until it accepts connections."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None,
+                 deadline_s: float = 30.0) -> None:
+        port = port or free_port(host)
+        self.deadline_s = deadline_s
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    lifespan="on", timeout_graceful_shutdown=3))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, deadline_s: float | None = None) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + (deadline_s or self.deadline_s)
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.config.host}:{self.server.config.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@contextmanager
+def serve(settings: Settings, *names: str) -> Iterator[Settings]:
+    """Run the named services (e.g. ``memory``, ``tools``) in this process, each on its port."""
+    running = []
+    try:
+        for name in names:
+            spec = services.get(name)
+            app = spec.load_factory()(settings, **spec.kwargs)
+            server = ServerThread(app, settings.host, settings.port(name))
+            server.start()
+            running.append(server)
+        yield settings
+    finally:
+        for server in reversed(running):
+            server.stop()
+
+
+def start_app_process(folder: Path, module: str, source: str, env: dict[str, str] | None = None,
+                      deadline_s: float = 30.0) -> tuple[subprocess.Popen, str]:
+    """Write ``source`` as ``folder/module.py``, serve its ``app`` with uvicorn on a free loopback
+    port in a child process, and return it once ``/health`` answers 200."""
+    (folder / f"{module}.py").write_text(source)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", f"{module}:app", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                            cwd=folder, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{module} app did not start on {url}")
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    """``SUITE_*`` variables under which ``Settings()`` in a child process finds this stack."""
+    env = {"SUITE_PORT_OFFSET": str(settings.port_offset), "SUITE_DATA_DIR": str(settings.data_dir),
+           "SUITE_READY_DEADLINE_S": str(settings.ready_deadline_s)}
+    for role in ("chat", "code"):
+        cfg = getattr(settings.inference, role)
+        if cfg.path is not None:
+            env[f"SUITE_INFERENCE__{role.upper()}__PATH"] = str(cfg.path)
+        env[f"SUITE_INFERENCE__{role.upper()}__N_CTX"] = str(cfg.n_ctx)
+    return env
+
+
+def run_cli(settings: Settings, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``suite ARGV`` in a subprocess against this stack (its data dir and ports)."""
+    return subprocess.run([sys.executable, "-m", "suite.cli", *argv], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **stack_env(settings)})
+
+
+def git(repo: Path, *args: str) -> None:
+    """``git -C repo ARGS`` with a throwaway identity."""
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=suite", "-c", "user.email=suite@example.invalid",
+                    *args], check=True, capture_output=True, timeout=60)
+
+
+def git_repo(path: Path, subject: str) -> Path:
+    """A new git repository at ``path`` with one commit (file ``f.txt``) whose subject is ``subject``."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q")
+    (path / "f.txt").write_text(subject)
+    git(path, "add", "f.txt")
+    git(path, "commit", "-qm", subject)
+    return path
+
+
+_MINTED: dict[Path, dict[str, str]] = {}
+
+
+def stack_keys(settings: Settings) -> dict[str, str]:
+    """One key per role (admin, developer, guest) in the stack's key store, minted on first use with
+    ``auth.run_key_ttl_s`` expiry and this process as their run; revoked when the process exits."""
+    path = settings.key_store_path
+    if path not in _MINTED:
+        from suite.auth.keys import KeyStore
+        from suite.auth.roles import ROLES
+
+        store = KeyStore.open(path)
+        try:
+            _MINTED[path] = {role: store.create(role, f"test {role}", settings.auth.run_key_ttl_s,
+                                                _RUN_ID)[1] for role in ROLES}
+        finally:
+            store.close()
+        if len(_MINTED) == 1:
+            atexit.register(_revoke_minted)
+    return _MINTED[path]
+
+
+def auth(settings: Settings, role: str = "admin") -> dict[str, str]:
+    """``{"Authorization": "Bearer KEY"}`` with the stack's key of ``role`` (see ``stack_keys``)."""
+    return {"Authorization": f"Bearer {stack_keys(settings)[role]}"}
+
+
+_RUN_ID = f"tests-{os.getpid()}"
+
+
+def _revoke_minted() -> None:
+    from suite.auth.keys import KeyStore
+
+    for path in _MINTED:
+        if path.exists():
+            store = KeyStore.open(path)
+            try:
+                store.revoke_run(_RUN_ID)
+            finally:
+                store.close()
+
+
+__all__ = ["ServerThread", "auth", "bring_up", "free_port_offset", "git", "git_repo", "run_cli", "running_stack",
+           "serve", "stack_env", "stack_keys", "stack_settings", "start_app_process"]

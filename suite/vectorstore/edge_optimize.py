@@ -1,0 +1,42 @@
+"""Child process of a background optimize: open a copied shard, run ``optimize()``, flush, close.
+
+Run by ``EdgeStore`` as ``python -m suite.vectorstore.edge_optimize SHARD_DIR DIMENSION THRESHOLD THREADS``
+on a copy of a live shard; prints one JSON line. It exists because qdrant-edge-py 0.9.0's
+``optimize()`` holds the GIL for its whole run (see ``suite.vectorstore.edge``): in the service's own
+process it would stop every request for seconds to minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    from suite.vectorstore.edge_config import shard_config  # after argv, so `-h` needs no engine
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 4:
+        sys.stderr.write(__doc__ or "")
+        return 2
+    path, dimension, threshold, threads = args[0], int(args[1]), int(args[2]), int(args[3])
+    import qdrant_edge
+
+    t0 = time.monotonic()
+    # Loading with the config applies the current settings (build threads, indexing threshold) to the copy.
+    shard = qdrant_edge.EdgeShard.load(path, shard_config(dimension, threshold, threads))
+    load_s = time.monotonic() - t0
+    changed = shard.optimize()
+    info = shard.info()
+    shard.flush()
+    shard.close()
+    sys.stdout.write(json.dumps({"changed": changed, "load_s": round(load_s, 3),
+                                 "total_s": round(time.monotonic() - t0, 3),
+                                 "points": info.points_count, "indexed_vectors": info.indexed_vectors_count,
+                                 "segments": info.segments_count}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
