@@ -22,13 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from inference_concurrency import ROOT, level, suite_service
 
-from inference_concurrency import level, suite_service  # noqa: E402
-
-from suite.settings import Settings  # noqa: E402
+from suite.settings import Settings
 
 
 def export(rev: str, into: Path) -> Path:

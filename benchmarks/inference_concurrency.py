@@ -48,8 +48,6 @@ from harness.load.stats import percentile
 from suite.settings import Settings
 from suite.testing import auth, free_port_offset
 
-HEADERS: dict[str, str] = {}  # the suite service's key (set when it starts); llama-server needs none
-
 ROOT = Path(__file__).resolve().parents[1]
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
@@ -80,7 +78,7 @@ async def level(base: str, n: int, tokens: int, extra: dict) -> dict:
     body = {"model": "chat", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True, **extra}
     # No keep-alive: llama-server's HTTP pool holds a thread per idle connection and drops new ones
     # once they are all taken; a fresh connection per request costs every server the same ~0.1 ms.
-    async with httpx.AsyncClient(base_url=base, timeout=600, headers=HEADERS,
+    async with httpx.AsyncClient(base_url=base, timeout=600, headers=getattr(base, "headers", {}),
                                  limits=httpx.Limits(max_keepalive_connections=0)) as client:
         await one_stream(client, "/v1/completions", {**body, "max_tokens": 4})  # warm-up
         t0 = time.perf_counter()
@@ -113,9 +111,10 @@ def wait_ready(base: str, proc: subprocess.Popen, path: str, deadline_s: float =
 
 
 class Served(str):
-    """A server's base URL that also knows the server's process id."""
+    """A server's base URL that also knows the server's process id and the headers a client sends it."""
 
     pid: int
+    headers: dict[str, str]
 
     def cpu_s(self) -> float:
         """CPU seconds the server process has used so far (user + system, all threads)."""
@@ -142,7 +141,7 @@ def serving(proc: subprocess.Popen, base: str, probe: str):
     try:
         wait_ready(base, proc, probe)
         served = Served(base)
-        served.pid = proc.pid
+        served.pid, served.headers = proc.pid, {}
         yield served
     finally:
         proc.terminate()
@@ -165,9 +164,9 @@ def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path,
                  inference={"engine": engine, "slots": slots, "queue_limit": 32,
                             "chat": {"alias": "chat", "path": str(model), "n_ctx": 1024,
                                      "n_threads": threads}})
-    HEADERS.update(auth(s, "guest"))  # the suite's services check a key on every request
     proc = serve("inference-chat", s.dump_file(tmp / name / "settings.json"), root, env)
     with serving(proc, s.url("inference-chat"), "/ready") as base:
+        base.headers = auth(s, "guest")  # the suite's services check a key on every request
         yield base
 
 
@@ -187,6 +186,7 @@ def default_stack(tmp: Path):
         chat = stack.enter_context(serving(serve("inference-chat", settings_file), s.url("inference-chat"),
                                            "/ready"))
         gateway = stack.enter_context(serving(serve("gateway", settings_file), s.url("gateway"), "/health"))
+        chat.headers = gateway.headers = auth(s, "guest")
         yield s, chat, gateway
 
 

@@ -29,15 +29,10 @@ import time
 from pathlib import Path
 
 import httpx
+from inference_ab import export
+from inference_concurrency import PROMPT, ROOT, suite_service
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from inference_ab import export  # noqa: E402
-from inference_concurrency import PROMPT, suite_service  # noqa: E402
-
-from suite.settings import Settings  # noqa: E402
+from suite.settings import Settings
 
 
 async def keep_streaming(base: str, streams: int, tokens: int, stop: threading.Event, counted: list[int]) -> None:
@@ -51,7 +46,7 @@ async def keep_streaming(base: str, streams: int, tokens: int, stop: threading.E
                     if line.startswith("data: {"):
                         counted[0] += 1
 
-    async with httpx.AsyncClient(base_url=base, timeout=600,
+    async with httpx.AsyncClient(base_url=base, timeout=600, headers=getattr(base, "headers", {}),
                                  limits=httpx.Limits(max_keepalive_connections=0)) as http:
         await asyncio.gather(*(client(http) for _ in range(streams)))
 
