@@ -22,13 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from inference_concurrency import ROOT, level, suite_service
 
-from inference_concurrency import level, suite_service  # noqa: E402
-
-from suite.settings import Settings  # noqa: E402
+from suite.settings import Settings
 
 
 def export(rev: str, into: Path) -> Path:
@@ -70,21 +66,27 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict]] = {"a": [], "b": []}
         for i in range(args.rounds):
             for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
-                cpu = bases[side].cpu_s()
+                cpu = bases[side].thread_cpu_s()
                 r = asyncio.run(level(bases[side], args.streams, args.tokens, {}))
-                # CPU per token hardly depends on how busy the box is, unlike tok/s (the warm-up's
-                # 4 tokens count too, as they cost CPU in the server)
-                r["cpu_ms"] = (bases[side].cpu_s() - cpu) * 1000 / (r["tokens"] + 4)
+                # CPU per token moves less with the box's load than tok/s does; by thread it says where a
+                # change acts (the warm-up's 4 tokens count too: they cost the server CPU)
+                after = bases[side].thread_cpu_s()
+                for role in cpu:
+                    r[role] = (after[role] - cpu[role]) * 1000 / (r["tokens"] + 4)
+                r["cpu_ms"] = sum(r[role] for role in cpu)
                 runs[side].append(r)
                 out.write(f"round {i + 1} {side.upper()}: {r['tok_s']:.1f} tok/s, worst TTFT {r['worst']:.2f} s, "
-                          f"server CPU {r['cpu_ms']:.2f} ms/token (load {os.getloadavg()[0]:.1f})\n")
+                          f"server CPU {r['cpu_ms']:.2f} ms/token (event loop {r['loop']:.2f}, engine + "
+                          f"workers {r['engine']:.2f}) (load {os.getloadavg()[0]:.1f})\n")
                 out.flush()
     ratios = [b["tok_s"] / a["tok_s"] for a, b in zip(runs["a"], runs["b"])]
     cpu = [b["cpu_ms"] / a["cpu_ms"] for a, b in zip(runs["a"], runs["b"])]
     for side in ("a", "b"):
-        out.write(f"{side.upper()}: median {statistics.median(r['tok_s'] for r in runs[side]):.1f} tok/s, "
-                  f"worst TTFT median {statistics.median(r['worst'] for r in runs[side]):.2f} s, server CPU "
-                  f"median {statistics.median(r['cpu_ms'] for r in runs[side]):.2f} ms/token\n")
+        med = {k: statistics.median(r[k] for r in runs[side]) for k in ("tok_s", "worst", "cpu_ms", "loop",
+                                                                          "engine")}
+        out.write(f"{side.upper()}: median {med['tok_s']:.1f} tok/s, worst TTFT {med['worst']:.2f} s, server "
+                  f"CPU {med['cpu_ms']:.2f} ms/token (event loop {med['loop']:.2f}, engine + workers "
+                  f"{med['engine']:.2f})\n")
     out.write(f"B / A tok/s per round: {' '.join(f'{x:.3f}' for x in ratios)}; median {statistics.median(ratios):.3f}\n"
               f"B / A server CPU per token: {' '.join(f'{x:.3f}' for x in cpu)}; median {statistics.median(cpu):.3f}; "
               f"load average {os.getloadavg()[0]:.1f} at end\n")

@@ -5,7 +5,7 @@ Two profiles choose the scenarios of a run (``-p profile=...`` of the load runbo
 - ``seed`` (the default, what a GO means): seed ``004``'s own load — 100 code completions at 5 users
   (p95 < 3 s, success > 97 %), 50 streamed chats at 3 users (p95 < 30 s) and 20 at 2 users (p95 <
   70 s), both with > 93 % success and TTFT / ITL / tokens per second shown beside the gate — plus
-  RAG, embedding and tools. Measured quiet on 2 cores with the batched engine: 100@5 p95 1.2-1.3 s,
+  RAG, embedding and tools. Measured quiet on 2 cores with the batched engine (8 slots): 100@5 p95 1.2-1.3 s,
   50@3 p95 5.6 s, 20@2 p95 23 s (``docs/benchmarks.md``).
 - ``quick`` (development): short runs of the same surfaces, under two minutes: ``code`` (2 users,
   the seed's API target), streamed ``chat`` with a wider 15-s tier (TTFT < 3 s), embedding, RAG, tools.

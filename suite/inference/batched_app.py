@@ -39,7 +39,7 @@ from suite.inference.engine import (
     GenerationRequest,
     Handle,
 )
-from suite.inference.model import load_llama
+from suite.inference.model import kv_bytes_per_token, load_llama
 from suite.inference.placement import load_log, placement
 from suite.inference.request_types import ChatCompletionRequest, CompletionRequest, TokenizeRequest
 from suite.inference.sampling import SamplingParams
@@ -112,12 +112,14 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
                         hooks=engine_metrics.hooks(), stall_s=inf.stall_s)
         engine.start()
         engine_metrics.watch(engine)
+        kv = kv_bytes_per_token(llama)
         state.update(llama=llama, engine=engine, load_s=time.perf_counter() - t0,
+                     kv_mib_per_slot=round(kv * cfg.n_ctx / 2**20, 1) if kv else None,
                      formatter=oai.chat_formatter(cfg.chat_format) if cfg.chat_format else None,
                      rng=random.Random(cfg.seed), model_path=str(settings.model_path(role)))
         app.state.engine = engine
-        log.info("batched engine up: %d slots, queue %d, loaded in %.1fs", inf.slots, inf.queue_limit,
-                 state["load_s"])
+        log.info("batched engine up: %d slots of %d tokens (KV cache %s MiB per slot), queue %d, loaded in %.1fs",
+                 inf.slots, cfg.n_ctx, state["kv_mib_per_slot"], inf.queue_limit, state["load_s"])
         try:
             yield
         finally:
@@ -154,7 +156,8 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
     metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5, live=live, settings=settings,
                          health_info=lambda: {"model": cfg.alias, "engine": "batched", "slots": inf.slots,
                                               "batch_invariant": inf.batch_invariant,
-                                              "queue_limit": inf.queue_limit,
+                                              "queue_limit": inf.queue_limit, "n_ctx": cfg.n_ctx,
+                                              "kv_mib_per_slot": state.get("kv_mib_per_slot"),
                                               "model_file": os.path.basename(state.get("model_path", "")),
                                               "load_s": round(state.get("load_s", 0.0), 2),
                                               "gpu_layers": state["placement"].to_dict()
