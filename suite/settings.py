@@ -74,7 +74,10 @@ class InferenceSettings(BaseModel):
         "batched", description="batched = N slots with continuous batching (suite.inference.engine); "
         "serial = llama_cpp.server's own one-request-at-a-time path"
     )
-    slots: int = Field(4, ge=1, description="parallel sequences of the batched engine")
+    slots: int = Field(
+        8, ge=1, description="parallel sequences of the batched engine; each holds n_ctx cells of KV cache "
+        "(Gemma 3 270M: 18 KiB per cell, 36 MiB per slot at n_ctx 2048; README: sizing slots)"
+    )
     queue_limit: int = Field(16, ge=0, description="requests waiting beyond the slots before 429")
     ready_timeout_s: float = Field(30.0, gt=0, description="deadline of the /ready 1-token completion")
     max_tokens_cap: int | None = Field(

@@ -157,8 +157,14 @@ def stack(tmp_path_factory):
         yield settings
 
 
-def test_rbac_matrix_covers_every_schema_route_and_finds_no_leak(stack):
-    keys = matrix.MatrixKeys.make(stack, run_keys(stack))
+@pytest.fixture(scope="module")
+def subjects(stack) -> matrix.MatrixKeys:
+    """The run's keys plus a revoked and an expired one (minted through the CLI once for the module)."""
+    return matrix.MatrixKeys.make(stack, run_keys(stack))
+
+
+def test_rbac_matrix_covers_every_schema_route_and_finds_no_leak(stack, subjects):
+    keys = subjects
     results, cells = matrix.run_matrix(stack, 3, keys, names=["memory", "tools"])
     assert [r.status for r in results] == [Status.PASS] * 4, [str(r) for r in results]
     for service in ("memory", "tools"):
@@ -171,7 +177,7 @@ def test_rbac_matrix_covers_every_schema_route_and_finds_no_leak(stack):
     assert maintain["revoked key"]["status"] == 401 and maintain["admin"]["status"] is None  # not sent
 
 
-def test_rbac_matrix_names_route_and_role_of_a_leak(stack, monkeypatch):
+def test_rbac_matrix_names_route_and_role_of_a_leak(stack, subjects, monkeypatch):
     """A layer that lets every role through (a broken policy) is caught, naming route and role."""
     class EveryoneMayDoAnything:
         ROLES = auth_layer.roles.ROLES
@@ -181,8 +187,7 @@ def test_rbac_matrix_names_route_and_role_of_a_leak(stack, monkeypatch):
             return True
 
     monkeypatch.setattr(auth_layer, "roles", EveryoneMayDoAnything)
-    keys = matrix.MatrixKeys(dict(matrix.MatrixKeys.make(stack, run_keys(stack)).by_subject))
-    results, _ = matrix.run_matrix(stack, 3, keys, names=["memory"])
+    results, _ = matrix.run_matrix(stack, 3, subjects, names=["memory"])
     leak = next(r for r in results if r.id == "security.rbac.memory")
     assert leak.status is Status.FAIL and "UNEXPECTED 2xx" in leak.detail
     assert "as guest" in leak.detail and "/v1/memory/admin/backups" in leak.detail
@@ -194,7 +199,7 @@ def test_transport_probes_pass(stack):
 
 
 def test_sandbox_corpus_escapes_zero_times(stack, tmp_path):
-    results, attempts = corpus.run_corpus(stack, tmp_path, run_keys(stack).run_id)
+    results, attempts = corpus.run_corpus(stack, tmp_path, run_keys(stack))
     assert {r.id.rsplit(".", 1)[1] for r in results} >= {"read_file", "file_info", "list_directory", "search_files",
                                                          "write_file", "edit_file", "delete_file", "run_command",
                                                          "git_status", "git_log"}

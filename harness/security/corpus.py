@@ -4,9 +4,10 @@ through every file-touching tool. 0 escapes.
 
 The harness plants, on disk (as someone with host access would), a scratch folder in the first
 sandbox root and a folder *outside* every root holding a secret file, a git repository with its own
-history and a marker a configured program would create. Then each tool is called over REST with a
-key of its own (minted for the run, so the per-key rate limit never decides an answer), with an
-admin key where a developer would only park the call for approval: the sandbox alone must refuse.
+history and a marker a configured program would create. Then each tool is called over REST with one
+of the run's keys (``ROLE_OF``: no key gets more calls than the per-key rate limit allows; a 429 left
+by an earlier runbook waits), the admin's where a developer would only park the call for approval:
+the sandbox alone must refuse.
 
 An escape is any answer that carries the secret (its text or its sha256) or the outside history,
 a change to anything in the outside folder, or the marker appearing. Every refusal must be a 4xx in
@@ -20,13 +21,14 @@ import json
 import os
 import secrets
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from harness.keys import make_key
+from harness.keys import RunKeys
 from harness.result import CheckResult, Stage, Status, Timer
 from suite.settings import Settings
 from suite.testing import git_repo
@@ -159,10 +161,25 @@ def _cases(p: Planted) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-ROLE_OF = {"write_file": "admin", "edit_file": "admin", "delete_file": "admin", "run_command": "developer"}
+# whose key each tool is called with: each key stays under the per-key rate limit (60 calls a minute,
+# all tools together), and writes use the admin's so the sandbox alone must refuse them
+ROLE_OF = {"read_file": "guest", "file_info": "guest", "list_directory": "developer", "search_files": "developer",
+           "run_command": "developer", "git_status": "developer", "git_log": "developer",
+           "write_file": "admin", "edit_file": "admin", "delete_file": "admin"}
 
 
-def run_corpus(settings: Settings, outside_base: Path, run_id: str) -> tuple[list[CheckResult], list[dict]]:
+def _post(settings: Settings, tool: str, args: dict[str, Any], key: str) -> httpx.Response:
+    """One call; a 429 (the key's minute is spent, e.g. by an earlier runbook) waits and tries again."""
+    for _ in range(3):
+        resp = httpx.post(f"{settings.url('tools')}/tools/{tool}", json=args, timeout=TIMEOUT,
+                          headers={"Authorization": f"Bearer {key}"})
+        if resp.status_code != 429:
+            return resp
+        time.sleep(min(61.0, float(resp.headers.get("retry-after", "5"))))
+    return resp
+
+
+def run_corpus(settings: Settings, outside_base: Path, keys: RunKeys) -> tuple[list[CheckResult], list[dict]]:
     """One result per tool (0 escapes, every refusal a 4xx with a message); every attempt as evidence."""
     planted = plant(settings, outside_base)
     before = planted.fingerprint()
@@ -171,12 +188,11 @@ def run_corpus(settings: Settings, outside_base: Path, run_id: str) -> tuple[lis
     try:
         for tool, cases in _cases(planted).items():
             t = Timer()
-            key = make_key(settings, ROLE_OF.get(tool, "guest"), f"security corpus {tool}", 3600, run_id)
+            key = keys.for_role(ROLE_OF[tool])
             tried: list[Attempt] = []
             for args in cases:
                 try:
-                    resp = httpx.post(f"{settings.url('tools')}/tools/{tool}", json=args, timeout=TIMEOUT,
-                                      headers={"Authorization": f"Bearer {key}"})
+                    resp = _post(settings, tool, args, key)
                 except httpx.HTTPError as exc:
                     tried.append(Attempt(tool, args, None, False, f"no answer: {type(exc).__name__}"))
                     continue

@@ -107,10 +107,12 @@ def private_paths(settings: Settings) -> tuple[list[Path], list[Path]]:
     """(folders that must be 0700, files that must be 0600) of the stack's secrets and data."""
     memory_db = Path(settings.memory.db_path or settings.data_dir / "memory" / "memory.db")
     backups = Path(settings.memory.backup_dir or settings.data_dir / "memory" / "backups")
+    sets = settings.backup_dir  # `suite backup` sets: copies of the databases
     folders = [settings.data_dir, settings.key_store_path.parent, security_db_path(settings).parent,
-               memory_db.parent, backups]
+               memory_db.parent, backups, sets]
     files = [settings.key_store_path, security_db_path(settings), memory_db,
-             *(sorted(backups.glob("memory-*.db")) if backups.is_dir() else [])]
+             *(sorted(backups.glob("memory-*.db")) if backups.is_dir() else []),
+             *(sorted(sets.rglob("*.db")) if sets.is_dir() else [])]
     if settings.rag.qdrant_api_key_file:
         files.append(settings.rag.qdrant_api_key_file.expanduser())
     return [f for f in dict.fromkeys(folders) if f.exists()], [f for f in files if f.exists()]

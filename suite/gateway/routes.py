@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from suite.gateway.routing import ALIASES
 from suite.gateway.service import Gateway
 from suite.web import from_state
+from suite.web.disconnect import until_disconnected
 
 router = APIRouter()
 GatewayDep = Annotated[Gateway, from_state("gateway")]
@@ -29,13 +30,14 @@ COMPLETION = {"model": {"type": "string", "enum": list(ALIASES), "description": 
 @router.post("/v1/chat/completions", openapi_extra=relayed_body(
     "an OpenAI chat completion request, to the upstream of its model", COMPLETION, ("model",)))
 async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
-    return await gateway.forward("/v1/chat/completions", gateway.parse(await request.body()))
+    return await until_disconnected(request, gateway.forward("/v1/chat/completions",
+                                                             gateway.parse(await request.body())))
 
 
 @router.post("/v1/completions", openapi_extra=relayed_body(
     "an OpenAI completion request, to the upstream of its model", COMPLETION, ("model",)))
 async def completions(request: Request, gateway: GatewayDep) -> Response:
-    return await gateway.forward("/v1/completions", gateway.parse(await request.body()))
+    return await until_disconnected(request, gateway.forward("/v1/completions", gateway.parse(await request.body())))
 
 
 @router.post("/v1/embeddings", openapi_extra=relayed_body(

@@ -47,6 +47,30 @@ def load_llama(settings: Settings, role: str):
     return LlamaProxy.load_llama_from_model_settings(llama_model_settings(settings, role))
 
 
+KV_TYPE_BYTES = {0: 4.0, 1: 2.0, 30: 2.0, 8: 34 / 32, 2: 18 / 32}  # ggml f32, f16, bf16, q8_0, q4_0
+
+
+def kv_bytes_per_token(llama) -> int | None:
+    """KV cache bytes one token of one sequence takes (all layers, K and V), from the GGUF's metadata.
+
+    What a slot costs is this times ``n_ctx`` (README: sizing slots); None when the metadata lacks a
+    figure it needs.
+    """
+    meta = llama.metadata
+    arch = meta.get("general.architecture", "")
+    try:
+        layers = int(meta[f"{arch}.block_count"])
+        heads_kv = int(meta.get(f"{arch}.attention.head_count_kv") or meta[f"{arch}.attention.head_count"])
+        head_dim = int(meta[f"{arch}.embedding_length"]) // int(meta[f"{arch}.attention.head_count"])
+        key = int(meta.get(f"{arch}.attention.key_length", head_dim))
+        value = int(meta.get(f"{arch}.attention.value_length", head_dim))
+        width_k = KV_TYPE_BYTES[llama.context_params.type_k]
+        width_v = KV_TYPE_BYTES[llama.context_params.type_v]
+    except (KeyError, ValueError):  # per-layer head counts, an unknown cache type...
+        return None
+    return round(layers * heads_kv * (key * width_k + value * width_v))
+
+
 def fresh_context_per_request(llama) -> None:
     """Start every generation from an empty KV cache when the model uses sliding-window attention.
 
@@ -113,4 +137,5 @@ def client_errors_are_4xx(app: FastAPI) -> None:
         RouteErrorHandler.error_message_wrapper = error_message_wrapper
 
 
-__all__ = ["cap_max_tokens", "client_errors_are_4xx", "fresh_context_per_request", "llama_model_settings", "load_llama"]
+__all__ = ["cap_max_tokens", "client_errors_are_4xx", "fresh_context_per_request", "kv_bytes_per_token",
+           "llama_model_settings", "load_llama"]

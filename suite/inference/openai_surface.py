@@ -9,6 +9,7 @@ like the serial one. Only the parts that must change (tokenizing the prompt the 
 from __future__ import annotations
 
 import inspect
+import json
 import random
 import time
 import uuid
@@ -196,13 +197,25 @@ def build_request(llama: llama_cpp.Llama, body: Body, n_ctx: int, rng: random.Ra
     return request, prompt
 
 
-class CompletionShape:
-    """Builds ``text_completion`` objects and chunks with one id and timestamp per request."""
+TEXT_SLOT = "\x00text\x00"  # stands for a chunk's text while its SSE template is made
 
-    def __init__(self, model: str) -> None:
+
+class CompletionShape:
+    """Builds ``text_completion`` objects and chunks (chat ones for ``chat``) with one id and timestamp
+    per request, and their SSE lines."""
+
+    def __init__(self, model: str, chat: bool = False) -> None:
         self.id = f"cmpl-{uuid.uuid4()}"
         self.created = int(time.time())
         self.model = model
+        self.chat = chat
+        # A text chunk differs from the next only in its text, so its SSE line is a template made once
+        # from the real chunk (llama-cpp-python's chat converter included) with only the text encoded
+        # per token: a twentieth of building and dumping the dict each time. The text comes after the
+        # client-chosen model name in the JSON, hence the last occurrence of the slot.
+        sample = json.dumps(self._chunks(self.chunk(TEXT_SLOT), first=False)[0])
+        head, _, tail = sample.rpartition(json.dumps(TEXT_SLOT))
+        self._text_head, self._text_tail = f"data: {head}", f"{tail}\n\n"
 
     def chunk(self, text: str, finish_reason: str | None = None) -> dict[str, Any]:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
@@ -213,6 +226,17 @@ class CompletionShape:
         out["usage"] = {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
                         "total_tokens": n_prompt + n_completion}
         return out
+
+    def sse_text(self, text: str) -> str:
+        """The SSE line of a chunk carrying ``text`` (not the first chunk of a chat stream)."""
+        return self._text_head + json.dumps(text) + self._text_tail
+
+    def sse(self, text: str, finish_reason: str | None, first: bool) -> str:
+        """The SSE lines of any chunk; the first of a chat stream is preceded by its role delta."""
+        return "".join(f"data: {json.dumps(c)}\n\n" for c in self._chunks(self.chunk(text, finish_reason), first))
+
+    def _chunks(self, chunk: dict[str, Any], first: bool) -> list[dict[str, Any]]:
+        return chat_chunks(chunk, first) if self.chat else [chunk]
 
 
 def chat_chunks(chunk: dict[str, Any], first: bool) -> list[dict[str, Any]]:
