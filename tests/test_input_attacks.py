@@ -70,6 +70,10 @@ ROWS = [  # (service, method, path, body, expected status, expected error code)
     ("memory", "POST", "/v1/memory/search", {"query": "x" * 1_000_000}, 400, "invalid_parameters"),
     ("embedding", "POST", "/embed", b'{"texts": ["' + b"a" * 50_000_000 + b'"]}', 413, "body_too_large"),
     ("rag", "POST", "/query", b'{"collection": "c", "query": "q", "top_k": 1e400}', 400, "non_finite_number"),
+    # found by schemathesis: names the OS cannot take (ValueError / ENAMETOOLONG escaped pathlib)
+    ("rag", "POST", "/index", {"collection": "c", "folder": "J-\u0087\u0000x"}, 403, "bad_folder"),
+    ("embedding", "POST", "/reload", {"model_path": "m\u0000"}, 400, "model_not_found"),
+    ("embedding", "POST", "/reload", {"model_path": "m" * 300}, 400, "model_not_found"),
 ]
 
 

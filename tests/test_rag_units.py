@@ -106,6 +106,13 @@ def test_the_question_is_cut_last_and_a_hopeless_budget_says_why():
 
 
 # -- folders ------------------------------------------------------------------------------------
+def test_folder_names_the_os_cannot_take_are_400(tmp_path):
+    for name in (str(tmp_path / "a\x00b"), str(tmp_path / ("n" * 300))):
+        with pytest.raises(FolderError) as info:
+            resolve_folder(name, [tmp_path])
+        assert info.value.status == 400
+
+
 def test_folders_outside_allowed_dirs_are_refused(tmp_path):
     allowed = tmp_path / "docs"
     allowed.mkdir()

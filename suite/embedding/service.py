@@ -120,9 +120,18 @@ class EmbeddingService:
     async def reload(self, body: ReloadRequest) -> dict[str, Any]:
         """Load another (or the same) model and swap it in; requests keep using the old one meanwhile."""
         cfg = self.cfg
-        path = Path(body.model_path).expanduser() if body.model_path else default_model_path(self.settings)
-        if not path.is_dir():
-            raise ApiError(400, f"model_path is not a directory: {path}", code="model_not_found")
+        if body.model_path and "\x00" in body.model_path:  # os.stat would raise ValueError, not OSError
+            raise ApiError(400, "model_path must not contain a NUL character", code="model_not_found")
+        try:
+            path = Path(body.model_path).expanduser() if body.model_path else default_model_path(self.settings)
+        except RuntimeError as exc:  # an unknown ~user
+            raise ApiError(400, f"model_path cannot be resolved: {exc}", code="model_not_found") from None
+        try:
+            is_dir = path.is_dir()
+        except OSError:  # e.g. a name too long (is_dir only swallows "not found")
+            is_dir = False
+        if not is_dir:
+            raise ApiError(400, f"model_path is not a directory: {str(path)[:300]}", code="model_not_found")
         name = body.model_name or (cfg.model_name if body.model_path is None and cfg.model_path is None
                                    else None)
         async with self.reload_lock:  # one load at a time

@@ -24,14 +24,23 @@ class FolderError(ValueError):
 
 def resolve_folder(folder: str, allowed: list[Path]) -> Path:
     """The folder, resolved, when it lies inside one of the allowed directories."""
-    path = Path(folder).expanduser().resolve()
     roots = [Path(a).expanduser().resolve() for a in allowed]
     if not roots:
         raise FolderError("indexing from folders is disabled (rag.allowed_dirs is empty)", status=403)
+    if "\x00" in folder:  # the OS cannot name it (os.stat raises ValueError, not OSError)
+        raise FolderError("folder must not contain a NUL character")
+    try:
+        path = Path(folder).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop, an unknown ~user
+        raise FolderError(f"folder cannot be resolved: {exc}") from None
     if not any(path == r or path.is_relative_to(r) for r in roots):
         raise FolderError(f"folder {path} is outside rag.allowed_dirs ({', '.join(map(str, roots))})",
                           status=403)
-    if not path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:  # e.g. a name too long (is_dir only swallows "not found")
+        raise FolderError(f"folder cannot be read: {exc.strerror}") from None
+    if not is_dir:
         raise FolderError(f"folder {path} does not exist or is not a directory")
     return path
 
