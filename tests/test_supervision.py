@@ -226,6 +226,7 @@ def test_fault_drill_runbook_passes_through_papermill(stack, tmp_path, monkeypat
     [result] = load_results(run_dir / "results" / "06_fault_drill.json")
     assert result.id == "fault.inference-code" and result.status is Status.PASS, result.detail
     assert result.measured.startswith("ready again in") and "SIGKILL" in result.detail
+    assert "restarts 1 → 2" in result.detail  # killed once by the first test
     assert "dependants ready again without a restart: gateway" in result.detail
     figure = run_dir / "figures" / "fault_drill_timeline.svg"
     assert figure.stat().st_size > 1000 and str(figure) in result.evidence
@@ -253,7 +254,9 @@ def test_who_needs_whom():
     assert faults.dependants("inference-chat", 3) == ["gateway", "rag", "tools"]
     assert faults.dependants("memory", 2) == []
     chat = Sample("chat (fallback)", start=10.0, ms=500.0, ok=True)
+    code = Sample("code", start=9.0, ms=5000.0, ok=False)
     rag = Sample("rag query", start=9.0, ms=5000.0, ok=False)
-    tools = Sample("tools read_file", start=10.0, ms=100.0, ok=True)
     later = Sample("chat", start=30.0, ms=100.0, ok=True)
-    assert faults.affected([chat, rag, tools, later], "inference-chat", 10.2, 20.0) == [chat, rag]
+    assert faults.affected([chat, code, rag, later], "inference-chat", 10.2, 20.0) == [chat]
+    assert faults.affected([chat, code, rag, later], "gateway", 10.2, 20.0) == [chat, code]
+    assert faults.affected([chat, code, rag, later], "embedding", 0.0, 9.5) == [rag]
