@@ -46,7 +46,9 @@ from _docs import write_section
 
 from harness.load.stats import percentile
 from suite.settings import Settings
-from suite.testing import free_port_offset
+from suite.testing import auth, free_port_offset
+
+HEADERS: dict[str, str] = {}  # the suite service's key (set when it starts); llama-server needs none
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +80,7 @@ async def level(base: str, n: int, tokens: int, extra: dict) -> dict:
     body = {"model": "chat", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True, **extra}
     # No keep-alive: llama-server's HTTP pool holds a thread per idle connection and drops new ones
     # once they are all taken; a fresh connection per request costs every server the same ~0.1 ms.
-    async with httpx.AsyncClient(base_url=base, timeout=600,
+    async with httpx.AsyncClient(base_url=base, timeout=600, headers=HEADERS,
                                  limits=httpx.Limits(max_keepalive_connections=0)) as client:
         await one_stream(client, "/v1/completions", {**body, "max_tokens": 4})  # warm-up
         t0 = time.perf_counter()
@@ -110,12 +112,25 @@ def wait_ready(base: str, proc: subprocess.Popen, path: str, deadline_s: float =
     raise TimeoutError(f"{base} not ready")
 
 
+class Served(str):
+    """A server's base URL that also knows the server's process id."""
+
+    pid: int
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used so far (user + system, all threads)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def serving(proc: subprocess.Popen, base: str, probe: str):
-    """A started server process: yield its URL once ``probe`` answers, terminate it after."""
+    """A started server process: yield its URL (a ``Served``) once ``probe`` answers, terminate it after."""
     try:
         wait_ready(base, proc, probe)
-        yield base
+        served = Served(base)
+        served.pid = proc.pid
+        yield served
     finally:
         proc.terminate()
         proc.wait(30)
@@ -137,6 +152,7 @@ def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path,
                  inference={"engine": engine, "slots": slots, "queue_limit": 32,
                             "chat": {"alias": "chat", "path": str(model), "n_ctx": 1024,
                                      "n_threads": threads}})
+    HEADERS.update(auth(s, "guest"))  # the suite's services check a key on every request
     proc = serve("inference-chat", s.dump_file(tmp / name / "settings.json"), root, env)
     with serving(proc, s.url("inference-chat"), "/ready") as base:
         yield base

@@ -28,6 +28,7 @@ import httpx
 from _docs import write_section
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
+HEADERS: dict[str, str] = {}  # a key of the stack measured (set in main)
 
 
 def in_process(model: Path, tokens: int, threads: int) -> dict:
@@ -47,7 +48,7 @@ def in_process(model: Path, tokens: int, threads: int) -> dict:
 def non_streaming(base: str, model: str, tokens: int) -> dict:
     t0 = time.perf_counter()
     r = httpx.post(base + "/v1/completions", json={"model": model, "prompt": PROMPT, "max_tokens": tokens,
-                                                   "temperature": 0}, timeout=300)
+                                                   "temperature": 0}, timeout=300, headers=HEADERS)
     dt = time.perf_counter() - t0
     r.raise_for_status()
     n = r.json()["usage"]["completion_tokens"]
@@ -57,7 +58,7 @@ def non_streaming(base: str, model: str, tokens: int) -> dict:
 def streaming(base: str, model: str, tokens: int) -> dict:
     t0 = time.perf_counter()
     ttft, n = None, 0
-    with httpx.stream("POST", base + "/v1/completions", timeout=300,
+    with httpx.stream("POST", base + "/v1/completions", timeout=300, headers=HEADERS,
                       json={"model": model, "prompt": PROMPT, "max_tokens": tokens, "temperature": 0,
                             "stream": True}) as r:
         r.raise_for_status()
@@ -73,8 +74,8 @@ def streaming(base: str, model: str, tokens: int) -> dict:
 
 def tiny_latency(base: str, model: str) -> float:
     t0 = time.perf_counter()
-    httpx.post(base + "/v1/completions", json={"model": model, "prompt": "Hi", "max_tokens": 1}, timeout=60
-               ).raise_for_status()
+    httpx.post(base + "/v1/completions", json={"model": model, "prompt": "Hi", "max_tokens": 1}, timeout=60,
+               headers=HEADERS).raise_for_status()
     return time.perf_counter() - t0
 
 
@@ -108,6 +109,9 @@ def main() -> int:
         backend = ProcessBackend(settings)
         print("bringing phase 1 up …", flush=True)
         backend.up(1)
+    from suite.testing import auth
+
+    HEADERS.update(auth(settings, "guest"))  # measured as served: every request carries a key
     try:
         direct, gateway = settings.url("inference-chat"), settings.url("gateway")
         rows = {}

@@ -121,8 +121,17 @@ def render(run_dir: Path, title: str = "Completion report") -> str:
         go_color=STATUS_COLORS[Status.PASS], nogo_color=STATUS_COLORS[Status.FAIL],
         groups=[(stage.value, groups[stage], summarize(groups[stage])) for stage in order], by_runbook=by_runbook,
         chart=_duration_chart(results), figures=_figures(run_dir), evidence_link=evidence_link,
-        env=environment_fingerprint(), git_sha=git_sha(), json=json,
+        env=environment_fingerprint(), git_sha=git_sha(), json=json, scans=_scans(run_dir),
     )
+
+
+def _scans(run_dir: Path) -> list[dict[str, Any]]:
+    """The security scans of the run (``security/scans.json``, written by the security runbook)."""
+    path = run_dir / "security" / "scans.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    except (OSError, ValueError):
+        return [{"name": "scans", "status": "fail", "summary": f"{path} is unreadable"}]
 
 
 def write_report(run_dir: Path, title: str = "Completion report") -> Path:

@@ -13,6 +13,7 @@ run started are torn down at the end unless ``keep_up``.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,11 +22,12 @@ from typing import Any
 
 import yaml
 
+from harness import keys
 from harness import params as params_mod
 from harness.errors import SequenceError
 from harness.result import CheckResult, Status, load_results, now_iso
 from harness.rundir import RunDir
-from suite.settings import project_root
+from suite.settings import Settings, project_root
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ def run_sequence(sequence: Path | None = None, raw_params: dict[str, Any] | None
 
     failed = False
     save_steps()
+    key_state = _mint_run_keys(run.run_id, meta, say)
     try:
         for i, step in enumerate(seq.steps, 1):
             if failed and not step.always:
@@ -142,6 +145,7 @@ def run_sequence(sequence: Path | None = None, raw_params: dict[str, Any] | None
             report.write_report(run.path)
         if not keep_up:
             _teardown(run, say)
+        _revoke_run_keys(key_state, meta, say)
         meta["finished_at"] = now_iso()
         run.write_json(run.meta_file, meta)
         from harness import ledger
@@ -204,6 +208,39 @@ def _teardown(run: RunDir, say: Progress) -> None:
     say(f"tearing down services this run started: {', '.join(names)} (use --keep-up to leave them)")
     started["teardown_exit"] = tear_down(names)
     run.write_json(run.started_services_file, started)
+
+
+def _mint_run_keys(run_id: str, meta: dict[str, Any], say: Progress) -> dict[str, str]:
+    """Keys of each role owned by this run (harness.keys), given to every kernel through the
+    environment; the environment entry to restore when the run ends."""
+    try:
+        minted = keys.mint_run_keys(Settings(), run_id)
+    except (RuntimeError, OSError, ValueError) as exc:  # the runbooks then fail on their own, visibly
+        meta["run_keys"] = {"error": str(exc)[:300]}
+        say(f"could not mint this run's API keys: {exc}")
+        return {}
+    previous = os.environ.get(keys.ENV)
+    os.environ.update(minted.to_env())
+    meta["run_keys"] = {"run_id": run_id, "roles": list(keys.ROLES),
+                        "ttl_s": Settings().auth.run_key_ttl_s}
+    say(f"minted this run's API keys ({', '.join(keys.ROLES)}; revoked when the run ends)")
+    return {"run_id": run_id, "previous": previous or ""}
+
+
+def _revoke_run_keys(state: dict[str, str], meta: dict[str, Any], say: Progress) -> None:
+    """Revoke every key the run minted, pass or fail, and restore the environment."""
+    if not state:
+        return
+    if state["previous"]:
+        os.environ[keys.ENV] = state["previous"]
+    else:
+        os.environ.pop(keys.ENV, None)
+    try:
+        message = keys.revoke_run(Settings(), state["run_id"])
+    except (RuntimeError, OSError) as exc:  # they still expire on their own (auth.run_key_ttl_s)
+        message = f"revocation failed: {exc}"
+    meta.setdefault("run_keys", {})["revoked"] = message
+    say(message)
 
 
 def collect_results(run: RunDir) -> list[CheckResult]:

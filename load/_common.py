@@ -344,7 +344,7 @@ class SuiteUser(FastHttpUser):
                   headers: dict[str, str] | None = None) -> None:
         """POST JSON within the budget; a non-2xx answer, or JSON lacking ``expect``, is a failure."""
         with self.client.post(path, json=body, catch_response=True, name=name, context=self.load.ticket(),
-                              headers=headers or {}) as resp:
+                              headers={**self.auth_headers(), **(headers or {})}) as resp:
             problem = _status_problem(resp)
             if problem:
                 resp.failure(problem)
@@ -366,7 +366,7 @@ class SuiteUser(FastHttpUser):
         """
         timing = StreamTiming(time.perf_counter())
         with self.client.post(path, json=body, stream=True, catch_response=True, name=name,
-                              context=self.load.ticket()) as resp:
+                              context=self.load.ticket(), headers=self.auth_headers()) as resp:
             meta = resp.request_meta  # what Locust reports when the block ends
             problem = _status_problem(resp)
             if problem:

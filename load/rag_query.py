@@ -26,7 +26,7 @@ class RagQuery(SuiteUser):
         # not counted in the budget and not a sample worth judging: preparation only
         self.client.post("/index", json={"collection": self.config.rag_collection,
                                          "documents": [{"id": "load-doc", "text": DOCUMENT}]},
-                         name="index (setup)")
+                         name="index (setup)", headers=self.auth_headers())
 
     @task
     def query(self) -> None:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The test job: install if needed (test extras included), ruff, then pytest over tests/ — unit tests,
-# integration tests against real services and models, and the runbooks executed through papermill.
+# The test job: install if needed (test extras included), ruff, the security scans (Bandit over suite/
+# and harness/ against its reviewed baseline, pip-audit of the environment: skipped, saying so, when the
+# advisory source is out of reach), then pytest over tests/ — unit tests, integration tests against real
+# services and models, and the runbooks executed through papermill.
 # Arguments go to pytest, e.g.:  bash scripts/test.sh -k gateway -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +10,8 @@ bash scripts/install.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 echo "[test] ruff check" >&2
 .venv/bin/ruff check suite harness tests load benchmarks
+echo "[test] security scans (bandit, pip-audit)" >&2
+.venv/bin/python -m harness.security.scans
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

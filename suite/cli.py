@@ -9,6 +9,9 @@ import sys
 import time
 
 from suite import services
+from suite.auth import cli as auth_cli
+from suite.auth import startup as auth_startup
+from suite.auth.keys import KeyStore
 from suite.backup import cli as backup_cli
 from suite.rag import cli as rag_cli
 from suite.settings import Settings
@@ -21,7 +24,14 @@ def _say(message: str) -> None:
 
 
 def cmd_up(settings: Settings, args) -> int:
+    auth_startup.check(settings)
     backend = get_backend(settings)
+    store = KeyStore.open(settings.key_store_path)
+    try:
+        active = sum(1 for k in store.list() if k["state"] == "active")
+    finally:
+        store.close()
+    _say(auth_startup.notice(settings, active))
     names = [s.name for s in services.for_phase(args.phase)]
     _say(f"suite up --phase {args.phase} ({settings.backend} backend, profile {settings.profile}): "
          + ", ".join(names))
@@ -128,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.set_defaults(func=cmd_models)
     cf = sub.add_parser("config", help="print the effective settings as JSON")
     cf.set_defaults(func=cmd_config)
-    tools_cli.register(sub)  # keys, approvals
+    auth_cli.register(sub)  # keys
+    tools_cli.register(sub)  # approvals
     rag_cli.register(sub)  # rag status, rag migrate
     backup_cli.register(sub)  # backup create|list|verify|prune, restore SET
     return p

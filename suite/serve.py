@@ -12,6 +12,8 @@ import os
 import uvicorn
 
 from suite import services
+from suite.auth import startup as auth_startup
+from suite.auth.db import private_dir
 from suite.settings import Settings
 from suite.web.logs import configure_json_logging
 
@@ -23,6 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings.from_file(args.settings_file) if args.settings_file else Settings()
     configure_json_logging(args.service, settings.log_level)
+    auth_startup.check(settings)  # no open service beyond loopback, however it was started
+    os.umask(0o077)  # every file a service creates (stores, backups, vector data) is 0600, folders 0700
+    private_dir(settings.data_dir)
+    logging.getLogger(__name__).info(auth_startup.notice(settings))
     spec = services.get(args.service)
     logging.getLogger(__name__).info("starting %s on %s:%d", spec.name, settings.host, settings.port(spec.name))
     app = spec.load_factory()(settings, **spec.kwargs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
@@ -77,6 +77,9 @@ class InferenceSettings(BaseModel):
     slots: int = Field(4, ge=1, description="parallel sequences of the batched engine")
     queue_limit: int = Field(16, ge=0, description="requests waiting beyond the slots before 429")
     ready_timeout_s: float = Field(30.0, gt=0, description="deadline of the /ready 1-token completion")
+    max_tokens_cap: int | None = Field(
+        None, ge=1, description="most tokens one request may generate, whatever it asks (none: up to the "
+        "context); bounds long generations, e.g. while fuzzing")
     stall_s: float = Field(
         30.0, gt=0, description="batched engine: no decode step for this long while requests are in "
         "flight means the engine is stuck; /health then fails (and the supervisor restarts the service)"
@@ -100,6 +103,8 @@ class GatewaySettings(BaseModel):
     cooldown_s: float = Field(15.0, ge=0, description="skip an upstream this long after it failed")
     fallback: dict[str, str] = Field(default_factory=lambda: {"chat": "code", "code": "chat"},
                                      description="alias served instead when an alias's upstream fails")
+    fallback_on_overload: bool = Field(False, description="an upstream's 429 (its queue is full) tries the "
+                                       "next upstream of the chain instead of passing the 429 through")
     recovery_probe_s: float = Field(1.0, gt=0, description="while an upstream cools down, probe its /health "
                                     "this often and end the cooldown as soon as it answers")
     connect_timeout_s: float = Field(2.0, gt=0)
@@ -131,9 +136,10 @@ class RagSettings(BaseModel):
                                   "optimize (0 = every core; 1 leaves a core to queries on small machines)")
     qdrant_path: Path | None = Field(None, description="qdrant-client local mode path (default: data/qdrant)")
     qdrant_url: str | None = Field(None, description="Qdrant server URL (gpu profile default)")
-    qdrant_api_key: str | None = Field(
-        None, repr=False, description="API key of the Qdrant server (compose starts Qdrant with it; the "
-        "docker backend makes one in <data_dir>/secrets when none is set)")
+    qdrant_api_key_file: Path | None = Field(
+        None, description="a 0600 file holding the Qdrant server's API key (sent as api-key); a file, "
+        "so the key never sits in settings dumps. The security review requires it with a server; the "
+        "docker backend makes <data_dir>/secrets/qdrant_api_key when none is set")
     chunk_chars: int = Field(800, ge=50)
     chunk_overlap: int = Field(100, ge=0)
     top_k: int = Field(4, ge=1, le=50)
@@ -149,16 +155,56 @@ class RagSettings(BaseModel):
 class ToolsSettings(BaseModel):
     sandbox_roots: list[Path] = Field(default_factory=list, description="file tools work only here")
     approvals_required: bool = Field(True, description="destructive calls by developers wait for an admin")
-    approval_ttl_s: float = Field(900.0, gt=0)
-    rate_limit_per_minute: int = Field(60, ge=1)
+    approval_ttl_s: float = Field(900.0, gt=0, description="a pending request expires after this")
+    approved_ttl_s: float = Field(
+        300.0, gt=0, description="an approved request not run within this (service down) expires")
+    rate_limit_per_minute: int = Field(60, ge=1, description="calls per key per minute, all tools together")
+    rate_limit_per_tool: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="stricter per-minute limits of single tools, per key")
     max_file_bytes: int = Field(1_000_000, ge=1)
-    command_allowlist: list[str] = Field(default_factory=lambda: ["ls", "cat", "echo", "wc", "head", "tail"])
+    max_argument_bytes: int = Field(
+        1_500_000, ge=1024, description="JSON size of one call's arguments (413 beyond; base64 of a "
+        "max_file_bytes file fits)")
+    allow_hardlinked_reads: bool = Field(
+        False, description="read regular files with more than one hard link (one may live outside)")
+    command_allowlist: list[str] = Field(
+        default_factory=lambda: ["ls", "cat", "echo", "wc", "head", "tail"],
+        description="programs run_command may start; those without an argument table in "
+        "suite/tools/commands.py take no options, only sandbox paths")
     command_timeout_s: float = Field(10.0, gt=0)
-    command_max_output_bytes: int = Field(65_536, ge=1, description="stdout/stderr kept per command")
+    command_max_output_bytes: int = Field(
+        65_536, ge=1, description="stdout/stderr kept per command; the program is killed beyond it")
+    command_max_memory_bytes: int = Field(
+        1 << 30, ge=16 << 20, description="address-space limit (RLIMIT_AS) of a command or git")
     security_db: Path | None = Field(None, description="keys, approvals, audit (default: <data_dir>/tools/security.db)")
     approval_poll_s: float = Field(1.0, gt=0, description="how often approvals decided by the CLI are executed")
     search_max_results: int = Field(200, ge=1, description="matches returned by search_files")
     upstream_timeout_s: float = Field(120.0, gt=0, description="deadline of calls to memory, rag and gateway")
+
+
+class AuthSettings(BaseModel):
+    enabled: bool = Field(
+        True, description="keys of `suite keys` on every route of every service but /health, /ready, "
+        "/metrics; false opens every route (announced by `suite up`, refused beyond loopback)")
+    key_store: Path | None = Field(None, description="hashed API keys (default: <data_dir>/auth/keys.db)")
+    cache_s: float = Field(
+        5.0, ge=0, le=300, description="a verified key is trusted this long before the store is read "
+        "again: the bound on how late a revocation is noticed")
+    anonymous_role: Literal["guest", "developer", "admin"] = Field(
+        "developer", description="the role of every caller when auth is disabled")
+    unauthenticated_per_minute: int = Field(
+        120, ge=1, description="failed attempts (no key, bad key) per client address per minute, per "
+        "service; beyond it 429 and nothing more is logged or audited")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host header names accepted besides the bound address and "
+        "the loopback names (a reverse proxy's public name)")
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="browser Origins accepted (scheme://host[:port]); by "
+        "default only loopback origins")
+    max_admin_key_days: int = Field(
+        30, ge=1, description="the security review fails an admin key older than this or without expiry")
+    run_key_ttl_s: float = Field(
+        7200.0, gt=0, description="lifetime of the keys a pipeline run or a test mints for itself")
 
 
 class MemorySettings(BaseModel):
@@ -171,7 +217,27 @@ class MemorySettings(BaseModel):
     backup_dir: Path | None = Field(None, description="scheduled backups (default: <data_dir>/memory/backups)")
     maintainer_enabled: bool = Field(True, description="run retention, optimize/VACUUM and backups in-process")
     maintainer_start_delay_s: float = Field(5.0, ge=0, description="first maintainer run after start-up")
-    max_note_chars: int = Field(100_000, ge=1, description="longest note text accepted")
+    max_note_chars: int = Field(100_000, ge=1, le=1_000_000, description="longest note text accepted")
+
+
+MiB = 1024 * 1024
+
+
+class GuardSettings(BaseModel):
+    """Limits every service enforces at its edge before any work (``suite.web.guard``)."""
+
+    max_body_bytes: int = Field(1 * MiB, ge=1024, description="largest request body a service reads; a larger "
+                                "one is answered 413 before the rest is read")
+    service_max_body_bytes: dict[str, int] = Field(
+        default_factory=lambda: {"embedding": 16 * MiB, "rag": 16 * MiB, "tools": 4 * MiB},
+        description="per-service overrides of max_body_bytes (embedding and RAG take many texts at "
+        "once; tools writes files up to tools.max_file_bytes, JSON-escaped)")
+    max_json_depth: int = Field(32, ge=2, le=1000, description="deepest nesting of arrays/objects accepted")
+    max_json_values: int = Field(200_000, ge=100, description="most JSON values (scalars, arrays, objects) "
+                                 "in one body; bounds the work of parsing and validating it")
+
+    def body_limit(self, service: str) -> int:
+        return self.service_max_body_bytes.get(service, self.max_body_bytes)
 
 
 class BackupSettings(BaseModel):
@@ -229,7 +295,9 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
@@ -281,6 +349,10 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def key_store_path(self) -> Path:
+        return Path(self.auth.key_store or self.data_dir / "auth" / "keys.db")
+
+    @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
 
@@ -301,6 +373,11 @@ class Settings(BaseSettings):
         from suite.models import GEMMA_FILE
 
         return self.models_dir / GEMMA_FILE
+
+    def qdrant_api_key(self) -> str | None:
+        """The Qdrant server's API key, read from ``rag.qdrant_api_key_file`` (None when unset)."""
+        path = self.rag.qdrant_api_key_file
+        return path.expanduser().read_text(encoding="utf-8").strip() or None if path else None
 
     def qdrant_location(self) -> dict[str, Any]:
         """Keyword arguments for ``QdrantClient``: a server URL or the local-mode path."""
@@ -333,7 +410,7 @@ class Settings(BaseSettings):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
-        # owner-only: the settings may carry secrets (rag.qdrant_api_key)
+        # owner-only: the settings name key files and the stack's layout
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
             fh.write(self.model_dump_json(indent=2))
         os.replace(tmp, path)

@@ -7,13 +7,17 @@
 - ``ServerThread`` — one ASGI app under uvicorn in a daemon thread;
 - ``start_app_process`` — a small app from source text in a child uvicorn process;
 - ``stack_env`` / ``run_cli`` — the ``SUITE_*`` environment that makes a child (a kernel, the
-  ``suite`` CLI) see the same stack.
+  ``suite`` CLI) see the same stack;
+- ``git`` / ``git_repo`` — repositories to point git tools at;
+- ``stack_keys`` / ``auth`` — API keys of each role for a stack (minted once per key store with a
+  short expiry, revoked when the process exits) and the ``Authorization`` header that carries one.
 
 Nothing here imports pytest: benchmarks and notebooks use it as a library.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import subprocess
@@ -163,5 +167,63 @@ def run_cli(settings: Settings, *argv: str, timeout: float = 60) -> subprocess.C
                           timeout=timeout, env={**os.environ, **stack_env(settings)})
 
 
-__all__ = ["ServerThread", "bring_up", "free_port_offset", "run_cli", "running_stack", "serve",
-           "stack_env", "stack_settings", "start_app_process"]
+def git(repo: Path, *args: str) -> None:
+    """``git -C repo ARGS`` with a throwaway identity."""
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=suite", "-c", "user.email=suite@example.invalid",
+                    *args], check=True, capture_output=True, timeout=60)
+
+
+def git_repo(path: Path, subject: str) -> Path:
+    """A new git repository at ``path`` with one commit (file ``f.txt``) whose subject is ``subject``."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q")
+    (path / "f.txt").write_text(subject)
+    git(path, "add", "f.txt")
+    git(path, "commit", "-qm", subject)
+    return path
+
+
+_MINTED: dict[Path, dict[str, str]] = {}
+
+
+def stack_keys(settings: Settings) -> dict[str, str]:
+    """One key per role (admin, developer, guest) in the stack's key store, minted on first use with
+    ``auth.run_key_ttl_s`` expiry and this process as their run; revoked when the process exits."""
+    path = settings.key_store_path
+    if path not in _MINTED:
+        from suite.auth.keys import KeyStore
+        from suite.auth.roles import ROLES
+
+        store = KeyStore.open(path)
+        try:
+            _MINTED[path] = {role: store.create(role, f"test {role}", settings.auth.run_key_ttl_s,
+                                                _RUN_ID)[1] for role in ROLES}
+        finally:
+            store.close()
+        if len(_MINTED) == 1:
+            atexit.register(_revoke_minted)
+    return _MINTED[path]
+
+
+def auth(settings: Settings, role: str = "admin") -> dict[str, str]:
+    """``{"Authorization": "Bearer KEY"}`` with the stack's key of ``role`` (see ``stack_keys``)."""
+    return {"Authorization": f"Bearer {stack_keys(settings)[role]}"}
+
+
+_RUN_ID = f"tests-{os.getpid()}"
+
+
+def _revoke_minted() -> None:
+    from suite.auth.keys import KeyStore
+
+    for path in _MINTED:
+        if path.exists():
+            store = KeyStore.open(path)
+            try:
+                store.revoke_run(_RUN_ID)
+            finally:
+                store.close()
+
+
+__all__ = ["ServerThread", "auth", "bring_up", "free_port_offset", "git", "git_repo", "run_cli", "running_stack",
+           "serve", "stack_env", "stack_keys", "stack_settings", "start_app_process"]

@@ -15,6 +15,9 @@ from harness.health import probe_until
 from suite.inference.app import create_app
 from suite.testing import ServerThread, stack_settings
 
+# This module measures the engine behind the OpenAI surface; the trust boundary in front of it is
+# tested in test_auth (and with keys on a real stack in test_phase1), so keys are off here, explicitly.
+NO_AUTH = {"enabled": False}
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 QUESTIONS = ["What is a health check?", "Name a colour.", "What is 2 + 2?", "Say hello.",
              "What is Python?", "Name a fruit.", "What is the sun?", "Count to three."]
@@ -33,7 +36,8 @@ def serve(settings, role: str = "chat", probe: str = "/ready"):
 @pytest.fixture(scope="module")
 def batched(tmp_path_factory, gemma_path):
     s = stack_settings(tmp_path_factory.mktemp("batched"), gemma_path,
-                       inference={"engine": "batched", "slots": 4, "queue_limit": 8, "batch_invariant": True})
+                       inference={"engine": "batched", "slots": 4, "queue_limit": 8, "batch_invariant": True},
+                       auth=NO_AUTH)
     with serve(s) as base:
         yield base
 
@@ -42,7 +46,7 @@ def batched(tmp_path_factory, gemma_path):
 def batched_default(tmp_path_factory, gemma_path):
     """Default engine settings (repacked weights, shared with the serial loader)."""
     s = stack_settings(tmp_path_factory.mktemp("batched-default"), gemma_path,
-                       inference={"engine": "batched", "slots": 2, "queue_limit": 2})
+                       inference={"engine": "batched", "slots": 2, "queue_limit": 2}, auth=NO_AUTH)
     with serve(s) as base:
         yield base
 
@@ -211,7 +215,7 @@ def test_default_engine_equals_serial_service(batched_default, tmp_path, gemma_p
               {"model": "chat", "messages": [{"role": "user", "content": "Name a fruit."}],
                "max_tokens": 24, "temperature": 0})]
     for path, req in cases:
-        s = stack_settings(tmp_path, gemma_path, inference={"engine": "serial"})
+        s = stack_settings(tmp_path, gemma_path, inference={"engine": "serial"}, auth=NO_AUTH)
         with serve(s, probe="/health") as serial:
             want = httpx.post(f"{serial}{path}", json=req, timeout=120).json()
         got = httpx.post(f"{batched_default}{path}", json=req, timeout=120).json()

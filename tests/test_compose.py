@@ -49,17 +49,17 @@ def compose_plugin() -> bool:
     ([COMPOSE], ["phase1"]), ([COMPOSE], ["phase2"]), ([COMPOSE], ["phase3", "monitoring"]),
     ([COMPOSE, GPU], ["phase3", "gpu", "monitoring"])])
 def test_docker_compose_config_accepts_every_profile(files, profiles, tmp_path):
-    settings = Settings(data_dir=tmp_path, rag={"qdrant_api_key": "k" * 32})
+    (tmp_path / "secrets").mkdir(exist_ok=True)
     for name in ("qdrant_api_key", "grafana_admin_password"):
-        (tmp_path / "secrets").mkdir(exist_ok=True)
-        (tmp_path / "secrets" / name).write_text("x")
+        (tmp_path / "secrets" / name).write_text("k" * 32)
+    settings = Settings(data_dir=tmp_path, rag={"qdrant_api_key_file": str(tmp_path / "secrets" / "qdrant_api_key")})
     args = [a for f in files for a in ("-f", str(f))] + [a for p in profiles for a in ("--profile", p)]
     proc = subprocess.run(["docker", "compose", *args, "config", "--quiet"], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin:/usr/local/bin", **compose_env(settings)}, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
-def test_compose_structure():
+def test_compose_structure(tmp_path):
     doc = load(COMPOSE)
     assert {k for k in doc if not k.startswith("x-")} <= TOP_LEVEL
     svc = doc["services"]
@@ -106,7 +106,9 @@ def test_compose_structure():
                 assert (DEPLOY / source).exists(), source
     # every variable it reads is set by the docker backend, or is a documented build choice
     used = set(re.findall(r"\$\{(SUITE_[A-Z_]+)", COMPOSE.read_text() + GPU.read_text()))
-    assert used - set(compose_env(Settings(rag={"qdrant_api_key": "k"}))) <= BY_HAND, used
+    key = tmp_path / "qdrant_api_key"
+    key.write_text("k" * 32)
+    assert used - set(compose_env(Settings(rag={"qdrant_api_key_file": str(key)}))) <= BY_HAND, used
 
 
 def test_gpu_override_reserves_gpus_and_builds_inference_on_cuda():
@@ -135,7 +137,7 @@ def test_image_has_runtime_dependencies_only_and_keeps_data_out():
     assert "cmake" not in runtime and "g++" not in runtime and "USER 1000:1000" in runtime
 
 
-def _ready_app(ok: bool):
+def _ready_app(ok: bool, settings):
     app = FastAPI()
 
     async def ready():
@@ -143,7 +145,7 @@ def _ready_app(ok: bool):
             raise RuntimeError("model not loaded yet")
         return {}
 
-    instrument(app, "gateway", ready=ready)
+    instrument(app, "gateway", ready=ready, settings=settings)
     return app
 
 
@@ -151,7 +153,7 @@ def _ready_app(ok: bool):
 def test_container_healthcheck_follows_readiness(settings, tmp_path, ok):
     path = settings.dump_file(tmp_path / "settings.json")
     cmd = [sys.executable, "-m", "suite.healthcheck", "gateway", "--settings-file", str(path), "--timeout", "10"]
-    with ServerThread(_ready_app(ok), port=settings.port("gateway")):
+    with ServerThread(_ready_app(ok, settings), port=settings.port("gateway")):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         live = subprocess.run([*cmd, "--live"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == (0 if ok else 1), proc.stderr

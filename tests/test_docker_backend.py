@@ -140,7 +140,8 @@ def test_up_passes_the_phase_profile_ports_the_host_user_and_a_qdrant_key(settin
     key = secret.read_text()
     assert len(key) >= 32 and env["SUITE_QDRANT_API_KEY"] == key
     dumped = settings.pid_dir / "settings.json"
-    assert json.loads(dumped.read_text())["rag"]["qdrant_api_key"] == key
+    assert json.loads(dumped.read_text())["rag"]["qdrant_api_key_file"] == str(secret)
+    assert key not in dumped.read_text()
     for path in (secret, dumped, settings.data_dir / "secrets" / "grafana_admin_password"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 

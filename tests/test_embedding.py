@@ -21,7 +21,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def embedding_url(tmp_path_factory):
-    settings = Settings(data_dir=tmp_path_factory.mktemp("embedding"))
+    # the service's own behaviour; its trust boundary is tested in test_auth, so keys are off here,
+    # explicitly, with the anonymous caller an admin (reload is an admin route)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("embedding"),
+                        auth={"enabled": False, "anonymous_role": "admin"})
     with ServerThread(create_app(settings), deadline_s=180) as server:
         yield server.url
 

@@ -112,7 +112,7 @@ def test_two_worker_processes_merge_into_one_result(fake, tmp_path):
 
 def test_abort_on_a_lost_threshold_and_verdicts(flaky, tmp_path):
     scs = plan("code", requests=600, thresholds="fail_ratio<0.01,p95<10s")
-    outcome = next(run_plan(scs, _settings_for(flaky), tmp_path, abort_on_fail=True, base=tmp_path))
+    outcome = next(run_plan(scs, _settings_for(flaky, tmp_path), tmp_path, abort_on_fail=True, base=tmp_path))
     by_id = {r.id: r for r in outcome.results}
     assert "can no longer pass" in outcome.run.aborted
     assert len(outcome.run.samples) < 600
@@ -133,7 +133,7 @@ def test_a_refused_connection_is_a_failed_sample_not_a_lost_one(tmp_path):
 
 
 def test_out_of_phase_scenarios_are_skipped(tmp_path):
-    outcomes = list(run_plan(plan("rag,tools"), _settings_for("http://127.0.0.1:8000"), tmp_path, phase=1))
+    outcomes = list(run_plan(plan("rag,tools"), _settings_for("http://127.0.0.1:8000", tmp_path), tmp_path, phase=1))
     assert [o.results[0].status for o in outcomes] == [Status.SKIP, Status.SKIP]
     assert "phase 2" in outcomes[0].results[0].detail
 
@@ -144,11 +144,12 @@ def test_only_loopback_hosts():
         check_host("http://example.com:8000")
 
 
-def _settings_for(url: str):
-    """Settings whose gateway URL is ``url`` (the fake app)."""
+def _settings_for(url: str, data_dir):
+    """Settings whose gateway URL is ``url`` (the fake app); the run's keys go to ``data_dir``."""
     from suite.settings import Settings
 
-    return Settings(ports={"gateway": int(url.rsplit(":", 1)[1])})  # any free port, not just offsets ≤ 50000
+    # any free port, not just offsets ≤ 50000
+    return Settings(ports={"gateway": int(url.rsplit(":", 1)[1])}, data_dir=data_dir / "data")
 
 
 def test_streamed_chat_against_a_real_stack(phase1, tmp_path):

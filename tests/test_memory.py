@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from suite.memory.store import MemoryStore, MemoryStoreError, fts_query
-from suite.testing import serve, stack_settings
+from suite.testing import auth, serve, stack_settings
 
 
 @pytest.fixture
@@ -76,32 +76,34 @@ def memory(tmp_path_factory):
 
 
 def test_memory_api(memory):
+    http = httpx.Client(headers=auth(memory, "admin"), timeout=30)  # every route but the probes needs a key
     base = memory.url("memory") + "/v1/memory"
-    health = httpx.get(base + "/health").json()
+    health = http.get(base + "/health").json()
     assert health["status"] == "healthy" and "notes" in health
-    assert httpx.get(memory.url("memory") + "/ready").status_code == 200
-    r = httpx.post(base + "/notes", json={"project": "demo", "text": "remember the walrus", "tags": ["z"]})
+    assert http.get(memory.url("memory") + "/ready").status_code == 200
+    r = http.post(base + "/notes", json={"project": "demo", "text": "remember the walrus", "tags": ["z"]})
     assert r.status_code == 201
     note = r.json()
-    assert httpx.get(base + "/search", params={"q": "walrus"}).json()["results"][0]["id"] == note["id"]
-    assert httpx.post(base + "/search", json={"query": "walrus", "project": "demo"}).json()["results"]
-    assert httpx.get(f"{base}/notes/{note['id']}").json()["text"] == "remember the walrus"
-    assert httpx.get(base + "/projects").json()["projects"][0]["name"] == "demo"
-    assert httpx.post(base + "/projects", json={"name": "p2", "retention_days": 7}).status_code == 201
+    assert http.get(base + "/search", params={"q": "walrus"}).json()["results"][0]["id"] == note["id"]
+    assert http.post(base + "/search", json={"query": "walrus", "project": "demo"}).json()["results"]
+    assert http.get(f"{base}/notes/{note['id']}").json()["text"] == "remember the walrus"
+    assert http.get(base + "/projects").json()["projects"][0]["name"] == "demo"
+    assert http.post(base + "/projects", json={"name": "p2", "retention_days": 7}).status_code == 201
     for bad in ({"project": "x y", "text": "a"}, {"text": ""}, {"text": 5}, {}):
-        r = httpx.post(base + "/notes", json=bad)
+        r = http.post(base + "/notes", json=bad)
         assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "code"}
-    assert httpx.get(base + "/search", params={"q": '"('}).status_code == 400
-    assert httpx.get(f"{base}/notes/999999").status_code == 404
-    assert httpx.delete(f"{base}/notes/{note['id']}").status_code == 200
+    assert http.get(base + "/search", params={"q": '"('}).status_code == 400
+    assert http.get(f"{base}/notes/999999").status_code == 404
+    assert http.delete(f"{base}/notes/{note['id']}").status_code == 200
 
 
 def test_maintainer_runs_backs_up_and_counts(memory):
+    http = httpx.Client(headers=auth(memory, "admin"), timeout=30)
     base = memory.url("memory")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        backups = httpx.get(base + "/v1/memory/admin/backups").json()["backups"]
-        metrics = httpx.get(base + "/metrics").text
+        backups = http.get(base + "/v1/memory/admin/backups").json()["backups"]
+        metrics = http.get(base + "/metrics").text
         if len(backups) == 2 and 'memory_maintenance_runs_total{job="maintain",outcome="ok"}' in metrics:
             break
         time.sleep(0.3)
@@ -109,9 +111,9 @@ def test_maintainer_runs_backs_up_and_counts(memory):
     assert 'memory_maintenance_runs_total{job="backup",outcome="ok"}' in metrics
     for b in backups:
         assert sqlite3.connect(b["path"]).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    r = httpx.post(base + "/v1/memory/admin/backup")
+    r = http.post(base + "/v1/memory/admin/backup", json={})
     assert r.status_code == 200 and r.json()["outcome"] == "ok" and r.json()["bytes"] > 0
-    health = httpx.get(base + "/v1/memory/health").json()
+    health = http.get(base + "/v1/memory/health").json()
     assert health["maintainer"]["last_backup"]["outcome"] == "ok"
 
 

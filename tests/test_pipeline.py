@@ -25,6 +25,19 @@ def run_harness(tmp_path, gemma_path, *args, offset=None, timeout=1500):
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def run_keys_left_active(tmp_path) -> list[dict]:
+    """Keys minted by a run (``run_id`` set) that are still active in the stack's key store."""
+    from suite.auth.keys import KeyStore
+
+    store = KeyStore.open(tmp_path / "data" / "auth" / "keys.db")
+    try:
+        rows = store.list()
+    finally:
+        store.close()
+    assert any(r["run_id"] for r in rows)  # the run did mint its keys
+    return [r for r in rows if r["run_id"] and r["state"] == "active"]
+
+
 STACK = ["inference-chat", "inference-code", "embedding", "memory", "gateway", "rag", "tools"]
 
 
@@ -84,6 +97,7 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     started = json.loads((run / "started_services.json").read_text())
     assert started["services"] == STACK
     assert supervisord.connect(Settings(data_dir=tmp_path / "data")) is None  # the supervisor went too
+    assert run_keys_left_active(tmp_path) == []  # keys minted by the run are the run's: revoked at its end
     # the HTML rendering for reviewers carries no code cells
     html = (run / steps[0]["html"]).read_text()
     assert "from harness.envcheck import validate" not in html and "env.python" in html
@@ -109,6 +123,7 @@ def test_failing_check_stops_the_run_but_leaves_notebooks_results_and_report(tmp
     assert ports["status"] == "fail" and str(8000 + offset) in ports["detail"]
     report = (run / "report.html").read_text()
     assert "NO-GO" in report and "env.ports" in report
+    assert run_keys_left_active(tmp_path) == []  # revoked when the run ends, failed or not
 
 
 def test_wrong_parameter_type_is_refused_before_anything_runs(tmp_path, gemma_path):

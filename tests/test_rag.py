@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from suite.supervisor.process import ProcessBackend
+from suite.testing import auth, stack_keys
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,8 @@ TIMEOUT = 300
 
 
 def post(settings, path: str, body: dict) -> httpx.Response:
-    return httpx.post(settings.url("rag") + path, json=body, timeout=TIMEOUT)
+    """A developer's call (indexing needs one; querying would do with a guest)."""
+    return httpx.post(settings.url("rag") + path, json=body, timeout=TIMEOUT, headers=auth(settings, "developer"))
 
 
 def sources(response: httpx.Response) -> list[str]:
@@ -46,7 +48,7 @@ def test_index_creates_the_collection(phase2):
     body = r.json()
     assert body["created"] is True and body["documents"] == len(DATA["documents"])
     assert body["points_in_collection"] == body["chunks"] >= len(DATA["documents"])
-    listed = httpx.get(phase2.url("rag") + "/collections").json()
+    listed = httpx.get(phase2.url("rag") + "/collections", headers=auth(phase2, "guest")).json()
     listed = {c["name"]: c for c in listed["collections"]}
     assert listed[COLLECTION]["points"] == body["chunks"] and listed[COLLECTION]["dimension"] == 384
     assert listed[COLLECTION]["index"]["hnsw"] == "current"  # a handful of chunks: searched exactly
@@ -79,7 +81,7 @@ def test_metadata_filter_narrows_the_sources_and_a_bad_one_is_400(phase2):
 
 
 def test_reindexing_replaces_and_never_duplicates(phase2):
-    before = httpx.get(f"{phase2.url('rag')}/collections/{COLLECTION}").json()["points"]
+    before = httpx.get(f"{phase2.url('rag')}/collections/{COLLECTION}", headers=auth(phase2, "guest")).json()["points"]
     r = post(phase2, "/index", {"collection": COLLECTION, "documents": DATA["documents"]})
     assert r.json()["created"] is False and r.json()["points_in_collection"] == before
     long_doc = {"id": "long", "text": " ".join(f"sentence number {i} about indexing." for i in range(200))}
@@ -104,7 +106,7 @@ def test_unknown_collection_is_404(phase2):
 def test_openai_embeddings_direct_and_through_the_gateway(phase2, service):
     from openai import OpenAI
 
-    client = OpenAI(base_url=phase2.url(service) + "/v1", api_key="unused")
+    client = OpenAI(base_url=phase2.url(service) + "/v1", api_key=stack_keys(phase2)["guest"])
     out = client.embeddings.create(model="all-MiniLM-L6-v2", input=["안녕하세요", "hello"])
     assert [len(d.embedding) for d in out.data] == [384, 384]
 

@@ -109,3 +109,83 @@ def test_root_cannot_be_deleted_or_overwritten(box: Sandbox) -> None:
         with pytest.raises(ToolError):
             op()
     assert box.roots[0].is_dir()
+
+
+# -- races, hard links, symlink deletion (issue 9) --------------------------------------------------
+def _swap_after_resolve(monkeypatch, box: Sandbox, folder: Path, outside: Path) -> None:
+    """Make ``resolve`` check the real folder, then swap it for a symlink to ``outside`` before the open
+    (the parent-directory symlink swap between check and use)."""
+    real_resolve = Sandbox.resolve
+
+    def resolve_then_swap(self, path, **kw):
+        real = real_resolve(self, path, **kw)
+        if folder.is_dir() and not folder.is_symlink():
+            folder.rename(folder.with_name(folder.name + "_moved"))
+            os.symlink(outside, folder)
+        return real
+
+    monkeypatch.setattr(Sandbox, "resolve", resolve_then_swap)
+
+
+def test_parent_folder_swapped_for_a_symlink_after_the_check_is_refused(box, tmp_path, monkeypatch):
+    outside = tmp_path / "outside"
+    (outside / "a.txt").write_text(SECRET)
+    _swap_after_resolve(monkeypatch, box, box.roots[0] / "docs", outside)
+    with pytest.raises(ToolError) as info:
+        box.read_bytes("docs/a.txt")
+    assert (info.value.status, info.value.code) == (403, "path_changed")
+
+
+def test_write_through_a_swapped_parent_never_lands_outside(box, tmp_path, monkeypatch):
+    outside = tmp_path / "outside"
+    _swap_after_resolve(monkeypatch, box, box.roots[0] / "docs", outside)
+    with pytest.raises(ToolError) as info:
+        box.write_atomic("docs/new.txt", b"pwned")
+    assert info.value.status == 403
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+def test_delete_through_a_swapped_parent_deletes_nothing_outside(box, tmp_path, monkeypatch):
+    outside = tmp_path / "outside"
+    (box.roots[0] / "docs" / "secret.txt").write_text("inside copy")
+    real_entry = Sandbox.resolve_entry
+
+    def entry_then_swap(self, path, **kw):
+        entry = real_entry(self, path, **kw)
+        docs = self.roots[0] / "docs"
+        docs.rename(docs.with_name("docs_moved"))
+        os.symlink(outside, docs)
+        return entry
+
+    monkeypatch.setattr(Sandbox, "resolve_entry", entry_then_swap)
+    with pytest.raises(ToolError) as info:
+        box.delete_file("docs/secret.txt")
+    assert info.value.status == 403 and (outside / "secret.txt").read_text() == SECRET
+
+
+def test_hard_link_to_an_outside_file_is_not_read(box, tmp_path):
+    os.link(tmp_path / "outside" / "secret.txt", box.roots[0] / "hard.txt")
+    with pytest.raises(ToolError) as info:
+        box.read_bytes("hard.txt")
+    assert (info.value.status, info.value.code) == (403, "hardlinked_file")
+    assert "allow_hardlinked_reads" in info.value.message
+    allowed = Sandbox(box.roots, max_file_bytes=1000, allow_hardlinks=True)
+    assert allowed.read_bytes("hard.txt")[1] == SECRET.encode()  # the operator's explicit choice
+
+
+def test_delete_of_a_symlink_removes_the_link_never_its_target(box, tmp_path):
+    outside = tmp_path / "outside"
+    assert box.delete_file("link_out") == box.roots[0] / "link_out"
+    assert not os.path.lexists(box.roots[0] / "link_out")
+    assert (outside / "secret.txt").read_text() == SECRET
+    box.delete_file("link_in")  # a link to a file inside: the link goes, the file stays
+    assert (box.roots[0] / "docs" / "a.txt").read_text() == "inside"
+    box.delete_file("dir_out")
+    assert (outside / "secret.txt").exists()
+    with pytest.raises(ToolError) as info:
+        box.delete_file("docs")
+    assert info.value.code == "is_a_directory"
+    for path in (".", "/", str(box.roots[0]), "docs/..", "../outside/secret.txt"):
+        with pytest.raises(ToolError):
+            box.delete_file(path)
+    assert (outside / "secret.txt").read_text() == SECRET

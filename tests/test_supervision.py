@@ -22,7 +22,7 @@ from harness.result import Status, load_results
 from suite import cli
 from suite.supervisor.journal import read_exits
 from suite.supervisor.process import ProcessBackend
-from suite.testing import stack_env, stack_settings
+from suite.testing import auth, stack_env, stack_keys, stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ def test_hung_engine_fails_health_and_the_watch_restarts_it(stack):
         t0 = time.monotonic()
         try:
             r = httpx.post(stack.url("inference-chat") + "/v1/completions", timeout=120,
-                           json={"prompt": "Hello", "max_tokens": 8})
+                           json={"prompt": "Hello", "max_tokens": 8}, headers=auth(stack, "guest"))
             outcome["result"] = r.status_code
         except httpx.HTTPError as exc:
             outcome["result"] = type(exc).__name__
@@ -158,7 +158,8 @@ def test_hung_engine_fails_health_and_the_watch_restarts_it(stack):
 
 
 def test_openai_client_through_the_gateway_fails_over_and_comes_back(stack):
-    client = openai.OpenAI(base_url=stack.url("gateway") + "/v1", api_key="unused", max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=stack.url("gateway") + "/v1", api_key=stack_keys(stack)["guest"],
+                           max_retries=0, timeout=60)
 
     def ask() -> str:
         raw = client.chat.completions.with_raw_response.create(

@@ -18,7 +18,8 @@ from harness.smoke import memory as memory_smoke
 from harness.smoke import tools as tools_smoke
 from suite.testing import run_cli, serve, stack_settings
 
-RATE_LIMIT = 40
+RATE_LIMIT = 400  # per key, all tools together (unit-tested with small numbers in test_tools_dispatch)
+TOOL_LIMIT = 8  # system_info's stricter per-tool override
 SECRET = "outside-secret-91b2"
 
 
@@ -26,6 +27,7 @@ SECRET = "outside-secret-91b2"
 def stack(tmp_path_factory):
     data = tmp_path_factory.mktemp("tools")
     settings = stack_settings(data, tools={"rate_limit_per_minute": RATE_LIMIT, "approval_poll_s": 0.2,
+                                           "rate_limit_per_tool": {"system_info": TOOL_LIMIT},
                                            "command_timeout_s": 3},
                               memory={"maintainer_enabled": False})
     with serve(settings, "memory", "tools"):
@@ -173,7 +175,7 @@ def test_developer_delete_waits_for_admin_and_runs_once(stack, keys):
     approval_id = r.json()["approval_id"]
     assert target.exists()
     assert admin_get(stack, keys["developer"], f"/approvals/{approval_id}").json()["status"] == "pending"
-    dev_try = httpx.post(f"{stack.url('tools')}/approvals/{approval_id}/approve",
+    dev_try = httpx.post(f"{stack.url('tools')}/approvals/{approval_id}/approve", json={},
                          headers={"Authorization": f"Bearer {keys['developer']}"})
     assert dev_try.status_code == 403
 
@@ -213,14 +215,16 @@ def test_cli_approve_and_deny(stack, keys):
 def test_rate_limit_burst_gets_429(stack):
     key = cli_key(stack, "guest")
     codes, retry = [], None
-    for _ in range(RATE_LIMIT + 5):
-        r = call(stack, key, "list_directory", {"path": "."})
+    for _ in range(TOOL_LIMIT + 3):
+        r = call(stack, key, "system_info")
         codes.append(r.status_code)
         if r.status_code == 429:
             retry = r.headers.get("retry-after")
-    assert codes.count(200) == RATE_LIMIT and codes.count(429) == 5
+            assert "8/min for 'system_info'" in r.json()["error"]["message"]
+    assert codes.count(200) == TOOL_LIMIT and codes.count(429) == 3
     assert retry is not None and 1 <= int(retry) <= 60
-    assert call(stack, key, "file_info", {"path": "docs/hello.txt"}).status_code == 200  # per tool
+    # the override is stricter for that tool only; the key's own budget is shared by every tool
+    assert call(stack, key, "file_info", {"path": "docs/hello.txt"}).status_code == 200
 
 
 def test_every_call_is_audited(stack):
@@ -240,7 +244,8 @@ def test_every_call_is_audited(stack):
     db = sqlite3.connect(stack.data_dir / "tools" / "security.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT COUNT(*) FROM audit WHERE key_id=?", (key_id,)).fetchone()[0] == len(calls)
-    assert db.execute("SELECT COUNT(*) FROM api_keys WHERE key_sha256 LIKE 'sk_%'").fetchone()[0] == 0
+    keys_db = sqlite3.connect(stack.key_store_path)
+    assert keys_db.execute("SELECT COUNT(*) FROM api_keys WHERE key_sha256 LIKE 'sk_%'").fetchone()[0] == 0
 
 
 def test_metrics_are_exported(stack, keys):
@@ -316,3 +321,21 @@ def test_command_runner_and_git(stack, keys):
 def test_harness_smoke_tools_and_memory_pass(stack):
     results = [*tools_smoke.run_all(stack, phase=3), memory_smoke.check_roundtrip(stack, phase=3)]
     assert [r.status.value for r in results] == ["pass"] * 6, [str(r) for r in results]
+
+
+def test_issue_9_attacks_over_rest(stack, keys):
+    """The rows of issue 9's table that concern the tool server alone, through the real server."""
+    dev, guest = keys["developer"], keys["guest"]
+    root = stack.data_dir / "sandbox"
+    (root / "-x").mkdir(exist_ok=True)
+    (root / "list.txt").write_text(f"{stack.data_dir / 'outside' / 'secret.txt'}\0")
+    for command in (["cat", "--", "-x/../../../../etc/hostname"], ["ls", "--", "-x/../../../.."],
+                    ["wc", "--files0-from=list.txt"]):
+        r = call(stack, dev, "run_command", {"command": command})
+        assert r.status_code == 403 and SECRET not in r.text, (command, r.text)
+    (root / "gitfile").mkdir(exist_ok=True)
+    (root / "gitfile" / ".git").write_text(f"gitdir: {os.getcwd()}/.git\n")  # this project's repository
+    r = call(stack, guest, "git_log", {"path": "gitfile"})
+    assert r.status_code == 403 and "commits" not in r.text
+    ready = httpx.get(stack.url("tools") + "/ready").json()
+    assert str(stack.data_dir) not in json.dumps(ready)  # no filesystem paths without a key

@@ -1,4 +1,4 @@
-"""Keys, approvals, rate limiter and RBAC table on their own (no server)."""
+"""Keys, approvals, rate limiter and the tools' RBAC table on their own (no server)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import time
 
 import pytest
 
+from suite.auth.db import Database
+from suite.auth.keys import KeyStore, hash_key
+from suite.auth.ratelimit import RateLimiter
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError, ApprovalStore
-from suite.tools.db import Database
-from suite.tools.keys import KeyStore, hash_key
-from suite.tools.ratelimit import RateLimiter
 from suite.tools.registry import TOOLS
 
 
@@ -57,10 +57,22 @@ def test_approvals_expire_and_run_once(db):
 
 def test_rate_limiter_window():
     rl = RateLimiter(3, window_s=10)
-    assert [rl.check("k", "t", now=t) for t in (0, 1, 2)] == [0, 0, 0]
-    assert rl.check("k", "t", now=3) == pytest.approx(7)
-    assert rl.check("k", "other", now=3) == 0 and rl.check("k2", "t", now=3) == 0
-    assert rl.check("k", "t", now=10.5) == 0
+    assert [rl.check("k", now=t) for t in (0, 1, 2)] == [0, 0, 0]
+    assert rl.check("k", now=3) == pytest.approx(7)
+    assert rl.check("k2", now=3) == 0
+    assert rl.check("k", now=10.5) == 0
+
+
+def test_rate_limit_is_per_key_across_tools_with_stricter_tool_overrides():
+    rl = RateLimiter(60, window_s=60)
+    key, per_tool = ("key", "k"), [(("key", "k"), 5), (("tool", "k", "run_command"), 2)]
+    assert [rl.check_limits(per_tool, now=t) for t in (0, 1)] == [0, 0]
+    assert rl.check_limits(per_tool, now=2) == pytest.approx(58)  # the tool's own budget is spent
+    assert [rl.check_limits([(key, 5)], now=t) for t in (3, 4, 5)] == [0, 0, 0]  # another tool
+    assert rl.check_limits([(key, 5)], now=6) == pytest.approx(54)  # the key's budget, all tools together
+    # a refused call is recorded in no bucket: it does not push the key's window further
+    assert rl.check_limits([(("key", "other"), 1), (("tool", "other", "x"), 0)], now=0) > 0
+    assert rl.check_limits([(("key", "other"), 1)], now=0) == 0
 
 
 def test_rbac_table_denies_by_default():

@@ -61,10 +61,13 @@ class BackgroundLoad:
 
 
 def prepare(settings: Settings, phase: int) -> dict[str, str]:
-    """What the load needs first: a RAG document (phase 2), a guest key and a file to read (phase 3)."""
-    env: dict[str, str] = {}
+    """What the load needs first: the run's guest key (``LOAD_API_KEY``: every request of the load is
+    a guest's), a RAG document indexed with the developer key (phase 2), a file to read (phase 3)."""
+    from harness.keys import headers_for, run_keys
+
+    env = {"LOAD_API_KEY": run_keys(settings).guest}
     if phase >= 2:
-        httpx.post(settings.url("rag") + "/index", timeout=120, json={
+        httpx.post(settings.url("rag") + "/index", timeout=120, headers=headers_for(settings, "developer"), json={
             "collection": COLLECTION, "documents": [{"id": "drill", "text": "Backups are kept for seven days."}],
         }).raise_for_status()
     if phase >= 3:

@@ -43,7 +43,7 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
             yield ScenarioOutcome(sc, None, [verdicts.skipped(sc, reason)])
             continue
         targets = sc.targets()
-        extra_env = tools_env(settings) if sc.service == "tools" else None  # before the watch: not load
+        extra_env = load_env(settings, sc.service)  # before the watch: its setup is not load
         gpu = settings.profile == "gpu"
         with server_view.Watch(settings, [s.name for s in services.for_phase(phase)], gpu=gpu) as watch:
             run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
@@ -57,17 +57,24 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
 
 
 def tools_env(settings: Settings) -> dict[str, str]:
-    """A guest key (read-only tools) and a file to read, for the tools scenario.
+    """A file to read for the tools scenario, written with the run's admin key (harness.keys)."""
+    from harness.keys import headers_for
 
-    Keys are made with the suite CLI as an operator would; an admin key writes the target file.
-    """
-    from harness.keys import make_key
-
-    admin, guest = make_key(settings, "admin", "load"), make_key(settings, "guest", "load")
     path = "load/target.txt"
     resp = httpx.post(f"{settings.url('tools')}/tools/write_file", timeout=30,
                       json={"path": path, "content": "load test target\n" * 64, "create_dirs": True},
-                      headers={"Authorization": f"Bearer {admin}"})
+                      headers=headers_for(settings, "admin"))
     resp.raise_for_status()
-    return {"LOAD_API_KEY": guest, "LOAD_TOOLS_FILE": path}
+    return {"LOAD_TOOLS_FILE": path}
+
+
+def load_env(settings: Settings, service: str) -> dict[str, str]:
+    """What Locust gets for a scenario: the run's developer key as ``LOAD_API_KEY`` (the RAG scenario
+    indexes first; every other one needs no more than a guest), plus the tools scenario's file."""
+    from harness.keys import run_keys
+
+    env = {"LOAD_API_KEY": run_keys(settings).developer}
+    if service == "tools":
+        env.update(tools_env(settings))
+    return env
 

@@ -128,10 +128,8 @@ class MonitorStack:
         qdrant = qdrant_address(self.settings)
         key_file = None
         self._scratch = Path(tempfile.mkdtemp(prefix="suite-monitor-"))
-        if qdrant and getattr(self.settings.rag, "qdrant_api_key", None):
-            key_file = self._scratch / "qdrant_api_key"
-            key_file.touch(mode=0o600)
-            key_file.write_text(self.settings.rag.qdrant_api_key)
+        if qdrant and self.settings.rag.qdrant_api_key_file:
+            key_file = self.settings.rag.qdrant_api_key_file.expanduser()
         self.files = write_configs(
             self.settings, self.work_dir, self.services, timing=self.timing,
             alertmanager=f"{host}:{self.settings.port('alertmanager')}", webhook_url=self.sink.url,

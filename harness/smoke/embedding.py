@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from harness.result import CheckResult, Timer
-from harness.smoke.http import post_ok, result, skip_below
+from harness.smoke.http import post_ok, result, run_key, skip_below
 from harness.vectors import cosine, norm
 from suite import services
 from suite.settings import Settings
@@ -21,7 +21,7 @@ def check_embed(settings: Settings, phase: int, dimension: int = 384, min_cosine
     target = f"2 x {dimension} dims, unit length, {min_cosine} < cosine < 0.999"
     t = Timer()
     body, measured, bad = post_ok(cid, title, t, target, settings.url("embedding") + "/embed",
-                                  {"texts": list(PAIR)})
+                                  {"texts": list(PAIR)}, run_key(settings, "guest"))
     if bad:
         return bad
     vecs = body["embeddings"]
@@ -41,7 +41,7 @@ def check_openai_embeddings(settings: Settings, phase: int, dimension: int = 384
     target = f"object=list, 1 x {dimension} dims"
     t = Timer()
     body, measured, bad = post_ok(cid, title, t, target, settings.url("gateway") + "/v1/embeddings",
-                                  {"model": "embedding", "input": "안녕하세요"})
+                                  {"model": "embedding", "input": "안녕하세요"}, run_key(settings, "guest"))
     if bad:
         return bad
     dims = [len(d["embedding"]) for d in body.get("data", [])]

@@ -12,7 +12,7 @@ import httpx
 
 from harness import stack
 from harness.result import CheckResult, Status, Timer
-from harness.smoke.http import elapsed_ms, error_text, failed, get, post_json, result, skip_below
+from harness.smoke.http import elapsed_ms, error_text, failed, get, post_json, result, run_key, skip_below
 from suite import services
 from suite.settings import Settings
 
@@ -22,7 +22,7 @@ CHAT_UPSTREAM = "inference-chat"
 
 def _completion(settings: Settings, path: str, body: dict[str, Any]) -> tuple[httpx.Response | None, str]:
     try:
-        return post_json(settings.url("gateway") + path, body), ""
+        return post_json(settings.url("gateway") + path, body, run_key(settings, "guest")), ""
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"
 

@@ -7,23 +7,29 @@ from typing import Any
 
 import httpx
 
+from harness.keys import bearer, run_keys
 from harness.result import CheckResult, Stage, Status, Timer
+from suite.settings import Settings
 
 # One policy for every smoke request: a generous read timeout, because a RAG answer or a chat
 # completion from a CPU model can take minutes on a busy 2-core box; connecting must be quick.
 TIMEOUT = httpx.Timeout(180.0, connect=5.0)
 
 
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+auth = bearer  # the name the smoke checks use
+
+
+def run_key(settings: Settings, role: str = "developer") -> str:
+    """The run's key of ``role`` (harness.keys): what smoke requests authenticate with."""
+    return run_keys(settings).for_role(role)
 
 
 def post_json(url: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
     return httpx.post(url, json=body, timeout=TIMEOUT, headers=auth(key) if key else None)
 
 
-def get(url: str, **params: Any) -> httpx.Response:
-    return httpx.get(url, params=params or None, timeout=TIMEOUT)
+def get(url: str, key: str | None = None, **params: Any) -> httpx.Response:
+    return httpx.get(url, params=params or None, timeout=TIMEOUT, headers=auth(key) if key else None)
 
 
 def error_text(resp: httpx.Response) -> str:

@@ -7,7 +7,7 @@ import uuid
 import httpx
 
 from harness.result import CheckResult, Timer
-from harness.smoke.http import failed, get, post_json, result, skip_below
+from harness.smoke.http import failed, get, post_json, result, run_key, skip_below
 from suite import services
 from suite.settings import Settings
 
@@ -22,9 +22,10 @@ def check_roundtrip(settings: Settings, phase: int) -> CheckResult:
     token = f"smoketoken{uuid.uuid4().hex[:10]}"
     base = settings.url("memory")
     try:
+        key = run_key(settings)
         saved = post_json(f"{base}/v1/memory/notes",
-                          {"project": "smoke", "text": f"phase 3 smoke note {token}", "tags": ["smoke"]})
-        found = get(f"{base}/v1/memory/search", q=token, project="smoke")
+                          {"project": "smoke", "text": f"phase 3 smoke note {token}", "tags": ["smoke"]}, key)
+        found = get(f"{base}/v1/memory/search", key, q=token, project="smoke")
     except httpx.HTTPError as exc:
         return failed(cid, title, t, exc, target)
     note_id = saved.json().get("id") if saved.status_code == 201 else None

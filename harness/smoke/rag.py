@@ -10,7 +10,17 @@ from typing import Any
 import httpx
 
 from harness.result import CheckResult, Status, Timer
-from harness.smoke.http import elapsed_ms, error_text, failed, get, post_json, post_ok, result, skip_below
+from harness.smoke.http import (
+    elapsed_ms,
+    error_text,
+    failed,
+    get,
+    post_json,
+    post_ok,
+    result,
+    run_key,
+    skip_below,
+)
 from suite import services
 from suite.settings import Settings, project_root
 
@@ -34,7 +44,8 @@ def check_index(settings: Settings, data: dict[str, Any], phase: int) -> CheckRe
         return skipped
     t = Timer()
     body, measured, bad = post_ok(cid, title, t, "HTTP 200", settings.url("rag") + "/index",
-                                  {"collection": data["collection"], "documents": data["documents"]})
+                                  {"collection": data["collection"], "documents": data["documents"]},
+                                  run_key(settings))
     if bad:
         return bad
     ok = body["documents"] == len(data["documents"]) and body["chunks"] >= body["documents"]
@@ -51,9 +62,10 @@ def check_reindex(settings: Settings, data: dict[str, Any], phase: int) -> Check
         return skipped
     t = Timer()
     try:
-        before = get(f"{settings.url('rag')}/collections/{data['collection']}")
+        key = run_key(settings)
+        before = get(f"{settings.url('rag')}/collections/{data['collection']}", key)
         resp = post_json(settings.url("rag") + "/index",
-                         {"collection": data["collection"], "documents": data["documents"]})
+                         {"collection": data["collection"], "documents": data["documents"]}, key)
     except httpx.HTTPError as exc:
         return failed(cid, title, t, exc, target)
     measured = elapsed_ms(t)
@@ -75,7 +87,8 @@ def check_query(settings: Settings, collection: str, query: str, expect: str, ph
     t = Timer()
     target = f"source '{expect}' ranked first" + (", non-empty answer" if answer else "")
     body, measured, bad = post_ok(check_id, title, t, target, settings.url("rag") + "/query",
-                                  {"collection": collection, "query": query, "top_k": top_k, "answer": answer})
+                                  {"collection": collection, "query": query, "top_k": top_k, "answer": answer},
+                                  run_key(settings, "guest"))
     if bad:
         return bad
     ids = [s["doc_id"] for s in body["sources"]]

@@ -8,8 +8,8 @@
   * ``smoke.tools.approval``    — a developer's ``write_file`` is parked (202), an admin approves it,
                                   it runs once and the file holds the content.
 
-Keys come from ``harness.keys`` (the ``suite keys create`` CLI); ``make_keys`` makes one per role
-and ``run_all`` passes them to every check.
+Keys are the run's own (``harness.keys.run_keys``: minted with ``suite keys create`` for the run,
+revoked when it ends); ``run_all`` passes them to every check.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from harness.coroutines import run_coroutine
-from harness.keys import make_key
+from harness.keys import RunKeys, run_keys
 from harness.result import CheckResult, Timer
 from harness.smoke.http import auth, failed, post_json, result, skip_below
 from suite import services
@@ -35,15 +34,7 @@ HOSTILE_PATHS = ("../../../../etc/passwd", "/etc/passwd", "%2e%2e/%2e%2e/etc/pas
                  "smoke/../../outside.txt", "smoke/\x00.txt")
 
 
-@dataclass(frozen=True)
-class SmokeKeys:
-    admin: str
-    developer: str
-    guest: str
-
-
-def make_keys(settings: Settings) -> SmokeKeys:
-    return SmokeKeys(*(make_key(settings, role, "smoke") for role in ("admin", "developer", "guest")))
+SmokeKeys = RunKeys  # admin, developer, guest
 
 
 def _tool(settings: Settings, key: str, name: str, args: dict[str, Any]) -> httpx.Response:
@@ -169,7 +160,7 @@ def run_all(settings: Settings, phase: int, keys: SmokeKeys | None = None) -> li
     if keys is None:
         t = Timer()
         try:
-            keys = make_keys(settings)
+            keys = run_keys(settings)
         except (RuntimeError, subprocess.SubprocessError, ValueError, KeyError) as exc:
             return [failed("smoke.tools.keys", "create API keys with the suite CLI", t, exc,
                            "3 keys (admin, developer, guest)")]

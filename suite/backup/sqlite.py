@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from suite.auth.db import private_file
 from suite.backup.sets import BackupError
 
 
@@ -31,8 +32,13 @@ def table_counts(path: Path) -> dict[str, int]:
             "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
         fts = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE sql LIKE 'CREATE VIRTUAL TABLE%'")}
         shadow = {n for n in names for f in fts if n.startswith(f + "_")}
-        return {n: int(conn.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0]) for n in names
+        return {n: int(conn.execute(f'SELECT COUNT(*) FROM "{_ident(n)}"').fetchone()[0]) for n in names
                 if n not in shadow}
+
+
+def _ident(name: str) -> str:
+    """A table name quoted as an SQLite identifier (a double quote inside is doubled)."""
+    return name.replace('"', '""')
 
 
 def copy_database(source: Path, dest: Path) -> dict[str, Any]:
@@ -40,9 +46,9 @@ def copy_database(source: Path, dest: Path) -> dict[str, Any]:
     source, dest = Path(source), Path(dest)
     if not source.is_file():
         raise BackupError(f"no database at {source}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     partial.unlink(missing_ok=True)
+    private_file(partial)  # a copy of notes, approvals and the audit: 0600 in a 0700 folder, like its source
     # read-write open: a read-only one cannot join a WAL database whose -shm is gone (service stopped)
     src = sqlite3.connect(source, timeout=30)
     try:
@@ -67,8 +73,9 @@ def copy_database(source: Path, dest: Path) -> dict[str, Any]:
 def install_database(copy: Path, dest: Path) -> dict[str, Any]:
     """Put a verified copy in place of ``dest`` (its service stopped): staged, checked, renamed, and the
     old database's ``-wal``/``-shm`` removed (replaying an old WAL onto a restored file corrupts it)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     staged = dest.with_name(dest.name + ".restoring")
+    staged.unlink(missing_ok=True)
+    private_file(staged)
     with open(copy, "rb") as src, open(staged, "wb") as out:
         while block := src.read(1 << 20):
             out.write(block)

@@ -30,6 +30,6 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="suite embedding", lifespan=lifespan)
     instrument(app, "embedding", ready=lambda: app.state.embedding.ready(),
                ready_timeout_s=settings.embedding.ready_timeout_s,
-               health_info=lambda: app.state.embedding.health_info())
+               health_info=lambda: app.state.embedding.health_info(), settings=settings)
     app.include_router(router)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ class EmbeddingService:
     # -- probes ---------------------------------------------------------------------------------
     def health_info(self) -> dict[str, Any]:
         m, b = self.model, self.batcher
-        return {"model": m.name, "dimension": m.dimension, "device": m.device, "model_path": m.path,
+        # /health is open: the model folder's name, not where it lies on disk
+        return {"model": m.name, "dimension": m.dimension, "device": m.device,
+                "model_dir": os.path.basename(str(m.path)),
                 "load_s": m.load_s, "batches": b.batches, "texts": b.texts,
                 "limits": {"max_texts": self.cfg.max_texts, "max_chars": self.cfg.max_chars}}
 

@@ -28,6 +28,6 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="suite gateway", lifespan=lifespan)
     instrument(app, "gateway", ready=lambda: app.state.gateway.ready(),
                ready_timeout_s=settings.inference.ready_timeout_s + 10,
-               health_info=lambda: app.state.gateway.health_info())
+               health_info=lambda: app.state.gateway.health_info(), settings=settings)
     app.include_router(router)
     return app

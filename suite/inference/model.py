@@ -8,7 +8,6 @@ behaviour would break a promise of the suite; each says why.
 
 from __future__ import annotations
 
-import json
 import os
 
 from fastapi import FastAPI
@@ -70,18 +69,37 @@ def fresh_context_per_request(llama) -> None:
     llama.generate = generate
 
 
+def cap_max_tokens(llama, cap: int | None) -> None:
+    """Never generate more than ``cap`` tokens per request (``inference.max_tokens_cap``) on the serial path.
+
+    Why: llama_cpp.server has no such limit; a request without ``max_tokens`` (or with ``0``) runs
+    to the end of the context. The batched engine applies the same cap in ``max_tokens_for``.
+    """
+    if not cap:
+        return
+    for name in ("create_completion", "create_chat_completion"):
+        original = getattr(llama, name)
+
+        def capped(*args, _original=original, **kwargs):
+            asked = kwargs.get("max_tokens")
+            kwargs["max_tokens"] = cap if asked is None or asked <= 0 else min(asked, cap)
+            return _original(*args, **kwargs)
+
+        setattr(llama, name, capped)
+
+
 def client_errors_are_4xx(app: FastAPI) -> None:
     """Keep a client's mistake a 4xx on llama_cpp.server's routes (the serial path).
 
-    Why: its route handler catches every exception, request validation included, and answers 500;
-    and it re-reads the body as JSON while doing so, which fails again on a body that is not JSON.
-    This adapter (the narrowest place: its error mapper, plus a JSON check before the route) answers
-    400 in the suite's error shape instead.
+    Why: its route handler catches every exception, request validation included, and answers 500.
+    This adapter (the narrowest place: its error mapper) answers 400 in the suite's error shape
+    instead. A body that is not JSON never gets this far: the request guard (``suite.web.guard``)
+    refuses it at the edge, as on every service.
     """
     from fastapi.exceptions import RequestValidationError
     from llama_cpp.server.errors import RouteErrorHandler
 
-    from suite.web.errors import error_response, validation_message
+    from suite.web.errors import validation_message
 
     original = RouteErrorHandler.error_message_wrapper
     if not getattr(original, "_suite_adapter", False):
@@ -94,15 +112,5 @@ def client_errors_are_4xx(app: FastAPI) -> None:
         error_message_wrapper._suite_adapter = True
         RouteErrorHandler.error_message_wrapper = error_message_wrapper
 
-    @app.middleware("http")
-    async def _json_bodies_only(request, call_next):
-        if request.method == "POST" and request.url.path.startswith(("/v1/", "/extras/")):
-            raw = await request.body()
-            try:
-                json.loads(raw or b"null")
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                return error_response(400, f"request body is not valid JSON: {exc}")
-        return await call_next(request)
 
-
-__all__ = ["client_errors_are_4xx", "fresh_context_per_request", "llama_model_settings", "load_llama"]
+__all__ = ["cap_max_tokens", "client_errors_are_4xx", "fresh_context_per_request", "llama_model_settings", "load_llama"]

@@ -71,10 +71,12 @@ class MemoryService:
         except Exception as exc:
             return 503, {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
         m = self.maintainer
-        return 200, {"status": "healthy", "service": "memory-api", "database": str(self.store.path),
+        # guests read this: file names, never where the data dir is
+        return 200, {"status": "healthy", "service": "memory-api", "database": self.store.path.name,
                      **counts, "uptime_s": round(time.time() - self.started, 1),
                      "maintainer": {"enabled": self.settings.memory.maintainer_enabled,
-                                    "last_maintain": m.last("maintain"), "last_backup": m.last("backup")}}
+                                    "last_maintain": m.last("maintain"),
+                                    "last_backup": _no_path(m.last("backup"))}}
 
     # -- maintenance ----------------------------------------------------------------------------
     async def run_job(self, job: str) -> dict[str, Any]:
@@ -85,3 +87,10 @@ class MemoryService:
     async def backups(self) -> dict[str, Any]:
         m = self.maintainer
         return {"backup_dir": str(m.backup_dir), "backups": await asyncio.to_thread(m.list_backups)}
+
+
+def _no_path(record: dict | None) -> dict | None:
+    """A job record for guests: the backup's file name, not where the data dir is."""
+    if record and "path" in record:
+        return {**record, "path": Path(record["path"]).name}
+    return record

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from suite.auth.db import private_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     id INTEGER PRIMARY KEY,
@@ -95,8 +97,7 @@ class MemoryStore:
     """Projects, notes and search over one SQLite file in WAL mode."""
 
     def __init__(self, path: Path, max_note_chars: int = 100_000) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = private_file(Path(path))  # 0600 in a 0700 folder (its -wal/-shm inherit the mode)
         self.max_note_chars = max_note_chars
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
@@ -223,8 +224,7 @@ class MemoryStore:
     def backup(self, dest: Path) -> Path:
         """A consistent copy through SQLite's online backup API (temp file, then rename)."""
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".partial")
+        tmp = private_file(dest.with_name(dest.name + ".partial"))  # a backup is as private as the store
         target = sqlite3.connect(tmp)
         try:
             with self._lock:

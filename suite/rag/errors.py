@@ -35,6 +35,8 @@ def install_rag_error_handlers(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(DependencyError)
     async def _dep_error(_: Request, exc: DependencyError) -> JSONResponse:
+        if exc.status in (401, 403):  # the caller's own key, refused one hop further: the caller's error
+            return error_response(exc.status, f"{exc.service}: {exc.message}", code="forbidden_downstream")
         log.error("dependency refused a request: %s", exc)
         return error_response(502, str(exc), code=f"{exc.service}_error")
 

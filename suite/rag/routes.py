@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from suite.rag.schemas import IndexRequest, QueryRequest
 from suite.rag.service import RagService
@@ -30,5 +30,5 @@ async def collections(rag: Rag) -> dict[str, Any]:
 
 
 @router.get("/collections/{name}")
-async def collection(name: str, rag: Rag) -> dict[str, Any]:
+async def collection(name: Annotated[str, Path(max_length=64)], rag: Rag) -> dict[str, Any]:
     return await rag.collection(name)

@@ -65,7 +65,14 @@ class RagService:
     # -- probes ---------------------------------------------------------------------------------
     def health_info(self) -> dict[str, Any]:
         deps = {k: v.to_dict() for k, v in self.deps.state.items()}
-        deps["vector_store"] = self.store.describe()
+        # /health is open: no filesystem paths (a local location is "local"; notices say <data_dir>)
+        store = dict(self.store.describe())
+        if not str(store.get("location", "")).startswith("http"):
+            store["location"] = "local"
+        data_dir = str(self.settings.data_dir)
+        if isinstance(store.get("notices"), list):
+            store["notices"] = [str(n).replace(data_dir, "<data_dir>") for n in store["notices"]]
+        deps["vector_store"] = store
         return {"dependencies": deps, "degraded": any(d.get("state") == "down" for d in deps.values())}
 
     async def ready(self) -> dict[str, Any]:
@@ -73,9 +80,10 @@ class RagService:
         await _store_call(self.store.ping)
         store_ms = _ms(t0)
         t1 = time.perf_counter()
-        emb = await self.deps.embed(["readiness probe"])
+        # the embedding service's /ready embeds one string; calling it needs no key (no probe holds one)
+        emb = await self.deps.embedding_ready(self.settings.rag.embedding_timeout_s)
         return {"store": self.store.kind, "store_ms": store_ms, "embedding_ms": _ms(t1),
-                "dimension": emb.dimension, "indexes": self.store.describe().get("indexes")}
+                "dimension": emb.get("dimension"), "indexes": self.store.describe().get("indexes")}
 
     # -- indexing -------------------------------------------------------------------------------
     async def documents(self, body: IndexRequest) -> list[Document]:
@@ -101,7 +109,7 @@ class RagService:
         """documents -> chunks -> vectors -> the collection, each document's old points replaced."""
         t0 = time.perf_counter()
         docs = await self.documents(body)
-        chunked = [(doc, chunk_text(doc.text, self.cfg.chunk_chars, self.cfg.chunk_overlap)) for doc in docs]
+        chunked = await asyncio.to_thread(self._chunk, docs)  # megabytes of text: not on the event loop
         texts = [c for _, chunks in chunked for c in chunks]
         t_embed = time.perf_counter()
         emb = await self.deps.embed(texts)
@@ -123,6 +131,9 @@ class RagService:
                 "chunks": len(texts), "points_in_collection": total, "per_document": per_doc,
                 "embedding_model": emb.model, "dimension": emb.dimension,
                 "timings_ms": {"embed": embed_ms, "store": _ms(t_store), "total": _ms(t0)}}
+
+    def _chunk(self, docs: list[Document]) -> list[tuple[Document, list[str]]]:
+        return [(doc, chunk_text(doc.text, self.cfg.chunk_chars, self.cfg.chunk_overlap)) for doc in docs]
 
     # -- querying -------------------------------------------------------------------------------
     async def query(self, body: QueryRequest) -> dict[str, Any]:

@@ -159,11 +159,12 @@ class DockerBackend:
 
 def ensure_secrets(settings: Settings) -> None:
     """The Qdrant API key and Grafana's admin password as 0600 files in ``<data_dir>/secrets`` (compose
-    mounts them as secrets). The key is the settings' ``rag.qdrant_api_key``; with none set, a random
-    one is made once, kept in that file and put into the settings the containers read."""
-    key = settings.rag.qdrant_api_key or _secret(settings, "qdrant_api_key")
-    settings.rag.qdrant_api_key = key
-    _secret(settings, "qdrant_api_key", key)
+    mounts them as secrets). The key is the file ``rag.qdrant_api_key_file`` names; with none set, a
+    random key is made once in ``<data_dir>/secrets/qdrant_api_key`` and that file goes into the
+    settings the containers read (the key itself never sits in a settings dump)."""
+    if settings.rag.qdrant_api_key_file is None:
+        _secret(settings, "qdrant_api_key")
+        settings.rag.qdrant_api_key_file = settings.data_dir / "secrets" / "qdrant_api_key"
     _secret(settings, "grafana_admin_password")
 
 
@@ -191,8 +192,9 @@ def compose_env(settings: Settings) -> dict[str, str]:
            "SUITE_QDRANT_GRPC_PORT": str(settings.port("qdrant") + 1)}
     for name in ("qdrant", "prometheus", "alertmanager", "loki", "grafana", "gpu_exporter"):
         env[f"SUITE_{name.upper()}_PORT"] = str(settings.port(name))
-    if settings.rag.qdrant_api_key:
-        env["SUITE_QDRANT_API_KEY"] = settings.rag.qdrant_api_key
+    key = settings.qdrant_api_key() if settings.rag.qdrant_api_key_file else None
+    if key:
+        env["SUITE_QDRANT_API_KEY"] = key
     return env
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from contextlib import asynccontextmanager
 
 import httpx
@@ -23,6 +24,8 @@ from suite.tools.spec import ToolContext
 from suite.tools.stores import open_stores
 from suite.web import instrument
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
@@ -33,6 +36,8 @@ def create_app(settings: Settings) -> FastAPI:
         service = ToolService(settings, ctx, stores.keys, stores.approvals, stores.audit,
                               ToolMetrics(app.state.metrics.registry))
         app.state.tools = service
+        for approval_id in stores.approvals.recover_interrupted():
+            log.warning("approval %s was executing when the service stopped; marked failed", approval_id)
         app.state.mcp_manager = session_manager(build_server(service), settings)
         poller = asyncio.create_task(service.poll_approvals(), name="approval-poller")
         try:
@@ -47,7 +52,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="suite tools", lifespan=lifespan)
 
-    instrument(app, "tools", ready=lambda: asyncio.to_thread(app.state.tools.ready), ready_timeout_s=10)
+    def audit_refusal(scope, status: int, reason: str, key_id: str | None) -> None:
+        service: ToolService | None = getattr(app.state, "tools", None)
+        if service is not None:
+            transport = "mcp" if scope["path"] == "/mcp" else "rest"
+            service.audit_refusal(transport, scope["path"], status, reason, key_id)
+
+    instrument(app, "tools", ready=lambda: asyncio.to_thread(app.state.tools.ready), ready_timeout_s=10,
+               settings=settings, on_refusal=audit_refusal)
     app.router.add_route("/mcp", McpEndpoint(app), include_in_schema=False)
     app.include_router(router)
     return app

@@ -1,7 +1,12 @@
-"""Approval requests for destructive calls: pending -> approved/denied/expired -> executed/failed.
+"""Approval requests for destructive calls: pending -> approved/denied/expired/cancelled ->
+executing -> executed/failed.
 
 ``claim`` moves one approved request to 'executing' with a single conditional UPDATE, so however
 many callers race (the HTTP approve route, the poller that serves CLI approvals), it runs once.
+A pending request expires after ``ttl_s``; an approved one that nobody ran (the service was down)
+after ``approved_ttl_s``; one still 'executing' when the service starts was cut off by a crash and is
+marked failed (``recover_interrupted``); one whose requester's key is revoked or expired is
+cancelled rather than run (the dispatcher checks, ``cancel`` records it).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import secrets
 import time
 from typing import Any
 
-from suite.tools.db import Database
+from suite.auth.db import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS approvals (
@@ -32,8 +37,9 @@ CREATE TABLE IF NOT EXISTS approvals (
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status);
 """
 
-PENDING, APPROVED, DENIED, EXPIRED, EXECUTING, EXECUTED, FAILED = (
-    "pending", "approved", "denied", "expired", "executing", "executed", "failed")
+PENDING, APPROVED, DENIED, EXPIRED, CANCELLED, EXECUTING, EXECUTED, FAILED = (
+    "pending", "approved", "denied", "expired", "cancelled", "executing", "executed", "failed")
+STATUSES = (PENDING, APPROVED, DENIED, EXPIRED, CANCELLED, EXECUTING, EXECUTED, FAILED)
 
 
 class ApprovalError(Exception):
@@ -45,9 +51,10 @@ class ApprovalError(Exception):
 
 
 class ApprovalStore:
-    def __init__(self, db: Database, ttl_s: float) -> None:
+    def __init__(self, db: Database, ttl_s: float, approved_ttl_s: float = 300.0) -> None:
         self.db = db
         self.ttl_s = ttl_s
+        self.approved_ttl_s = approved_ttl_s
         with db.lock:
             db.conn.executescript(SCHEMA)
 
@@ -61,15 +68,36 @@ class ApprovalStore:
         return self.get(approval_id)
 
     def expire(self, now: float | None = None) -> list[str]:
-        """Mark pending requests past their deadline as expired; return their ids."""
+        """Mark pending requests past their deadline, and approved ones nobody ran within
+        ``approved_ttl_s``, as expired; return their ids."""
         now = time.time() if now is None else now
         with self.db.lock:
-            ids = [r["id"] for r in self.db.query(
-                "SELECT id FROM approvals WHERE status=? AND expires_at<=?", (PENDING, now))]
+            rows = self.db.query(
+                "SELECT id, status FROM approvals WHERE (status=? AND expires_at<=?) OR (status=? AND decided_at<=?)",
+                (PENDING, now, APPROVED, now - self.approved_ttl_s))
+            for row in rows:
+                self.db.execute("UPDATE approvals SET status=?, reason=reason || ? WHERE id=? AND status=?",
+                                (EXPIRED, " (approved but not run in time)" if row["status"] == APPROVED else "",
+                                 row["id"], row["status"]))
+        return [r["id"] for r in rows]
+
+    def recover_interrupted(self) -> list[str]:
+        """At start-up: requests left 'executing' by a crash are failed (they may have half-run)."""
+        with self.db.lock:
+            ids = [r["id"] for r in self.db.query("SELECT id FROM approvals WHERE status=?", (EXECUTING,))]
             for approval_id in ids:
-                self.db.execute("UPDATE approvals SET status=? WHERE id=? AND status=?",
-                                (EXPIRED, approval_id, PENDING))
+                self.db.execute(
+                    "UPDATE approvals SET status=?, executed_at=?, result=? WHERE id=? AND status=?",
+                    (FAILED, time.time(), json.dumps({"error": "interrupted: the tools service stopped "
+                                                               "while this call ran; check its effect"}),
+                     approval_id, EXECUTING))
         return ids
+
+    def cancel(self, approval_id: str, reason: str) -> dict[str, Any]:
+        """Cancel a request that has not finished (its requester's key is no longer valid)."""
+        self.db.execute("UPDATE approvals SET status=?, result=? WHERE id=? AND status IN (?, ?, ?)",
+                        (CANCELLED, json.dumps({"error": reason}), approval_id, PENDING, APPROVED, EXECUTING))
+        return self.get(approval_id)
 
     def get(self, approval_id: str) -> dict[str, Any]:
         rows = self.db.query("SELECT * FROM approvals WHERE id=?", (approval_id,))

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from suite.tools.db import Database
+from suite.auth.db import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -55,6 +55,11 @@ class AuditRecord:
     ts: float = 0.0
 
 
+# every text column is cut to a bound, so no caller (an 8,000-character tool name in a URL) grows a row
+FIELD_LIMITS = {"transport": 16, "tool": 100, "decision": 32, "outcome": 16, "key_id": 64, "role": 32,
+                "args_sha256": 64, "approval_id": 64, "detail": 500, "request_id": 64}
+
+
 class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -63,8 +68,10 @@ class AuditLog:
 
     def write(self, rec: AuditRecord) -> None:
         rec.ts = rec.ts or time.time()
-        rec.detail = rec.detail[:500]
         row = asdict(rec)
+        for name, limit in FIELD_LIMITS.items():
+            if isinstance(row[name], str):
+                row[name] = row[name][:limit]
         cols = ", ".join(row)
         self.db.execute(f"INSERT INTO audit({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 

@@ -1,4 +1,4 @@
-"""``suite keys ...`` and ``suite approvals ...``: operate on the security database directly.
+"""``suite approvals ...``: operate on the tool server's security database directly.
 
 The CLI runs on the machine that holds the data dir, so it needs no API key (like ``sqlite3``
 would not). An approval decided here is executed by the running tools service within
@@ -10,47 +10,37 @@ from __future__ import annotations
 import getpass
 import json
 import time
-from datetime import datetime
+import unicodedata
 
+from suite.auth.cli import when as _when
 from suite.settings import Settings
-from suite.tools.approvals import EXECUTED, FAILED, ApprovalError
+from suite.tools.approvals import EXECUTED, FAILED, PENDING, STATUSES, ApprovalError
 from suite.tools.audit import AuditRecord, args_digest
-from suite.tools.rbac import ROLES
 from suite.tools.stores import open_stores
 
 
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+def format_arguments(arguments: dict, width: int = 100, indent: str = "    ") -> str:
+    """Every argument in full, one per line; a long value is folded over several lines, never cut
+    (an admin approves what they see: a path of 300 characters shows all 300). Values are JSON, and
+    control and format characters (newlines, terminal escapes, right-to-left overrides) are shown
+    escaped, so what is on the screen is what will run."""
+    lines = [f"{indent}arguments:"]
+    for name, value in arguments.items():
+        text = "".join(c if not unicodedata.category(c).startswith("C") else f"\\u{ord(c):04x}"
+                       for c in json.dumps(value, ensure_ascii=False))
+        head = f"{indent}  {name} = "
+        pad = " " * len(head)
+        for start in range(0, max(len(text), 1), width):
+            lines.append((head if start == 0 else pad) + text[start:start + width])
+    return "\n".join(lines)
 
 
-def cmd_keys(settings: Settings, args) -> int:
-    stores = open_stores(settings)
-    try:
-        if args.keys_action == "create":
-            principal, key = stores.keys.create(args.role, args.name or "")
-            if args.json:
-                print(json.dumps({"id": principal.key_id, "role": principal.role, "name": principal.name,
-                                  "key": key}))
-            else:
-                print(f"created {principal.role} key {principal.key_id}; it is shown only once:\n{key}")
-            return 0
-        if args.keys_action == "list":
-            rows = stores.keys.list()
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            else:
-                print(f"{'id':<14}{'role':<11}{'created':<21}{'revoked':<21}name")
-                for r in rows:
-                    print(f"{r['id']:<14}{r['role']:<11}{_when(r['created_at']):<21}"
-                          f"{_when(r['revoked_at']):<21}{r['name']}")
-            return 0
-        if stores.keys.revoke(args.key_id):
-            print(f"revoked {args.key_id}")
-            return 0
-        print(f"error: no active key {args.key_id}")
-        return 1
-    finally:
-        stores.close()
+def _requester_valid(stores, rec: dict) -> None:
+    """An approval dies with its requester's key (cancelled, never run)."""
+    if rec["status"] == PENDING and not stores.keys.is_active(rec["requested_by"]):
+        message = f"the key {rec['requested_by']} that requested {rec['id']} was revoked or expired; cancelled"
+        stores.approvals.cancel(rec["id"], message)
+        raise ApprovalError(409, message, "requester_key_revoked")
 
 
 def cmd_approvals(settings: Settings, args) -> int:
@@ -66,12 +56,14 @@ def cmd_approvals(settings: Settings, args) -> int:
                 print("no approval requests" + ("" if args.all else f" with status {args.status or 'pending'}"))
             for r in rows:
                 print(f"{r['id']}  {r['status']:<10} {r['tool']:<12} by {r['requested_by']} ({r['requester_role']})"
-                      f"  created {_when(r['created_at'])}  expires {_when(r['expires_at'])}\n"
-                      f"    arguments: {json.dumps(r['arguments'])[:200]}")
+                      f"  created {_when(r['created_at'])}  expires {_when(r['expires_at'])}")
+                print(format_arguments(r["arguments"]))
             return 0
         approve = args.approvals_action == "approve"
         operator = f"cli:{getpass.getuser()}"
         try:
+            if approve:
+                _requester_valid(stores, stores.approvals.get(args.approval_id))
             rec = stores.approvals.decide(args.approval_id, approve, operator, args.reason or "")
         except ApprovalError as exc:
             print(f"error: {exc.message}")
@@ -100,24 +92,11 @@ def cmd_approvals(settings: Settings, args) -> int:
 
 
 def register(subparsers) -> None:
-    """Add ``keys`` and ``approvals`` to the ``suite`` command."""
-    keys = subparsers.add_parser("keys", help="API keys of the tools service (stored hashed)")
-    kact = keys.add_subparsers(dest="keys_action", required=True)
-    create = kact.add_parser("create", help="make a key; it is printed once")
-    create.add_argument("--role", required=True, choices=list(ROLES))
-    create.add_argument("--name", help="who or what the key is for")
-    create.add_argument("--json", action="store_true", help="print {id, role, name, key} as JSON")
-    lst = kact.add_parser("list", help="keys (ids and roles, never the keys)")
-    lst.add_argument("--json", action="store_true")
-    revoke = kact.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("key_id")
-    keys.set_defaults(func=cmd_keys)
-
+    """Add ``approvals`` to the ``suite`` command."""
     appr = subparsers.add_parser("approvals", help="pending destructive tool calls")
     aact = appr.add_subparsers(dest="approvals_action", required=True)
     al = aact.add_parser("list", help="pending requests (or --status / --all)")
-    al.add_argument("--status", choices=["pending", "approved", "denied", "expired", "executing", "executed",
-                                         "failed"])
+    al.add_argument("--status", choices=list(STATUSES))
     al.add_argument("--all", action="store_true")
     al.add_argument("--json", action="store_true")
     for action in ("approve", "deny"):

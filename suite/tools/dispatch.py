@@ -1,6 +1,6 @@
 """The one path every tool call takes, whatever the transport (REST or MCP):
 
-authenticate -> find the tool -> RBAC -> rate limit -> validate arguments -> run it, or park it
+(authenticated by suite.auth.layer) -> find the tool -> RBAC -> rate limit -> validate arguments -> run it, or park it
 for approval -> audit + metrics. Approved calls run here too, exactly once.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,13 +17,14 @@ from typing import Any
 import jsonschema
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from suite.auth.keys import KeyStore, Principal
+from suite.auth.ratelimit import RateLimiter
 from suite.settings import Settings
+from suite.tools import approvals as approvals_mod
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError, ApprovalStore
 from suite.tools.audit import AuditLog, AuditRecord, args_digest
 from suite.tools.errors import ToolError
-from suite.tools.keys import KeyStore, Principal
-from suite.tools.ratelimit import RateLimiter
 from suite.tools.registry import TOOLS_BY_NAME
 from suite.tools.spec import ToolContext, ToolSpec
 from suite.web.logs import request_id
@@ -77,28 +79,21 @@ class ToolService:
 
     # -- probes ---------------------------------------------------------------------------------
     def ready(self) -> dict[str, Any]:
-        """The security database answers and every sandbox root exists."""
+        """The security database answers and every sandbox root exists (no paths: /ready is open)."""
         self.approvals.db.query("SELECT 1")
         roots = self.ctx.sandbox.roots
         missing = [str(r) for r in roots if not r.is_dir()]
         if missing:
-            raise RuntimeError(f"sandbox roots missing: {', '.join(missing)}")
-        return {"tools": len(TOOLS_BY_NAME), "sandbox_roots": [str(r) for r in roots]}
+            log.error("sandbox roots missing: %s", ", ".join(missing))
+            raise RuntimeError(f"{len(missing)} sandbox root(s) missing (see the tools log)")
+        return {"tools": len(TOOLS_BY_NAME), "sandbox_roots": len(roots)}
 
-    # -- authentication -------------------------------------------------------------------------
-    def authenticate(self, authorization: str | None, transport: str, target: str) -> Principal:
-        """The caller of a request with this Authorization header; 401 (audited) otherwise."""
-        scheme, _, key = (authorization or "").strip().partition(" ")
-        key = key.strip() if scheme.lower() == "bearer" else ""
-        principal = self.keys.verify(key) if key else None
-        if principal is not None:
-            return principal
-        reason = "invalid API key" if key else "missing API key: send 'Authorization: Bearer KEY'"
-        self.metrics.rbac.labels("unauthenticated", "none").inc()
-        self._audit(transport, target, None, None, "unauthenticated", "refused", 401, 0.0,
-                    detail=reason, key_id=self.keys.key_id_of(key))
-        raise ToolError(401, reason, "invalid_api_key" if key else "missing_api_key",
-                        headers={"WWW-Authenticate": "Bearer"})
+    # -- authentication (done by suite.auth.layer; its refusals are audited here) ------------------
+    def audit_refusal(self, transport: str, target: str, status: int, reason: str, key_id: str | None) -> None:
+        """A request the auth layer refused (no key, bad key, a role outside the route's policy)."""
+        self.metrics.rbac.labels("unauthenticated" if status == 401 else "denied", "none").inc()
+        self._audit(transport, target, None, None, "unauthenticated" if status == 401 else "denied",
+                    "refused", status, 0.0, detail=reason, key_id=key_id)
 
     def require(self, principal: Principal, permission: str, transport: str, target: str) -> None:
         """403 (audited) unless the principal's role holds ``permission``."""
@@ -118,7 +113,7 @@ class ToolService:
         spec = TOOLS_BY_NAME.get(name)
         if spec is None:
             return self._refuse(transport, name, principal, digest, "unknown_tool", t0,
-                                ToolError(404, f"unknown tool '{name}'", "unknown_tool"))
+                                ToolError(404, f"unknown tool '{name[:100]}'", "unknown_tool"))
         decision = rbac.decide(principal.role, spec.read_only, spec.destructive,
                                self.settings.tools.approvals_required)
         self.metrics.rbac.labels(decision.value, principal.role).inc()
@@ -127,30 +122,56 @@ class ToolService:
             return self._refuse(transport, name, principal, digest, "denied", t0,
                                 ToolError(403, f"role '{principal.role}' may not call '{name}' "
                                                f"(needs {needed})", "forbidden"))
-        wait = self.limiter.check(principal.key_id, name)
-        if wait:
-            return self._refuse(transport, name, principal, digest, "rate_limited", t0, ToolError(
-                429, f"rate limit of {self.settings.tools.rate_limit_per_minute}/min for '{name}' reached; "
-                     f"retry in {wait:.1f}s", "rate_limited",
-                headers={"Retry-After": RateLimiter.retry_after_header(wait)}))
+        refused = self._rate_limited(principal, name)
+        if refused:
+            return self._refuse(transport, name, principal, digest, "rate_limited", t0, refused)
         problem = self._invalid(spec, args)
         if problem:
-            return self._refuse(transport, name, principal, digest, "invalid", t0,
-                                ToolError(400, f"invalid arguments for '{name}': {problem}", "invalid_arguments"))
+            return self._refuse(transport, name, principal, digest, "invalid", t0, problem)
         if decision is rbac.Decision.APPROVAL:
             return self._park(transport, spec, principal, args, digest, t0)
         outcome = await self._run(spec, args)
         self._finish(transport, spec, principal, digest, "allowed", outcome, t0)
         return outcome
 
-    def _invalid(self, spec: ToolSpec, args: Any) -> str | None:
-        if not isinstance(args, dict):
-            return "arguments must be a JSON object"
-        error = jsonschema.exceptions.best_match(self.validators[spec.name].iter_errors(args))
-        if error is None:
+    def _rate_limited(self, principal: Principal, name: str) -> ToolError | None:
+        """429 once the key spent its per-minute budget (all tools together), or the tool's own."""
+        tools = self.settings.tools
+        limits = [(("key", principal.key_id), tools.rate_limit_per_minute)]
+        if name in tools.rate_limit_per_tool:
+            limits.append((("tool", principal.key_id, name), tools.rate_limit_per_tool[name]))
+        wait = self.limiter.check_limits(limits)
+        if not wait:
             return None
-        where = "/".join(str(p) for p in error.absolute_path)
-        return f"{where + ': ' if where else ''}{error.message}"[:500]
+        per_tool = tools.rate_limit_per_tool.get(name)
+        budget = (f"{tools.rate_limit_per_minute}/min per key" +
+                  (f", {per_tool}/min for '{name}'" if per_tool is not None else ""))
+        return ToolError(429, f"rate limit reached ({budget}); retry in {wait:.1f}s", "rate_limited",
+                         headers={"Retry-After": RateLimiter.retry_after_header(wait)})
+
+    def _invalid(self, spec: ToolSpec, args: Any) -> ToolError | None:
+        """Why these arguments can never run (size, schema, the tool's own checks), or None.
+
+        Made when the call is requested, so a call waiting for an approval is one that can run."""
+        if not isinstance(args, dict):
+            return ToolError(400, "arguments must be a JSON object", "invalid_arguments")
+        size = len(json.dumps(args, ensure_ascii=False, default=str).encode())
+        if size > self.settings.tools.max_argument_bytes:
+            return ToolError(413, f"arguments are {size} bytes; the limit is "
+                                  f"{self.settings.tools.max_argument_bytes}", "arguments_too_large")
+        error = jsonschema.exceptions.best_match(self.validators[spec.name].iter_errors(args))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path)
+            message = f"{where + ': ' if where else ''}{error.message}"[:500]
+            return ToolError(400, f"invalid arguments for '{spec.name}': {message}", "invalid_arguments")
+        if spec.check is not None:
+            try:
+                spec.check(self.ctx, args)
+            except ToolError as exc:
+                return exc
+            except OSError as exc:
+                return ToolError(400, f"{spec.name}: {exc.strerror or exc}", "os_error")
+        return None
 
     async def _run(self, spec: ToolSpec, args: dict[str, Any]) -> CallOutcome:
         t0 = time.perf_counter()
@@ -226,6 +247,8 @@ class ToolService:
         t0 = time.perf_counter()
         digest = args_digest({"approval_id": approval_id})
         try:
+            if approve:
+                self._requester_valid(self.approvals.get(approval_id))
             rec = self.approvals.decide(approval_id, approve, principal.key_id, reason)
         except ApprovalError as exc:
             if exc.status == 410:
@@ -245,11 +268,17 @@ class ToolService:
         rec = self.approvals.claim(approval_id)
         if rec is None:
             return self.approvals.get(approval_id)
+        try:
+            self._requester_valid(rec)
+        except ApprovalError as exc:
+            self.metrics.approvals.labels("cancelled").inc()
+            return self.approvals.cancel(approval_id, exc.message)
         t0 = time.perf_counter()
         spec = TOOLS_BY_NAME.get(rec["tool"])
-        problem = self._invalid(spec, rec["arguments"]) if spec else f"unknown tool {rec['tool']}"
+        problem = self._invalid(spec, rec["arguments"]) if spec else ToolError(
+            400, f"unknown tool {rec['tool']}", "unknown_tool")
         if problem or spec is None:
-            outcome = CallOutcome.refused(ToolError(400, problem or "invalid", "invalid_arguments"))
+            outcome = CallOutcome.refused(problem)
         else:
             outcome = await self._run(spec, rec["arguments"])
         if spec is not None:
@@ -260,6 +289,15 @@ class ToolService:
                                      {"status": outcome.status, **outcome.body})
         self.metrics.approvals.labels(done["status"]).inc()
         return done
+
+    def _requester_valid(self, rec: dict[str, Any]) -> None:
+        """A request dies with its requester's key: 409 (and cancelled) once the key is not valid."""
+        if rec["status"] in (approvals_mod.PENDING, approvals_mod.APPROVED, approvals_mod.EXECUTING) and \
+                not self.keys.is_active(rec["requested_by"]):
+            message = (f"the key {rec['requested_by']} that requested {rec['id']} was revoked or expired; "
+                       "the request is cancelled and will not run")
+            self.approvals.cancel(rec["id"], message)
+            raise ApprovalError(409, message, "requester_key_revoked")
 
     async def poll_approvals(self) -> None:
         """Expire stale requests and run those approved elsewhere (the CLI), forever."""

@@ -7,6 +7,8 @@ import fnmatch
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,9 @@ def read_file(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 
 def list_directory(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     real = ctx.sandbox.resolve(args.get("path", "."), must_exist=True)
-    if not real.is_dir():
-        raise ToolError(400, f"'{args.get('path', '.')}' is not a directory", "not_a_directory")
     hidden = args.get("include_hidden", False)
     entries = []
-    with os.scandir(real) as it:
+    with _folder(ctx, real, args.get("path", ".")) as fd, os.scandir(fd) as it:
         for entry in sorted(it, key=lambda e: e.name):
             if not hidden and entry.name.startswith("."):
                 continue
@@ -54,37 +54,52 @@ def list_directory(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"path": ctx.sandbox.display(real), "entries": entries, "truncated": len(entries) >= MAX_ENTRIES}
 
 
+@contextmanager
+def _folder(ctx: ToolContext, real: Path, shown: object) -> Iterator[int]:
+    """A held fd of a directory inside the sandbox (400 if it is not one)."""
+    if not stat.S_ISDIR(ctx.sandbox.lstat(real).st_mode):
+        raise ToolError(400, f"'{shown}' is not a directory", "not_a_directory")
+    with ctx.sandbox.open_dir(real) as fd:
+        yield fd
+
+
 def search_files(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Names matching a glob, optionally containing a text; symlinks are not followed."""
+    """Names matching a glob, optionally containing a text; symlinks are not followed (``fwalk`` on
+    held directory fds, so a folder swapped for a symlink mid-walk is not entered)."""
     real = ctx.sandbox.resolve(args.get("path", "."), must_exist=True)
     pattern, needle = args.get("pattern", "*"), args.get("contains")
     limit = min(args.get("max_results", 50), ctx.settings.tools.search_max_results)
     matches: list[dict[str, Any]] = []
-    for folder, dirs, files in os.walk(real, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not fnmatch.fnmatch(name, pattern):
-                continue
-            path = Path(folder) / name
-            if needle is None:
-                matches.append({"path": ctx.sandbox.display(path)})
-            else:
-                lines = _grep(path, needle, ctx.sandbox.max_file_bytes)
-                if lines:
-                    matches.append({"path": ctx.sandbox.display(path), "lines": lines})
-            if len(matches) >= limit:
-                return {"matches": matches, "truncated": True}
+    with _folder(ctx, real, args.get("path", ".")) as top:
+        for folder, dirs, files, dir_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not fnmatch.fnmatch(name, pattern):
+                    continue
+                shown = ctx.sandbox.display(Path(os.path.normpath(real / folder / name)))
+                if needle is None:
+                    matches.append({"path": shown})
+                else:
+                    lines = _grep(ctx, dir_fd, name, needle)
+                    if lines:
+                        matches.append({"path": shown, "lines": lines})
+                if len(matches) >= limit:
+                    return {"matches": matches, "truncated": True}
     return {"matches": matches, "truncated": False}
 
 
-def _grep(path: Path, needle: str, max_bytes: int) -> list[dict[str, Any]]:
+def _grep(ctx: ToolContext, dir_fd: int, name: str, needle: str) -> list[dict[str, Any]]:
+    """Up to 5 lines of a readable file holding ``needle``; a file the sandbox would not read is skipped."""
     try:
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
-            return []
-        text = path.read_text(encoding="utf-8", errors="replace")
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return []
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            ctx.sandbox.check_readable(os.fstat(fh.fileno()), name)
+        except ToolError:
+            return []
+        text = fh.read(ctx.sandbox.max_file_bytes).decode("utf-8", errors="replace")
     found = []
     for no, line in enumerate(text.splitlines(), 1):
         if needle in line:
@@ -96,9 +111,9 @@ def _grep(path: Path, needle: str, max_bytes: int) -> list[dict[str, Any]]:
 
 def file_info(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     real = ctx.sandbox.resolve(args["path"], must_exist=True)
-    st = os.stat(real)
+    st = ctx.sandbox.lstat(real)
     info = {"path": ctx.sandbox.display(real), "type": _kind(st.st_mode), "size": st.st_size,
-            "mtime": st.st_mtime, "mode": oct(stat.S_IMODE(st.st_mode))}
+            "mtime": st.st_mtime, "mode": oct(stat.S_IMODE(st.st_mode)), "links": st.st_nlink}
     if stat.S_ISREG(st.st_mode) and st.st_size <= ctx.sandbox.max_file_bytes:
         info["sha256"] = hashlib.sha256(ctx.sandbox.read_bytes(args["path"])[1]).hexdigest()
     return info
@@ -145,6 +160,24 @@ def delete_file(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"deleted": ctx.sandbox.display(real)}
 
 
+# -- checks made when a call is requested (before it waits for an approval) -------------------------
+def check_write(ctx: ToolContext, args: dict[str, Any]) -> None:
+    ctx.sandbox.check_write(args["path"], len(_content_bytes(args)))
+
+
+def check_edit(ctx: ToolContext, args: dict[str, Any]) -> None:
+    ctx.sandbox.check_write(args["path"], len(args["new_text"].encode("utf-8")))
+    ctx.sandbox.resolve(args["path"], must_exist=True)
+
+
+def check_delete(ctx: ToolContext, args: dict[str, Any]) -> None:
+    entry = ctx.sandbox.resolve_entry(args["path"])
+    if entry in ctx.sandbox.roots:
+        raise ToolError(400, "cannot delete a sandbox root", "invalid_path")
+    if not os.path.lexists(entry):
+        raise ToolError(404, f"'{args['path']}' does not exist", "not_found")
+
+
 TOOLS = (
     ToolSpec("read_file", "Read file", "Read a text (UTF-8) or binary (base64) file inside the sandbox.",
              read_file, schema(("path",), path=PATH), read_only=True, idempotent=True),
@@ -166,13 +199,14 @@ TOOLS = (
                                 encoding={"type": "string", "enum": ["utf-8", "base64"], "default": "utf-8"},
                                 create_dirs=boolean("create missing parent folders"),
                                 overwrite=boolean("replace an existing file", True)),
-             read_only=False, destructive=True, idempotent=True),
+             read_only=False, destructive=True, idempotent=True, check=check_write),
     ToolSpec("edit_file", "Edit file", "Replace a unique piece of text in a UTF-8 file (atomic write).",
              edit_file, schema(("path", "old_text", "new_text"), path=PATH,
                                old_text=string("text to replace", minLength=1),
                                new_text=string("replacement text"),
                                replace_all=boolean("replace every occurrence")),
-             read_only=False, destructive=True),
+             read_only=False, destructive=True, check=check_edit),
     ToolSpec("delete_file", "Delete file", "Delete a file inside the sandbox.",
-             delete_file, schema(("path",), path=PATH), read_only=False, destructive=True, idempotent=False),
+             delete_file, schema(("path",), path=PATH), read_only=False, destructive=True, idempotent=False,
+             check=check_delete),
 )

@@ -2,9 +2,9 @@
 
 The low-level ``mcp.server.lowlevel.Server`` is used rather than ``FastMCP``'s decorators because
 the tools are a table with explicit JSON schemas and hints; ``StreamableHTTPSessionManager`` is the
-same transport ``FastMCP.streamable_http_app()`` uses. Authentication happens in ``McpEndpoint``
-before the SDK sees the request; the principal travels in the ASGI scope, which the SDK hands to
-handlers as ``request_context.request``.
+same transport ``FastMCP.streamable_http_app()`` uses. Authentication happens in the auth layer
+(suite.auth.layer) before the SDK sees the request; the principal travels in the ASGI scope, which
+the SDK hands to handlers as ``request_context.request``.
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ from mcp import types
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.datastructures import Headers
 
+from suite.auth.keys import Principal
+from suite.auth.layer import PRINCIPAL as PRINCIPAL_KEY
 from suite.settings import Settings
 from suite.tools import rbac
 from suite.tools.dispatch import CallOutcome, ToolService
 from suite.tools.errors import ToolError
-from suite.tools.keys import Principal
 from suite.tools.registry import TOOLS
 
-PRINCIPAL_KEY = "suite.principal"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -89,16 +88,15 @@ def session_manager(server: Server, settings: Settings) -> StreamableHTTPSession
 
 
 class McpEndpoint:
-    """ASGI endpoint at /mcp: checks the Bearer key, then hands the request to the SDK."""
+    """ASGI endpoint at /mcp: the auth layer (suite.auth.layer) has put the caller in the scope; the
+    SDK hands that scope to the handlers as ``request_context.request``."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        service: ToolService = self.app.state.tools
-        try:
-            scope[PRINCIPAL_KEY] = service.authenticate(Headers(scope=scope).get("authorization"), "mcp", "mcp")
-        except ToolError as exc:
-            await JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)(scope, receive, send)
+        if scope.get(PRINCIPAL_KEY) is None:  # the layer always sets it; refuse rather than guess
+            err = ToolError(401, "unauthenticated MCP request", "missing_api_key")
+            await JSONResponse(err.body(), status_code=err.status)(scope, receive, send)
             return
         await self.app.state.mcp_manager.handle_request(scope, receive, send)

@@ -1,4 +1,4 @@
-"""Roles and permissions, deny by default.
+"""What a role may do with one tool (the roles themselves are suite.auth.roles).
 
 guest: read-only tools. developer: every tool; destructive ones wait for an admin's approval (when
 ``settings.tools.approvals_required``). admin: everything, and decides approvals.
@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-READ, WRITE, DESTRUCTIVE, REQUEST_DESTRUCTIVE, APPROVE, AUDIT = (
-    "tools:read", "tools:write", "tools:destructive", "tools:destructive:request", "approvals:decide",
-    "audit:read")
+from suite.auth.roles import (
+    APPROVE,
+    AUDIT,
+    ROLES,
+    TOOLS_DESTRUCTIVE,
+    TOOLS_READ,
+    TOOLS_REQUEST_DESTRUCTIVE,
+    TOOLS_WRITE,
+    has,
+)
 
-ROLES: dict[str, frozenset[str]] = {
-    "guest": frozenset({READ}),
-    "developer": frozenset({READ, WRITE, REQUEST_DESTRUCTIVE}),
-    "admin": frozenset({READ, WRITE, DESTRUCTIVE, REQUEST_DESTRUCTIVE, APPROVE, AUDIT}),
-}
+READ, WRITE, DESTRUCTIVE, REQUEST_DESTRUCTIVE = TOOLS_READ, TOOLS_WRITE, TOOLS_DESTRUCTIVE, TOOLS_REQUEST_DESTRUCTIVE
+
+__all__ = ["APPROVE", "AUDIT", "DESTRUCTIVE", "READ", "REQUEST_DESTRUCTIVE", "ROLES", "WRITE", "Decision",
+           "decide", "has", "required_permission"]
 
 
 class Decision(StrEnum):
@@ -29,11 +35,6 @@ def required_permission(read_only: bool, destructive: bool) -> str:
     if read_only:
         return READ
     return DESTRUCTIVE if destructive else WRITE
-
-
-def has(role: str | None, permission: str) -> bool:
-    """True only for a known role that holds the permission."""
-    return permission in ROLES.get(role or "", frozenset())
 
 
 def decide(role: str | None, read_only: bool, destructive: bool, approvals_required: bool) -> Decision:

@@ -22,6 +22,7 @@ class ToolContext:
 
 
 ToolFunc = Callable[[ToolContext, dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any]]"]
+ToolCheck = Callable[[ToolContext, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class ToolSpec:
     destructive: bool = False
     idempotent: bool = False
     open_world: bool = False
+    # cheap checks without side effects (sizes, where paths lead), made when the call is requested,
+    # so a call that could never run is refused at once rather than after an admin approved it
+    check: ToolCheck | None = None
 
     def annotations(self) -> dict[str, Any]:
         """MCP ``ToolAnnotations`` fields."""

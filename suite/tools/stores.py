@@ -1,14 +1,20 @@
-"""Open the security database and its stores (shared by the service and the CLI)."""
+"""Open the tool server's stores: approvals and audit in the security database, and the suite's key
+store (suite.auth) to check that a request's requester still holds a valid key."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from suite.auth.db import Database
+from suite.auth.keys import KeyStore
 from suite.settings import Settings
 from suite.tools.approvals import ApprovalStore
 from suite.tools.audit import AuditLog
-from suite.tools.db import Database, security_db_path
-from suite.tools.keys import KeyStore
+
+
+def security_db_path(settings: Settings) -> Path:
+    return Path(settings.tools.security_db or settings.data_dir / "tools" / "security.db")
 
 
 @dataclass
@@ -20,8 +26,10 @@ class Stores:
 
     def close(self) -> None:
         self.db.close()
+        self.keys.close()
 
 
 def open_stores(settings: Settings) -> Stores:
     db = Database(security_db_path(settings))
-    return Stores(db, KeyStore(db), ApprovalStore(db, settings.tools.approval_ttl_s), AuditLog(db))
+    return Stores(db, KeyStore.open(settings.key_store_path),
+                  ApprovalStore(db, settings.tools.approval_ttl_s, settings.tools.approved_ttl_s), AuditLog(db))

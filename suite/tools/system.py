@@ -3,77 +3,41 @@ with a timeout, and system information."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 import shlex
-import signal
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import psutil
 
+from suite.tools.commands import check_command
 from suite.tools.errors import ToolError
+from suite.tools.execution import clean_env, limits_for, run_limited
+from suite.tools.gitrepo import GIT_OPTIONS, check_config, find_repository
 from suite.tools.spec import ToolContext, ToolSpec, integer, schema, string
-
-# repository config could name programs git would run (fsmonitor, hooks); switch them off
-GIT_SAFE = ["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "core.untrackedCache=false"]
-
-
-async def _run(argv: list[str], cwd: Path, timeout_s: float, max_bytes: int,
-               env: dict[str, str]) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    except FileNotFoundError:
-        raise ToolError(503, f"'{argv[0]}' is not installed on this machine", "command_not_installed") from None
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
-    except TimeoutError:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        await proc.wait()
-        raise ToolError(504, f"'{argv[0]}' did not finish within {timeout_s:g}s and was killed",
-                        "command_timeout") from None
-    return {"exit_code": proc.returncode,
-            "stdout": out[:max_bytes].decode("utf-8", errors="replace"),
-            "stderr": err[:max_bytes].decode("utf-8", errors="replace"),
-            "truncated": len(out) > max_bytes or len(err) > max_bytes,
-            "duration_ms": round((time.perf_counter() - t0) * 1000, 1)}
-
-
-def _base_env(home: Path) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(home)}
 
 
 async def _git(ctx: ToolContext, args: dict[str, Any], *git_args: str) -> dict[str, Any]:
-    real = ctx.sandbox.resolve(args.get("path", "."), must_exist=True)
+    """Run ``git GIT_ARGS`` on the vetted repository holding ``args['path']`` (see gitrepo)."""
+    shown = str(args.get("path", "."))
+    real = ctx.sandbox.resolve(shown, must_exist=True)
     if not real.is_dir():
-        raise ToolError(400, f"'{args.get('path', '.')}' is not a directory", "not_a_directory")
-    env = _base_env(real)
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1",
-               GIT_CEILING_DIRECTORIES=os.pathsep.join(str(r.parent) for r in ctx.sandbox.roots))
-    timeout, cap = ctx.settings.tools.command_timeout_s, ctx.settings.tools.command_max_output_bytes
-    top = await _run(["git", *GIT_SAFE, "-C", str(real), "rev-parse", "--show-toplevel"], real, timeout, cap, env)
-    toplevel = Path(os.path.realpath(top["stdout"].strip() or "/"))
-    if top["exit_code"] != 0 or ctx.sandbox.root_of(toplevel) is None:
-        raise ToolError(400, f"'{args.get('path', '.')}' is not inside a git repository in the sandbox",
-                        "not_a_git_repository")
-    result = await _run(["git", *GIT_SAFE, "-C", str(real), *git_args], real, timeout, cap, env)
+        raise ToolError(400, f"'{shown[:200]}' is not a directory", "not_a_directory")
+    tools = ctx.settings.tools
+    timeout, cap = tools.command_timeout_s, tools.command_max_output_bytes
+    limits = limits_for(ctx.settings, timeout)
+    repo = find_repository(ctx.sandbox, real, shown[:200])
+    await check_config(repo, limits, timeout)
+    result = await run_limited(["git", *GIT_OPTIONS, *git_args], repo.worktree, timeout, cap, limits, repo.env())
     if result["exit_code"] != 0:
         raise ToolError(400, f"git failed: {result['stderr'].strip()[:300]}", "git_failed")
-    result["repository"] = ctx.sandbox.display(toplevel)
+    result["repository"] = ctx.sandbox.display(repo.worktree)
     return result
 
 
 async def git_status(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    result = await _git(ctx, args, "status", "--porcelain=v1", "--branch")
+    result = await _git(ctx, args, "status", "--porcelain=v1", "--branch", "--ignore-submodules=all")
     lines = result["stdout"].splitlines()
     branch = lines[0][3:] if lines and lines[0].startswith("## ") else ""
     changes = [{"status": line[:2], "path": line[3:]} for line in lines if not line.startswith("## ")]
@@ -82,7 +46,8 @@ async def git_status(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 
 async def git_log(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     n = args.get("max_count", 10)
-    result = await _git(ctx, args, "log", f"-n{n}", "--format=%H%x1f%an%x1f%aI%x1f%s")
+    result = await _git(ctx, args, "log", f"-n{n}", "--no-show-signature", "--no-color",
+                        "--format=%H%x1f%an%x1f%aI%x1f%s")
     commits = []
     for line in result["stdout"].splitlines():
         sha, author, date, subject = (line.split("\x1f") + ["", "", "", ""])[:4]
@@ -90,20 +55,8 @@ async def git_log(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"repository": result["repository"], "commits": commits}
 
 
-def _check_argv(ctx: ToolContext, argv: list[str], cwd: Path) -> None:
-    allowed = ctx.settings.tools.command_allowlist
-    if not argv or argv[0] not in allowed or "/" in argv[0]:
-        raise ToolError(403, f"command '{argv[0] if argv else ''}' is not in the allow-list "
-                             f"({', '.join(allowed)})", "command_not_allowed")
-    for arg in argv[1:]:
-        # every operand (and every --option=value) is treated as a path and must stay in the sandbox
-        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else (None if arg.startswith("-")
-                                                                                  else arg)
-        if value:
-            ctx.sandbox.resolve(value, base=cwd)
-
-
 async def run_command(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """An allow-listed program on sandbox paths only (see commands: the sandbox parses the arguments)."""
     command = args["command"]
     try:
         argv = shlex.split(command) if isinstance(command, str) else list(command)
@@ -112,11 +65,12 @@ async def run_command(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     cwd = ctx.sandbox.resolve(args.get("cwd", "."), must_exist=True)
     if not cwd.is_dir():
         raise ToolError(400, "cwd is not a directory", "not_a_directory")
-    _check_argv(ctx, argv, cwd)
+    checked = check_command(ctx.sandbox, argv, cwd, ctx.settings.tools.command_allowlist)
     limit = ctx.settings.tools.command_timeout_s
     timeout = min(float(args.get("timeout_s", limit)), limit)
-    result = await _run(argv, cwd, timeout, ctx.settings.tools.command_max_output_bytes, _base_env(cwd))
-    return {"argv": argv, "cwd": ctx.sandbox.display(cwd), **result}
+    result = await run_limited(checked.argv, cwd, timeout, ctx.settings.tools.command_max_output_bytes,
+                               limits_for(ctx.settings, timeout), clean_env())
+    return {"argv": checked.argv, "cwd": ctx.sandbox.display(cwd), **result}
 
 
 def system_info(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -138,8 +92,9 @@ TOOLS = (
              git_log, schema(path=REPO, max_count=integer("commits returned", 1, 200, 10)),
              read_only=True, idempotent=True),
     ToolSpec("run_command", "Run command",
-             "Run an allow-listed command (no shell) in a sandbox folder with a timeout; every operand "
-             "must be a path inside the sandbox.",
+             "Run an allow-listed command (no shell) in a sandbox folder with a timeout and resource "
+             "limits; only the options of the command's table are accepted, every operand must be a path "
+             "inside the sandbox, and output beyond the cap stops the command.",
              run_command, schema(("command",),
                                  command={"description": "argv list, or a string split like a shell would",
                                           "anyOf": [{"type": "array", "items": {"type": "string"},

@@ -10,17 +10,20 @@ from typing import Any
 
 import httpx
 
+from suite.auth.layer import forward_auth
 from suite.tools.errors import ToolError
 from suite.tools.spec import ToolContext, ToolSpec, integer, schema, string
 
-PASS_THROUGH = {400, 404, 409, 413, 422, 429}
+PASS_THROUGH = {400, 401, 403, 404, 409, 413, 422, 429}
 
 
 async def call(ctx: ToolContext, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
     """One request to a suite service; transport failures and 5xx become a clear ToolError."""
     url = ctx.settings.url(service) + path
     try:
-        resp = await ctx.http.request(method, url, timeout=ctx.settings.tools.upstream_timeout_s, **kwargs)
+        # the caller's own key: memory, rag and the gateway check its role again (no confused deputy)
+        resp = await ctx.http.request(method, url, timeout=ctx.settings.tools.upstream_timeout_s,
+                                      headers=forward_auth(), **kwargs)
     except httpx.TimeoutException:
         raise ToolError(504, f"{service} did not answer within {ctx.settings.tools.upstream_timeout_s:g}s",
                         "upstream_timeout") from None

@@ -85,7 +85,7 @@ def open_store(settings: Settings):
 
     chosen = settings.vector_store()
     if chosen["kind"] == "server":
-        return ServerQdrantStore(chosen["location"], api_key=settings.rag.qdrant_api_key)
+        return ServerQdrantStore(chosen["location"], api_key=settings.qdrant_api_key())
     if chosen["kind"] == "local":
         return EmbeddedQdrantStore(chosen["location"])
     store = EdgeStore(chosen["location"], optimize_threshold=settings.rag.optimize_threshold,

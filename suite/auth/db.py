@@ -1,0 +1,76 @@
+"""SQLite files holding secrets or audit data (the key store, the tool server's approvals and audit):
+WAL mode, one connection serialised by a lock, created ``0600`` in a ``0700`` folder.
+
+Several processes share one file (every service reads the key store; ``suite keys`` writes it).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) ``0700``; an existing folder is tightened to ``0700``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    if (path.stat().st_mode & 0o777) != PRIVATE_DIR:
+        os.chmod(path, PRIVATE_DIR)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty with mode ``0600`` if it is missing (never following a symlink there);
+    tighten an existing one to ``0600``.
+
+    An existing file is never opened here: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, and SQLite connections already open on it in this process would lose
+    theirs (another process could then checkpoint and delete the WAL under them)."""
+    path = Path(path)
+    private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE)
+    except FileExistsError:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path} is not a regular file; refusing to use it as a database") from None
+        if (st.st_mode & 0o777) != PRIVATE_FILE:
+            os.chmod(path, PRIVATE_FILE)
+    else:
+        os.close(fd)
+    return path
+
+
+class Database:
+    """One connection, serialised by a lock (callers may be worker threads)."""
+
+    def __init__(self, path: Path, schema: str = "") -> None:
+        self.path = private_file(Path(path))
+        self.lock = threading.RLock()
+        # SQLite gives the -wal and -shm files it creates the database file's own mode (0600)
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        if schema:
+            with self.lock:
+                self.conn.executescript(schema)
+
+    def execute(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
+        with self.lock:
+            return self.conn.execute(sql, params)
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+        with self.lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
