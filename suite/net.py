@@ -8,20 +8,33 @@ import socket
 import psutil
 
 
-def port_holder(port: int) -> str | None:
-    """Who listens on a TCP port: 'pid 123 (python)', 'an unknown process', or None when free."""
+def _listener(port: int):
     try:
         for conn in psutil.net_connections(kind="tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                if conn.pid:
-                    try:
-                        return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-                    except psutil.Error:
-                        return f"pid {conn.pid}"
-                return "an unknown process"
+                return conn
     except psutil.Error:
         pass
     return None
+
+
+def port_pid(port: int) -> int | None:
+    """The pid listening on a TCP port, or None (free, or a process this user may not see)."""
+    conn = _listener(port)
+    return conn.pid if conn is not None and conn.pid else None
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on a TCP port: 'pid 123 (python)', 'an unknown process', or None when free."""
+    conn = _listener(port)
+    if conn is None:
+        return None
+    if not conn.pid:
+        return "an unknown process"
+    try:
+        return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    except psutil.Error:
+        return f"pid {conn.pid}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -44,4 +57,4 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-__all__ = ["free_port", "port_free", "port_holder"]
+__all__ = ["free_port", "port_free", "port_holder", "port_pid"]

@@ -22,7 +22,7 @@ from harness.result import Status, load_results
 from suite import cli
 from suite.supervisor.journal import read_exits
 from suite.supervisor.process import ProcessBackend
-from suite.testing import stack_env, stack_settings
+from suite.testing import auth, stack_env, stack_keys, stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ def test_hung_engine_fails_health_and_the_watch_restarts_it(stack):
         t0 = time.monotonic()
         try:
             r = httpx.post(stack.url("inference-chat") + "/v1/completions", timeout=120,
-                           json={"prompt": "Hello", "max_tokens": 8})
+                           json={"prompt": "Hello", "max_tokens": 8}, headers=auth(stack, "guest"))
             outcome["result"] = r.status_code
         except httpx.HTTPError as exc:
             outcome["result"] = type(exc).__name__
@@ -158,7 +158,8 @@ def test_hung_engine_fails_health_and_the_watch_restarts_it(stack):
 
 
 def test_openai_client_through_the_gateway_fails_over_and_comes_back(stack):
-    client = openai.OpenAI(base_url=stack.url("gateway") + "/v1", api_key="unused", max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=stack.url("gateway") + "/v1", api_key=stack_keys(stack)["guest"],
+                           max_retries=0, timeout=60)
 
     def ask() -> str:
         raw = client.chat.completions.with_raw_response.create(
@@ -226,6 +227,7 @@ def test_fault_drill_runbook_passes_through_papermill(stack, tmp_path, monkeypat
     [result] = load_results(run_dir / "results" / "06_fault_drill.json")
     assert result.id == "fault.inference-code" and result.status is Status.PASS, result.detail
     assert result.measured.startswith("ready again in") and "SIGKILL" in result.detail
+    assert "restarts 1 → 2" in result.detail  # killed once by the first test
     assert "dependants ready again without a restart: gateway" in result.detail
     figure = run_dir / "figures" / "fault_drill_timeline.svg"
     assert figure.stat().st_size > 1000 and str(figure) in result.evidence
@@ -253,7 +255,9 @@ def test_who_needs_whom():
     assert faults.dependants("inference-chat", 3) == ["gateway", "rag", "tools"]
     assert faults.dependants("memory", 2) == []
     chat = Sample("chat (fallback)", start=10.0, ms=500.0, ok=True)
+    code = Sample("code", start=9.0, ms=5000.0, ok=False)
     rag = Sample("rag query", start=9.0, ms=5000.0, ok=False)
-    tools = Sample("tools read_file", start=10.0, ms=100.0, ok=True)
     later = Sample("chat", start=30.0, ms=100.0, ok=True)
-    assert faults.affected([chat, rag, tools, later], "inference-chat", 10.2, 20.0) == [chat, rag]
+    assert faults.affected([chat, code, rag, later], "inference-chat", 10.2, 20.0) == [chat]
+    assert faults.affected([chat, code, rag, later], "gateway", 10.2, 20.0) == [chat, code]
+    assert faults.affected([chat, code, rag, later], "embedding", 0.0, 9.5) == [rag]

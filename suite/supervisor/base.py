@@ -72,10 +72,11 @@ class Backend(Protocol):
     def log_path(self, name: str) -> Path: ...
 
 
-def probe(url: str, timeout: float = 2.0) -> tuple[bool, str]:
-    """GET a probe URL: (ok, short detail)."""
+def probe(url: str, timeout: float = 2.0, client: httpx.Client | None = None) -> tuple[bool, str]:
+    """GET a probe URL: (ok, short detail). A caller probing in a loop passes its own ``client``
+    (a new one per call builds a TLS context each time, which costs more CPU than the probe)."""
     try:
-        r = httpx.get(url, timeout=timeout)
+        r = (client or httpx).get(url, timeout=timeout)
     except httpx.TimeoutException:
         return False, "timeout"
     except httpx.TransportError as exc:

@@ -28,6 +28,7 @@ import time
 import xmlrpc.client
 from pathlib import Path
 
+import httpx
 from supervisor import childutils
 
 from suite import services
@@ -140,6 +141,7 @@ class Watch:
         sup = self.settings.supervision
         failures: dict[str, int] = {}
         answered: dict[str, int] = {}  # pid that has answered /health at least once, per service
+        http = httpx.Client()
         while not stop.wait(sup.liveness_interval_s):
             try:
                 infos = client.infos()
@@ -151,7 +153,8 @@ class Watch:
                     failures.pop(name, None)
                     continue
                 spec = services.get(name)
-                ok, detail = probe(self.settings.url(name) + spec.health_path, timeout=sup.liveness_timeout_s)
+                ok, detail = probe(self.settings.url(name) + spec.health_path, timeout=sup.liveness_timeout_s,
+                                   client=http)
                 if ok:
                     failures[name], answered[name] = 0, info["pid"]
                     continue

@@ -1,0 +1,79 @@
+"""What a drill records: the thresholds, one ``Drill`` per kill, which requests needed which service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.load.samples import Sample
+from suite import services
+
+FALLBACK = " (fallback)"  # how load/fault_drill.py names a request the gateway served from the other model
+# The services each request of the drill's load needs on its normal path (load/fault_drill.py names).
+ROUTES: dict[str, tuple[str, ...]] = {
+    "chat": ("gateway", "inference-chat"),
+    "code": ("gateway", "inference-code"),
+    "embeddings": ("gateway", "embedding"),
+    "rag query": ("rag", "embedding"),  # retrieval only
+    "tools read_file": ("tools",),
+    "tools memory_search": ("tools", "memory"),
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    recovery_s: float = 30.0  # ready again within (the CPU default)
+    inference_error_ratio: float = 0.05  # failed share of affected requests while an inference service is down
+    give_up_s: float = 90.0  # not ready by then: the drill stops (NO-GO)
+
+
+@dataclass
+class Drill:
+    """One kill and what followed."""
+
+    service: str
+    phase: int
+    pid: int
+    killed_at: float  # epoch seconds
+    ready_at: float | None = None
+    new_pid: int | None = None
+    not_ready: list[str] = field(default_factory=list)  # services of the phase not ready again
+    restarted: list[str] = field(default_factory=list)  # dependants that are new processes
+    samples: list[Sample] = field(default_factory=list)  # requests that needed it during the outage
+    around: list[Sample] = field(default_factory=list)  # every request of the timeline window
+    log_tail: str = ""
+
+    @property
+    def recovery_s(self) -> float | None:
+        return None if self.ready_at is None else self.ready_at - self.killed_at
+
+    @property
+    def failed(self) -> list[Sample]:
+        return [s for s in self.samples if not s.ok]
+
+    @property
+    def error_ratio(self) -> float:
+        return len(self.failed) / len(self.samples) if self.samples else 0.0
+
+    @property
+    def served_by_fallback(self) -> int:
+        return sum(1 for s in self.samples if s.ok and s.name.endswith(FALLBACK))
+
+    def summary(self) -> str:
+        back = f"ready again in {self.recovery_s:.1f} s" if self.recovery_s is not None else "NOT restored"
+        return (f"{self.service}: {back}; {len(self.failed)}/{len(self.samples)} affected requests failed, "
+                f"{self.served_by_fallback} served by the other model")
+
+
+def affected(samples: list[Sample], service: str, start: float, end: float) -> list[Sample]:
+    """Requests whose normal path needs ``service`` and that were in flight during [start, end]."""
+    return [s for s in samples if service in ROUTES.get(s.name.removesuffix(FALLBACK), ())
+            and s.start < end and s.end > start]
+
+
+def dependants(service: str, phase: int) -> list[str]:
+    """Services of the phase that need ``service``, directly or through another."""
+    found: list[str] = []
+    for spec in services.for_phase(phase):  # table order is dependency order
+        if service in spec.depends_on or any(d in found for d in spec.depends_on):
+            found.append(spec.name)
+    return found
