@@ -48,8 +48,6 @@ from harness.load.stats import percentile
 from suite.settings import Settings
 from suite.testing import auth, free_port_offset
 
-HEADERS: dict[str, str] = {}  # the suite service's key (set when it starts); llama-server needs none
-
 ROOT = Path(__file__).resolve().parents[1]
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
@@ -80,7 +78,7 @@ async def level(base: str, n: int, tokens: int, extra: dict) -> dict:
     body = {"model": "chat", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True, **extra}
     # No keep-alive: llama-server's HTTP pool holds a thread per idle connection and drops new ones
     # once they are all taken; a fresh connection per request costs every server the same ~0.1 ms.
-    async with httpx.AsyncClient(base_url=base, timeout=600, headers=HEADERS,
+    async with httpx.AsyncClient(base_url=base, timeout=600, headers=getattr(base, "headers", {}),
                                  limits=httpx.Limits(max_keepalive_connections=0)) as client:
         await one_stream(client, "/v1/completions", {**body, "max_tokens": 4})  # warm-up
         t0 = time.perf_counter()
@@ -112,12 +110,39 @@ def wait_ready(base: str, proc: subprocess.Popen, path: str, deadline_s: float =
     raise TimeoutError(f"{base} not ready")
 
 
+class Served(str):
+    """A server's base URL that also knows the server's process id and the headers a client sends it."""
+
+    pid: int
+    headers: dict[str, str]
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used so far (user + system, all threads)."""
+        return _cpu_s(Path(f"/proc/{self.pid}/stat"))
+
+    def thread_cpu_s(self) -> dict[str, float]:
+        """CPU seconds so far of the main thread (uvicorn's event loop) and of all other threads (the engine
+        thread and llama.cpp's OpenMP workers: decoding and sampling)."""
+        out = {"loop": 0.0, "engine": 0.0}
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out["loop" if task.name == str(self.pid) else "engine"] += _cpu_s(task / "stat")
+        return out
+
+
+def _cpu_s(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def serving(proc: subprocess.Popen, base: str, probe: str):
-    """A started server process: yield its URL once ``probe`` answers, terminate it after."""
+    """A started server process: yield its URL (a ``Served``) once ``probe`` answers, terminate it after."""
     try:
         wait_ready(base, proc, probe)
-        yield base
+        served = Served(base)
+        served.pid, served.headers = proc.pid, {}
+        yield served
     finally:
         proc.terminate()
         proc.wait(30)
@@ -139,9 +164,9 @@ def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path,
                  inference={"engine": engine, "slots": slots, "queue_limit": 32,
                             "chat": {"alias": "chat", "path": str(model), "n_ctx": 1024,
                                      "n_threads": threads}})
-    HEADERS.update(auth(s, "guest"))  # the suite's services check a key on every request
     proc = serve("inference-chat", s.dump_file(tmp / name / "settings.json"), root, env)
     with serving(proc, s.url("inference-chat"), "/ready") as base:
+        base.headers = auth(s, "guest")  # the suite's services check a key on every request
         yield base
 
 
@@ -161,6 +186,7 @@ def default_stack(tmp: Path):
         chat = stack.enter_context(serving(serve("inference-chat", settings_file), s.url("inference-chat"),
                                            "/ready"))
         gateway = stack.enter_context(serving(serve("gateway", settings_file), s.url("gateway"), "/health"))
+        chat.headers = gateway.headers = auth(s, "guest")
         yield s, chat, gateway
 
 
@@ -304,6 +330,11 @@ def ratio_notes(rows: dict[str, list[dict] | str], batched: str, server: str, le
             x = b[n]["tok_s"] / ls[n]["tok_s"]
             target = " (target ≥ 1.0: " + verdict(x, 1.0) + ")" if n in (8, 16) else ""
             notes.append(f"batched service ÷ llama-server, {n} streams: {x:.2f}{target}")
+    cpu = [f"{name} {res[8]['cpu_ms']:.2f}" for name, res in ((k, by_n(k)) for k in rows)
+           if 8 in res and "cpu_ms" in res[8]]
+    if cpu:
+        notes.append("server CPU per streamed token at 8 streams, ms (all its threads; the gateway row adds "
+                     "inference-chat's): " + "; ".join(cpu))
     if 8 in gw:
         notes.append(f"through the gateway with default settings, 8 streams: worst TTFT {gw[8]['worst']:.2f} s "
                      f"(target < 0.5 s: {verdict(gw[8]['worst'], 0.5, higher_is_better=False)})")
@@ -334,8 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[dict] | str] = {}
     load_before = os.getloadavg()[0]
 
-    def http(base: str, extra: dict | None = None) -> Callable[[int], dict]:
-        return lambda n: asyncio.run(level(base, n, args.tokens, extra or {}))
+    def http(base: Served, extra: dict | None = None, also: tuple[Served, ...] = ()) -> Callable[[int], dict]:
+        """A turn against ``base``, with the CPU its server (and ``also``) used per streamed token."""
+        def turn(n: int) -> dict:
+            cpu = sum(s.cpu_s() for s in (base, *also))
+            r = asyncio.run(level(base, n, args.tokens, extra or {}))
+            r["cpu_ms"] = (sum(s.cpu_s() for s in (base, *also)) - cpu) * 1000 / (r["tokens"] + 4)  # + warm-up
+            return r
+        return turn
 
     with tempfile.TemporaryDirectory(prefix="bench-conc-") as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
@@ -358,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             runners[f"batching engine in this process, no HTTP ({args.slots} slots)"] = engine
         if "default" not in args.skip:
             _, chat, gateway = stack.enter_context(default_stack(tmp))
-            runners[DIRECT], runners[GATEWAY] = http(chat), http(gateway)
+            runners[DIRECT], runners[GATEWAY] = http(chat), http(gateway, also=(chat,))
         ref = InProcessLlama(model, args.threads, args.tokens)
         stack.callback(ref.close)
         turns: dict[tuple[str, int], list[dict]] = {}

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from harness import stack
+from harness.keys import headers_for
 from harness.result import CheckResult, Stage, Status, Timer
 from suite.settings import Settings
 
@@ -37,7 +38,8 @@ class Writer:
     Only writes the service acknowledged are counted."""
 
     def __init__(self, settings: Settings, phase: int, headers: dict[str, str] | None = None) -> None:
-        self.settings, self.phase, self.headers = settings, phase, headers or {}
+        self.settings, self.phase = settings, phase
+        self.headers = headers if headers is not None else headers_for(settings, "developer")
         self.notes = self.docs = self.errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="backup-writer", daemon=True)
@@ -188,9 +190,14 @@ def _check_counts(manifest: dict[str, Any], scratch: Path) -> CheckResult:
         db = scratch / part / Path(entry["file"]).name
         with sqlite3.connect(db) as conn:
             check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            # table names come from the copy itself, never from the manifest (which is only compared)
+            present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             for table, rows in entry["tables"].items():
-                quoted = table.replace('"', '""')  # a name from the manifest: quoted as an identifier
-                got = conn.execute(f'SELECT COUNT(*) FROM "{quoted}"').fetchone()[0]
+                if table not in present:
+                    wrong.append(f"{part}.{table}: missing from the restored copy")
+                    continue
+                quoted = '"' + table.replace('"', '""') + '"'
+                got = conn.execute("SELECT COUNT(*) FROM " + quoted).fetchone()[0]
                 seen.append(f"{part}.{table}={got}")
                 if got != rows:
                     wrong.append(f"{part}.{table}: {got} rows, manifest {rows}")
@@ -211,11 +218,8 @@ def _check_rag_query(settings: Settings, manifest: dict[str, Any], scratch: Path
     if name is None:
         return CheckResult("backup.drill.rag_query", "RAG query on the restored vectors", STAGE, Status.SKIP,
                            detail="the set holds no collection", **t.fields())
-    from harness.keys import run_keys
-
     vector = httpx.post(settings.url("embedding") + "/embed", json={"texts": [SAMPLE_QUERY["query"]]},
-                        headers={"Authorization": f"Bearer {run_keys(settings).guest}"},
-                        timeout=TIMEOUT).json()["embeddings"][0]
+                        timeout=TIMEOUT, headers=headers_for(settings, "guest")).json()["embeddings"][0]
     shard = qdrant_edge.EdgeShard.load(str(scratch / "edge" / name / "shard"))
     try:
         hits = shard.query(qdrant_edge.QueryRequest(limit=3, query=qdrant_edge.Query.Nearest(vector),
@@ -284,6 +288,24 @@ def check_retention(settings: Settings, keep_last: int, keep_days: float) -> Che
                        f"{keep_days} days", STAGE, Status.PASS if ok else Status.FAIL,
                        target=f"{len(expected)} kept", measured=f"{len(left)} kept, "
                        f"{len((data or {}).get('removed', []))} removed", detail=err if rc else "", **t.fields())
+
+
+def rollback_decision(rollback: str, started: list[str], phase: int) -> CheckResult | None:
+    """None when the runbook should roll the live stack back; else the ``skip`` that says why not.
+
+    ``auto`` rolls back only a stack this run started itself: a rollback restores a set taken a minute
+    earlier, and on a stack others use, their writes since then would be lost."""
+    choice = rollback.strip().lower()
+    if choice not in ("auto", "true", "false"):
+        raise ValueError(f"rollback must be auto, true or false (got {rollback!r})")
+    affected = [s for s in ("rag", "memory", "tools") if phase >= (2 if s == "rag" else 3)]
+    if choice == "true" or (choice == "auto" and set(affected) <= set(started)):
+        return None
+    why = ("-p rollback=false" if choice == "false" else
+           f"rollback=auto and this run did not start {', '.join(s for s in affected if s not in started)} "
+           "(a rollback would lose writes made since the set by whoever runs them); -p rollback=true drills it anyway")
+    return CheckResult("backup.rollback", "Rollback to the new set (safety backup first)", STAGE, Status.SKIP,
+                       target="RTO and RPO measured", measured="not run", detail=why)
 
 
 def check_rollback(settings: Settings, set_path: Path, rto_target_s: float, rpo_target_s: float) -> list[CheckResult]:

@@ -33,7 +33,8 @@ def bring_up(phase: int, run: RunDir | None = None, echo: stack.Echo | None = No
     ok = outcome.exit_code == 0
     results = [CheckResult(
         "bringup.phase", f"suite up --phase {phase}", Stage.BRING_UP, Status.PASS if ok else Status.FAIL,
-        target=f"{len(names)} services ready", measured=f"exit {outcome.exit_code} in {took:.1f}s",
+        target=f"{len(names)} services ready", value=took, unit="s",
+        measured=f"exit {outcome.exit_code} in {took:.1f} s",
         detail=f"started: {', '.join(outcome.started) or 'none (already up)'}" if ok
         else "\n".join(outcome.lines[-25:]),
         started_at=started_at, duration_s=took)]
@@ -43,6 +44,15 @@ def bring_up(phase: int, run: RunDir | None = None, echo: stack.Echo | None = No
             results.append(CheckResult(f"bringup.{name}", f"{name} up", Stage.BRING_UP, Status.PASS,
                                        target="ready", measured=how, started_at=started_at))
     return results
+
+
+def stop_hint(run: RunDir, settings: Settings | None = None) -> str:
+    """What a user who ran the bring-up by hand types to stop what it started."""
+    started = (run.read_json(run.started_services_file, default=None) or {}).get("services", [])
+    if not started:
+        return "This notebook started nothing: every service was already running."
+    return (f"Started by this notebook: {', '.join(started)}. When you are done, stop them with:\n"
+            f"  {stack.stop_command(started, settings)}")
 
 
 def tear_down(names: list[str] | None = None, settings: Settings | None = None) -> int:

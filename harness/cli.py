@@ -1,33 +1,81 @@
-"""``harness`` command: run runbook sequences, list their parameters, rebuild a report."""
+"""``harness`` command: run and resume runbook sequences, list and compare runs, rebuild a report."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from harness.errors import RunbookError
+
+EXIT_CODES = """exit codes of run and resume:
+  0    GO: every required runbook passed and no gate failed
+  1    NO-GO: the run finished (report written) and something failed or did not run
+  2    refused before anything started: bad parameter, bad sequence file, or another run holds
+       this stack (the message names its pid)
+  130  interrupted (Ctrl-C or SIGTERM): the report, results so far and ledger are still written,
+       services the run started are stopped; `harness resume RUN` continues it"""
 
 
 def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def cmd_run(args) -> int:
-    from harness import params
-    from harness.report import verdict_of
-    from harness.sequence import run_sequence
+def _finish(run_dir: Path, junit: Path | None) -> int:
+    """Print the verdict of a run, write its JUnit file if asked; 0 for GO, 1 for NO-GO."""
+    from harness.verdict import verdict_of
 
-    raw = params.parse_assignments(args.parameters)
-    outcome = run_sequence(args.sequence, raw, args.runs_dir, keep_up=args.keep_up, progress=_say,
-                           run_id=args.run_id)
-    verdict = verdict_of(outcome.run.path)
+    verdict = verdict_of(run_dir)
     _say(f"verdict: {verdict.label}")
     for reason in verdict.reasons[:10]:
         _say(f"  - {reason}")
-    _say(f"report: {outcome.report}")
+    if junit:
+        from harness.junit import write_junit
+
+        _say(f"junit: {write_junit(run_dir, junit)}")
+    _say(f"report: {run_dir / 'report.html'}")
     return 0 if verdict.go else 1
+
+
+def _interrupted(run_dir: Path, junit: Path | None) -> int:
+    print("interrupted", file=sys.stderr)
+    if (run_dir / "run.json").is_file():
+        _finish(run_dir, junit)
+    return 130
+
+
+def cmd_run(args) -> int:
+    from harness import params
+    from harness.rundir import default_runs_dir, new_run_id
+    from harness.sequence import run_sequence
+
+    raw = params.parse_assignments(args.parameters)
+    run_id = args.run_id or new_run_id()
+    run_dir = Path(args.runs_dir or default_runs_dir()).resolve() / run_id
+    try:
+        run_sequence(args.sequence, raw, args.runs_dir, keep_up=args.keep_up, progress=_say, run_id=run_id)
+    except KeyboardInterrupt:
+        return _interrupted(run_dir, args.junit)
+    return _finish(run_dir, args.junit)
+
+
+def cmd_resume(args) -> int:
+    from harness import params
+    from harness.history import resolve_run
+    from harness.sequence import resume_sequence
+
+    try:
+        run_dir = resolve_run(args.run, args.runs_dir)
+    except FileNotFoundError as exc:
+        raise RunbookError(str(exc)) from None
+    raw = params.parse_assignments(args.parameters)
+    try:
+        resume_sequence(run_dir, raw, keep_up=args.keep_up, progress=_say)
+    except KeyboardInterrupt:
+        return _interrupted(run_dir, args.junit)
+    return _finish(run_dir, args.junit)
 
 
 def cmd_params(args) -> int:
@@ -39,44 +87,119 @@ def cmd_params(args) -> int:
         _say(nb.name)
         for p in declared_parameters(nb).values():
             if p.name not in RESERVED:
-                _say(f"  -p {p.name}=…  ({p.type_name}, default {p.default}){'  ' + p.help if p.help else ''}")
+                secret = "  [secret: redacted under runs/]" if p.secret else ""
+                _say(f"  -p {p.name}=…  ({p.type_name}, default {p.default}){'  ' + p.help if p.help else ''}{secret}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from harness.report import verdict_of, write_report
+    from harness.history import resolve_run
+    from harness.report import write_report
 
-    path = write_report(Path(args.run_dir))
-    _say(f"verdict: {verdict_of(Path(args.run_dir)).label}")
-    _say(f"report: {path}")
+    try:
+        run_dir = resolve_run(args.run, args.runs_dir)
+    except FileNotFoundError as exc:
+        raise RunbookError(str(exc)) from None
+    write_report(run_dir)
+    _finish(run_dir, args.junit)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from harness.history import list_runs
+
+    runs = list_runs(args.runs_dir)
+    if not runs:
+        _say("no runs yet (`harness run` writes them under runs/)")
+        return 0
+    _say(f"{'run':<34} {'verdict':<7} {'started (UTC)':<16} {'git':<9} {'sequence/profile':<16} "
+         f"{'checks':<30} key figures")
+    for summary in runs[-args.last:] if args.last else runs:
+        _say(summary.line())
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from harness.history import diff, resolve_run
+
+    try:
+        before, after = resolve_run(args.before, args.runs_dir), resolve_run(args.after, args.runs_dir)
+    except FileNotFoundError as exc:
+        raise RunbookError(str(exc)) from None
+    for line in diff(before, after).lines():
+        _say(line)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness", description="Run executable runbooks and report on them.")
+    p = argparse.ArgumentParser(prog="harness", description="Run executable runbooks and report on them.",
+                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute a runbook sequence with papermill into runs/<run-id>/")
+
+    def runs_dir(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--runs-dir", type=Path, help="where run directories are (default: ./runs)")
+
+    def junit(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--junit", type=Path, metavar="FILE",
+                            help="also write the results as JUnit XML (one test case per check)")
+
+    def parameters(parser: argparse.ArgumentParser, help_text: str) -> None:
+        parser.add_argument("-p", "--parameter", dest="parameters", action="append", default=[],
+                            metavar="NAME=VALUE", help=help_text)
+
+    run = sub.add_parser("run", help="execute a runbook sequence with papermill into runs/<run-id>/",
+                         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("sequence", nargs="?", type=Path, help="sequence file (default: runbooks/sequence.yaml)")
-    run.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], metavar="NAME=VALUE",
-                     help="runbook parameter, typed by the runbooks' parameters cells (repeatable)")
-    run.add_argument("--runs-dir", type=Path, help="where run directories go (default: ./runs)")
+    parameters(run, "runbook parameter, typed by the runbooks' parameters cells (repeatable); "
+                    "e.g. -p profile=quick for the short development load")
+    runs_dir(run)
     run.add_argument("--run-id", help="name of the run directory (default: timestamp + random)")
     run.add_argument("--keep-up", action="store_true", help="leave services this run started running")
+    junit(run)
     run.set_defaults(func=cmd_run)
+
+    res = sub.add_parser("resume", help="continue a run from its first runbook that did not pass",
+                         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    res.add_argument("run", help="run directory or run id (`last`: the newest run)")
+    parameters(res, "secret parameters of the run again (they were never stored)")
+    runs_dir(res)
+    res.add_argument("--keep-up", action="store_true", help="leave services this run started running")
+    junit(res)
+    res.set_defaults(func=cmd_resume)
+
+    lst = sub.add_parser("list", help="runs with verdict, date, git sha and key figures")
+    runs_dir(lst)
+    lst.add_argument("-n", "--last", type=int, default=0, help="only the newest N runs")
+    lst.set_defaults(func=cmd_list)
+
+    dif = sub.add_parser("diff", help="what changed between two runs: gates, measurements, warnings")
+    dif.add_argument("before", help="run directory or run id")
+    dif.add_argument("after", help="run directory or run id (`last`: the newest run)")
+    runs_dir(dif)
+    dif.set_defaults(func=cmd_diff)
+
     prm = sub.add_parser("params", help="list the parameters the runbooks of a sequence accept")
     prm.add_argument("sequence", nargs="?", type=Path)
     prm.set_defaults(func=cmd_params)
+
     rep = sub.add_parser("report", help="(re)build report.html of a run directory")
-    rep.add_argument("run_dir")
+    rep.add_argument("run", help="run directory or run id (`last`: the newest run)")
+    runs_dir(rep)
+    junit(rep)
     rep.set_defaults(func=cmd_report)
     return p
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a CI job cancelled) closes the run like Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except RunbookError as exc:

@@ -162,12 +162,16 @@ class BackgroundLoad:
 
         self.thread = threading.Thread(target=go, name="fault-drill-load", daemon=True)
 
-    def start(self, flowing_within_s: float = 30.0) -> None:
-        """Start Locust and wait until requests are flowing."""
+    def start(self, within_s: float = 30.0) -> None:
+        """Start Locust and wait until its users are running (not for answers: on a busy box the
+        first ones take a while, and the load only has to be there when the first kill comes)."""
         self.thread.start()
-        deadline = time.monotonic() + flowing_within_s
-        while len(self.samples()) < 2 and time.monotonic() < deadline and self.thread.is_alive():
-            time.sleep(0.25)
+        log_file = self.out_dir / "locust.log"
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline and self.thread.is_alive():
+            if "All users spawned" in (log_file.read_text(errors="replace") if log_file.exists() else ""):
+                return
+            time.sleep(0.2)
 
     def samples(self) -> list[Sample]:
         """Every request so far (Locust appends one line per request as it goes)."""

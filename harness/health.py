@@ -67,7 +67,7 @@ def check_service(settings: Settings, name: str, start_period_s: float = 60.0,
         elif limit and p.latency_ms > limit:
             detail += "; answered, but slower than the target"
         out.append(CheckResult(f"health.{name}.{kind}", f"{name} {'liveness' if kind == 'health' else 'readiness'}",
-                               Stage.HEALTH, status, target=target, measured=f"{p.latency_ms:.1f} ms",
+                               Stage.HEALTH, status, target=target, value=round(p.latency_ms, 1), unit="ms",
                                detail=detail, started_at=started, duration_s=took))
         if not p.ok and kind == "health":
             break  # not alive: readiness would only repeat the same failure

@@ -92,6 +92,16 @@ def run_keys(settings: Settings) -> RunKeys:
     return _OWN[store]
 
 
+def bearer(key: str) -> dict[str, str]:
+    """The ``Authorization`` header for a key."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def headers_for(settings: Settings, role: str = "developer") -> dict[str, str]:
+    """The ``Authorization`` header of the run's key of ``role``."""
+    return bearer(run_keys(settings).for_role(role))
+
+
 def _revoke_quietly(settings: Settings, run_id: str) -> None:
     try:
         revoke_run(settings, run_id)

@@ -1,15 +1,26 @@
-"""What a runbook cell calls: open the run directory, record results, show them, gate on failures."""
+"""What a runbook cell calls: open the run directory, record results, show them, gate on failures.
+
+Under ``harness run`` the notebook gets the run's directory as a parameter. Opened by hand (empty
+``run_dir``), each kernel session gets a run directory of its own, ``runs/manual-<kernel start>-<kernel
+id>``, listed by ``harness list``: results of one session never mix with another's, and the runbook
+records its own step state there, so a report written in that directory says "not run" for every
+runbook the session did not run (and NO-GO when a required one is missing).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
+
+import psutil
 
 from harness.errors import ChecksFailed
 from harness.palette import status_color
-from harness.result import CheckResult, Status, save_results, summarize
-from harness.rundir import RunDir
+from harness.result import CheckResult, Status, now_iso, save_results, summarize
+from harness.rundir import RunDir, default_runs_dir
 
 log = logging.getLogger(__name__)
 
@@ -17,18 +28,47 @@ log = logging.getLogger(__name__)
 class Runbook:
     """One runbook's handle on the run: ``rb = Runbook.open(run_dir, "02_health")``."""
 
-    def __init__(self, run: RunDir, name: str) -> None:
+    def __init__(self, run: RunDir, name: str, manual: bool = False) -> None:
         self.run = run
         self.name = name
+        self.manual = manual  # opened by hand, not by `harness run`
         self.results: list[CheckResult] = []
 
     @classmethod
     def open(cls, run_dir: str, name: str) -> Runbook:
-        """Use the run directory ``harness run`` passed in; by hand (empty), the shared ``runs/manual``."""
-        run = RunDir(Path(run_dir).resolve()) if run_dir else RunDir.create(run_id="manual")
-        for sub in ("results", "figures", "notebooks"):
-            (run.path / sub).mkdir(parents=True, exist_ok=True)
-        return cls(run, name)
+        """Use the run directory ``harness run`` passed in; by hand (empty), this kernel session's own."""
+        run = RunDir.create(Path(run_dir).resolve().parent, Path(run_dir).name) if run_dir else \
+            RunDir.create(default_runs_dir(), kernel_session_run_id())
+        meta = run.read_json(run.meta_file, default=None)
+        if meta is None:  # a directory `harness run` did not make: a manual run
+            from harness.sequence import default_sequence, run_meta
+
+            meta = run_meta(run, default_sequence(), {}, manual=True)
+            run.write_json(run.meta_file, meta)
+        rb = cls(run, name, manual=bool(meta.get("manual")))
+        if rb.manual:
+            rb._set_step(Status.RUNNING)
+            rb.say(f"manual run: {run.path}  (results of this kernel session go here; `harness list` lists it)")
+        return rb
+
+    def _set_step(self, status: Status, error: str = "") -> None:
+        """A manual run keeps its own ``steps.json`` (under `harness run` the sequence owns it)."""
+        steps = self.run.read_json(self.run.steps_file, default=[])
+        notebook = f"{self.name}.ipynb"
+        step = next((s for s in steps if s["notebook"] == notebook), None)
+        if step is None:
+            step = {"notebook": notebook, "started_at": now_iso()}
+            steps.append(step)
+        step.update(status=status.value, error=error)
+        self.run.write_json(self.run.steps_file, steps)
+
+    def say(self, line: str) -> None:
+        """A progress line: in the notebook's output (the cell's stdout is what a runbook shows) and,
+        under `harness run`, on its terminal too."""
+        print(line, flush=True)
+        if not self.manual:
+            with open(self.run.progress_file, "a", encoding="utf-8") as fh:
+                fh.write(line.rstrip("\n") + "\n")
 
     @property
     def results_file(self) -> Path:
@@ -61,9 +101,23 @@ class Runbook:
         return summarize(self.results)
 
     def gate(self) -> dict[str, int]:
-        """Fail the runbook (after saving) when any check failed; warnings and skips pass."""
+        """Fail the runbook (after saving) when any check failed; warnings, skips and info pass."""
         save_results(self.results, self.results_file)
         failed = [r.id for r in self.results if r.status is Status.FAIL]
+        if self.manual:
+            self._set_step(Status.FAIL if failed else Status.PASS, f"{len(failed)} check(s) failed" if failed else "")
         if failed:
             raise ChecksFailed(failed, notebook=self.name)
         return self.summary()
+
+
+def kernel_session_run_id() -> str:
+    """``manual-<kernel start time>-<kernel id>``: the same for every call in one kernel session."""
+    started = datetime.fromtimestamp(psutil.Process().create_time()).strftime("%Y%m%d-%H%M%S")
+    try:
+        from ipykernel.connect import get_connection_file
+
+        kernel = Path(get_connection_file()).stem.removeprefix("kernel-")[:8]
+    except Exception:  # not in a kernel (a plain interpreter): the process identifies the session
+        kernel = f"pid{os.getpid()}"
+    return f"manual-{started}-{kernel}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Callable
@@ -54,6 +55,20 @@ class Parameter:
     type_name: str
     default: str  # as written in the parameters cell
     help: str = ""
+
+    @property
+    def secret(self) -> bool:
+        """Named like a secret, or marked ``(secret)`` in its comment (see ``harness.redact``)."""
+        from harness.redact import is_secret
+
+        return is_secret(self.name, self.help)
+
+    def default_value(self) -> Any:
+        """The default of the parameters cell as a Python value (None when it is not a literal)."""
+        try:
+            return ast.literal_eval(self.default)
+        except (ValueError, SyntaxError):
+            return None
 
     def convert(self, raw: Any, notebook: str) -> Any:
         if not isinstance(raw, str):
@@ -134,3 +149,15 @@ def resolve(notebooks: list[Path], raw: dict[str, Any]) -> dict[str, dict[str, A
         typed[nb.name] = {name: params[name].convert(value, nb.name)
                           for name, value in raw.items() if name in params}
     return typed
+
+
+def secret_names(notebooks: list[Path]) -> set[str]:
+    """Parameters that any of ``notebooks`` declares secret."""
+    return {p.name for nb in notebooks for p in declared_parameters(nb).values() if p.secret}
+
+
+def effective(notebook: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of ``notebook`` as the kernel will see it: given values typed, defaults otherwise."""
+    declared = declared_parameters(notebook)
+    given = resolve([notebook], {k: v for k, v in raw.items() if k in declared})[notebook.name]
+    return {name: given[name] if name in given else p.default_value() for name, p in declared.items()}

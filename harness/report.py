@@ -1,7 +1,9 @@
 """The completion report: one offline HTML file with the verdict, every gate, charts and links.
 
 It reads only files of the run directory (``run.json``, ``steps.json``, ``results/*.json``,
-``figures/*``), so it can be rebuilt at any time with ``harness report RUN_DIR``.
+``figures/*``) and, for its "since last run" section, the previous comparable run beside it
+(``harness.history``), so it can be rebuilt at any time with ``harness report RUN_DIR``. Everything
+is inline (CSS, SVG, PNG as data URIs, no script, no web font): it renders the same offline.
 """
 
 from __future__ import annotations
@@ -10,41 +12,16 @@ import base64
 import io
 import json
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from harness import history
 from harness.ledger import environment_fingerprint, git_sha
 from harness.palette import STATUS_COLORS, status_color, status_css
-from harness.result import CheckResult, Stage, Status, load_results, now_iso, summarize
-from harness.rundir import RunDir
-
-
-@dataclass
-class Verdict:
-    go: bool
-    reasons: list[str]
-
-    @property
-    def label(self) -> str:
-        return "GO" if self.go else "NO-GO"
-
-
-def decide(steps: list[dict], results: list[CheckResult]) -> Verdict:
-    """GO when every runbook ran and passed and no check failed; warnings and skips do not block."""
-    reasons = []
-    for s in steps:
-        status = Status.parse(s.get("status", Status.PENDING))
-        if status is not Status.PASS:
-            reasons.append(f"runbook {s['notebook']} {status.label.lower()}"
-                           + (f": {s['error']}" if s.get("error") else ""))
-    failed = [r for r in results if r.status is Status.FAIL]
-    reasons += [f"check {r.id} failed (target {r.target}, measured {r.measured})" for r in failed]
-    if not results:
-        reasons.append("no check results were recorded")
-    return Verdict(not reasons, reasons)
+from harness.result import CheckResult, Stage, Status, format_measure, now_iso, summarize
+from harness.verdict import decide, load_run
 
 
 def _duration_chart(results: list[CheckResult]) -> str | None:
@@ -85,25 +62,22 @@ def _figures(run_dir: Path) -> list[dict[str, str]]:
     return out
 
 
-def _load_all(run_dir: Path) -> tuple[dict, list[dict], list[CheckResult], dict[str, list[CheckResult]]]:
-    run = RunDir(Path(run_dir))
-    meta = run.read_json(run.meta_file, default={})
-    steps = run.read_json(run.steps_file, default=[])
-    for s in steps:
-        s["status"] = Status.parse(s.get("status", Status.PENDING))
-    by_runbook: dict[str, list[CheckResult]] = {}
-    for path in sorted(run.results.glob("*.json")):
-        by_runbook[path.stem] = load_results(path)
-    results = [r for rs in by_runbook.values() for r in rs]
-    return meta, steps, results, by_runbook
+def _since_last_run(run_dir: Path) -> dict[str, Any] | None:
+    """The diff against the previous comparable run, for the report's "since last run" section."""
+    previous = history.previous_run(run_dir)
+    if previous is None:
+        return None
+    change = history.diff(previous.run.path, run_dir)
+    return {"previous": previous, "diff": change, "href": f"../{previous.run_id}/report.html",
+            "deltas": [d for d in change.deltas if d.better is not None]}
 
 
 def render(run_dir: Path, title: str = "Completion report") -> str:
     run_dir = Path(run_dir)
-    meta, steps, results, by_runbook = _load_all(run_dir)
-    # the report step is running while this renders: the run is judged by what ran before it
-    judged = [s for s in steps if not s.get("report")]
-    verdict = decide(judged, results)
+    record = load_run(run_dir)
+    meta, steps, results, by_runbook = record.meta, record.steps, record.results, record.by_runbook
+    # the report step is running while this renders: the run is judged by the steps before it
+    verdict = decide(steps, results)
     groups: dict[Stage, list[CheckResult]] = defaultdict(list)
     for r in results:
         groups[r.stage].append(r)
@@ -121,7 +95,8 @@ def render(run_dir: Path, title: str = "Completion report") -> str:
         go_color=STATUS_COLORS[Status.PASS], nogo_color=STATUS_COLORS[Status.FAIL],
         groups=[(stage.value, groups[stage], summarize(groups[stage])) for stage in order], by_runbook=by_runbook,
         chart=_duration_chart(results), figures=_figures(run_dir), evidence_link=evidence_link,
-        env=environment_fingerprint(), git_sha=git_sha(), json=json, scans=_scans(run_dir),
+        env=environment_fingerprint(), git_sha=meta.get("git_sha") or git_sha(), json=json, scans=_scans(run_dir),
+        since=_since_last_run(run_dir), format_measure=format_measure, key_figures=history.key_figures(results),
     )
 
 
@@ -141,8 +116,3 @@ def write_report(run_dir: Path, title: str = "Completion report") -> Path:
     tmp.write_text(render(run_dir, title), encoding="utf-8")
     tmp.replace(target)
     return target
-
-
-def verdict_of(run_dir: Path) -> Verdict:
-    _, steps, results, _ = _load_all(Path(run_dir))
-    return decide(steps, results)

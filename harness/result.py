@@ -3,12 +3,19 @@
 Two enums give it its vocabulary: ``Stage`` (which part of the release checklist a check belongs to:
 environment, bring-up, health, ...) and ``Status`` (one family for checks *and* runbook steps). The
 word "phase" is kept for the stack's tier (1-3, ``suite up --phase N``).
+
+A measurement is typed: ``value`` (a float, or None when the check measures nothing numeric) in
+``unit`` (``ms``, ``s``, ``req/s``, ``tok/s``, ``ratio``, ``GB``, ...), so runs can be compared
+(``harness diff``). ``measured`` is the text shown to people: derived from value and unit when not
+given, or an observation that is not a number ("3.11.2", "2 free, 1 ours").
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,7 +29,8 @@ from typing import Any
 class Status(StrEnum):
     """Outcome of a check, and state of a runbook step.
 
-    A check ends ``pass``, ``fail``, ``warn`` or ``skip``. A step of a run is ``pending``, then
+    A check ends ``pass``, ``fail``, ``warn`` or ``skip``, or ``info``: a figure measured and shown
+    (TTFT beside a latency gate, server-side counters), never a gate. A step of a run is ``pending``, then
     ``running``, then ``pass``, ``fail`` or ``skip`` (not run because an earlier runbook failed);
     ``not-run`` marks a runbook the run has no record of at all (e.g. never opened in a manual run).
     """
@@ -31,6 +39,7 @@ class Status(StrEnum):
     FAIL = "fail"
     WARN = "warn"
     SKIP = "skip"
+    INFO = "info"
     PENDING = "pending"
     RUNNING = "running"
     NOT_RUN = "not-run"
@@ -53,7 +62,7 @@ class Status(StrEnum):
         return self in CHECK_OUTCOMES
 
 
-CHECK_OUTCOMES = (Status.PASS, Status.FAIL, Status.WARN, Status.SKIP)  # in display order
+CHECK_OUTCOMES = (Status.PASS, Status.FAIL, Status.WARN, Status.SKIP, Status.INFO)  # in display order
 _LEGACY = {"passed": "pass", "failed": "fail", "skipped": "skip"}  # steps.json before one vocabulary
 
 
@@ -83,6 +92,25 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# Units whose smaller values are better; for the others (req/s, tok/s, GB free) larger is better.
+LOWER_IS_BETTER = frozenset({"ms", "s", "ratio", "%"})
+_DECIMALS = {"ms": 1, "s": 2, "ratio": 4, "req/s": 2, "tok/s": 1, "GB": 1, "MB": 1, "%": 1}
+_LEGACY_MEASURE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|GB|MB|req/s|tok/s|%)\s*$")
+
+
+def format_measure(value: float | None, unit: str = "") -> str:
+    """``1234.5, "ms"`` -> ``"1234.5 ms"``; integers without decimals; None -> ``""``."""
+    if value is None:
+        return ""
+    if math.isnan(value):
+        return "n/a"
+    if unit in ("", "count"):
+        return f"{value:.10g}"
+    if unit == "ratio":
+        return f"{value:.4f}"
+    return f"{value:.{_DECIMALS.get(unit, 3)}f} {unit}"
+
+
 @dataclass
 class CheckResult:
     id: str
@@ -90,7 +118,9 @@ class CheckResult:
     stage: Stage
     status: Status
     target: str = ""
-    measured: Any = None
+    value: float | None = None
+    unit: str = ""
+    measured: str = ""  # display text; derived from value and unit when empty
     evidence: list[str] = field(default_factory=list)
     detail: str = ""
     started_at: str = field(default_factory=now_iso)
@@ -103,10 +133,22 @@ class CheckResult:
             raise ValueError(f"a check ends {', '.join(CHECK_OUTCOMES)}; got {self.status.value!r}")
         if isinstance(self.evidence, str):
             self.evidence = [self.evidence]
+        self.measured = "" if self.measured is None else str(self.measured)
+        if self.value is None and (legacy := _LEGACY_MEASURE.match(self.measured)):
+            # "12.3 ms" from an older result file (or code): keep the number typed
+            self.value, self.unit = float(legacy.group(1)), legacy.group(2)
+        if self.value is not None:
+            self.value = float(self.value)
+            self.measured = self.measured or format_measure(self.value, self.unit)
 
     @property
     def ok(self) -> bool:
         return self.status is not Status.FAIL
+
+    @property
+    def is_gate(self) -> bool:
+        """Judged (pass/fail/warn decide), as opposed to skipped or shown for information."""
+        return self.status in (Status.PASS, Status.FAIL, Status.WARN)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -75,6 +75,11 @@ class RunDir:
     def ledger_file(self) -> Path:
         return self.path / "ledger.json"
 
+    @property
+    def progress_file(self) -> Path:
+        """``progress.log``: lines runbooks print for the terminal of `harness run` (load progress)."""
+        return self.path / "progress.log"
+
     def record_started(self, phase: int, names: list[str], started_at: str) -> None:
         """Add services this run started (a resumed run adds to the first attempt's list)."""
         record = self.read_json(self.started_services_file, default=None) or {

@@ -6,8 +6,9 @@ operator would, whichever backend (process or docker) the settings configure. Th
 calls the supervisor in-process.
 
 The child gets exactly the caller's settings: every top-level field as one ``SUITE_<FIELD>`` JSON
-variable (pydantic-settings decodes them), with inherited ``SUITE_*`` variables dropped so none of
-them overrides a value the caller changed.
+variable (pydantic-settings decodes them), with inherited settings variables (``SUITE_<FIELD>`` and
+``SUITE_<FIELD>__...``) dropped so none of them overrides a value the caller changed; other variables
+(``SUITE_CONFIG``, the run's keys) pass through.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from suite.settings import Settings, default_data_dir
 
 Echo = Callable[[str], None]
-KEEP_ENV = {"SUITE_CONFIG"}
 
 
 def suite_command() -> list[str]:
@@ -35,7 +35,8 @@ def cli_env(settings: Settings | None = None) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if settings is None:
         return env
-    env = {k: v for k, v in env.items() if not k.startswith("SUITE_") or k in KEEP_ENV}
+    fields = {f"SUITE_{name.upper()}" for name in Settings.model_fields}
+    env = {k: v for k, v in env.items() if k.split("__", 1)[0] not in fields}
     for name, value in json.loads(settings.model_dump_json()).items():
         env[f"SUITE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env

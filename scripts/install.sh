@@ -8,6 +8,10 @@
 #   SUITE_EXTRAS=test                         extras of the project to install (e.g. "test,bench"; empty: none)
 #   SUITE_EDITABLE=1                          0 installs a copy of the project (the container image)
 #   SUITE_SKIP_MODELS=0                       1 leaves the models out of the data dir (the image mounts it)
+#   SUITE_INSTALL_LOG=data/logs/install.log   where the full output of apt, pip and the build goes
+#
+# The terminal gets one line per step that matters; everything else goes to the install log, whose
+# last lines are printed when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -15,8 +19,19 @@ VENV=${SUITE_VENV:-$ROOT/.venv}
 LLAMA_VERSION=0.3.36
 EXTRAS=${SUITE_EXTRAS-test}
 PY=${PYTHON:-python3}
+LOG=${SUITE_INSTALL_LOG:-$ROOT/data/logs/install.log}
+mkdir -p "$(dirname "$LOG")"
+printf '\n==== install %s ====\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$LOG"
 
-log() { printf '[install] %s\n' "$*" >&2; }
+log() { printf '[install] %s\n' "$*" >&2; printf '[install] %s\n' "$*" >> "$LOG"; }
+# run a command with its output in the log only; on failure, show the log's tail and stop
+quiet() {
+  if ! "$@" >> "$LOG" 2>&1; then
+    log "failed: $* — last lines of $LOG:"
+    tail -n 40 "$LOG" >&2
+    exit 1
+  fi
+}
 
 # --- system packages (CI runs as root on a bare machine) -----------------------------------------
 need_apt=()
@@ -35,11 +50,18 @@ if [ "${SUITE_MONITORING_TOOLS:-1}" != 0 ]; then
            "(sudo apt-get install --no-install-recommends prometheus prometheus-alertmanager)"
   fi
 fi
+# Chromium, for the test that renders a report with the network off (tests/test_report.py); optional
+# in the same way: installed with the test extra where we may, else that test skips.
+case ",$EXTRAS," in *,test,*)
+  if ! command -v chromium >/dev/null; then
+    if $as_root_with_apt; then need_apt+=(chromium); else log "note: chromium absent; the offline report test will skip"; fi
+  fi ;;
+esac
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if $as_root_with_apt; then
     log "apt-get install ${need_apt[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    quiet env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    quiet env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
   else
     log "missing system tools: ${need_apt[*]} (install them, then run again)"; exit 1
   fi
@@ -48,18 +70,12 @@ fi
 # --- virtual environment --------------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtual environment $VENV"
-  "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools 2>&1 | grep -v "is ignored" || true
+  quiet "$PY" -m venv "$VENV"
+  quiet "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
 fi
 PIP=("$VENV/bin/python" -m pip)
-# pip, minus the warnings this machine's local package mirrors print for every package they lack
-pip_() {
-  set +e
-  "${PIP[@]}" "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory"
-  local rc=${PIPESTATUS[0]}
-  set -e
-  return "$rc"
-}
+# pip with its output (index lines, build logs, the editable-install banner) in the install log
+pip_() { quiet "${PIP[@]}" "$@"; }
 
 # --- llama-cpp-python wheel, built once per (version, flags) and kept in pip's cache dir ---------
 variant=${SUITE_LLAMA_BUILD:-auto}
@@ -111,5 +127,5 @@ if [ "$(cat "$VENV/.project-stamp" 2>/dev/null || true)" != "$stamp" ]; then
 fi
 
 # --- models into the data directory ---------------------------------------------------------------
-if [ "${SUITE_SKIP_MODELS:-0}" != 1 ]; then "$VENV/bin/suite" models install; fi
-log "ready: $VENV"
+if [ "${SUITE_SKIP_MODELS:-0}" != 1 ]; then quiet "$VENV/bin/suite" models install; fi
+log "ready: $VENV (full log: $LOG)"

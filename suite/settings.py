@@ -74,9 +74,15 @@ class InferenceSettings(BaseModel):
         "batched", description="batched = N slots with continuous batching (suite.inference.engine); "
         "serial = llama_cpp.server's own one-request-at-a-time path"
     )
-    slots: int = Field(4, ge=1, description="parallel sequences of the batched engine")
+    slots: int = Field(
+        8, ge=1, description="parallel sequences of the batched engine; each holds n_ctx cells of KV cache "
+        "(Gemma 3 270M: 18 KiB per cell, 36 MiB per slot at n_ctx 2048; README: sizing slots)"
+    )
     queue_limit: int = Field(16, ge=0, description="requests waiting beyond the slots before 429")
     ready_timeout_s: float = Field(30.0, gt=0, description="deadline of the /ready 1-token completion")
+    max_tokens_cap: int | None = Field(
+        None, ge=1, description="most tokens one request may generate, whatever it asks (none: up to the "
+        "context); bounds long generations, e.g. while fuzzing")
     stall_s: float = Field(
         30.0, gt=0, description="batched engine: no decode step for this long while requests are in "
         "flight means the engine is stuck; /health then fails (and the supervisor restarts the service)"
@@ -100,6 +106,8 @@ class GatewaySettings(BaseModel):
     cooldown_s: float = Field(15.0, ge=0, description="skip an upstream this long after it failed")
     fallback: dict[str, str] = Field(default_factory=lambda: {"chat": "code", "code": "chat"},
                                      description="alias served instead when an alias's upstream fails")
+    fallback_on_overload: bool = Field(False, description="an upstream's 429 (its queue is full) tries the "
+                                       "next upstream of the chain instead of passing the 429 through")
     recovery_probe_s: float = Field(1.0, gt=0, description="while an upstream cools down, probe its /health "
                                     "this often and end the cooldown as soon as it answers")
     connect_timeout_s: float = Field(2.0, gt=0)
@@ -212,7 +220,27 @@ class MemorySettings(BaseModel):
     backup_dir: Path | None = Field(None, description="scheduled backups (default: <data_dir>/memory/backups)")
     maintainer_enabled: bool = Field(True, description="run retention, optimize/VACUUM and backups in-process")
     maintainer_start_delay_s: float = Field(5.0, ge=0, description="first maintainer run after start-up")
-    max_note_chars: int = Field(100_000, ge=1, description="longest note text accepted")
+    max_note_chars: int = Field(100_000, ge=1, le=1_000_000, description="longest note text accepted")
+
+
+MiB = 1024 * 1024
+
+
+class GuardSettings(BaseModel):
+    """Limits every service enforces at its edge before any work (``suite.web.guard``)."""
+
+    max_body_bytes: int = Field(1 * MiB, ge=1024, description="largest request body a service reads; a larger "
+                                "one is answered 413 before the rest is read")
+    service_max_body_bytes: dict[str, int] = Field(
+        default_factory=lambda: {"embedding": 16 * MiB, "rag": 16 * MiB, "tools": 4 * MiB},
+        description="per-service overrides of max_body_bytes (embedding and RAG take many texts at "
+        "once; tools writes files up to tools.max_file_bytes, JSON-escaped)")
+    max_json_depth: int = Field(32, ge=2, le=1000, description="deepest nesting of arrays/objects accepted")
+    max_json_values: int = Field(200_000, ge=100, description="most JSON values (scalars, arrays, objects) "
+                                 "in one body; bounds the work of parsing and validating it")
+
+    def body_limit(self, service: str) -> int:
+        return self.service_max_body_bytes.get(service, self.max_body_bytes)
 
 
 class BackupSettings(BaseModel):
@@ -272,6 +300,7 @@ class Settings(BaseSettings):
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 

@@ -52,6 +52,7 @@ def suite_data(tmp_path, monkeypatch) -> Settings:
     tools = open_stores(settings)  # keys live in the key store (auth/keys.db); the tools database holds
     tools.audit.write(AuditRecord(transport="cli", tool="backup-test", decision="allowed", outcome="success",
                                   status=200))  # approvals and the audit
+    tools.keys.create("admin", "backup-test")
     tools.close()
     return settings
 
@@ -68,12 +69,12 @@ def test_a_set_has_every_store_and_a_manifest_that_matches_its_files(suite_data)
     assert not list(suite_data.backup_dir.glob("*.partial"))
     assert {f["path"] for f in manifest["files"]} == {
         "rag/docs.snapshot", "rag/docs.points.jsonl.gz", "rag/docs.config.json", "memory/memory.db",
-        "tools/security.db"}
+        "tools/security.db", "auth/keys.db"}
     for f in manifest["files"]:
         assert (path / f["path"]).stat().st_size == f["size"] and sha256_file(path / f["path"]) == f["sha256"]
     assert manifest["parts"]["rag"]["collections"]["docs"]["points"] == 20
     assert manifest["parts"]["memory"]["tables"]["notes"] == 12 and manifest["parts"]["memory"]["integrity"] == "ok"
-    assert manifest["parts"]["tools"]["tables"]["audit"] == 1
+    assert manifest["parts"]["auth"]["tables"]["api_keys"] == 1 and manifest["parts"]["tools"]["tables"]["audit"] == 1
     assert manifest["source"]["suite_version"] and manifest["parts"]["rag"]["service"] == "rag"
     for db in path.rglob("*.db"):  # copies of notes, approvals and the audit are as private as their source
         assert db.stat().st_mode & 0o777 == 0o600, db
@@ -88,6 +89,8 @@ def test_restore_drill_into_scratch_reproduces_the_manifest(suite_data, tmp_path
     assert counts(scratch / "memory" / "memory.db") == {"projects": 1, "notes": 12}
     with sqlite3.connect(scratch / "memory" / "memory.db") as conn:  # the memory search works on the copy
         assert conn.execute("SELECT COUNT(*) FROM notes_fts WHERE notes_fts MATCH 'snapshots'").fetchone()[0] == 12
+    with sqlite3.connect(scratch / "auth" / "keys.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0] == 1
     with sqlite3.connect(scratch / "tools" / "security.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 1
     shard = qe.EdgeShard.load(str(scratch / "edge" / "docs" / "shard"))
@@ -101,7 +104,7 @@ def test_restore_drill_into_scratch_reproduces_the_manifest(suite_data, tmp_path
 
 
 @pytest.mark.parametrize("victim", ["rag/docs.snapshot", "rag/docs.points.jsonl.gz", "memory/memory.db",
-                                    "tools/security.db"])
+                                    "tools/security.db", "auth/keys.db"])
 def test_one_flipped_byte_refuses_the_whole_set(suite_data, tmp_path, victim):
     path = create_set(suite_data, progress=lambda _m: None)
     target = path / victim
@@ -256,3 +259,17 @@ def test_a_server_shard_snapshot_restores_into_an_edge_store_and_back(tmp_path):
         if server.has_collection(name):
             server.drop_collection(name)
         server.close()
+
+
+def test_the_runbook_rolls_back_only_a_stack_its_run_started():
+    from harness.backup import rollback_decision
+    from harness.result import Status
+
+    assert rollback_decision("auto", ["rag", "memory", "tools", "gateway"], 3) is None
+    refused = rollback_decision("auto", ["rag"], 3)  # memory and tools belong to someone else
+    assert refused.status is Status.SKIP and "memory, tools" in refused.detail and "rollback=true" in refused.detail
+    assert rollback_decision("auto", ["rag"], 2) is None  # phase 2: rag is all a rollback touches
+    assert rollback_decision("true", [], 3) is None
+    assert rollback_decision("false", ["rag", "memory", "tools"], 3).status is Status.SKIP
+    with pytest.raises(ValueError):
+        rollback_decision("yes", [], 3)

@@ -137,7 +137,7 @@ def test_image_has_runtime_dependencies_only_and_keeps_data_out():
     assert "cmake" not in runtime and "g++" not in runtime and "USER 1000:1000" in runtime
 
 
-def _ready_app(ok: bool):
+def _ready_app(ok: bool, settings):
     app = FastAPI()
 
     async def ready():
@@ -145,7 +145,7 @@ def _ready_app(ok: bool):
             raise RuntimeError("model not loaded yet")
         return {}
 
-    instrument(app, "gateway", ready=ready)
+    instrument(app, "gateway", ready=ready, settings=settings)
     return app
 
 
@@ -153,7 +153,7 @@ def _ready_app(ok: bool):
 def test_container_healthcheck_follows_readiness(settings, tmp_path, ok):
     path = settings.dump_file(tmp_path / "settings.json")
     cmd = [sys.executable, "-m", "suite.healthcheck", "gateway", "--settings-file", str(path), "--timeout", "10"]
-    with ServerThread(_ready_app(ok), port=settings.port("gateway")):
+    with ServerThread(_ready_app(ok, settings), port=settings.port("gateway")):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         live = subprocess.run([*cmd, "--live"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == (0 if ok else 1), proc.stderr

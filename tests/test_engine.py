@@ -7,11 +7,18 @@ import threading
 import time
 
 import llama_cpp
+import numpy as np
 import pytest
 
 from suite.inference.engine import Engine, EngineOverloaded, EngineStopped, Event, GenerationRequest
 from suite.inference.openai_surface import completion_prompt_tokens
-from suite.inference.sampling import SamplingParams
+from suite.inference.sampling import (
+    SamplingParams,
+    build_sampler,
+    free_sampler,
+    greedy_repeat_penalty,
+    greedy_token,
+)
 from suite.inference.textstream import TextStream
 
 PROMPTS = [
@@ -103,6 +110,32 @@ def test_single_sequence_equals_serial_path(llama, serial):
             assert event.finish_reason == "length" and event.error is None
     finally:
         engine.stop()
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.1, 1.5, 0.8])
+def test_greedy_fast_path_picks_what_the_native_chain_picks(llama, penalty):
+    """Step by step on the real model: arg-max after the repeat penalty == llama.cpp's sampler chain."""
+    params = SamplingParams(temperature=0.0, repeat_penalty=penalty, penalty_last_n=16)
+    assert greedy_repeat_penalty(params) == penalty
+    assert greedy_repeat_penalty(SamplingParams(temperature=0.0, presence_penalty=0.5)) is None
+    assert greedy_repeat_penalty(SamplingParams(temperature=0.7)) is None
+    n_vocab = llama_cpp.llama_vocab_n_tokens(llama._model.vocab)
+    chain = build_sampler(params, llama._model.vocab, n_vocab)
+    llama.reset()
+    llama.eval(completion_prompt_tokens(llama, PROMPTS[3]))
+    generated: list[int] = []
+    try:
+        for _ in range(48):
+            row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama._ctx.ctx, -1), (n_vocab,))
+            fast = greedy_token(row, generated, penalty, params.penalty_last_n)
+            assert fast == llama_cpp.llama_sampler_sample(chain, llama._ctx.ctx, -1), generated
+            generated.append(fast)
+            llama.eval([fast])
+    finally:
+        free_sampler(chain)
+        llama.reset()
+    if penalty > 1.0:  # the penalty mattered: the text differs from plain greedy's
+        assert len(set(generated)) > 8
 
 
 def test_interleaved_sequences_never_read_each_others_cache(llama):

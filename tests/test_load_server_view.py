@@ -100,7 +100,7 @@ def test_a_count_mismatch_or_a_restart_is_a_warning(tmp_path):
 
 def test_watch_scrapes_real_process_metrics(settings):
     app = FastAPI()
-    instrument(app, "gateway")
+    instrument(app, "gateway", settings=settings)
     with ServerThread(app, port=settings.port("gateway")):
         snap = scrape("gateway", settings.url("gateway") + "/metrics")
         assert snap.ok and snap.get("process_resident_memory_bytes") > 1e6

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(bool(promtool.missing("prometheus", "alertmanage
 
 def serve(settings, name):
     app = FastAPI()
-    instrument(app, name)
+    instrument(app, name, settings=settings)
     server = ServerThread(app, port=settings.port(name))
     server.start()
     return server

@@ -116,3 +116,27 @@ def test_gateway_falls_back_to_code_when_chat_is_down_then_recovers(phase1):
     assert r.status_code == 200
     # the restarted chat upstream may still be cooling down; readiness must be back either way
     assert httpx.get(phase1.url("gateway") + "/ready", timeout=60).status_code == 200
+
+
+def test_client_mistakes_are_400_before_the_model_on_both_engines(phase1):
+    """Issue 10 on each engine: no 500 for a bad grammar or NaN, no abort for out-of-vocabulary ids."""
+    chat = phase1.url("inference-chat")
+    hi = [{"role": "user", "content": "hi"}]
+    key = auth(phase1, "guest")
+    for body, code in (({"messages": hi, "grammar": "not a grammar"}, "invalid_sampling"),
+                       ({"messages": hi, "logit_bias": {"99999999": 1.0}}, "invalid_token")):
+        r = httpx.post(chat + "/v1/chat/completions", json=body, timeout=60, headers=key)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == code
+    r = httpx.post(chat + "/v1/completions", content=b'{"prompt": "hi", "temperature": NaN}', timeout=60,
+                   headers={"content-type": "application/json", **key})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "non_finite_number"
+    r = httpx.post(chat + "/extras/detokenize", json={"tokens": [10**9]}, timeout=60,
+                   headers=key)  # serial: llama.cpp aborted the process
+    assert r.status_code in (400, 404, 405), r.text
+    r = httpx.post(chat + "/extras/tokenize", json={"input": "word " * 200_000}, timeout=60, headers=key)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "input_too_long"
+    assert httpx.get(chat + "/health").status_code == 200  # still alive
+    assert httpx.post(phase1.url("gateway") + "/v1/completions", timeout=120, headers=key,
+                      json={"model": "chat", "prompt": "Hello", "max_tokens": 2}).status_code == 200
+

@@ -6,6 +6,9 @@ Tests run in file order; the last ones stop dependencies on purpose (gateway, th
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -106,6 +109,27 @@ def test_openai_embeddings_direct_and_through_the_gateway(phase2, service):
     client = OpenAI(base_url=phase2.url(service) + "/v1", api_key=stack_keys(phase2)["guest"])
     out = client.embeddings.create(model="all-MiniLM-L6-v2", input=["안녕하세요", "hello"])
     assert [len(d.embedding) for d in out.data] == [384, 384]
+
+
+def test_a_killed_embedding_comes_back_and_rag_is_ready_again_without_a_restart(phase2):
+    backend = ProcessBackend(phase2)
+    before = {s.name: s for s in backend.status()}
+    os.kill(before["embedding"].pid, signal.SIGKILL)
+    saw_not_ready, deadline = False, time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, "rag did not become ready again"
+        if httpx.get(phase2.url("rag") + "/ready", timeout=30).status_code == 200:
+            if saw_not_ready:
+                break
+        else:
+            saw_not_ready = True
+        time.sleep(0.3)
+    after = {s.name: s for s in backend.status()}
+    assert after["embedding"].pid != before["embedding"].pid and after["embedding"].restarts == 1
+    assert after["embedding"].last_exit == "signal 9 (SIGKILL)"
+    assert after["rag"].pid == before["rag"].pid and after["rag"].restarts == 0
+    assert sources(post(phase2, "/query", {"collection": COLLECTION, "query": "chat model fails",
+                                           "answer": False}))
 
 
 def test_gateway_down_gives_503_and_retrieval_still_works(phase2):

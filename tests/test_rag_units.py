@@ -65,6 +65,46 @@ def test_prompt_numbers_sources_and_caps_context():
     assert "Question: 질문?" in msg["content"]
 
 
+async def chars(text: str) -> int:
+    """A stand-in tokenizer: one token per character."""
+    return len(text)
+
+
+def fit(question, hits, budget, max_chars=10_000):
+    import asyncio
+
+    from suite.rag.prompt import fit_messages
+
+    (msg,) = asyncio.run(fit_messages(question, hits, max_chars, budget, chars))
+    return msg["content"]
+
+
+def test_a_prompt_that_fits_is_left_alone():
+    hits = [Hit("a", 0, "alpha " * 10, 0.9), Hit("b", 0, "beta " * 10, 0.8)]
+    assert fit("q?", hits, budget=10_000) == build_messages("q?", hits, 10_000)[0]["content"]
+
+
+def test_context_chunks_are_cut_before_the_question():
+    hits = [Hit("a", 0, "§" * 300, 0.9), Hit("b", 0, "¤" * 300, 0.8), Hit("c", 0, "¶" * 300, 0.7)]
+    from suite.rag.prompt import render
+
+    question = "Q" * 100
+    budget = len(render("", [])) + 100 + 310 + 150  # the instruction, the question, line [1], half of [2]
+    content = fit(question, hits, budget=budget)
+    assert len(content) <= budget
+    assert question in content  # whole
+    assert content.count("§") == 300 and 0 < content.count("¤") < 300 and "¶" not in content
+
+
+def test_the_question_is_cut_last_and_a_hopeless_budget_says_why():
+    from suite.rag.prompt import PromptTooLong
+
+    content = fit("Q" * 5000, [Hit("a", 0, "§" * 300, 0.9)], budget=600)
+    assert len(content) <= 600 and "§" not in content and "Q" * 50 in content
+    with pytest.raises(PromptTooLong):
+        fit("q", [], budget=20)
+
+
 # -- folders ------------------------------------------------------------------------------------
 def test_folders_outside_allowed_dirs_are_refused(tmp_path):
     allowed = tmp_path / "docs"

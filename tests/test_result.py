@@ -16,7 +16,7 @@ def test_round_trip_and_status_validation(tmp_path):
     loaded = load_results(path)
     assert loaded[0] == r and loaded[1].status is Status.FAIL and not loaded[1].ok
     assert json.loads(path.read_text())[0]["status"] == "pass"
-    assert summarize(loaded) == {"pass": 1, "fail": 1, "warn": 0, "skip": 0}
+    assert summarize(loaded) == {"pass": 1, "fail": 1, "warn": 0, "skip": 0, "info": 0}
     with pytest.raises(ValueError):
         CheckResult("x", "X", "health", "passed")
 
@@ -34,7 +34,7 @@ def test_gate_saves_results_before_failing(tmp_path):
 def test_gate_passes_warnings_and_skips(tmp_path):
     rb = Runbook.open(str(tmp_path / "run"), "00_validate_env")
     rb.record([CheckResult("w", "W", "environment", "warn"), CheckResult("s", "S", "environment", "skip")])
-    assert rb.gate() == {"pass": 0, "fail": 0, "warn": 1, "skip": 1}
+    assert rb.gate() == {"pass": 0, "fail": 0, "warn": 1, "skip": 1, "info": 0}
 
 
 def test_result_files_written_before_stage_and_one_status_vocabulary_still_load(tmp_path):

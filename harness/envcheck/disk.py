@@ -12,5 +12,6 @@ def check_disk(path: Path, min_gb: float) -> CheckResult:
         while not probe.exists():
             probe = probe.parent
         free_gb = shutil.disk_usage(probe).free / 1e9
-    return CheckResult("env.disk", "Free disk space", Stage.ENVIRONMENT, Status.PASS if free_gb >= min_gb else Status.FAIL,
-                       target=f">= {min_gb:g} GB", measured=f"{free_gb:.1f} GB", detail=str(probe), **t.fields())
+    return CheckResult("env.disk", "Free disk space", Stage.ENVIRONMENT,
+                       Status.PASS if free_gb >= min_gb else Status.FAIL, target=f">= {min_gb:g} GB",
+                       value=round(free_gb, 1), unit="GB", detail=str(probe), **t.fields())

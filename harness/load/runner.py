@@ -3,7 +3,8 @@
 Locust is never imported here: inside a Jupyter kernel its gevent monkey-patching hangs the kernel,
 so it always runs as ``python -m locust`` in a child process. Outputs go to ``<out_dir>/``:
 ``locust_stats.csv`` (+ history, failures, exceptions; rewritten by Locust once a second), ``locust.html``, ``locust.json``,
-``locust.log``, the per-process ``samples-<pid>.jsonl`` and the merged ``samples.jsonl``.
+``locust.log``, the per-process ``samples-<pid>.jsonl``, the merged ``samples.jsonl`` and
+``scenario.json`` (the scenario as run).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from harness.errors import RunbookError
 from harness.load import samples as samples_mod
 from harness.load import stats
+from harness.load.progress import progress_line
 from harness.load.samples import Sample
 from harness.load.scenarios import Scenario
 from harness.load.thresholds import Threshold
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 SATURATION_MARK = "CPU usage above 90%"  # Locust's own warning when the generator is the bottleneck
+SCENARIO_FILE = "scenario.json"  # the scenario as run (users, targets, ...), for later readers
 
 
 class LoadError(RunbookError):
@@ -111,13 +115,16 @@ def locust_command(scenario: Scenario, host: str, out_dir: Path, processes: int,
 
 def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int = 1, warmup_s: float = 0.0,
                  abort_on: list[Threshold] | None = None, phase: int = 1, max_run_s: float = 300.0,
-                 allow_remote: bool = False, extra_env: dict[str, str] | None = None) -> LoadRun:
+                 allow_remote: bool = False, extra_env: dict[str, str] | None = None,
+                 progress: Callable[[str], None] | None = None, progress_every_s: float = 5.0) -> LoadRun:
     """Run ``scenario`` against ``host`` and return its samples; never raises for a bad result.
 
     The stop condition is the scenario's request count and/or duration; ``max_run_s`` caps a
     count-bounded run. With ``abort_on``, a count-bounded run is stopped (through a stop file the
     locustfile watches, so Locust still writes its reports) as soon as one of those thresholds can
-    no longer pass.
+    no longer pass. ``progress`` gets a line every ``progress_every_s`` (requests so far, failures,
+    current p95, rate, ETA) computed from the samples written so far. The scenario as run goes to
+    ``scenario.json`` beside the samples.
     """
     host = check_host(host, allow_remote)
     if not scenario.locustfile_path.is_file():
@@ -130,6 +137,8 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
         old.unlink(missing_ok=True)  # a rerun into the same folder must not mix in old samples
     run_time = (scenario.duration_s or max_run_s) + warmup_s
     cmd = locust_command(scenario, host, out_dir, processes, run_time)
+    (out_dir / SCENARIO_FILE).write_text(json.dumps(
+        {**asdict(scenario), "host": host, "processes": processes, "warmup_s": warmup_s, "phase": phase}, indent=2))
     env = {**os.environ, "LOAD_SAMPLES_DIR": str(out_dir), "LOAD_REQUESTS": str(scenario.requests),
            "LOAD_WARMUP_S": str(warmup_s), "LOAD_MAX_TOKENS": str(scenario.max_tokens),
            "LOAD_PHASE": str(phase), "LOAD_STOP_FILE": str(out_dir / "stop"), **(extra_env or {})}
@@ -140,19 +149,28 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(out_dir),
                                 start_new_session=True)
         deadline = time.monotonic() + run_time + 60  # Locust's own -t plus time to write reports
+        next_note = time.monotonic() + progress_every_s
         try:
             while proc.poll() is None:
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     log.error("load %s: locust did not stop in time; killing it", scenario.name)
                     _kill(proc)
                     aborted = aborted or "locust overran its run time and was killed"
                     break
-                if abort_on and not aborted and scenario.requests:
-                    lost = _lost_threshold(out_dir, abort_on, scenario.requests)
+                watch = bool(abort_on and not aborted and scenario.requests)
+                note = progress is not None and now >= next_note
+                if watch or note:
+                    measured, _ = samples_mod.split_warmup(samples_mod.merge_samples(samples_mod.sample_files(out_dir)))
+                    lost = next((str(th) for th in abort_on or [] if watch
+                                 and stats.already_lost(measured, th, scenario.requests)), "")
                     if lost:
                         aborted = f"stopped early: {lost} can no longer pass"
                         log.warning("load %s: %s", scenario.name, aborted)
                         (out_dir / "stop").write_text(aborted)  # the locustfile quits cleanly on it
+                    if note:
+                        progress(progress_line(scenario, measured, time.perf_counter() - t0, warmup_s, max_run_s))
+                        next_note = now + progress_every_s
                 time.sleep(0.5)
             proc.wait(timeout=60)
         except BaseException:
@@ -164,15 +182,6 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     log_text = (out_dir / "locust.log").read_text(errors="replace") if (out_dir / "locust.log").exists() else ""
     return LoadRun(scenario, host, out_dir, processes, warmup_s, proc.returncode, started_at, duration,
                    measured, warm, aborted, SATURATION_MARK in log_text, _locust_percentiles(out_dir))
-
-
-def _lost_threshold(out_dir: Path, thresholds: list[Threshold], planned: int) -> str:
-    current = samples_mod.merge_samples(samples_mod.sample_files(out_dir))
-    measured, _ = samples_mod.split_warmup(current)
-    for th in thresholds:
-        if stats.already_lost(measured, th, planned):
-            return str(th)
-    return ""
 
 
 def _kill(proc: subprocess.Popen) -> None:

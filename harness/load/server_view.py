@@ -176,6 +176,9 @@ def view(scenario: Scenario, run: LoadRun, watch: Watch) -> ServerView:
     elif out.compared and int(server.requests) != out.client_requests:
         out.mismatch = (f"client sent {out.client_requests} request(s), {scenario.service} counted "
                         f"{int(server.requests)}")
+        if run.aborted:
+            out.mismatch += (" (the run was stopped early: requests in flight when Locust stopped are not in "
+                             "its samples, though the server may have served them)")
     return out
 
 

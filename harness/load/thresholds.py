@@ -42,13 +42,32 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 
 @dataclass(frozen=True)
 class Threshold:
-    """One parsed threshold. ``value`` is in ms for times, a fraction for ratios."""
+    """One parsed threshold. ``value`` is in ms for times, a fraction for ratios.
+
+    A threshold without an operator (``op == ""``, from ``parse_metric``) names a figure that is
+    measured and shown, never judged (e.g. ``ttft_p95`` beside a latency gate).
+    """
 
     metric: str
     op: str
     value: float
     row: str | None = None
     text: str = ""
+
+    @property
+    def is_gate(self) -> bool:
+        return bool(self.op)
+
+    @property
+    def unit(self) -> str:
+        """The unit of the measured value (``harness.result`` units)."""
+        if self.is_time:
+            return "ms"
+        if self.metric == "fail_ratio":
+            return "ratio"
+        if self.metric == "count":
+            return "count"
+        return "tok/s" if self.metric.startswith("tps_") else "req/s"
 
     @property
     def is_time(self) -> bool:
@@ -107,6 +126,21 @@ def parse_threshold(text: str) -> Threshold:
             raise ThresholdError(f"bad threshold {text!r}: only fail_ratio takes '%'")
         value = value / 100
     return Threshold(metric, op, value, (m["row"] or "").strip() or None, text.strip())
+
+
+def parse_metric(text: str) -> Threshold:
+    """A figure to show, written like a threshold without its bound: ``ttft_p95``, ``itl_p50{chat stream}``."""
+    try:
+        probe = parse_threshold(f"{text.strip()}>=0")
+    except ThresholdError:
+        raise ThresholdError(f"bad figure {text!r}: expected METRIC[{{ROW}}], e.g. 'ttft_p95', "
+                             "'itl_p50{chat stream}', 'rps'") from None
+    return Threshold(probe.metric, "", 0.0, probe.row, text.strip())
+
+
+def parse_metrics(text: str | None) -> list[Threshold]:
+    """Comma-separated figures to show (``parse_metric``); empty -> []."""
+    return [parse_metric(item) for item in _split(text or "") if item.strip()]
 
 
 def parse_thresholds(text: str | list[str] | None) -> list[Threshold]:

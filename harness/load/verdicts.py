@@ -33,12 +33,16 @@ def threshold_id(scenario: str, th: Threshold) -> str:
     return f"load.{scenario}.{th.metric}{row}"
 
 
-def judge(run: LoadRun, thresholds: list[Threshold], base: Path | None = None) -> list[CheckResult]:
-    """The run's own record, then one result per threshold (target vs measured, from raw samples)."""
+def judge(run: LoadRun, thresholds: list[Threshold], base: Path | None = None,
+          figures: list[Threshold] | None = None) -> list[CheckResult]:
+    """The run's own record, then one result per threshold (target vs measured, from raw samples),
+    then one ``info`` result per figure that is shown but not judged (TTFT, ITL beside a gate)."""
     evidence = [_rel(p, base) for p in (run.html_file, run.samples_file) if p.exists()]
     out = [run_record(run, evidence)]
     timing = {"started_at": run.started_at, "duration_s": 0.0}
-    for th in thresholds:
+    judged = {threshold_id(run.scenario.name, th) for th in thresholds}
+    shown = [f for f in figures or [] if threshold_id(run.scenario.name, f) not in judged]
+    for th in [*thresholds, *shown]:
         value = stats.measure(run.samples, th)
         n = len(stats.select(run.samples, th.row))
         parts = [f"{n} measured sample(s){' of row ' + repr(th.row) if th.row else ''}", _warmup_note(run)]
@@ -49,14 +53,17 @@ def judge(run: LoadRun, thresholds: list[Threshold], base: Path | None = None) -
                 parts.append(f"Locust's rounded {th.stat}: {locust:g} ms (not judged)")
         if run.aborted:
             parts.append(run.aborted)
-        if value is None:
-            status, measured = Status.FAIL, "no samples"
+        if not th.is_gate:
+            status = Status.INFO
+        elif value is None:
+            status = Status.FAIL
         else:
-            status, measured = (Status.PASS if th.passes(value) else Status.FAIL), th.format_value(value)
+            status = Status.PASS if th.passes(value) else Status.FAIL
         out.append(CheckResult(
             id=threshold_id(run.scenario.name, th), title=f"{run.scenario.name}: {th}", stage=Stage.LOAD,
-            status=status, target=str(th), measured=measured, evidence=evidence, detail="; ".join(parts),
-            **timing))
+            status=status, target=str(th) if th.is_gate else "shown, not a gate", value=value, unit=th.unit,
+            measured=th.format_value(value) if value is not None else "no samples", evidence=evidence,
+            detail="; ".join(parts), **timing))
     return out
 
 
@@ -65,7 +72,8 @@ def run_record(run: LoadRun, evidence: list[str]) -> CheckResult:
     sc = run.scenario
     n, failed = len(run.samples), sum(not s.ok for s in run.samples)
     window = stats.window_s(run.samples)
-    rate = f", {n / window:.2f} req/s" if window > 0 else ""
+    rps = n / window if window > 0 else None
+    rate = f", {rps:.2f} req/s" if rps is not None else ""
     detail = [f"{sc.users} user(s), spawn {sc.spawn_rate:g}/s, stop after {sc.stop_condition()}, "
               f"{run.processes} process(es), host {run.host}", _warmup_note(run)]
     status = Status.PASS
@@ -82,7 +90,7 @@ def run_record(run: LoadRun, evidence: list[str]) -> CheckResult:
         detail.append(run.aborted)
     return CheckResult(id=f"load.{sc.name}.run", title=f"{sc.name}: {sc.description or sc.locustfile}",
                        stage=Stage.LOAD, status=status, target=f"{sc.stop_condition()} at {sc.users} users",
-                       measured=f"{n} requests, {failed} failed{rate}", evidence=evidence,
+                       value=rps, unit="req/s", measured=f"{n} requests, {failed} failed{rate}", evidence=evidence,
                        detail="; ".join(detail), started_at=run.started_at, duration_s=run.duration_s)
 
 

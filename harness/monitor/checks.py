@@ -152,6 +152,7 @@ def traffic_and_promql(stack: MonitorStack, probes: int, completions: int, phase
     gateway (Locust, raw samples); then rate and p95 per service and the gateway's p95 beside the
     client's, through PromQL."""
     from harness.load import plan, run_scenario
+    from harness.load.plan import load_env
 
     # A labelled series born during the window has no earlier sample, so rate() cannot count its
     # first requests: one round first creates every /ready series, the window starts after a scrape.
@@ -162,7 +163,8 @@ def traffic_and_promql(stack: MonitorStack, probes: int, completions: int, phase
     run = None
     if "gateway" in stack.services and completions > 0:
         scenario = plan("code", requests=completions)[0]
-        run = run_scenario(scenario, stack.settings.url("gateway"), out_dir, phase=phase, max_run_s=120)
+        run = run_scenario(scenario, stack.settings.url("gateway"), out_dir, phase=phase, max_run_s=120,
+                           extra_env=load_env(stack.settings, "gateway"))  # the run's key
     settle(stack)
     results = check_promql_per_service(stack, since)
     if run is not None:

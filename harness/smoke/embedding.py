@@ -20,7 +20,7 @@ def check_embed(settings: Settings, phase: int, dimension: int = 384, min_cosine
         return skipped
     target = f"2 x {dimension} dims, unit length, {min_cosine} < cosine < 0.999"
     t = Timer()
-    body, measured, bad = post_ok(cid, title, t, target, settings.url("embedding") + "/embed",
+    body, ms, bad = post_ok(cid, title, t, target, settings.url("embedding") + "/embed",
                                   {"texts": list(PAIR)}, run_key(settings, "guest"))
     if bad:
         return bad
@@ -29,7 +29,7 @@ def check_embed(settings: Settings, phase: int, dimension: int = 384, min_cosine
     norms = [norm(v) for v in vecs]
     cos = cosine(vecs[0], vecs[1]) if len(vecs) == 2 else float("nan")
     ok = dims == [dimension, dimension] and all(abs(n - 1) < 0.01 for n in norms) and min_cosine < cos < 0.999
-    return result(cid, title, ok, t, target=target, measured=measured,
+    return result(cid, title, ok, t, target=target, value=ms, unit="ms",
                   detail=f"dims {dims}, norms {[round(n, 4) for n in norms]}, cosine {cos:.3f}")
 
 
@@ -40,11 +40,11 @@ def check_openai_embeddings(settings: Settings, phase: int, dimension: int = 384
         return skipped
     target = f"object=list, 1 x {dimension} dims"
     t = Timer()
-    body, measured, bad = post_ok(cid, title, t, target, settings.url("gateway") + "/v1/embeddings",
+    body, ms, bad = post_ok(cid, title, t, target, settings.url("gateway") + "/v1/embeddings",
                                   {"model": "embedding", "input": "안녕하세요"}, run_key(settings, "guest"))
     if bad:
         return bad
     dims = [len(d["embedding"]) for d in body.get("data", [])]
     ok = body.get("object") == "list" and dims == [dimension]
-    return result(cid, title, ok, t, target=target, measured=measured,
+    return result(cid, title, ok, t, target=target, value=ms, unit="ms",
                   detail=f"model {body.get('model')}, dims {dims}, usage {body.get('usage')}")

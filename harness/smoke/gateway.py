@@ -61,16 +61,16 @@ def _completion_result(cid: str, title: str, t: Timer, resp: httpx.Response | No
     target = f"HTTP 200, text, served by '{expect_upstream}'"
     if resp is None:
         return result(cid, title, Status.FAIL, t, target=target, detail=err)
-    measured = elapsed_ms(t)
+    ms = elapsed_ms(t)
     if resp.status_code != 200:
-        return result(cid, title, Status.FAIL, t, target=target, measured=measured,
+        return result(cid, title, Status.FAIL, t, target=target, value=ms, unit="ms",
                       detail=f"HTTP {resp.status_code}: {error_text(resp)}")
     text = _text_of(resp.json())
     upstream = resp.headers.get("x-suite-upstream")
     # A fallback still answers, but the model asked for did not: worth a warning, not a failure.
     status = Status.PASS if text.strip() and upstream == expect_upstream else (
         Status.WARN if text.strip() else Status.FAIL)
-    return result(cid, title, status, t, target=target, measured=measured,
+    return result(cid, title, status, t, target=target, value=ms, unit="ms",
                   detail=f"upstream {upstream}, text {text.strip()[:120]!r}")
 
 
@@ -107,13 +107,13 @@ def _ask_without_chat(cid: str, title: str, t: Timer, target: str, settings: Set
     resp, err = _completion(settings, "/v1/chat/completions", {
         "model": "chat", "messages": [{"role": "user", "content": "Say hello."}],
         "max_tokens": 8, "temperature": 0.0})
-    measured = elapsed_ms(t_req)
+    ms = elapsed_ms(t_req)
     if resp is None:
-        return result(cid, title, Status.FAIL, t, target=target, measured=measured, detail=err)
+        return result(cid, title, Status.FAIL, t, target=target, value=ms, unit="ms", detail=err)
     fallback = resp.headers.get("x-suite-fallback-from")
     upstream = resp.headers.get("x-suite-upstream")
     ok = resp.status_code == 200 and fallback == "chat" and upstream == "code"
-    return result(cid, title, ok, t, target=target, measured=measured,
+    return result(cid, title, ok, t, target=target, value=ms, unit="ms",
                   detail=f"HTTP {resp.status_code}, upstream {upstream}, fallback-from {fallback}"
                          + ("" if resp.status_code == 200 else f": {error_text(resp)}"))
 
@@ -130,5 +130,5 @@ def _restore(settings: Settings, phase: int) -> CheckResult:
         return result(cid, title, Status.FAIL, t, target=target,
                       detail=f"suite up --phase {phase} exited {started.exit_code}: "
                              + "\n".join(started.lines[-10:]))
-    return result(cid, title, ready.status_code == 200, t, target=target, measured=f"{t.stop():.1f} s",
+    return result(cid, title, ready.status_code == 200, t, target=target, value=t.stop(), unit="s",
                   detail=f"started {', '.join(started.started) or 'nothing'}; /ready HTTP {ready.status_code}")

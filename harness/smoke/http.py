@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from harness.keys import run_keys
+from harness.keys import bearer, run_keys
 from harness.result import CheckResult, Stage, Status, Timer
 from suite.settings import Settings
 
@@ -16,8 +16,7 @@ from suite.settings import Settings
 TIMEOUT = httpx.Timeout(180.0, connect=5.0)
 
 
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+auth = bearer  # the name the smoke checks use
 
 
 def run_key(settings: Settings, role: str = "developer") -> str:
@@ -41,21 +40,24 @@ def error_text(resp: httpx.Response) -> str:
         return resp.text[:300]
 
 
-def elapsed_ms(t: Timer) -> str:
-    return f"{t.stop() * 1000:.1f} ms"
+def elapsed_ms(t: Timer) -> float:
+    return round(t.stop() * 1000, 1)
 
 
 def result(check_id: str, title: str, status: Status | bool, t: Timer, **fields: Any) -> CheckResult:
-    """A smoke ``CheckResult`` timed by ``t``; ``status`` may be a bool (pass / fail)."""
+    """A smoke ``CheckResult`` timed by ``t``; ``status`` may be a bool (pass / fail). Without a
+    value of its own, the measurement is the time since ``t`` started, in ms."""
     if isinstance(status, bool):
         status = Status.PASS if status else Status.FAIL
-    fields.setdefault("measured", elapsed_ms(t))
+    if "value" not in fields and "measured" not in fields:
+        fields.update(value=elapsed_ms(t), unit="ms")
     return CheckResult(check_id, title, Stage.SMOKE, status, **t.fields(), **fields)
 
 
 def failed(check_id: str, title: str, t: Timer, exc: BaseException, target: str) -> CheckResult:
-    """The failed result of a check whose request raised."""
-    return result(check_id, title, Status.FAIL, t, target=target, detail=f"{type(exc).__name__}: {exc}")
+    """The failed result of a check whose request raised (nothing was measured)."""
+    return result(check_id, title, Status.FAIL, t, target=target, measured="no answer",
+                  detail=f"{type(exc).__name__}: {exc}")
 
 
 def skip_below(phase: int, needed: int, check_id: str, title: str) -> CheckResult | None:
@@ -68,15 +70,15 @@ def skip_below(phase: int, needed: int, check_id: str, title: str) -> CheckResul
 
 
 def post_ok(check_id: str, title: str, t: Timer, target: str, url: str, body: dict[str, Any],
-            key: str | None = None) -> tuple[dict[str, Any], str, CheckResult | None]:
-    """POST and read the JSON answer: ``(body, measured, None)``, or the failed result on a
+            key: str | None = None) -> tuple[dict[str, Any], float, CheckResult | None]:
+    """POST and read the JSON answer: ``(body, elapsed ms, None)``, or the failed result on a
     transport error or a non-200 answer."""
     try:
         resp = post_json(url, body, key)
     except httpx.HTTPError as exc:
-        return {}, "", failed(check_id, title, t, exc, target)
-    measured = elapsed_ms(t)
+        return {}, 0.0, failed(check_id, title, t, exc, target)
+    ms = elapsed_ms(t)
     if resp.status_code != 200:
-        return {}, measured, result(check_id, title, Status.FAIL, t, target=target, measured=measured,
-                                    detail=f"HTTP {resp.status_code}: {error_text(resp)}")
-    return resp.json(), measured, None
+        return {}, ms, result(check_id, title, Status.FAIL, t, target=target, value=ms, unit="ms",
+                              detail=f"HTTP {resp.status_code}: {error_text(resp)}")
+    return resp.json(), ms, None

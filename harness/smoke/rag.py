@@ -43,13 +43,13 @@ def check_index(settings: Settings, data: dict[str, Any], phase: int) -> CheckRe
     if skipped := skip_below(phase, PHASE, cid, title):
         return skipped
     t = Timer()
-    body, measured, bad = post_ok(cid, title, t, "HTTP 200", settings.url("rag") + "/index",
+    body, ms, bad = post_ok(cid, title, t, "HTTP 200", settings.url("rag") + "/index",
                                   {"collection": data["collection"], "documents": data["documents"]},
                                   run_key(settings))
     if bad:
         return bad
     ok = body["documents"] == len(data["documents"]) and body["chunks"] >= body["documents"]
-    return result(cid, title, ok, t, target="every document chunked and stored", measured=measured,
+    return result(cid, title, ok, t, target="every document chunked and stored", value=ms, unit="ms",
                   detail=f"{body['documents']} documents, {body['chunks']} chunks, "
                          f"{body['points_in_collection']} points in the collection, "
                          f"embedding {body['timings_ms']['embed']} ms")
@@ -68,13 +68,13 @@ def check_reindex(settings: Settings, data: dict[str, Any], phase: int) -> Check
                          {"collection": data["collection"], "documents": data["documents"]}, key)
     except httpx.HTTPError as exc:
         return failed(cid, title, t, exc, target)
-    measured = elapsed_ms(t)
+    ms = elapsed_ms(t)
     if before.status_code != 200 or resp.status_code != 200:
         bad = before if before.status_code != 200 else resp
-        return result(cid, title, Status.FAIL, t, target=target, measured=measured,
+        return result(cid, title, Status.FAIL, t, target=target, value=ms, unit="ms",
                       detail=f"HTTP {bad.status_code}: {error_text(bad)}")
     n_before, n_after = before.json()["points"], resp.json()["points_in_collection"]
-    return result(cid, title, n_before == n_after, t, target=target, measured=measured,
+    return result(cid, title, n_before == n_after, t, target=target, value=ms, unit="ms",
                   detail=f"points before {n_before}, after {n_after}")
 
 
@@ -86,7 +86,7 @@ def check_query(settings: Settings, collection: str, query: str, expect: str, ph
         return skipped
     t = Timer()
     target = f"source '{expect}' ranked first" + (", non-empty answer" if answer else "")
-    body, measured, bad = post_ok(check_id, title, t, target, settings.url("rag") + "/query",
+    body, ms, bad = post_ok(check_id, title, t, target, settings.url("rag") + "/query",
                                   {"collection": collection, "query": query, "top_k": top_k, "answer": answer},
                                   run_key(settings, "guest"))
     if bad:
@@ -100,7 +100,7 @@ def check_query(settings: Settings, collection: str, query: str, expect: str, ph
     detail = f"rank of '{expect}': {rank or 'not retrieved'}; sources: {scores}"
     if answer:
         detail += f"; answer ({body['timings_ms']['answer']:.0f} ms): {(body.get('answer') or '')[:160]!r}"
-    return result(check_id, title, status, t, target=target, measured=measured, detail=detail)
+    return result(check_id, title, status, t, target=target, value=ms, unit="ms", detail=detail)
 
 
 def check_queries(settings: Settings, data: dict[str, Any], phase: int) -> list[CheckResult]:

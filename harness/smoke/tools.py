@@ -106,7 +106,8 @@ def check_path_escape(settings: Settings, keys: SmokeKeys, phase: int) -> CheckR
     except httpx.HTTPError as exc:
         return failed(cid, title, t, exc, target)
     escaped = [p for p, s in answers.items() if s not in (400, 403)]
-    return result(cid, title, not escaped, t, target=target, measured=f"{len(escaped)} escaped",
+    return result(cid, title, not escaped, t, target=target, value=len(escaped), unit="count",
+                  measured=f"{len(escaped)} escaped",
                   detail=json.dumps({repr(p): s for p, s in answers.items()}))
 
 

@@ -65,7 +65,7 @@ def database_paths(settings: Settings) -> dict[str, Path]:
     from suite.memory.service import db_path
     from suite.tools.stores import security_db_path
 
-    return {"memory": db_path(settings), "tools": security_db_path(settings)}
+    return {"memory": db_path(settings), "tools": security_db_path(settings), "auth": settings.key_store_path}
 
 
 @contextlib.contextmanager
@@ -131,11 +131,13 @@ def _rag_part(settings: Settings, builder: SetBuilder, progress: Progress) -> di
     """Through the running RAG service (owner of the store), else directly; None when there is no store."""
     t0 = time.monotonic()
     try:
+        httpx.get(settings.url("rag") + "/health", timeout=5.0)  # open probe: is the owner running?
+    except httpx.TransportError:
+        resp = None
+    else:
         with admin_headers(settings) as headers:
             resp = httpx.post(settings.url("rag") + "/admin/backup", json={"set": builder.set_id},
                               headers=headers, timeout=httpx.Timeout(900.0, connect=2.0))
-    except httpx.TransportError:
-        resp = None
     if resp is not None:
         if resp.status_code != 200:
             raise BackupError(f"the rag service refused the backup: HTTP {resp.status_code} {resp.text[:300]}")
@@ -215,9 +217,17 @@ def _restore_parts(settings: Settings, set_path: Path, manifest: dict[str, Any],
             store.close()
         progress(f"  rag: {out['rag']}")
     live = database_paths(settings)
-    for part in ("memory", "tools"):
+    for part in ("memory", "tools", "auth"):
         entry = manifest["parts"].get(part)
         if entry is None:
+            continue
+        if part == "auth" and into is None:
+            # Every service reads the key store while it runs, and a rolled-back key store would
+            # bring back keys revoked since the set was taken: a live rollback never touches it.
+            # Disaster recovery restores it into a scratch dir and copies it with the stack down.
+            progress("  auth: the key store is not rolled back (revoked keys stay revoked); restore it with "
+                     "--into DIR and copy it with the whole stack down if it was lost")
+            out[part] = {"skipped": "live key store kept"}
             continue
         dest = (into / part / live[part].name) if into is not None else live[part]
         restored = install_database(set_path / entry["file"], dest)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from suite.settings import Settings
 
+ALIASES = ("chat", "code")  # the model names clients send; one inference service each
+
 
 @dataclass
 class Upstream:
@@ -25,10 +27,7 @@ class Router:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Router:
-        ups = {
-            "chat": Upstream("chat", "inference-chat", settings.url("inference-chat")),
-            "code": Upstream("code", "inference-code", settings.url("inference-code")),
-        }
+        ups = {alias: Upstream(alias, f"inference-{alias}", settings.url(f"inference-{alias}")) for alias in ALIASES}
         return cls(ups, dict(settings.gateway.fallback), settings.gateway.cooldown_s)
 
     def aliases(self) -> list[str]:

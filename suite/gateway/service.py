@@ -5,6 +5,13 @@ retried, then the request falls back (chat -> code, code -> chat). A failed upst
 cooldown, which ends early once its readiness probe passes again (a restarted upstream is back as
 soon as it is ready). Streams are passed through byte for byte; fallback is possible until the first
 byte is sent.
+
+Only connection errors, timeouts and 5xx are an upstream's failure. A 4xx is the client's mistake
+(a grammar that does not parse, a prompt longer than the context): it is passed through untouched —
+no retry, no fallback, no cooldown, so one client's bad requests never turn other clients away. A
+429 (the upstream's queue is full) is passed through too, unless ``gateway.fallback_on_overload``
+lets the request try the next upstream of its chain (answered with ``x-suite-fallback-from``);
+the busy upstream is not cooled down.
 """
 
 from __future__ import annotations
@@ -101,7 +108,7 @@ class Gateway:
         if not isinstance(model, str) or not model:
             raise ApiError(400, "'model' is required: one of " + aliases, code="model_required")
         if model not in self.router.upstreams:
-            raise ApiError(404, f"model '{model}' not found; available: {aliases}", code="model_not_found")
+            raise ApiError(404, f"model '{model[:100]}' not found; available: {aliases}", code="model_not_found")
         return body
 
     async def forward(self, path: str, body: dict[str, Any]) -> Response:
@@ -109,7 +116,9 @@ class Gateway:
         alias = body["model"]
         stream = bool(body.get("stream"))
         failures: list[str] = []
-        for upstream in self.router.chain(alias):
+        busy: Response | None = None  # an upstream's 429, kept while a fallback is tried
+        chain = self.router.chain(alias)
+        for i, upstream in enumerate(chain):
             try:
                 resp = await self._attempt(upstream, path, body, stream)
             except UpstreamFailed as exc:
@@ -118,18 +127,29 @@ class Gateway:
                 log.warning("upstream failed, trying next: %s", exc)
                 continue
             self.router.mark_ok(upstream)
-            headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_HEADERS}
-            headers["x-suite-upstream"] = upstream.alias
-            if upstream.alias != alias:
-                headers["x-suite-fallback-from"] = alias
-                self.metrics.fallbacks.labels(alias, upstream.alias).inc()
-            if stream:
-                return StreamingResponse(_relay(resp), status_code=resp.status_code, headers=headers,
-                                         media_type=resp.headers.get("content-type"))
-            return Response(resp.content, status_code=resp.status_code, headers=headers,
-                            media_type=resp.headers.get("content-type"))
+            if resp.status_code == 429 and self.cfg.fallback_on_overload and i + 1 < len(chain):
+                await resp.aread()
+                await resp.aclose()
+                busy = busy or self._relayed(resp, upstream, alias, stream=False)
+                continue
+            return self._relayed(resp, upstream, alias, stream)
+        if busy is not None:
+            return busy
         raise ApiError(503, f"no upstream could serve model '{alias}': {'; '.join(failures)}",
                        code="upstreams_unavailable", headers={"Retry-After": str(int(self.cfg.cooldown_s) or 1)})
+
+    def _relayed(self, resp: httpx.Response, upstream: Upstream, alias: str, stream: bool) -> Response:
+        """The upstream's answer as ours: status, body and headers unchanged (hop headers aside)."""
+        headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_HEADERS}
+        headers["x-suite-upstream"] = upstream.alias
+        if upstream.alias != alias:
+            headers["x-suite-fallback-from"] = alias
+            self.metrics.fallbacks.labels(alias, upstream.alias).inc()
+        if stream:
+            return StreamingResponse(_relay(resp), status_code=resp.status_code, headers=headers,
+                                     media_type=resp.headers.get("content-type"))
+        return Response(resp.content, status_code=resp.status_code, headers=headers,
+                        media_type=resp.headers.get("content-type"))
 
     def _mark_failed(self, upstream: Upstream) -> None:
         self.router.mark_failed(upstream)
@@ -171,7 +191,7 @@ class Gateway:
                 last = f"HTTP {resp.status_code}"
                 calls.labels(upstream.service, "5xx").inc()
                 continue
-            calls.labels(upstream.service, "ok").inc()
+            calls.labels(upstream.service, "ok" if resp.status_code < 400 else str(resp.status_code)).inc()
             return resp
         raise UpstreamFailed(upstream, last)
 

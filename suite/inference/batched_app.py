@@ -21,7 +21,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
+from llama_cpp.server.types import (
+    CreateChatCompletionRequest,
+    TokenizeInputCountResponse,
+    TokenizeInputResponse,
+)
 from prometheus_client import Counter, Gauge, Histogram
 
 from suite.inference import openai_surface as oai
@@ -35,8 +39,9 @@ from suite.inference.engine import (
     GenerationRequest,
     Handle,
 )
-from suite.inference.model import load_llama
+from suite.inference.model import kv_bytes_per_token, load_llama
 from suite.inference.placement import load_log, placement
+from suite.inference.request_types import ChatCompletionRequest, CompletionRequest, TokenizeRequest
 from suite.inference.sampling import SamplingParams
 from suite.settings import ModelConfig, Settings
 from suite.web import ApiError, instrument
@@ -107,12 +112,14 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
                         hooks=engine_metrics.hooks(), stall_s=inf.stall_s)
         engine.start()
         engine_metrics.watch(engine)
+        kv = kv_bytes_per_token(llama)
         state.update(llama=llama, engine=engine, load_s=time.perf_counter() - t0,
+                     kv_mib_per_slot=round(kv * cfg.n_ctx / 2**20, 1) if kv else None,
                      formatter=oai.chat_formatter(cfg.chat_format) if cfg.chat_format else None,
                      rng=random.Random(cfg.seed), model_path=str(settings.model_path(role)))
         app.state.engine = engine
-        log.info("batched engine up: %d slots, queue %d, loaded in %.1fs", inf.slots, inf.queue_limit,
-                 state["load_s"])
+        log.info("batched engine up: %d slots of %d tokens (KV cache %s MiB per slot), queue %d, loaded in %.1fs",
+                 inf.slots, cfg.n_ctx, state["kv_mib_per_slot"], inf.queue_limit, state["load_s"])
         try:
             yield
         finally:
@@ -149,20 +156,25 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
     metrics = instrument(app, name, ready=ready, ready_timeout_s=budget + 5, live=live, settings=settings,
                          health_info=lambda: {"model": cfg.alias, "engine": "batched", "slots": inf.slots,
                                               "batch_invariant": inf.batch_invariant,
-                                              "queue_limit": inf.queue_limit,
+                                              "queue_limit": inf.queue_limit, "n_ctx": cfg.n_ctx,
+                                              "kv_mib_per_slot": state.get("kv_mib_per_slot"),
                                               "model_file": os.path.basename(state.get("model_path", "")),
                                               "load_s": round(state.get("load_s", 0.0), 2),
                                               "gpu_layers": state["placement"].to_dict()
                                               if "placement" in state else None})
     engine_metrics = app.state.engine_metrics = EngineMetrics(metrics.registry, name)
 
-    def submit(body: oai.Body) -> Submission:
-        """Validate, tokenize and queue a request; 429 when the engine is full."""
+    async def submit(body: oai.Body) -> Submission:
+        """Validate, tokenize and queue a request; 429 when the engine is full.
+
+        Tokenizing and checking (grammar, context) run in a worker thread: a long prompt never
+        holds the event loop, and a bad request is a 400 before it takes a place in the queue.
+        """
         engine: Engine | None = state.get("engine")
         if engine is None:
             raise ApiError(503, "model not loaded yet", headers={"Retry-After": "5"})
-        request, prompt = oai.build_request(state["llama"], body, cfg.n_ctx, state["rng"],
-                                            state["formatter"])
+        request, prompt = await asyncio.to_thread(oai.build_request, state["llama"], body, cfg.n_ctx,
+                                                  state["rng"], state["formatter"], inf.max_tokens_cap)
         sink = AsyncSink()
         try:
             handle = engine.submit(request, sink)
@@ -174,14 +186,15 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         except ValueError as exc:
             raise oai.bad_request(str(exc)) from None
-        shape = oai.CompletionShape(body.model if body.model is not None else state["model_path"])
+        shape = oai.CompletionShape(body.model if body.model is not None else state["model_path"],
+                                    chat=isinstance(body, CreateChatCompletionRequest))
         return Submission(handle, request, sink, prompt, shape)
 
     async def complete(request: Request, body: oai.Body, chat: bool):
         """Both completion routes: an SSE stream, or one completion (a chat one for chat)."""
-        sub = submit(body)
+        sub = await submit(body)
         if body.stream:
-            return _sse(_stream(sub, chat))
+            return _sse(_stream(sub))
         text, event = await _collect(request, sub)
         if not chat and body.echo:
             text = sub.prompt + text
@@ -190,12 +203,28 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         return oai.chat_completion(out) if chat else out
 
     @app.post("/v1/completions", summary="Completion")
-    async def create_completion(request: Request, body: CreateCompletionRequest):
+    async def create_completion(request: Request, body: CompletionRequest):
         return await complete(request, body, chat=False)
 
     @app.post("/v1/chat/completions", summary="Chat")
-    async def create_chat_completion(request: Request, body: CreateChatCompletionRequest):
+    async def create_chat_completion(request: Request, body: ChatCompletionRequest):
         return await complete(request, body, chat=True)
+
+    async def tokens_of(text: str) -> list[int]:
+        """The model's tokens for ``text`` (off the loop); texts no prompt could be are a 400."""
+        llama = state.get("llama")
+        if llama is None:
+            raise ApiError(503, "model not loaded yet", headers={"Retry-After": "5"})
+        oai.check_tokenize_input(text, cfg.n_ctx)
+        return await asyncio.to_thread(llama.tokenize, text.encode("utf-8"), True, True)
+
+    @app.post("/extras/tokenize", summary="Tokenize", tags=["Extras"])
+    async def tokenize(body: TokenizeRequest) -> TokenizeInputResponse:
+        return TokenizeInputResponse(tokens=await tokens_of(body.input))
+
+    @app.post("/extras/tokenize/count", summary="Tokenize Count", tags=["Extras"])
+    async def tokenize_count(body: TokenizeRequest) -> TokenizeInputCountResponse:
+        return TokenizeInputCountResponse(count=len(await tokens_of(body.input)))
 
     @app.get("/v1/models", summary="Models")
     async def get_models() -> dict[str, Any]:
@@ -218,42 +247,49 @@ async def _collect(request: Request, sub: Submission) -> tuple[str, Event]:
     try:
         while True:
             try:
-                event = await sub.sink.get(DISCONNECT_POLL_S)
+                events = await sub.sink.get_all(DISCONNECT_POLL_S)
             except TimeoutError:
                 if await request.is_disconnected():
                     raise asyncio.CancelledError from None
                 continue
-            parts.append(event.text)
-            if event.error:
-                raise ApiError(500, event.error, type="internal_error")
-            if event.final:
-                return "".join(parts), event
+            for event in events:
+                parts.append(event.text)
+                if event.error:
+                    raise ApiError(500, event.error, type="internal_error")
+                if event.final:
+                    return "".join(parts), event
     except BaseException:
         sub.handle.cancel()
         raise
 
 
-async def _stream(sub: Submission, chat: bool) -> AsyncIterator[str]:
-    """SSE lines as llama_cpp.server sends them: one ``data: {json}`` per chunk, then ``[DONE]``."""
-    first, shape = True, sub.shape
+async def _stream(sub: Submission) -> AsyncIterator[bytes]:
+    """SSE lines as llama_cpp.server sends them: one ``data: {json}`` per chunk, then ``[DONE]``.
+
+    Whatever arrived since the last write goes out in one write (one token per stream per step in
+    the steady state; more when the client or the loop fell behind).
+    """
+    shape, first, done = sub.shape, True, False
     try:
-        while True:
-            event = await sub.sink.get()
-            if event.error:
-                yield _data({"error": {"message": event.error, "type": "internal_error", "code": None}})
-                break
-            chunks = []
-            if event.text:
-                chunks.append(shape.chunk(event.text))
-            if event.final:
-                chunks.append(shape.chunk("", event.finish_reason))
-            for chunk in chunks:
-                for out in (oai.chat_chunks(chunk, first) if chat else [chunk]):
-                    yield _data(out)
-                first = False
-            if event.final:
-                break
-        yield "data: [DONE]\n\n"
+        while not done:
+            lines = []
+            for event in await sub.sink.get_all():
+                if event.error:
+                    lines.append(_data({"error": {"message": event.error, "type": "internal_error",
+                                                  "code": None}}))
+                    done = True
+                    break
+                if event.text:
+                    lines.append(shape.sse(event.text, None, first) if first else shape.sse_text(event.text))
+                    first = False
+                if event.final:
+                    lines.append(shape.sse("", event.finish_reason, first))
+                    done = True
+                    break
+            if done:
+                lines.append("data: [DONE]\n\n")
+            if lines:
+                yield "".join(lines).encode()
     finally:
         sub.handle.cancel()  # no-op when finished; frees the slot when the client went away
 
@@ -262,7 +298,7 @@ def _data(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
-def _sse(body: AsyncIterator[str]) -> StreamingResponse:
+def _sse(body: AsyncIterator[bytes]) -> StreamingResponse:
     return StreamingResponse(body, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

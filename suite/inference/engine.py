@@ -4,10 +4,11 @@ One engine thread owns a ``llama_context`` created with ``n_seq_max = slots`` (a
 default; one KV stream per sequence with ``batch_invariant``).
 Each step is one ``llama_decode`` of a single batch holding the next token of every generating
 sequence plus a chunk of the prompt of sequences still being prefilled; then every sequence whose
-logits came out samples with its own sampler chain (plain greedy requests take the arg-max of their
-logits row instead: the same token, without copying the 262k-entry vocabulary into a candidate
-array). Requests reach the thread through a bounded
-waiting list; results go back through a per-request ``sink`` callable (``AsyncSink`` for asyncio).
+logits came out samples with its own sampler chain (greedy requests, temperature 0 with at most a
+repeat penalty, take the arg-max of their logits row in numpy instead: the same token, without
+copying the 262k-entry vocabulary into a candidate array). Requests reach the thread through a bounded waiting list; results go back through a
+per-request ``sink`` callable (``AsyncSink`` for asyncio), all of a step's events together after
+its sampling, so an asyncio consumer is woken once per step rather than once per token.
 A finished or cancelled sequence has its KV cells removed (``llama_memory_seq_rm``) before its slot
 is reused, so sequences never see each other's cache.
 
@@ -23,6 +24,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +33,14 @@ import llama_cpp
 import numpy as np
 from llama_cpp._utils import suppress_stdout_stderr
 
-from suite.inference.sampling import SamplingParams, build_sampler, free_sampler, is_plain_greedy, token_piece
+from suite.inference.sampling import (
+    SamplingParams,
+    build_sampler,
+    free_sampler,
+    greedy_repeat_penalty,
+    greedy_token,
+    token_piece,
+)
 from suite.inference.textstream import TextStream
 
 log = logging.getLogger(__name__)
@@ -99,21 +108,91 @@ class Handle:
         self.engine.cancel(self)
 
 
+class _Mailbox:
+    """Events from engine threads to one event loop, handed over in one wake-up per burst.
+
+    ``call_soon_threadsafe`` per token costs the loop a self-pipe write, a wake-up and a callback
+    each; the engine posts all of a step's events at once, so only the first post of a burst
+    schedules a delivery and the delivery takes everything posted by then.
+    """
+
+    _of_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = weakref.ref(loop)  # weak: the registry's value must not keep its key alive
+        self.items: deque[tuple[AsyncSink, Event]] = deque()
+        self.scheduled = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Mailbox:
+        box = cls._of_loop.get(loop)
+        if box is None:
+            box = cls._of_loop[loop] = cls(loop)
+        return box
+
+    def post(self, sink: AsyncSink, event: Event) -> None:
+        """Any thread. Append first, then schedule only if no delivery is pending: a pending delivery
+        clears ``scheduled`` before it takes the items, so it will see this one."""
+        self.items.append((sink, event))
+        if not self.scheduled:
+            self.scheduled = True
+            loop = self.loop()
+            try:
+                if loop is None:
+                    raise RuntimeError("event loop is gone")
+                loop.call_soon_threadsafe(self._deliver)
+            except RuntimeError:  # the loop closed: nobody is listening any more
+                self.items.clear()
+                self.scheduled = False
+
+    def _deliver(self) -> None:
+        self.scheduled = False
+        items = self.items
+        while items:
+            sink, event = items.popleft()
+            sink.deliver(event)
+
+
 class AsyncSink:
-    """Hands events from the engine thread to an asyncio queue on the caller's loop."""
+    """Hands events from the engine thread to a consumer on the caller's event loop."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._mailbox = _Mailbox.of(self.loop)
+        self._events: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
 
     def __call__(self, event: Event) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
-        except RuntimeError:  # the loop closed: nobody is listening any more
-            pass
+        """Engine thread: queue ``event`` for the consumer."""
+        self._mailbox.post(self, event)
+
+    def deliver(self, event: Event) -> None:
+        """Event loop: make ``event`` available to ``get`` / ``get_all``."""
+        self._events.append(event)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def get(self, timeout: float | None = None) -> Event:
-        return await asyncio.wait_for(self.queue.get(), timeout)
+        """The next event; ``TimeoutError`` after ``timeout`` seconds without one."""
+        if not self._events:
+            await self._wait(timeout)
+        return self._events.popleft()
+
+    async def get_all(self, timeout: float | None = None) -> list[Event]:
+        """Every event delivered so far (waiting for the first one), in order."""
+        if not self._events:
+            await self._wait(timeout)
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    async def _wait(self, timeout: float | None) -> None:
+        self._waiter = self.loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._waiter
+        finally:
+            self._waiter = None
 
 
 @dataclass
@@ -123,7 +202,7 @@ class _Seq:
     sampler: object
     pending: list[int]
     text: TextStream
-    greedy: bool = False  # sampled by arg-max of the logits row (see ``sampling.is_plain_greedy``)
+    greedy_penalty: float | None = None  # set: sampled by ``sampling.greedy_token`` with this penalty
     pos: int = 0
     generated: list[int] = field(default_factory=list)
     prefilling: bool = True
@@ -318,12 +397,12 @@ class Engine:
                 continue
             seq_id = self._free_ids.pop(0)
             self._active.append(_Seq(handle=handle, seq_id=seq_id, sampler=sampler,
-                                     greedy=is_plain_greedy(handle.request.sampling),
+                                     greedy_penalty=greedy_repeat_penalty(handle.request.sampling),
                                      pending=list(handle.request.prompt_tokens),
                                      text=TextStream(handle.request.stop)))
 
     def _step(self) -> None:
-        """One decode of one batch for every active sequence, then sampling."""
+        """One decode of one batch for every active sequence, then sampling, then the events."""
         batch = self._batch
         tokens_at, pos_at, seq_at, logits_at = self._rows
         n = 0
@@ -369,28 +448,34 @@ class Engine:
                 for seq, _ in outputs:
                     self._finish(seq, error=f"llama_decode failed (code {rc})")
             return
+        events: list[tuple[Sink, Event]] = []
         finished: list[tuple[_Seq, str]] = []
         sampled = 0
         for seq, idx in outputs:
-            if seq.greedy:
+            if seq.greedy_penalty is not None:
                 row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, idx), (self.n_vocab,))
-                token = int(row.argmax())  # the first maximum, as llama.cpp's greedy sampler picks
+                token = greedy_token(row, seq.generated, seq.greedy_penalty,
+                                     seq.handle.request.sampling.penalty_last_n)
             else:
                 token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, idx)
             had = len(seq.generated)
-            reason = self._on_token(seq, token)
+            reason = self._on_token(seq, token, events)
             sampled += len(seq.generated) - had
             if reason is not None:
                 finished.append((seq, reason))
         if sampled:
             self.hooks.tokens(sampled)  # one metric update per step, not per token
+        # Every event of the step in one burst: the first one wakes the consumers' event loop, the
+        # rest land before it gets the GIL, so it takes them all in one go (see ``AsyncSink``).
+        for sink, event in events:
+            sink(event)
         if finished:
             with self._cond:
                 for seq, reason in finished:
                     self._finish(seq, reason=reason)
 
-    def _on_token(self, seq: _Seq, token: int) -> str | None:
-        """Record a sampled token; returns a finish reason when the sequence is done."""
+    def _on_token(self, seq: _Seq, token: int, events: list[tuple[Sink, Event]]) -> str | None:
+        """Record a sampled token, queue its text; returns a finish reason when the sequence is done."""
         if not seq.generated:
             self.hooks.first_token(time.perf_counter() - seq.handle.submitted)
         if llama_cpp.llama_vocab_is_eog(self.vocab, token):
@@ -401,7 +486,7 @@ class Engine:
             piece = self._pieces[token] = token_piece(self.vocab, token)
         text, stopped = seq.text.push(piece)
         if text:
-            seq.handle.sink(Event(text=text, tokens=[token]))
+            events.append((seq.handle.sink, Event(text=text, tokens=[token])))
         if stopped:
             return "stop"
         if len(seq.generated) >= seq.handle.request.max_tokens or seq.pos + 1 >= self.n_ctx:

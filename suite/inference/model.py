@@ -8,7 +8,6 @@ behaviour would break a promise of the suite; each says why.
 
 from __future__ import annotations
 
-import json
 import os
 
 from fastapi import FastAPI
@@ -48,6 +47,30 @@ def load_llama(settings: Settings, role: str):
     return LlamaProxy.load_llama_from_model_settings(llama_model_settings(settings, role))
 
 
+KV_TYPE_BYTES = {0: 4.0, 1: 2.0, 30: 2.0, 8: 34 / 32, 2: 18 / 32}  # ggml f32, f16, bf16, q8_0, q4_0
+
+
+def kv_bytes_per_token(llama) -> int | None:
+    """KV cache bytes one token of one sequence takes (all layers, K and V), from the GGUF's metadata.
+
+    What a slot costs is this times ``n_ctx`` (README: sizing slots); None when the metadata lacks a
+    figure it needs.
+    """
+    meta = llama.metadata
+    arch = meta.get("general.architecture", "")
+    try:
+        layers = int(meta[f"{arch}.block_count"])
+        heads_kv = int(meta.get(f"{arch}.attention.head_count_kv") or meta[f"{arch}.attention.head_count"])
+        head_dim = int(meta[f"{arch}.embedding_length"]) // int(meta[f"{arch}.attention.head_count"])
+        key = int(meta.get(f"{arch}.attention.key_length", head_dim))
+        value = int(meta.get(f"{arch}.attention.value_length", head_dim))
+        width_k = KV_TYPE_BYTES[llama.context_params.type_k]
+        width_v = KV_TYPE_BYTES[llama.context_params.type_v]
+    except (KeyError, ValueError):  # per-layer head counts, an unknown cache type...
+        return None
+    return round(layers * heads_kv * (key * width_k + value * width_v))
+
+
 def fresh_context_per_request(llama) -> None:
     """Start every generation from an empty KV cache when the model uses sliding-window attention.
 
@@ -70,18 +93,37 @@ def fresh_context_per_request(llama) -> None:
     llama.generate = generate
 
 
+def cap_max_tokens(llama, cap: int | None) -> None:
+    """Never generate more than ``cap`` tokens per request (``inference.max_tokens_cap``) on the serial path.
+
+    Why: llama_cpp.server has no such limit; a request without ``max_tokens`` (or with ``0``) runs
+    to the end of the context. The batched engine applies the same cap in ``max_tokens_for``.
+    """
+    if not cap:
+        return
+    for name in ("create_completion", "create_chat_completion"):
+        original = getattr(llama, name)
+
+        def capped(*args, _original=original, **kwargs):
+            asked = kwargs.get("max_tokens")
+            kwargs["max_tokens"] = cap if asked is None or asked <= 0 else min(asked, cap)
+            return _original(*args, **kwargs)
+
+        setattr(llama, name, capped)
+
+
 def client_errors_are_4xx(app: FastAPI) -> None:
     """Keep a client's mistake a 4xx on llama_cpp.server's routes (the serial path).
 
-    Why: its route handler catches every exception, request validation included, and answers 500;
-    and it re-reads the body as JSON while doing so, which fails again on a body that is not JSON.
-    This adapter (the narrowest place: its error mapper, plus a JSON check before the route) answers
-    400 in the suite's error shape instead.
+    Why: its route handler catches every exception, request validation included, and answers 500.
+    This adapter (the narrowest place: its error mapper) answers 400 in the suite's error shape
+    instead. A body that is not JSON never gets this far: the request guard (``suite.web.guard``)
+    refuses it at the edge, as on every service.
     """
     from fastapi.exceptions import RequestValidationError
     from llama_cpp.server.errors import RouteErrorHandler
 
-    from suite.web.errors import error_response, validation_message
+    from suite.web.errors import validation_message
 
     original = RouteErrorHandler.error_message_wrapper
     if not getattr(original, "_suite_adapter", False):
@@ -94,15 +136,6 @@ def client_errors_are_4xx(app: FastAPI) -> None:
         error_message_wrapper._suite_adapter = True
         RouteErrorHandler.error_message_wrapper = error_message_wrapper
 
-    @app.middleware("http")
-    async def _json_bodies_only(request, call_next):
-        if request.method == "POST" and request.url.path.startswith(("/v1/", "/extras/")):
-            raw = await request.body()
-            try:
-                json.loads(raw or b"null")
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                return error_response(400, f"request body is not valid JSON: {exc}")
-        return await call_next(request)
 
-
-__all__ = ["client_errors_are_4xx", "fresh_context_per_request", "llama_model_settings", "load_llama"]
+__all__ = ["cap_max_tokens", "client_errors_are_4xx", "fresh_context_per_request", "kv_bytes_per_token",
+           "llama_model_settings", "load_llama"]

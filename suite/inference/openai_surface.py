@@ -9,6 +9,7 @@ like the serial one. Only the parts that must change (tokenizing the prompt the 
 from __future__ import annotations
 
 import inspect
+import json
 import random
 import time
 import uuid
@@ -19,10 +20,13 @@ from llama_cpp import llama_chat_format, llama_grammar
 from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
 
 from suite.inference.engine import GenerationRequest
-from suite.inference.sampling import SamplingParams
+from suite.inference.sampling import SamplerError, SamplingParams, build_sampler, free_sampler
 from suite.web import ApiError
 
 Body = CreateCompletionRequest | CreateChatCompletionRequest
+# No vocabulary here averages anywhere near 16 characters per token (Gemma: ~4.6 bytes per token on
+# English, fewer on Korean), so a text longer than 16 characters per context token is probed first.
+PROBE_CHARS_PER_TOKEN = 16
 
 
 def bad_request(message: str, code: str = "invalid_parameters") -> ApiError:
@@ -53,6 +57,30 @@ def completion_prompt_tokens(llama: llama_cpp.Llama, prompt: str) -> list[int]:
     return tokens or [bos]
 
 
+def refuse_oversized(llama: llama_cpp.Llama, text: str, n_ctx: int) -> None:
+    """400 for a text far longer than the context, found by tokenizing a prefix only.
+
+    Tokenizing costs ~5 µs per byte on this CPU (a 1 MB prompt: seconds of a core); a prefix of
+    ``PROBE_CHARS_PER_TOKEN * n_ctx`` characters that alone fills the context settles it.
+    """
+    probe = PROBE_CHARS_PER_TOKEN * n_ctx
+    if len(text) <= probe:
+        return
+    n = len(llama.tokenize(text[:probe].encode("utf-8"), add_bos=False, special=True))
+    if n >= n_ctx:
+        raise bad_request(f"prompt is longer than this model's context of {n_ctx} tokens (its first {probe} "
+                          f"of {len(text)} characters alone are {n} tokens)", code="context_length_exceeded")
+
+
+def check_tokenize_input(text: str, n_ctx: int) -> None:
+    """``/extras/tokenize``: a text longer than any prompt could be is a 400, not seconds of CPU."""
+    limit = PROBE_CHARS_PER_TOKEN * n_ctx
+    if len(text) > limit:
+        raise bad_request(f"input is {len(text)} characters; this server tokenizes at most {limit} "
+                          f"({PROBE_CHARS_PER_TOKEN} per token of its {n_ctx}-token context)",
+                          code="input_too_long")
+
+
 def check_supported(body: Body) -> None:
     """Refuse, with a 400, what the batched engine does not do (instead of silently ignoring it)."""
     if (body.n or 1) != 1 or (getattr(body, "best_of", 1) or 1) != 1:
@@ -72,19 +100,35 @@ def check_supported(body: Body) -> None:
 
 
 def logit_bias(llama: llama_cpp.Llama, body: Body) -> dict[int, float]:
+    """Token id -> bias; ids outside the vocabulary are a 400 (llama.cpp would index past its logits)."""
     if not body.logit_bias:
         return {}
     out: dict[int, float] = {}
+    n_vocab = llama.n_vocab()
     for key, bias in body.logit_bias.items():
         if body.logit_bias_type == "tokens":
             for token in llama.tokenize(key.encode("utf-8"), add_bos=False, special=True):
                 out[token] = float(bias)
         else:
             try:
-                out[int(key)] = float(bias)
+                token = int(key)
             except ValueError:
-                raise bad_request(f"logit_bias key {key!r} is not a token id") from None
+                raise bad_request(f"logit_bias key {key[:40]!r} is not a token id", code="invalid_token") from None
+            if not 0 <= token < n_vocab:
+                raise bad_request(f"logit_bias token id {token} is not in this model's vocabulary "
+                                  f"(0..{n_vocab - 1})", code="invalid_token")
+            out[token] = float(bias)
     return out
+
+
+def check_sampler(llama: llama_cpp.Llama, params: SamplingParams) -> None:
+    """Build the request's sampler chain once, here, and free it: a grammar that does not parse or
+    values llama.cpp refuses are a 400 before the request takes a place in the queue."""
+    vocab = llama_cpp.llama_model_get_vocab(llama.model)
+    try:
+        free_sampler(build_sampler(params, vocab, llama.n_vocab()))
+    except SamplerError as exc:
+        raise bad_request(f"invalid sampling parameters: {exc}", code="invalid_sampling") from None
 
 
 def sampling_params(llama: llama_cpp.Llama, body: Body, rng: random.Random) -> SamplingParams:
@@ -106,45 +150,72 @@ def _stop_list(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop or [])
 
 
-def max_tokens_for(requested: int | None, n_prompt: int, n_ctx: int) -> int:
-    """``Llama._create_completion``'s rule: none or <= 0 means up to the context, and never past it."""
+def max_tokens_for(requested: int | None, n_prompt: int, n_ctx: int, cap: int | None = None) -> int:
+    """``Llama._create_completion``'s rule: none or <= 0 means up to the context, and never past it;
+    never past ``cap`` (``inference.max_tokens_cap``) either."""
+    room = n_ctx - n_prompt
     if requested is None or requested <= 0:
-        return n_ctx - n_prompt
-    return requested if requested + n_prompt < n_ctx else n_ctx - n_prompt
+        requested = room
+    return min(requested, room, cap or room)
 
 
 def build_request(llama: llama_cpp.Llama, body: Body, n_ctx: int, rng: random.Random,
-                  formatter: llama_chat_format.ChatFormatter | None = None) -> tuple[GenerationRequest, str]:
-    """The engine request for an API body, and the prompt text (for ``echo``)."""
+                  formatter: llama_chat_format.ChatFormatter | None = None,
+                  max_tokens_cap: int | None = None) -> tuple[GenerationRequest, str]:
+    """The engine request for an API body, and the prompt text (for ``echo``).
+
+    Blocking (tokenizing a long prompt, parsing a grammar): call it from a worker thread. Everything
+    a client can get wrong is a 400 here, before the request is queued.
+    """
     check_supported(body)
     stop = _stop_list(body.stop)
     if isinstance(body, CreateChatCompletionRequest):
         if formatter is None:
             raise bad_request("chat completions are not configured on this server")
-        result = formatter(messages=body.messages)
+        try:
+            result = formatter(messages=body.messages)
+        except Exception as exc:  # the model's chat template refused these messages
+            raise bad_request(f"messages cannot be formatted for this model: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
         prompt = result.prompt
+        refuse_oversized(llama, prompt, n_ctx)
         tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
         stop += _stop_list(result.stop)
     else:
         prompt = body.prompt[0] if isinstance(body.prompt, list) else body.prompt
         prompt = prompt or ""
+        refuse_oversized(llama, prompt, n_ctx)
         tokens = completion_prompt_tokens(llama, prompt)
     if len(tokens) >= n_ctx:
         raise bad_request(f"Requested tokens ({len(tokens)}) exceed context window of {n_ctx}",
                           code="context_length_exceeded")
+    sampling = sampling_params(llama, body, rng)
+    check_sampler(llama, sampling)
     request = GenerationRequest(prompt_tokens=tokens, stop=stop,
-                                max_tokens=max_tokens_for(body.max_tokens, len(tokens), n_ctx),
-                                sampling=sampling_params(llama, body, rng))
+                                max_tokens=max_tokens_for(body.max_tokens, len(tokens), n_ctx, max_tokens_cap),
+                                sampling=sampling)
     return request, prompt
 
 
-class CompletionShape:
-    """Builds ``text_completion`` objects and chunks with one id and timestamp per request."""
+TEXT_SLOT = "\x00text\x00"  # stands for a chunk's text while its SSE template is made
 
-    def __init__(self, model: str) -> None:
+
+class CompletionShape:
+    """Builds ``text_completion`` objects and chunks (chat ones for ``chat``) with one id and timestamp
+    per request, and their SSE lines."""
+
+    def __init__(self, model: str, chat: bool = False) -> None:
         self.id = f"cmpl-{uuid.uuid4()}"
         self.created = int(time.time())
         self.model = model
+        self.chat = chat
+        # A text chunk differs from the next only in its text, so its SSE line is a template made once
+        # from the real chunk (llama-cpp-python's chat converter included) with only the text encoded
+        # per token: a twentieth of building and dumping the dict each time. The text comes after the
+        # client-chosen model name in the JSON, hence the last occurrence of the slot.
+        sample = json.dumps(self._chunks(self.chunk(TEXT_SLOT), first=False)[0])
+        head, _, tail = sample.rpartition(json.dumps(TEXT_SLOT))
+        self._text_head, self._text_tail = f"data: {head}", f"{tail}\n\n"
 
     def chunk(self, text: str, finish_reason: str | None = None) -> dict[str, Any]:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
@@ -155,6 +226,17 @@ class CompletionShape:
         out["usage"] = {"prompt_tokens": n_prompt, "completion_tokens": n_completion,
                         "total_tokens": n_prompt + n_completion}
         return out
+
+    def sse_text(self, text: str) -> str:
+        """The SSE line of a chunk carrying ``text`` (not the first chunk of a chat stream)."""
+        return self._text_head + json.dumps(text) + self._text_tail
+
+    def sse(self, text: str, finish_reason: str | None, first: bool) -> str:
+        """The SSE lines of any chunk; the first of a chat stream is preceded by its role delta."""
+        return "".join(f"data: {json.dumps(c)}\n\n" for c in self._chunks(self.chunk(text, finish_reason), first))
+
+    def _chunks(self, chunk: dict[str, Any], first: bool) -> list[dict[str, Any]]:
+        return chat_chunks(chunk, first) if self.chat else [chunk]
 
 
 def chat_chunks(chunk: dict[str, Any], first: bool) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import ctypes
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
 
 MIROSTAT_M = 100  # the constant llama-cpp-python uses for mirostat v1
 
@@ -86,16 +87,34 @@ def build_sampler(params: SamplingParams, vocab, n_vocab: int):
     return chain
 
 
-def is_plain_greedy(params: SamplingParams) -> bool:
-    """True when the chain ``build_sampler`` makes picks the highest logit and nothing else.
+def greedy_repeat_penalty(params: SamplingParams) -> float | None:
+    """The repeat penalty when the chain ``build_sampler`` makes is "repeat penalty, then arg-max"; else None.
 
-    Temperature 0 selects llama.cpp's greedy sampler; with neutral penalties (which it skips), no
-    logit bias and no grammar nothing before it changes a logit, so the engine may take the arg-max
-    of the logits row itself (the same first maximum), without the chain's 262k-entry copy.
+    Temperature 0 selects llama.cpp's greedy sampler, and with no logit bias, no grammar and no
+    frequency or presence penalty the only sampler before it is the repeat penalty (a no-op at 1.0),
+    so ``greedy_token`` can do the same without the chain's copy of the 262k-entry vocabulary into a
+    candidate array per token (~320 us of CPU against ~60 us, measured on this box).
     """
-    return (params.temperature == 0.0 and not params.logit_bias and params.grammar is None
-            and params.repeat_penalty == 1.0 and params.frequency_penalty == 0.0
-            and params.presence_penalty == 0.0)
+    if (params.temperature != 0.0 or params.logit_bias or params.grammar is not None
+            or params.frequency_penalty != 0.0 or params.presence_penalty != 0.0):
+        return None
+    return params.repeat_penalty
+
+
+def greedy_token(logits: np.ndarray, generated: list[int], repeat_penalty: float, last_n: int) -> int:
+    """What llama.cpp's penalties + greedy samplers pick from one float32 logits row (not modified).
+
+    Its repeat penalty divides a positive logit (multiplies a non-positive one) of every token among
+    the last ``last_n`` accepted ones, in float32: the same single rounded operation here. Greedy
+    takes the first maximum, as ``argmax`` does.
+    """
+    if repeat_penalty != 1.0 and last_n > 0 and generated:
+        ids = np.fromiter(set(generated[-last_n:]), dtype=np.intp)
+        seen = logits[ids]
+        penalty = np.float32(repeat_penalty)
+        logits = logits.copy()
+        logits[ids] = np.where(seen <= 0, seen * penalty, seen / penalty)
+    return int(logits.argmax())
 
 
 def free_sampler(chain) -> None:
@@ -115,4 +134,5 @@ def token_piece(vocab, token: int) -> bytes:
         size = -n
 
 
-__all__ = ["SamplingParams", "SamplerError", "build_sampler", "free_sampler", "is_plain_greedy", "token_piece"]
+__all__ = ["SamplingParams", "SamplerError", "build_sampler", "free_sampler", "greedy_repeat_penalty",
+           "greedy_token", "token_piece"]

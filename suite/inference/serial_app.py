@@ -7,20 +7,32 @@ service per process; the supervisor runs chat and code as two processes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
 from typing import Any
 
 import anyio
+import llama_cpp
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from suite.inference.model import client_errors_are_4xx, fresh_context_per_request, llama_model_settings
+from suite.inference.model import (
+    cap_max_tokens,
+    client_errors_are_4xx,
+    fresh_context_per_request,
+    llama_model_settings,
+)
+from suite.inference.openai_surface import check_tokenize_input
 from suite.inference.placement import load_log, placement
+from suite.inference.sampling import SamplerError, SamplingParams, build_sampler, free_sampler
 from suite.settings import ModelConfig, Settings
-from suite.web import instrument
+from suite.web import ApiError, instrument
+from suite.web.errors import error_response
+from suite.web.guard import read_body, replay
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +53,9 @@ def create_serial_app(settings: Settings, role: str) -> FastAPI:
     llama = llama_app._llama_proxy(None)
     layers = placement(llama, cfg.n_gpu_layers, lines)
     fresh_context_per_request(llama)
+    cap_max_tokens(llama, settings.inference.max_tokens_cap)
     client_errors_are_4xx(app)
+    app.add_middleware(SerialRequestChecks, llama=llama, n_ctx=cfg.n_ctx)
     load_s = time.perf_counter() - t0
     log.info("model loaded in %.1fs", load_s)
     budget = settings.inference.ready_timeout_s
@@ -64,4 +78,66 @@ def create_serial_app(settings: Settings, role: str) -> FastAPI:
     return app
 
 
-__all__ = ["create_serial_app"]
+class SerialRequestChecks:
+    """What llama_cpp.server's routes do not check, checked before they run (plain ASGI):
+
+    - a ``grammar`` that does not parse: its route would answer 500;
+    - ``/extras/detokenize`` with a token id outside the vocabulary: llama.cpp would abort the whole
+      process (``std::out_of_range`` thrown through its C API);
+    - ``/extras/tokenize`` of more text than any prompt could be: it tokenizes on the event loop.
+
+    Each is a 400 here; the check runs in a worker thread (a grammar is parsed by llama.cpp).
+    """
+
+    PATHS = ("/v1/completions", "/v1/chat/completions", "/extras/detokenize", "/extras/tokenize",
+             "/extras/tokenize/count")
+
+    def __init__(self, app, llama, n_ctx: int) -> None:
+        self.app, self.llama, self.n_ctx = app, llama, n_ctx
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.PATHS:
+            body = await read_body(scope, receive, limit=1 << 62)  # the request guard bounded it
+            try:
+                await asyncio.to_thread(self.check, scope["path"], body or b"null")
+            except ApiError as exc:
+                await error_response(exc.status, exc.message, code=exc.code)(scope, receive, send)
+                return
+            receive = replay(body or b"", receive)
+        await self.app(scope, receive, send)
+
+    def check(self, path: str, raw: bytes) -> None:
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            return  # the route's own validation answers
+        if path == "/extras/detokenize":
+            n_vocab = self.llama.n_vocab()
+            tokens = body.get("tokens")
+            if isinstance(tokens, list) and any(isinstance(t, int) and not 0 <= t < n_vocab for t in tokens):
+                raise ApiError(400, f"tokens must be ids of this model's vocabulary (0..{n_vocab - 1})",
+                               code="invalid_token")
+        elif path.startswith("/extras/tokenize"):
+            if isinstance(body.get("input"), str):
+                check_tokenize_input(body["input"], self.n_ctx)
+        bias = body.get("logit_bias")
+        if isinstance(bias, dict) and body.get("logit_bias_type") != "tokens":
+            n_vocab = self.llama.n_vocab()
+            if any(not 0 <= _token_id(k) < n_vocab for k in bias):
+                raise ApiError(400, f"logit_bias keys must be token ids of this model's vocabulary "
+                                    f"(0..{n_vocab - 1})", code="invalid_token")
+        if isinstance(body.get("grammar"), str):
+            vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
+            try:
+                free_sampler(build_sampler(SamplingParams(grammar=body["grammar"]), vocab, self.llama.n_vocab()))
+            except SamplerError as exc:
+                raise ApiError(400, f"invalid sampling parameters: {exc}", code="invalid_sampling") from None
+
+
+def _token_id(key: str) -> int:
+    try:
+        return int(key)
+    except ValueError:
+        return -1
+
+
+__all__ = ["SerialRequestChecks", "create_serial_app"]

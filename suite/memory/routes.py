@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from suite.auth.layer import require
 from suite.auth.roles import RETENTION
-from suite.memory.schemas import NoteIn, ProjectIn, SearchIn
+from suite.memory.schemas import (
+    MAX_QUERY_CHARS,
+    NoteId,
+    NoteIn,
+    ProjectFilter,
+    ProjectIn,
+    SearchIn,
+    TagFilter,
+)
 from suite.memory.service import MemoryService
 from suite.web import from_state
 
@@ -36,7 +44,7 @@ async def create_project(body: ProjectIn, memory: Memory, request: Request) -> d
 
 
 @router.get("/projects/{name}")
-async def get_project(name: str, memory: Memory) -> dict:
+async def get_project(name: Annotated[str, Path(max_length=64)], memory: Memory) -> dict:
     return await memory.call(memory.store.get_project, name)
 
 
@@ -46,26 +54,26 @@ async def add_note(body: NoteIn, memory: Memory) -> dict:
 
 
 @router.get("/notes")
-async def list_notes(memory: Memory, project: str | None = None, tag: str | None = None,
+async def list_notes(memory: Memory, project: ProjectFilter = None, tag: TagFilter = None,
                      limit: int = Query(50, ge=1, le=500)) -> dict:
     notes = await memory.call(memory.store.list_notes, project, tag, limit)
     return {"notes": [n.to_dict() for n in notes]}
 
 
 @router.get("/notes/{note_id}")
-async def get_note(note_id: int, memory: Memory) -> dict:
+async def get_note(note_id: NoteId, memory: Memory) -> dict:
     return (await memory.call(memory.store.get_note, note_id)).to_dict()
 
 
 @router.delete("/notes/{note_id}")
-async def delete_note(note_id: int, memory: Memory) -> dict:
+async def delete_note(note_id: NoteId, memory: Memory) -> dict:
     await memory.call(memory.store.delete_note, note_id)
     return {"deleted": note_id}
 
 
 @router.get("/search")
-async def search_get(memory: Memory, q: str = Query(..., min_length=1, max_length=2000),
-                     project: str | None = None, tag: str | None = None,
+async def search_get(memory: Memory, q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS),
+                     project: ProjectFilter = None, tag: TagFilter = None,
                      limit: int = Query(10, ge=1, le=100)) -> dict:
     return {"query": q, "results": await memory.call(memory.store.search, q, project, tag, limit)}
 

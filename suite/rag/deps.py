@@ -2,6 +2,10 @@
 
 A dependency that cannot be reached, times out or answers 5xx raises ``DependencyDown``, which the
 app turns into 503 + Retry-After; a dependency's 4xx is a bug on our side and becomes 502.
+
+The answer prompt is budgeted in tokens of the chat model: ``count_tokens`` asks the chat inference
+service's tokenizer (``/extras/tokenize/count``); when it cannot, UTF-8 bytes stand in (an upper
+bound for byte-fallback tokenizers such as Gemma's and Llama's), so the prompt still fits.
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ from typing import Any
 import httpx
 
 from suite.auth.layer import forward_auth
-from suite.rag.prompt import build_messages
+from suite.rag.prompt import PromptTooLong, fit_messages
 from suite.settings import Settings
 from suite.vectorstore import Hit
+from suite.web import ApiError
 
 log = logging.getLogger(__name__)
+
+TEMPLATE_MARGIN = 16  # tokens the chat template adds around the user message (Gemma: ~10)
+TOKENIZE_TIMEOUT_S = 10.0
 
 
 class DependencyDown(Exception):
@@ -115,11 +123,36 @@ class Dependencies:
             model, dim = data["model"], int(data["dimension"])
         return Embedded(vectors, model, dim)
 
+    async def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` for the chat model; UTF-8 bytes (+1) when its tokenizer cannot say."""
+        try:
+            resp = await self.client.post(self.settings.url("inference-chat") + "/extras/tokenize/count",
+                                          json={"input": text}, timeout=TOKENIZE_TIMEOUT_S,
+                                          headers=forward_auth())  # the caller's key, as for the answer
+            if resp.status_code == 200:
+                return int(resp.json()["count"])
+            reason = f"HTTP {resp.status_code}"
+        except (httpx.TransportError, ValueError, KeyError, TypeError) as exc:
+            reason = type(exc).__name__
+        log.warning("chat tokenizer unavailable (%s): counting UTF-8 bytes instead", reason)
+        return len(text.encode("utf-8")) + 1
+
+    def answer_budget(self) -> tuple[int, int]:
+        """(prompt tokens, answer tokens) that together fit the chat model's context."""
+        n_ctx = self.settings.inference.chat.n_ctx
+        answer_tokens = min(self.settings.rag.answer_max_tokens, n_ctx // 2)
+        return n_ctx - answer_tokens - TEMPLATE_MARGIN, answer_tokens
+
     async def answer(self, question: str, hits: list[Hit]) -> Answer:
-        """The chat model's answer from the retrieved context, through the gateway."""
+        """The chat model's answer from the retrieved context, through the gateway; the prompt is
+        cut to fit the chat model's context (context chunks first, then the question)."""
         cfg = self.settings.rag
-        body = {"model": "chat", "messages": build_messages(question, hits, cfg.context_chars),
-                "max_tokens": cfg.answer_max_tokens, "temperature": 0.0}
+        budget, answer_tokens = self.answer_budget()
+        try:
+            messages = await fit_messages(question, hits, cfg.context_chars, budget, self.count_tokens)
+        except PromptTooLong as exc:
+            raise ApiError(400, f"cannot answer: {exc}", code="prompt_too_long") from None
+        body = {"model": "chat", "messages": messages, "max_tokens": answer_tokens, "temperature": 0.0}
         resp = await self._post("gateway", "/v1/chat/completions", body, cfg.answer_timeout_s)
         data = resp.json()
         try:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Request
 
 from suite.rag.schemas import IndexRequest, QueryRequest
 from suite.rag.service import RagService
 from suite.web import from_state
+from suite.web.disconnect import until_disconnected
 
 router = APIRouter()
 Rag = Annotated[RagService, from_state("rag")]
@@ -20,8 +21,8 @@ async def index(body: IndexRequest, rag: Rag) -> dict[str, Any]:
 
 
 @router.post("/query")
-async def query(body: QueryRequest, rag: Rag) -> dict[str, Any]:
-    return await rag.query(body)
+async def query(request: Request, body: QueryRequest, rag: Rag) -> dict[str, Any]:
+    return await until_disconnected(request, rag.query(body))  # a client that left stops its answer
 
 
 @router.get("/collections")
@@ -30,5 +31,5 @@ async def collections(rag: Rag) -> dict[str, Any]:
 
 
 @router.get("/collections/{name}")
-async def collection(name: str, rag: Rag) -> dict[str, Any]:
+async def collection(name: Annotated[str, Path(max_length=64)], rag: Rag) -> dict[str, Any]:
     return await rag.collection(name)

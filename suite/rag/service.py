@@ -109,7 +109,7 @@ class RagService:
         """documents -> chunks -> vectors -> the collection, each document's old points replaced."""
         t0 = time.perf_counter()
         docs = await self.documents(body)
-        chunked = [(doc, chunk_text(doc.text, self.cfg.chunk_chars, self.cfg.chunk_overlap)) for doc in docs]
+        chunked = await asyncio.to_thread(self._chunk, docs)  # megabytes of text: not on the event loop
         texts = [c for _, chunks in chunked for c in chunks]
         t_embed = time.perf_counter()
         emb = await self.deps.embed(texts)
@@ -131,6 +131,9 @@ class RagService:
                 "chunks": len(texts), "points_in_collection": total, "per_document": per_doc,
                 "embedding_model": emb.model, "dimension": emb.dimension,
                 "timings_ms": {"embed": embed_ms, "store": _ms(t_store), "total": _ms(t0)}}
+
+    def _chunk(self, docs: list[Document]) -> list[tuple[Document, list[str]]]:
+        return [(doc, chunk_text(doc.text, self.cfg.chunk_chars, self.cfg.chunk_overlap)) for doc in docs]
 
     # -- querying -------------------------------------------------------------------------------
     async def query(self, body: QueryRequest) -> dict[str, Any]:

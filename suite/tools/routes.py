@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from suite.auth.keys import Principal
@@ -29,6 +29,13 @@ from suite.web import from_state
 
 router = APIRouter()
 Tools = Annotated[ToolService, from_state("tools")]
+ToolName = Annotated[str, Path(max_length=64, description="a tool of GET /tools")]
+ApprovalId = Annotated[str, Path(max_length=64)]
+ARGUMENTS = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": True,
+    "description": "the tool's arguments (its input schema in GET /tools), or {\"arguments\": {...}}"}}}}}
+DECISION = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "properties": {"reason": {"type": "string", "maxLength": 500}}}}}}}
 
 
 def caller(request: Request, tools: ToolService, target: str) -> Principal:
@@ -55,8 +62,8 @@ async def list_tools(request: Request, tools: Tools) -> dict:
     return {"role": principal.role, "tools": rows}
 
 
-@router.post("/tools/{name}")
-async def call_tool(name: str, request: Request, tools: Tools) -> JSONResponse:
+@router.post("/tools/{name}", openapi_extra=ARGUMENTS)
+async def call_tool(name: ToolName, request: Request, tools: Tools) -> JSONResponse:
     principal = caller(request, tools, name)
     raw = await request.body()
     try:
@@ -69,7 +76,7 @@ async def call_tool(name: str, request: Request, tools: Tools) -> JSONResponse:
 
 
 @router.get("/approvals")
-async def list_approvals(request: Request, tools: Tools, status: str | None = None,
+async def list_approvals(request: Request, tools: Tools, status: str | None = Query(None, max_length=32),
                          limit: int = Query(100, ge=1, le=1000)) -> dict:
     principal = caller(request, tools, "approvals.list")
     tools.approvals.expire()
@@ -80,7 +87,7 @@ async def list_approvals(request: Request, tools: Tools, status: str | None = No
 
 
 @router.get("/approvals/{approval_id}")
-async def get_approval(approval_id: str, request: Request, tools: Tools) -> dict:
+async def get_approval(approval_id: ApprovalId, request: Request, tools: Tools) -> dict:
     principal = caller(request, tools, "approvals.get")
     tools.approvals.expire()
     try:
@@ -102,19 +109,21 @@ async def _decide(approval_id: str, request: Request, tools: ToolService, approv
     return await tools.decide(principal, approval_id, approve, reason)
 
 
-@router.post("/approvals/{approval_id}/approve")
-async def approve(approval_id: str, request: Request, tools: Tools) -> dict:
+@router.post("/approvals/{approval_id}/approve", openapi_extra=DECISION)
+async def approve(approval_id: ApprovalId, request: Request, tools: Tools) -> dict:
     return await _decide(approval_id, request, tools, True)
 
 
-@router.post("/approvals/{approval_id}/deny")
-async def deny(approval_id: str, request: Request, tools: Tools) -> dict:
+@router.post("/approvals/{approval_id}/deny", openapi_extra=DECISION)
+async def deny(approval_id: ApprovalId, request: Request, tools: Tools) -> dict:
     return await _decide(approval_id, request, tools, False)
 
 
 @router.get("/audit")
 async def audit(request: Request, tools: Tools, limit: int = Query(100, ge=1, le=1000),
-                key_id: str | None = None, tool: str | None = None, since: float | None = None) -> dict:
+                key_id: str | None = Query(None, max_length=64), tool: str | None = Query(None, max_length=64),
+                since: float | None = Query(None, ge=0, allow_inf_nan=False,
+                                            description="epoch seconds")) -> dict:
     principal = caller(request, tools, "audit.read")
     tools.require(principal, rbac.AUDIT, "rest", "audit.read")
     return {"entries": tools.audit.recent(limit, key_id, tool, since)}

@@ -1,4 +1,4 @@
-"""What every service shares: one error shape, probes, metrics, request ids and JSON logs."""
+"""What every service shares: one error shape, the request guard, probes, metrics, request ids and JSON logs."""
 
 from suite.web.errors import ApiError, install_error_handlers
 from suite.web.instrument import instrument

@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from suite.web.disconnect import ClientGone
+
 log = logging.getLogger(__name__)
 
 _TYPES = {
@@ -87,6 +89,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, exc: ClientGone) -> JSONResponse:
+        # nobody reads this answer; 499 (nginx's "client closed request") keeps it out of the 5xx counts
+        log.info("%s; its work was cancelled", exc)
+        return error_response(499, str(exc), type="client_closed_request", code="client_disconnected")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

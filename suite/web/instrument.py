@@ -1,4 +1,4 @@
-"""Attach probes, metrics, request ids and the error shape to any FastAPI app.
+"""Attach probes, metrics, request ids, the request guard and the error shape to any FastAPI app.
 
 ``instrument`` works on apps we build and on apps built by others (llama_cpp.server's), so every
 service answers ``/health`` (liveness: the process answers and, when the service names one, its
@@ -33,6 +33,7 @@ from prometheus_client import (
 
 from suite.settings import Settings
 from suite.web.errors import install_error_handlers
+from suite.web.guard import RequestGuard, RequestLimits
 from suite.web.logs import request_id
 from suite.web.transport import TransportGuard
 
@@ -155,8 +156,9 @@ def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
                settings: Settings, on_refusal: Refusal | None = None, live: LiveCheck | None = None,
                ready_every_s: float = 1.0) -> ServiceMetrics:
     """Add /health, /ready, /metrics, a request-id + access-log middleware, error handlers, and the
-    trust boundary: transport checks (``suite.web.transport``) and the key + policy check
-    (``suite.auth.layer``) in front of every route but the probes. ``settings`` is required: no
+    trust boundary: transport checks (``suite.web.transport``), the request guard (``suite.web.guard``:
+    body size, JSON shape, text encoding, with the service's ``guard.*`` limits) and the key + policy
+    check (``suite.auth.layer``) in front of every route but the probes. ``settings`` is required: no
     service is built without its boundary.
 
     ``live`` names what is wrong with the service's worker (an engine thread dead or stuck); while
@@ -171,8 +173,11 @@ def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
     started = time.time()
     gate = ReadyGate(ready, ready_timeout_s, ready_every_s) if ready is not None else None
 
-    # added innermost first: requests meet ObserveRequests, then TransportGuard, then AuthLayer
+    # added innermost first: requests meet ObserveRequests, TransportGuard (headers only), the
+    # RequestGuard (the body), then AuthLayer: nothing is read from a request a browser page or a
+    # rebinding sent, and no key is looked up for a body that is not safe to parse
     app.add_middleware(AuthLayer, service=service, settings=settings, on_refusal=on_refusal)
+    app.add_middleware(RequestGuard, limits=RequestLimits.for_service(settings, service))
     app.add_middleware(TransportGuard, settings=settings)
     app.add_middleware(ObserveRequests, metrics=metrics)
 

@@ -1,0 +1,78 @@
+"""GO or NO-GO: what a run directory says, judged against what the run was supposed to run.
+
+``run.json`` lists the runbooks of the run's sequence (``runbooks``: notebook, required, report);
+``steps.json`` says what happened to each. A runbook with no step record is ``not-run``. The run is
+GO only when every required runbook passed (the report step is judged by the others, never by
+itself), no check failed, and at least one check was recorded. So a report written by hand after
+only ``00_validate_env`` says NO-GO, naming every runbook that never ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.result import CheckResult, Status, load_results
+from harness.rundir import RunDir
+
+
+@dataclass
+class Verdict:
+    go: bool
+    reasons: list[str]
+
+    @property
+    def label(self) -> str:
+        return "GO" if self.go else "NO-GO"
+
+
+@dataclass
+class RunRecord:
+    """A run directory, read: metadata, every planned runbook's step, results by runbook."""
+
+    meta: dict
+    steps: list[dict]
+    results: list[CheckResult]
+    by_runbook: dict[str, list[CheckResult]]
+
+
+def load_run(run_dir: Path) -> RunRecord:
+    run = RunDir(Path(run_dir))
+    meta = run.read_json(run.meta_file, default={})
+    steps = run.read_json(run.steps_file, default=[])
+    for s in steps:
+        s["status"] = Status.parse(s.get("status", Status.PENDING))
+    planned = {p["notebook"]: p for p in meta.get("runbooks", [])}
+    for s in steps:
+        s.setdefault("required", planned.get(s["notebook"], {}).get("required", True))
+        s.setdefault("report", planned.get(s["notebook"], {}).get("report", False))
+    recorded = {s["notebook"] for s in steps}
+    for notebook, plan in planned.items():  # planned but never started: not run
+        if notebook not in recorded:
+            steps.append({"notebook": notebook, "status": Status.NOT_RUN, "required": plan.get("required", True),
+                          "report": plan.get("report", False), "error": "", "duration_s": 0.0})
+    order = list(planned)
+    steps.sort(key=lambda s: order.index(s["notebook"]) if s["notebook"] in planned else len(order))
+    by_runbook = {path.stem: load_results(path) for path in sorted(run.results.glob("*.json"))}
+    return RunRecord(meta, steps, [r for rs in by_runbook.values() for r in rs], by_runbook)
+
+
+def decide(steps: list[dict], results: list[CheckResult]) -> Verdict:
+    """GO when every required runbook (the report step aside) passed and no check failed."""
+    reasons = []
+    for s in steps:
+        status = Status.parse(s.get("status", Status.PENDING))
+        if s.get("report") or status is Status.PASS or not s.get("required", True):
+            continue
+        reasons.append(f"runbook {s['notebook'].removesuffix('.ipynb')} {status.label.lower()}"
+                       + (f": {s['error']}" if s.get("error") else ""))
+    failed = [r for r in results if r.status is Status.FAIL]
+    reasons += [f"check {r.id} failed (target {r.target}, measured {r.measured})" for r in failed]
+    if not results:
+        reasons.append("no check results were recorded")
+    return Verdict(not reasons, reasons)
+
+
+def verdict_of(run_dir: Path) -> Verdict:
+    record = load_run(Path(run_dir))
+    return decide(record.steps, record.results)

@@ -1,0 +1,158 @@
+"""Run control without kernels: the run lock, redaction, typed results, verdicts over planned runbooks,
+history (list / diff directions), JUnit, and a manual run directory that cannot say GO by accident."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness import history, junit
+from harness.lock import RunLock, RunLocked, lock_files
+from harness.notebook import Runbook, kernel_session_run_id
+from harness.redact import MASK, Redactor, is_secret, redact_parameters
+from harness.result import CheckResult, Stage, Status, save_results
+from harness.rundir import RunDir
+from harness.sequence import default_sequence, run_meta
+from harness.verdict import verdict_of
+from suite.settings import Settings
+from suite.testing import free_port_offset
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", port_offset=free_port_offset())
+
+
+def test_the_lock_refuses_a_second_holder_and_names_it(settings):
+    with RunLock(settings, "first"):
+        with pytest.raises(RunLocked, match=f"pid {os.getpid()}, run first") as info:
+            RunLock(settings, "second").acquire()
+        assert info.value.holder["run_id"] == "first"
+    with RunLock(settings, "third") as lock:  # released: free again, and nothing stale
+        assert not lock.recovered
+
+
+def test_a_lock_left_by_a_dead_process_is_recovered(settings):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)
+    path = next(iter(lock_files(settings).values()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "run_id": "killed-run"}))
+    with RunLock(settings, "next") as lock:
+        assert any(f"pid {pid} (run killed-run) is gone" in r for r in lock.recovered)
+
+
+def test_same_ports_other_data_dir_is_still_locked(settings, tmp_path):
+    other = settings.model_copy(update={"data_dir": tmp_path / "elsewhere"})
+    with RunLock(settings, "first"):
+        with pytest.raises(RunLocked, match=r"\(port \d+\): pid"):
+            RunLock(other, "second").acquire()
+
+
+def test_secret_names_and_redaction():
+    assert is_secret("db_password") and is_secret("LOAD_API_KEY") and is_secret("token")
+    assert is_secret("note", "the vault login (secret)") and not is_secret("phase", "1, 2 or 3")
+    r = Redactor(['p"w\\d-ü-1234', "abc"])  # too short values are masked by name only
+    assert r.text('x p"w\\d-ü-1234 y') == f"x {MASK} y"
+    assert r.text(json.dumps({"v": 'p"w\\d-ü-1234'})) == json.dumps({"v": MASK})
+    assert r.text(json.dumps({"v": 'p"w\\d-ü-1234'}, ensure_ascii=False)) == json.dumps({"v": MASK})
+    assert r.text("abc") == "abc"
+    assert redact_parameters({"db_password": "abc", "phase": 3}, {"db_password"}) == {"db_password": MASK,
+                                                                                      "phase": 3}
+
+
+def test_typed_measurements_and_old_text_measurements():
+    r = CheckResult("x", "X", Stage.LOAD, Status.PASS, value=1234.5678, unit="ms")
+    assert r.measured == "1234.6 ms"
+    old = CheckResult.from_dict({"id": "h", "title": "H", "phase": "health", "status": "pass", "measured": "12.5 ms"})
+    assert (old.value, old.unit, old.stage) == (12.5, "ms", Stage.HEALTH)
+    text = CheckResult("v", "V", Stage.ENVIRONMENT, Status.PASS, measured="3.11.2")
+    assert text.value is None and text.measured == "3.11.2"
+    info = CheckResult("t", "T", Stage.LOAD, Status.INFO, value=0.25, unit="ratio")
+    assert info.ok and not info.is_gate and info.measured == "0.2500"
+
+
+def _fake_run(runs: Path, run_id: str, started: str, results: list[CheckResult], steps: list[str] | None = None,
+              profile: str = "seed") -> Path:
+    run = RunDir.create(runs, run_id)
+    meta = run_meta(run, default_sequence(), {}, profile=profile)
+    meta.update(started_at=started, finished_at=started)
+    run.write_json(run.meta_file, meta)
+    notebooks = steps if steps is not None else [p["notebook"] for p in meta["runbooks"]]
+    run.write_json(run.steps_file, [{"notebook": n, "status": "pass"} for n in notebooks])
+    save_results(results, run.results / "05_load.json")
+    return run.path
+
+
+def _p95(value: float, status: Status = Status.PASS) -> CheckResult:
+    return CheckResult("load.seed-100x5.p95", "p95", Stage.LOAD, status, target="p95<3000ms", value=value, unit="ms")
+
+
+def _rps(value: float) -> CheckResult:
+    return CheckResult("load.seed-100x5.run", "run", Stage.LOAD, Status.PASS, value=value, unit="req/s")
+
+
+def test_diff_directions_and_previous_run(tmp_path):
+    runs = tmp_path / "runs"
+    a = _fake_run(runs, "a", "2026-01-01T10:00:00+00:00", [_p95(1200), _rps(4.0)])
+    _fake_run(runs, "quick", "2026-01-01T10:30:00+00:00", [_p95(900), _rps(5.0)], profile="quick")
+    b = _fake_run(runs, "b", "2026-01-01T11:00:00+00:00", [_p95(3100, Status.FAIL), _rps(5.0)])
+    change = history.diff(a, b)
+    deltas = {d.id: d for d in change.deltas}
+    assert deltas["load.seed-100x5.p95"].better is False and deltas["load.seed-100x5.run"].better is True
+    assert change.status_changes == [("load.seed-100x5.p95", Status.PASS, Status.FAIL)]
+    assert change.verdicts == ("GO", "NO-GO")
+    assert history.previous_run(b).run_id == "a"  # not the quick-profile run between them
+    assert history.previous_run(a) is None
+    assert [s.run_id for s in history.list_runs(runs)] == ["a", "quick", "b"]
+    assert "p95 1200.0 ms" in history.list_runs(runs)[0].line().replace("seed-100x5 ", "")
+
+
+def test_a_run_missing_a_required_runbook_is_no_go_and_junit_says_so(tmp_path):
+    run = _fake_run(tmp_path / "runs", "partial", "2026-01-01T10:00:00+00:00", [_p95(1000)],
+                    steps=["00_validate_env.ipynb", "05_load.ipynb"])
+    verdict = verdict_of(run)
+    assert not verdict.go
+    assert "runbook 01_bring_up not-run" not in verdict.reasons  # the label reads "not run"
+    assert any(r == "runbook 01_bring_up not run" for r in verdict.reasons)
+    assert not any("09_report" in r for r in verdict.reasons)  # the report step judges, it is not judged
+    tree = junit.build(run).getroot()
+    errors = tree.findall("./testsuite[@name='runbooks']/testcase/error")
+    assert {e.get("message") for e in errors} >= {"runbook 01_bring_up not run", "runbook 03_smoke not run"}
+    assert len(tree.findall("./testsuite[@name='05_load']/testcase")) == 1
+    ET.fromstring(ET.tostring(tree))  # well-formed
+
+
+def test_manual_runbook_directories_are_per_kernel_session_and_record_their_own_steps(tmp_path):
+    assert kernel_session_run_id() == kernel_session_run_id()
+    assert kernel_session_run_id().startswith("manual-") and f"pid{os.getpid()}" in kernel_session_run_id()
+    rb = Runbook.open(str(tmp_path / "by-hand"), "00_validate_env")  # a folder harness run did not make
+    assert rb.manual
+    meta = json.loads(rb.run.meta_file.read_text())
+    assert meta["manual"] and "01_bring_up.ipynb" in [p["notebook"] for p in meta["runbooks"]]
+    rb.record(CheckResult("env.python", "Python", Stage.ENVIRONMENT, Status.PASS))
+    rb.gate()
+    assert json.loads(rb.run.steps_file.read_text()) == [
+        {"notebook": "00_validate_env.ipynb", "started_at": rb.run.read_json(rb.run.steps_file)[0]["started_at"],
+         "status": "pass", "error": ""}]
+    verdict = verdict_of(rb.run.path)  # what 09_report would say now: only 00 ran
+    assert not verdict.go and "runbook 02_health not run" in verdict.reasons
+
+
+def test_the_shipped_sequence_marks_its_report_and_bring_up_steps():
+    from harness.sequence import load_sequence
+
+    seq = load_sequence()
+    assert [s.notebook for s in seq.steps if s.report] == ["09_report.ipynb"]
+    assert [s.notebook for s in seq.steps if s.brings_up] == ["01_bring_up.ipynb"]
+    assert all(s.required for s in seq.steps)
+    assert seq.parameter("profile", {}) == "seed" and seq.parameter("profile", {"profile": "quick"}) == "quick"
