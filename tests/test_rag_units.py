@@ -139,6 +139,19 @@ def test_documents_from_text_and_json_files(tmp_path):
         documents_from_folder(tmp_path)
 
 
+def test_links_in_an_indexed_folder_lead_nowhere(tmp_path):
+    """A symlink or a hard link planted in an allowed folder must not index a file outside it."""
+    folder, outside = tmp_path / "docs", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("outside secret")
+    (folder / "a.txt").write_text("inside")
+    (folder / "link.txt").symlink_to(outside / "secret.txt")
+    (folder / "hard.txt").hardlink_to(outside / "secret.txt")
+    (folder / "sub").symlink_to(outside, target_is_directory=True)
+    assert [d.id for d in documents_from_folder(folder)] == ["a.txt"]
+
+
 # -- the app with no dependencies running -------------------------------------------------------
 @pytest.fixture
 def lonely_rag(tmp_path):

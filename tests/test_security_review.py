@@ -77,6 +77,7 @@ def test_a_misconfigured_deployment_fails_each_line_with_the_fix(tmp_path):
     ({"auth": {"allowed_hosts": ["*"]}}, "host_check", "list the real names"),
     ({"tools": {"allow_hardlinked_reads": True}}, "commands", "allow_hardlinked_reads"),
     ({"rag": {"qdrant_url": "http://127.0.0.1:6333"}}, "qdrant_key", "rag.qdrant_api_key_file"),
+    ({"rag": {"allowed_dirs": ["/"]}}, "sandbox_roots", "rag.allowed_dirs"),
 ])
 def test_more_findings_name_their_fix(tmp_path, overrides, line, fix):
     settings = prepared(Settings(data_dir=tmp_path / "data", **overrides))

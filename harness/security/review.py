@@ -180,7 +180,21 @@ def _sandbox_roots(settings: Settings) -> list[Path]:
     return [Path(r).expanduser() for r in settings.tools.sandbox_roots] or [settings.data_dir / "sandbox"]
 
 
+def _folder_problems(root: Path, where: str, homes: set[Path], secrets: list[Path]) -> list[str]:
+    real = Path(os.path.realpath(root))
+    if not real.is_dir():
+        return [f"{where} does not exist: create it or fix the entry"]
+    if str(real) in SHARED_DIRS or real in homes:
+        return [f"{where} is {real}, a system, shared or home folder: point it at a folder made for the purpose"]
+    holds = [s for s in secrets if str(Path(os.path.realpath(s))).startswith(str(real) + os.sep)]
+    if holds:
+        return [f"{where} contains {', '.join(map(str, holds))}: the key store or the audit could be read; "
+                "move it out of the data folders"]
+    return []
+
+
 def check_sandbox_roots(settings: Settings) -> CheckResult:
+    """The folders keys can make the suite read: the tools' sandbox roots and RAG's ``allowed_dirs``."""
     t = Timer()
     homes = {Path.home().resolve(), Path("/root")}
     if Path("/home").is_dir():
@@ -188,22 +202,14 @@ def check_sandbox_roots(settings: Settings) -> CheckResult:
     secrets = [settings.key_store_path, security_db_path(settings)]
     problems = []
     for root in _sandbox_roots(settings):
-        real = Path(os.path.realpath(root))
-        where = f"tools.sandbox_roots entry {root} (suite.toml [tools] sandbox_roots)"
-        if not real.is_dir():
-            problems.append(f"{where} does not exist: create it or fix the entry")
-            continue
-        if str(real) in SHARED_DIRS or real in homes:
-            problems.append(f"{where} is {real}, a system, shared or home folder: point it at a folder made "
-                            "for the tools (default <data_dir>/sandbox)")
-            continue
-        holds = [s for s in secrets if str(Path(os.path.realpath(s))).startswith(str(real) + os.sep)]
-        if holds:
-            problems.append(f"{where} contains {', '.join(map(str, holds))}: the tools could read the key "
-                            "store or the audit; move the sandbox out of the data folders")
-    return _result("sandbox_roots", "sandbox roots exist and are the tools' own", problems, t,
-                   "each root exists; not /, a system, shared or home folder; holds no secrets",
-                   ", ".join(str(r) for r in _sandbox_roots(settings)))
+        problems += _folder_problems(root, f"tools.sandbox_roots entry {root} (suite.toml [tools] sandbox_roots)",
+                                     homes, secrets)
+    for folder in settings.rag.allowed_dirs:
+        problems += _folder_problems(Path(folder).expanduser(), f"rag.allowed_dirs entry {folder} (suite.toml "
+                                     "[rag] allowed_dirs: a developer key indexes what is there)", homes, secrets)
+    return _result("sandbox_roots", "sandbox roots and RAG folders are their own", problems, t,
+                   "each exists; not /, a system, shared or home folder; holds no secrets",
+                   ", ".join(str(r) for r in [*_sandbox_roots(settings), *settings.rag.allowed_dirs]))
 
 
 def check_commands(settings: Settings) -> CheckResult:

@@ -46,9 +46,12 @@ def resolve_folder(folder: str, allowed: list[Path]) -> Path:
 
 
 def documents_from_folder(folder: Path) -> list[Document]:
-    """Every supported file under ``folder`` (recursively, sorted) as documents."""
+    """Every supported file under ``folder`` (recursively, sorted) as documents. A symlink, or a file
+    with another hard link, may lead outside the folder: it is skipped, like the tool sandbox's reads."""
     docs: list[Document] = []
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if file.is_symlink() or not file.resolve().is_relative_to(folder) or file.stat().st_nlink > 1:
+            continue
         suffix = file.suffix.lower()
         if suffix not in TEXT_SUFFIXES and suffix != ".json":
             continue
