@@ -30,14 +30,12 @@ def timeline_chart(drills: list[Drill], path: Path):
             if pts:
                 ax.scatter([s.start - d.killed_at for s in pts], [s.ms / 1000 for s in pts], s=16, c=color,
                            marker=marker, label=label)
-        last = max((s.end for s in d.around), default=d.killed_at)
-        end = d.recovery_s if d.recovery_s is not None else last - d.killed_at
-        ax.axvspan(0, end, color=bad, alpha=0.08)
+        ax.axvspan(0, d.outage_end - d.killed_at, color=bad, alpha=0.08)
         ax.axvline(0, color=bad, lw=1)
         ax.text(0, 1.0, " kill -9", transform=ax.get_xaxis_transform(), va="top", fontsize=7, color=bad)
         if d.recovery_s is not None:
             ax.axvline(d.recovery_s, color=good, lw=1, ls="--")
-            ax.text(d.recovery_s, 1.0, f" ready {d.recovery_s:.1f} s", transform=ax.get_xaxis_transform(),
+            ax.text(d.recovery_s, 0.8, f" ready {d.recovery_s:.1f} s", transform=ax.get_xaxis_transform(),
                     va="top", fontsize=7, color=good)
         ax.set_title(d.summary(), fontsize=9)
         ax.set_ylabel("s", fontsize=8)

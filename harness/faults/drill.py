@@ -14,7 +14,7 @@ import psutil
 
 from harness import stack
 from harness.faults.background import BackgroundLoad
-from harness.faults.records import Drill, Thresholds, affected, dependants
+from harness.faults.records import Drill, Thresholds, dependants
 from harness.faults.verdicts import judge
 from harness.result import CheckResult
 from suite import services
@@ -58,7 +58,7 @@ class FaultDrill:
 
     def __init__(self, settings: Settings, phase: int, run_dir: Path, names: list[str] | None = None,
                  thresholds: Thresholds | None = None, users: int = 2, pace_s: float = 2.0,
-                 settle_s: float = 1.5, figure: Path | None = None) -> None:
+                 settle_s: float = 1.0, figure: Path | None = None) -> None:
         phase_names = [s.name for s in services.for_phase(phase)]
         unknown = [n for n in names or [] if n not in phase_names]
         if unknown:
@@ -93,6 +93,9 @@ class FaultDrill:
                     break
         finally:
             load.stop()
+            everything = load.samples()  # now with the requests that were still running at each kill's end
+            for drill in self.drills:
+                drill.attribute(everything, self.settle_s)
 
     def _one(self, name: str, load: BackgroundLoad) -> Drill:
         time.sleep(self.settle_s)  # load before the kill, for the timeline
@@ -114,11 +117,8 @@ class FaultDrill:
                                if s.name != name and wait_ready(self.settings, s.name, deadline) is None]
             drill.restarted = [d for d, p in others.items() if serving_pid(self.settings, d) != p]
             time.sleep(self.settle_s)  # load after the recovery, for the timeline
-        end = drill.ready_at or time.time()
-        everything = load.samples()
-        drill.samples = affected(everything, name, drill.killed_at, end)
-        drill.around = [s for s in everything if s.start < end + self.settle_s
-                        and s.end > drill.killed_at - self.settle_s]
+        drill.outage_end = drill.ready_at or time.time()
+        drill.attribute(load.samples(), self.settle_s)  # so far: requests still running come at the end
         return drill
 
     def results(self) -> list[CheckResult]:

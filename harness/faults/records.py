@@ -38,9 +38,18 @@ class Drill:
     new_pid: int | None = None
     not_ready: list[str] = field(default_factory=list)  # services of the phase not ready again
     restarted: list[str] = field(default_factory=list)  # dependants that are new processes
+    outage_end: float = 0.0  # ready again, or when the drill gave up on it
     samples: list[Sample] = field(default_factory=list)  # requests that needed it during the outage
     around: list[Sample] = field(default_factory=list)  # every request of the timeline window
     log_tail: str = ""
+
+    def attribute(self, samples: list[Sample], margin_s: float) -> None:
+        """Sort the load's requests: those that needed this service during its outage, and every one
+        of the window (``margin_s`` either side) for the timeline. Only finished requests have a
+        sample, so this is done again once the load has stopped."""
+        self.samples = affected(samples, self.service, self.killed_at, self.outage_end)
+        self.around = [s for s in samples if s.start < self.outage_end + margin_s
+                       and s.end > self.killed_at - margin_s]
 
     @property
     def recovery_s(self) -> float | None:

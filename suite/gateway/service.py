@@ -118,16 +118,21 @@ class Gateway:
         failures: list[str] = []
         busy: Response | None = None  # an upstream's 429, kept while a fallback is tried
         chain = self.router.chain(alias)
-        for i, upstream in enumerate(chain):
+        tries, second = list(chain), False
+        while tries:
+            upstream = tries.pop(0)
             try:
                 resp = await self._attempt(upstream, path, body, stream)
             except UpstreamFailed as exc:
                 self._mark_failed(upstream)
                 failures.append(str(exc))
                 log.warning("upstream failed, trying next: %s", exc)
+                if not tries and not second:  # all failed: one ready again meanwhile (a restart that
+                    second = True             # finished while the fallback served) gets one more try
+                    tries = [u for u in chain if u is not upstream and not self.router.cooling(u)]
                 continue
             self.router.mark_ok(upstream)
-            if resp.status_code == 429 and self.cfg.fallback_on_overload and i + 1 < len(chain):
+            if resp.status_code == 429 and self.cfg.fallback_on_overload and tries:
                 await resp.aread()
                 await resp.aclose()
                 busy = busy or self._relayed(resp, upstream, alias, stream=False)
