@@ -108,3 +108,27 @@ def test_chunked_body_is_cut_off_at_the_limit(echo):
     except httpx.TransportError:
         pass  # the server may close the connection while the client still sends: refused either way
     assert len(sent) < 1000
+
+
+def test_without_a_key_nothing_of_the_body_is_read(tmp_path):
+    """Auth comes before the body guard: a caller without a valid key gets 401 from the headers alone,
+    while 50 MB of a body that would be malformed are still unsent (it cannot buy a body read)."""
+    settings = Settings(data_dir=tmp_path, guard={"max_body_bytes": LIMITS.max_body_bytes,
+                                                  "service_max_body_bytes": {}})
+    app = FastAPI()
+    instrument(app, "embedding", settings=settings)
+
+    @app.post("/embed")
+    async def route(request: Request) -> dict:
+        return {"received": len(await request.body())}
+
+    with ServerThread(app) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        for auth_header in (b"", b"Authorization: Bearer sk_suite_000000000000_" + b"x" * 43 + b"\r\n"):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                             + auth_header + b"Content-Length: 50000000\r\n\r\n" + b"[" * 1000)
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 401"), answer[:200]

@@ -23,10 +23,9 @@ a worker thread (the walk is Python code, which yields the GIL to the event loop
 
 Plain ASGI (not ``BaseHTTPMiddleware``), like ``ObserveRequests``: nothing is added to the path of a
 streamed response. Order at the edge (``instrument``): ``ObserveRequests`` (request id, access log,
-metrics — so refusals are logged and counted) → ``TransportGuard`` (headers only) → this guard →
-``AuthLayer`` → routes. The guard runs before the key check because it is bounded, touches no state
-and no key store; what it costs an unauthenticated client to make a service read is bounded by the
-body limit, and a request the transport checks refuse is never read at all.
+metrics — so refusals are logged and counted) → ``TransportGuard`` (headers only) → ``AuthLayer``
+(headers only) → this guard → routes: a request the transport checks or the key check refuse is
+never read at all, so only a caller with a valid key for the route can make a service read a body.
 """
 
 from __future__ import annotations

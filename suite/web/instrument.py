@@ -173,11 +173,11 @@ def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
     started = time.time()
     gate = ReadyGate(ready, ready_timeout_s, ready_every_s) if ready is not None else None
 
-    # added innermost first: requests meet ObserveRequests, TransportGuard (headers only), the
-    # RequestGuard (the body), then AuthLayer: nothing is read from a request a browser page or a
-    # rebinding sent, and no key is looked up for a body that is not safe to parse
-    app.add_middleware(AuthLayer, service=service, settings=settings, on_refusal=on_refusal)
+    # added innermost first: requests meet ObserveRequests, TransportGuard (headers only), AuthLayer
+    # (headers only: key + policy), then the RequestGuard (the body): nothing is read from a request a
+    # browser page or a rebinding sent, nor from one without a valid key for its route
     app.add_middleware(RequestGuard, limits=RequestLimits.for_service(settings, service))
+    app.add_middleware(AuthLayer, service=service, settings=settings, on_refusal=on_refusal)
     app.add_middleware(TransportGuard, settings=settings)
     app.add_middleware(ObserveRequests, metrics=metrics)
 
