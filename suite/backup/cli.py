@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import sys
 
-from suite.backup.runner import RollbackFailed, create_set, resolve_set, restore_set, rollback
-from suite.backup.sets import BackupError, list_sets, prune, verify_set
 from suite.settings import Settings
-from suite.vectorstore import StoreError
+
+# The backup machinery (qdrant-client, qdrant-edge) is imported by the commands that use it, not when
+# `suite` builds its parser: every other sub-command (`suite keys ...` above all) starts ~1 s sooner.
 
 
 def _say(message: str) -> None:
@@ -33,6 +33,10 @@ def _quiet(args):
 
 
 def cmd_backup(settings: Settings, args) -> int:
+    from suite.backup.runner import create_set, resolve_set
+    from suite.backup.sets import BackupError, list_sets, prune, verify_set
+    from suite.vectorstore import StoreError
+
     root = settings.backup_dir
     try:
         if args.backup_action == "create":
@@ -60,6 +64,10 @@ def cmd_backup(settings: Settings, args) -> int:
 
 
 def cmd_restore(settings: Settings, args) -> int:
+    from suite.backup.runner import RollbackFailed, resolve_set, restore_set, rollback
+    from suite.backup.sets import BackupError
+    from suite.vectorstore import StoreError
+
     try:
         path = resolve_set(settings, args.set)
         if args.into:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 
 from suite.settings import Settings
-from suite.vectorstore import StoreUnavailable, open_store
-from suite.vectorstore.migrate import migrate_local_to_edge
-from suite.vectorstore.select import find_local_store
+
+# the vector-store code (qdrant-client) is imported by the commands, not when `suite` builds its parser
 
 
 def _say(message: str) -> None:
@@ -19,6 +18,9 @@ def _say(message: str) -> None:
 
 
 def cmd_status(settings: Settings, args) -> int:
+    from suite.vectorstore import StoreUnavailable, open_store
+    from suite.vectorstore.select import find_local_store
+
     chosen = settings.vector_store()
     out: dict = {"store": chosen}
     legacy = find_local_store(settings.local_store_path) if chosen["kind"] == "edge" else None
@@ -51,6 +53,9 @@ def cmd_status(settings: Settings, args) -> int:
 
 
 def cmd_migrate(settings: Settings, args) -> int:
+    from suite.vectorstore import StoreUnavailable
+    from suite.vectorstore.migrate import migrate_local_to_edge
+
     say = (lambda _m: None) if args.json else _say  # --json: the report alone on stdout
     if settings.rag.qdrant_url:
         _say("error: rag.qdrant_url is set (server store): migration copies the embedded local store into "
