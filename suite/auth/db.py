@@ -47,18 +47,28 @@ def private_file(path: Path) -> Path:
     return path
 
 
+def connect_private(path: Path) -> sqlite3.Connection:
+    """A connection to the SQLite file ``path`` (created ``0600`` in a ``0700`` folder) as every suite
+    database uses it: WAL (readers never wait for the writer; other processes share the file),
+    synchronous=NORMAL (durable at each checkpoint, safe against corruption), a 10 s busy timeout,
+    rows by name, autocommit, usable from worker threads (callers serialise it with a lock)."""
+    path = private_file(Path(path))
+    # SQLite gives the -wal and -shm files it creates the database file's own mode (0600)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
 class Database:
     """One connection, serialised by a lock (callers may be worker threads)."""
 
     def __init__(self, path: Path, schema: str = "") -> None:
-        self.path = private_file(Path(path))
+        self.path = Path(path)
         self.lock = threading.RLock()
-        # SQLite gives the -wal and -shm files it creates the database file's own mode (0600)
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA busy_timeout=10000")
+        self.conn = connect_private(self.path)
         if schema:
             with self.lock:
                 self.conn.executescript(schema)

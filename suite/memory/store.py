@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from suite.auth.db import private_file
+from suite.auth.db import connect_private, private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -97,13 +97,10 @@ class MemoryStore:
     """Projects, notes and search over one SQLite file in WAL mode."""
 
     def __init__(self, path: Path, max_note_chars: int = 100_000) -> None:
-        self.path = private_file(Path(path))  # 0600 in a 0700 folder (its -wal/-shm inherit the mode)
+        self.path = Path(path)
         self.max_note_chars = max_note_chars
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect_private(self.path)  # 0600 in a 0700 folder, WAL
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
 
