@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import llama_cpp
 from _docs import write_section
 
 from harness.load.stats import percentile
@@ -49,6 +50,9 @@ from suite.settings import Settings
 from suite.testing import auth, free_port_offset
 
 ROOT = Path(__file__).resolve().parents[1]
+# The references run as a user's own would: llama-server with this environment, the in-process rows
+# with libgomp loaded (by the import above) before ``suite.inference`` sets its GOMP_SPINCOUNT default.
+USER_ENV = dict(os.environ)
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 SECTION = "Inference under concurrency"
@@ -208,7 +212,7 @@ def llama_server(binary: str, model: Path, threads: int, parallel: int):
            "--parallel", str(parallel), "--threads", str(threads), "--threads-batch", str(threads),
            "--ctx-size", str(1024 * parallel), "--no-webui",
            "--threads-http", str(4 * parallel)]  # its default pool (~cores) drops extra connections
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=USER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with serving(proc, f"http://127.0.0.1:{port}", "/health") as base:
         yield base
 
@@ -217,7 +221,6 @@ class InProcessLlama:
     """llama-cpp-python in this process, one stream: the 1-stream reference."""
 
     def __init__(self, model: Path, threads: int, tokens: int) -> None:
-        import llama_cpp
 
         self.tokens = tokens
         self.llm = llama_cpp.Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
@@ -242,7 +245,6 @@ class InProcessEngine:
     """The batching engine with no HTTP in front: what the service's own overhead is measured against."""
 
     def __init__(self, model: Path, threads: int, slots: int, tokens: int) -> None:
-        import llama_cpp
 
         from suite.inference.engine import Engine
 
