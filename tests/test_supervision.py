@@ -16,8 +16,6 @@ import httpx
 import openai
 import pytest
 
-from harness import faults
-from harness.load.samples import Sample
 from harness.result import Status, load_results
 from suite import cli
 from suite.supervisor.journal import read_exits
@@ -249,15 +247,3 @@ def test_a_service_that_does_not_come_back_in_time_stops_the_drill(stack, tmp_pa
     assert ProcessBackend(stack).pid_of("gateway") == before
     wait_back(stack, "inference-chat", 0)  # supervisord brings it back anyway
 
-
-def test_who_needs_whom():
-    assert faults.dependants("embedding", 3) == ["rag", "tools"]
-    assert faults.dependants("inference-chat", 3) == ["gateway", "rag", "tools"]
-    assert faults.dependants("memory", 2) == []
-    chat = Sample("chat (fallback)", start=10.0, ms=500.0, ok=True)
-    code = Sample("code", start=9.0, ms=5000.0, ok=False)
-    rag = Sample("rag query", start=9.0, ms=5000.0, ok=False)
-    later = Sample("chat", start=30.0, ms=100.0, ok=True)
-    assert faults.affected([chat, code, rag, later], "inference-chat", 10.2, 20.0) == [chat]
-    assert faults.affected([chat, code, rag, later], "gateway", 10.2, 20.0) == [chat, code]
-    assert faults.affected([chat, code, rag, later], "embedding", 0.0, 9.5) == [rag]

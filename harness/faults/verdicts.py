@@ -57,6 +57,7 @@ def judge(drill: Drill, before: dict, after: dict, th: Thresholds, evidence_dir:
         notes.append("errors: " + "; ".join(sorted({(s.error or "")[:80] for s in drill.failed}))[:300])
     return CheckResult(f"fault.{name}", f"kill -9 {name} under load", Stage.FAULT_DRILL,
                        "fail" if problems else "pass", target=target, measured=measured, evidence=evidence,
+                       value=None if drill.recovery_s is None else round(drill.recovery_s, 2), unit="s",
                        detail="; ".join(x for x in [*problems, *notes] if x),
                        started_at=datetime.fromtimestamp(drill.killed_at, UTC).isoformat(timespec="seconds"),
                        duration_s=round(drill.recovery_s or th.give_up_s, 2))
