@@ -9,6 +9,7 @@ STATUS_COLORS: dict[Status, str] = {
     Status.FAIL: "#cf222e",
     Status.WARN: "#9a6700",
     Status.SKIP: "#57606a",
+    Status.INFO: "#0969da",  # shown, never judged
     Status.PENDING: "#57606a",
     Status.RUNNING: "#57606a",
     Status.NOT_RUN: "#8250df",  # not grey: a runbook that never ran must not read like a skip

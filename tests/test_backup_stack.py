@@ -16,7 +16,7 @@ import qdrant_edge as qe
 from harness import backup
 from harness.result import Status
 from suite.backup.sets import new_set_id, sha256_file
-from suite.testing import run_cli
+from suite.testing import auth, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -29,21 +29,22 @@ def cli_json(settings, *argv, timeout=900):
 
 
 def notes(settings) -> int:
-    return httpx.get(settings.url("memory") + "/v1/memory/health", timeout=30).json()["notes"]
+    return httpx.get(settings.url("memory") + "/v1/memory/health", timeout=30, headers=auth(settings)).json()["notes"]
 
 
 def points(settings) -> dict[str, int]:
-    listed = httpx.get(settings.url("rag") + "/collections", timeout=30).json()["collections"]
+    listed = httpx.get(settings.url("rag") + "/collections", timeout=30, headers=auth(settings)).json()["collections"]
     return {c["name"]: c["points"] for c in listed}
 
 
 @pytest.fixture(scope="module")
 def stack(phase3):
     r = httpx.post(phase3.url("rag") + "/index", json={"collection": "smoke", "documents": DATA["documents"]},
-                   timeout=300)
+                   timeout=300, headers=auth(phase3))
     assert r.status_code == 200, r.text
     for i in range(5):
-        httpx.post(phase3.url("memory") + "/v1/memory/notes", json={"project": "p", "text": f"smoke note {i}"})
+        httpx.post(phase3.url("memory") + "/v1/memory/notes", json={"project": "p", "text": f"smoke note {i}"},
+                   headers=auth(phase3)).raise_for_status()
     return phase3
 
 
@@ -80,7 +81,8 @@ def test_rollback_restores_the_set_and_measures_rto_and_rpo(stack):
     rc, created, err = cli_json(stack, "backup", "create")
     assert rc == 0, err
     manifest = created["manifest"]
-    httpx.post(stack.url("memory") + "/v1/memory/notes", json={"project": "p", "text": "written after the set"})
+    httpx.post(stack.url("memory") + "/v1/memory/notes", json={"project": "p", "text": "written after the set"},
+               headers=auth(stack)).raise_for_status()
     assert notes(stack) == manifest["parts"]["memory"]["tables"]["notes"] + 1
     rc, out, err = cli_json(stack, "restore", created["set"], timeout=1200)
     assert rc == 0 and out["outcome"] == "restored", err

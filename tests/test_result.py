@@ -6,7 +6,7 @@ import pytest
 
 from harness.errors import ChecksFailed
 from harness.notebook import Runbook
-from harness.result import CheckResult, Stage, Status, load_results, save_results, summarize
+from harness.result import CHECK_OUTCOMES, CheckResult, Stage, Status, load_results, save_results, summarize
 
 
 def test_round_trip_and_status_validation(tmp_path):
@@ -51,3 +51,13 @@ def test_a_check_cannot_end_in_a_step_state_or_an_unknown_stage():
         CheckResult("x", "X", Stage.HEALTH, Status.RUNNING)
     with pytest.raises(ValueError, match="unknown stage 'phase-2'"):
         CheckResult("x", "X", "phase-2", Status.PASS)
+
+
+def test_every_status_has_a_colour_and_a_table_renders_each(tmp_path):
+    from harness.palette import status_color
+
+    assert {s: status_color(s) for s in Status}  # a KeyError here broke 05_load's server table once
+    rb = Runbook.open(str(tmp_path / "run"), "05_load")
+    rb.record([CheckResult(f"c.{s.value}", s.value, "load", s) for s in CHECK_OUTCOMES])
+    html = rb.table().data
+    assert all(s.label in html for s in CHECK_OUTCOMES)
