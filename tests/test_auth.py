@@ -204,14 +204,11 @@ def test_revoked_and_expired_keys_stop_working(stack):
 
 
 def test_openai_style_bearer_and_mcp_client_work_with_a_key(stack):
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
+    from harness.mcp_client import mcp_session
 
     async def go():
-        async with streamablehttp_client(stack.url("tools") + "/mcp", headers=auth(stack, "guest")) as (r, w, _):
-            async with ClientSession(r, w) as session:
-                await session.initialize()
-                return await session.list_tools()
+        async with mcp_session(stack.url("tools") + "/mcp", auth(stack, "guest")) as session:
+            return await session.list_tools()
 
     assert asyncio.run(go()).tools
 
@@ -365,14 +362,10 @@ def test_the_callers_key_is_forwarded_downstream(tmp_path):
             seen_before_mcp = len(httpx.get(url + "/seen").json()["seen"])
 
             async def via_mcp():
-                from mcp import ClientSession
-                from mcp.client.streamable_http import streamablehttp_client
+                from harness.mcp_client import mcp_session
 
-                async with streamablehttp_client(settings.url("tools") + "/mcp",
-                                                 headers={"Authorization": guest}) as (rd, wr, _):
-                    async with ClientSession(rd, wr) as session:
-                        await session.initialize()
-                        return await session.call_tool("memory_search", {"query": "q"})
+                async with mcp_session(settings.url("tools") + "/mcp", {"Authorization": guest}) as session:
+                    return await session.call_tool("memory_search", {"query": "q"})
 
             assert not asyncio.run(via_mcp()).isError
         seen = httpx.get(url + "/seen").json()["seen"]

@@ -5,6 +5,7 @@ directly, not through the project's code."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -273,3 +274,26 @@ def test_the_runbook_rolls_back_only_a_stack_its_run_started():
     assert rollback_decision("false", ["rag", "memory", "tools"], 3).status is Status.SKIP
     with pytest.raises(ValueError):
         rollback_decision("yes", [], 3)
+
+
+def test_sets_and_restores_are_private_whatever_the_umask(suite_data, tmp_path):
+    """A second run's security review failed once: `suite backup create` ran with umask 022 and left
+    data/backups and every set folder 0755, readable by any local user."""
+    from harness.result import Status
+    from harness.security.review import check_file_modes
+
+    suite_data.backup_dir.mkdir(parents=True, mode=0o755)
+    suite_data.backup_dir.chmod(0o755)  # as an older version left it
+    old = os.umask(0o022)
+    try:
+        path = create_set(suite_data, progress=lambda _m: None)
+        scratch = tmp_path / "scratch"
+        restore_set(suite_data, path, into=scratch, progress=lambda _m: None)
+    finally:
+        os.umask(old)
+    for folder in (suite_data.backup_dir, path, *(p for p in path.rglob("*") if p.is_dir()), scratch):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    for f in path.rglob("*"):
+        if f.is_file():
+            assert f.stat().st_mode & 0o077 == 0, f
+    assert check_file_modes(suite_data).status is Status.PASS, check_file_modes(suite_data).detail

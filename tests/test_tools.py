@@ -11,9 +11,8 @@ import time
 
 import httpx
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
 
+from harness.mcp_client import mcp_session
 from harness.smoke import memory as memory_smoke
 from harness.smoke import tools as tools_smoke
 from suite.testing import run_cli, serve, stack_settings
@@ -68,11 +67,8 @@ def admin_get(settings, key, path, **params) -> httpx.Response:
 
 
 async def mcp_session_run(settings, key, fn):
-    async with streamablehttp_client(settings.url("tools") + "/mcp",
-                                     headers={"Authorization": f"Bearer {key}"}) as (read, write, _):
-        async with ClientSession(read, write) as session:
-            await session.initialize()
-            return await fn(session)
+    async with mcp_session(settings.url("tools") + "/mcp", {"Authorization": f"Bearer {key}"}) as session:
+        return await fn(session)
 
 
 # -- MCP ------------------------------------------------------------------------------------------

@@ -66,15 +66,12 @@ def check_read_rest(settings: Settings, keys: SmokeKeys, phase: int) -> CheckRes
 
 
 async def _mcp_read(url: str, key: str, path: str) -> tuple[list[str], Any]:
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
+    from harness.mcp_client import mcp_session
 
-    async with streamablehttp_client(url, headers=auth(key)) as (read, write, _):
-        async with ClientSession(read, write) as session:
-            await session.initialize()
-            tools = await session.list_tools()
-            called = await session.call_tool("read_file", {"path": path})
-            return [t.name for t in tools.tools], called
+    async with mcp_session(url, auth(key)) as session:
+        tools = await session.list_tools()
+        called = await session.call_tool("read_file", {"path": path})
+        return [t.name for t in tools.tools], called
 
 
 def check_read_mcp(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:

@@ -195,7 +195,7 @@ def restore_set(settings: Settings, set_path: Path, into: Path | None = None, ex
         into = Path(into)
         if into.exists() and any(into.iterdir()):
             raise BackupError(f"restore target {into} is not empty")
-        into.mkdir(parents=True, exist_ok=True)
+        into.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         return _restore_parts(settings, set_path, manifest, into, exact, progress)
     except BaseException:

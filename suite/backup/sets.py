@@ -67,9 +67,10 @@ class SetBuilder:
 
     @classmethod
     def begin(cls, root: Path, kind: str = "manual") -> SetBuilder:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(root, 0o700)  # sets hold copies of every database: private whatever the umask made
         builder = cls(root, new_set_id(kind), kind)
-        builder.folder.mkdir()
+        builder.folder.mkdir(mode=0o700)
         return builder
 
     @property
@@ -78,13 +79,14 @@ class SetBuilder:
 
     def part_folder(self, part: str) -> Path:
         path = self.folder / part
-        path.mkdir(exist_ok=True)
+        path.mkdir(exist_ok=True, mode=0o700)
         return path
 
     def finish(self, source: dict[str, Any]) -> Path:
         """Hash every file, write the manifest last (atomically), then give the folder its final name."""
         files = []
         for path in sorted(p for p in self.folder.rglob("*") if p.is_file()):
+            os.chmod(path, 0o600)  # whoever wrote it (a service, this process) and under whatever umask
             with open(path, "rb+") as fh:
                 os.fsync(fh.fileno())
             files.append({"path": path.relative_to(self.folder).as_posix(), "size": path.stat().st_size,
@@ -93,7 +95,7 @@ class SetBuilder:
                     "created_ts": time.time(), "source": source, "parts": self.parts, "files": files,
                     "bytes": sum(f["size"] for f in files)}
         tmp = self.folder / f".{MANIFEST}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2, ensure_ascii=False)
             fh.flush()
             os.fsync(fh.fileno())
