@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 import yaml
 from fastapi import FastAPI
@@ -57,6 +58,23 @@ def test_docker_compose_config_accepts_every_profile(files, profiles, tmp_path):
     proc = subprocess.run(["docker", "compose", *args, "config", "--quiet"], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin:/usr/local/bin", **compose_env(settings)}, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+SPEC = project_root() / "tests" / "data" / "compose-spec.json"  # compose-spec/compose-spec schema/, Apache-2.0
+
+
+@pytest.mark.parametrize("path", [COMPOSE, GPU])
+def test_compose_files_match_the_compose_specification_schema(path):
+    """What `docker compose config` validates first, without Docker: the Compose Specification's own JSON
+    schema (vendored from compose-spec/compose-spec at 170098b, 2026-06-23). A misspelt key, a wrong
+    type or a field compose does not know fails here."""
+    validator = jsonschema.Draft7Validator(json.loads(SPEC.read_text()))
+    doc = load(path)
+    assert [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(doc)] == []
+    broken = json.loads(json.dumps(doc))
+    first = next(iter(broken["services"].values()))
+    first["healtcheck"] = first.pop("healthcheck", {"test": ["CMD", "true"]})  # the schema does catch a typo
+    assert any("healtcheck" in e.message for e in validator.iter_errors(broken))
 
 
 def test_compose_structure(tmp_path):

@@ -17,6 +17,7 @@ through its CLI (``harness.stack``), HTTP and the process table.
 
 from harness.faults.charts import timeline_chart
 from harness.faults.drill import FaultDrill
-from harness.faults.records import ROUTES, Drill, Thresholds, affected, dependants
+from harness.faults.records import ROUTES, Drill, Thresholds, affected, dependants, parse_recovery
 
-__all__ = ["ROUTES", "Drill", "FaultDrill", "Thresholds", "affected", "dependants", "timeline_chart"]
+__all__ = ["ROUTES", "Drill", "FaultDrill", "Thresholds", "affected", "dependants", "parse_recovery",
+           "timeline_chart"]

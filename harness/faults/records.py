@@ -19,11 +19,39 @@ ROUTES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Services whose cold start is longer than the others', and by how much they may take to come back.
+# The embedding service's start is import-bound: `import sentence_transformers` (torch, transformers,
+# scikit-learn, scipy) takes 6.5 s on a quiet 2-core box and was measured at 31 s while the drill's
+# load kept both cores on inference (ready again in 12 s in one run, 36 s in the next).
+RECOVERY_BY_SERVICE = {"embedding": 60.0}
+
+
+def parse_recovery(text: str) -> dict[str, float]:
+    """``"embedding=60,rag=20"`` as ``{"embedding": 60.0, "rag": 20.0}``; ValueError says what is wrong."""
+    out: dict[str, float] = {}
+    for item in (i.strip() for i in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if not sep or not name.strip() or seconds <= 0:
+            raise ValueError(f"recovery budget {item!r}: write SERVICE=SECONDS, e.g. embedding=60")
+        out[name.strip()] = seconds
+    return out
+
+
 @dataclass(frozen=True)
 class Thresholds:
     recovery_s: float = 30.0  # ready again within (the CPU default)
     inference_error_ratio: float = 0.05  # failed share of affected requests while an inference service is down
     give_up_s: float = 90.0  # not ready by then: the drill stops (NO-GO)
+    recovery_by_service: dict[str, float] = field(default_factory=lambda: dict(RECOVERY_BY_SERVICE))
+
+    def recovery_for(self, service: str) -> float:
+        return self.recovery_by_service.get(service, self.recovery_s)
 
 
 @dataclass

@@ -16,7 +16,8 @@ def judge(drill: Drill, before: dict, after: dict, th: Thresholds, evidence_dir:
     the first kill and after the last (each service is killed once, so one more restart)."""
     name = drill.service
     inference = name in INFERENCE
-    target = f"ready again ≤ {th.recovery_s:g} s, dependants ready without a restart, exit recorded"
+    budget = th.recovery_for(name)
+    target = f"ready again ≤ {budget:g} s, dependants ready without a restart, exit recorded"
     if inference:
         target += f", client errors ≤ {th.inference_error_ratio:.0%} (gateway failover)"
     problems, evidence = [], [str(figure)]
@@ -30,7 +31,7 @@ def judge(drill: Drill, before: dict, after: dict, th: Thresholds, evidence_dir:
         measured = "not restored"
     else:
         measured = f"ready again in {drill.recovery_s:.1f} s"
-        if drill.recovery_s > th.recovery_s:
+        if drill.recovery_s > budget:
             problems.append(f"recovery took {drill.recovery_s:.1f} s")
         if drill.new_pid in (None, drill.pid):
             problems.append("no new process serves it")
