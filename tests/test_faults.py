@@ -44,15 +44,15 @@ def test_a_drill_becomes_a_typed_verdict(tmp_path):
 def test_a_service_with_a_longer_cold_start_is_judged_by_its_own_budget(tmp_path):
     figure, after = tmp_path / "timeline.svg", {"restarts": 1, "last_exit": "signal 9 (SIGKILL)"}
     slow = Drill("embedding", 2, pid=20, killed_at=100.0, ready_at=136.1, new_pid=21, outage_end=136.1)
-    th = faults.Thresholds(recovery_s=30, recovery_by_service=faults.parse_recovery("embedding=60"))
+    th = faults.Thresholds(recovery_s=30, recovery_by_service=faults.parse_recovery("embedding:60"))
     r = judge(slow, {"restarts": 0}, after, th, tmp_path, figure)
     assert r.status is Status.PASS and "ready again ≤ 60 s" in r.target
     same = Drill("rag", 2, pid=30, killed_at=100.0, ready_at=136.1, new_pid=31, outage_end=136.1)
     r = judge(same, {"restarts": 0}, after, th, tmp_path, figure)  # everyone else keeps the general 30 s
     assert r.status is Status.FAIL and "recovery took 36.1 s" in r.detail and "≤ 30 s" in r.target
     assert faults.Thresholds().recovery_for("embedding") == 60 and faults.Thresholds().recovery_for("memory") == 30
-    assert faults.parse_recovery(" embedding=45 , rag=20") == {"embedding": 45.0, "rag": 20.0}
+    assert faults.parse_recovery(" embedding:45 , rag:20") == {"embedding": 45.0, "rag": 20.0}
     assert faults.parse_recovery("") == {}
-    for bad in ("embedding", "embedding=soon", "=5", "rag=-1"):
-        with pytest.raises(ValueError, match="SERVICE=SECONDS"):
+    for bad in ("embedding", "embedding:soon", ":5", "rag:-1", "embedding=60"):
+        with pytest.raises(ValueError, match="SERVICE:SECONDS"):
             faults.parse_recovery(bad)

@@ -27,18 +27,19 @@ RECOVERY_BY_SERVICE = {"embedding": 60.0}
 
 
 def parse_recovery(text: str) -> dict[str, float]:
-    """``"embedding=60,rag=20"`` as ``{"embedding": 60.0, "rag": 20.0}``; ValueError says what is wrong."""
+    """``"embedding:60,rag:20"`` as ``{"embedding": 60.0, "rag": 20.0}``; ValueError says what is wrong.
+    A colon, not ``=``: papermill skips a parameter line with a second ``=``."""
     out: dict[str, float] = {}
     for item in (i.strip() for i in text.split(",")):
         if not item:
             continue
-        name, sep, value = item.partition("=")
+        name, sep, value = item.partition(":")
         try:
             seconds = float(value)
         except ValueError:
             seconds = -1.0
         if not sep or not name.strip() or seconds <= 0:
-            raise ValueError(f"recovery budget {item!r}: write SERVICE=SECONDS, e.g. embedding=60")
+            raise ValueError(f"recovery budget {item!r}: write SERVICE:SECONDS, e.g. embedding:60")
         out[name.strip()] = seconds
     return out
 
