@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import RunbookError
+from harness.history import NOISE_PCT
 
 EXIT_CODES = """exit codes of run and resume:
   0    GO: every required runbook passed and no gate failed
@@ -126,7 +127,7 @@ def cmd_diff(args) -> int:
         before, after = resolve_run(args.before, args.runs_dir), resolve_run(args.after, args.runs_dir)
     except FileNotFoundError as exc:
         raise RunbookError(str(exc)) from None
-    for line in diff(before, after).lines():
+    for line in diff(before, after, noise_pct=args.noise).lines():
         _say(line)
     return 0
 
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     dif = sub.add_parser("diff", help="what changed between two runs: gates, measurements, warnings")
     dif.add_argument("before", help="run directory or run id")
     dif.add_argument("after", help="run directory or run id (`last`: the newest run)")
+    dif.add_argument("--noise", type=float, default=NOISE_PCT, metavar="PCT",
+                     help="changes smaller than this many percent are run-to-run noise, not listed (default 10; 0 lists all)")
     runs_dir(dif)
     dif.set_defaults(func=cmd_diff)
 

@@ -5,7 +5,8 @@ Everything is read from the run directories themselves (``run.json``, ``steps.js
 load profile on the same settings profile (cpu / gpu); ``previous_run`` picks the latest such run that
 started before a given one. A diff matches checks by id: gates whose status changed, the change of
 every typed measurement both runs have (with its direction: lower is better for times and failure
-ratios, higher for throughput), warnings that are new, checks only one run has.
+ratios, higher for throughput; a change smaller than ``NOISE_PCT`` is run-to-run noise and judged
+neither), warnings that are new, checks only one run has.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from harness.rundir import RunDir, default_runs_dir
 from harness.verdict import Verdict, decide, load_run
 
 KEY_FIGURES = ("p95", "rps", "ttft_p95")  # per load scenario, in this order, for `harness list`
+# Two GO runs of the same pipeline on the same quiet 2-core box moved probe latencies by up to 70 % and
+# load p95s by 5-17 %: smaller changes are not called better or worse (`harness diff --noise` changes it).
+NOISE_PCT = 10.0
 
 
 @dataclass
@@ -96,6 +100,7 @@ class Delta:
     unit: str
     before: float
     after: float
+    noise_pct: float = NOISE_PCT
 
     @property
     def change(self) -> float:
@@ -110,11 +115,13 @@ class Delta:
         """True when the change is an improvement, False when a regression, None when unchanged."""
         if math.isclose(self.after, self.before, rel_tol=1e-9, abs_tol=1e-12):
             return None
+        if self.percent is not None and abs(self.percent) < self.noise_pct:
+            return None
         return (self.change < 0) == (self.unit in LOWER_IS_BETTER)
 
     def text(self) -> str:
         pct = f" ({self.percent:+.1f} %)" if self.percent is not None else ""
-        word = {True: "better", False: "worse", None: "same"}[self.better]
+        word = {True: "better", False: "worse", None: "within noise"}[self.better]
         return (f"{self.id}: {format_measure(self.before, self.unit)} -> {format_measure(self.after, self.unit)}"
                 f"{pct} {word}")
 
@@ -139,6 +146,9 @@ class RunDiff:
         if changed:
             out.append("measurements:")
             out += [f"  {d.text()}" for d in changed]
+        if quiet := len(self.deltas) - len(changed):
+            noise = self.deltas[0].noise_pct
+            out.append(f"{quiet} measurement(s) moved less than {noise:g} % (run-to-run noise), not listed")
         if self.new_warnings:
             out.append("new warnings:")
             out += [f"  {r.id}: {r.measured} ({r.detail[:120]})" for r in self.new_warnings]
@@ -151,7 +161,7 @@ class RunDiff:
         return out
 
 
-def diff(before: Path, after: Path) -> RunDiff:
+def diff(before: Path, after: Path, noise_pct: float = NOISE_PCT) -> RunDiff:
     """What changed from run ``before`` to run ``after`` (see the module docstring)."""
     ra, rb = load_run(Path(before)), load_run(Path(after))
     a, b = {r.id: r for r in ra.results}, {r.id: r for r in rb.results}
@@ -167,7 +177,7 @@ def diff(before: Path, after: Path) -> RunDiff:
         if new.status is Status.WARN and old.status is not Status.WARN:
             out.new_warnings.append(new)
         if old.value is not None and new.value is not None and old.unit == new.unit:
-            out.deltas.append(Delta(cid, new.title, new.unit, old.value, new.value))
+            out.deltas.append(Delta(cid, new.title, new.unit, old.value, new.value, noise_pct))
     out.only_before = [cid for cid in a if cid not in b]
     return out
 

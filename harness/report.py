@@ -68,8 +68,9 @@ def _since_last_run(run_dir: Path) -> dict[str, Any] | None:
     if previous is None:
         return None
     change = history.diff(previous.run.path, run_dir)
+    deltas = [d for d in change.deltas if d.better is not None]
     return {"previous": previous, "diff": change, "href": f"../{previous.run_id}/report.html",
-            "deltas": [d for d in change.deltas if d.better is not None]}
+            "deltas": deltas, "quiet": len(change.deltas) - len(deltas), "noise_pct": f"{history.NOISE_PCT:g}"}
 
 
 def render(run_dir: Path, title: str = "Completion report") -> str:

@@ -109,11 +109,16 @@ def test_diff_directions_and_previous_run(tmp_path):
     change = history.diff(a, b)
     deltas = {d.id: d for d in change.deltas}
     assert deltas["load.seed-100x5.p95"].better is False and deltas["load.seed-100x5.run"].better is True
+    c = _fake_run(runs, "c", "2026-01-01T12:00:00+00:00", [_p95(3300, Status.FAIL), _rps(5.2)])
+    quiet = history.diff(b, c)  # +6 % and +4 %: run-to-run noise, judged neither way
+    assert [d.better for d in quiet.deltas] == [None, None]
+    assert "2 measurement(s) moved less than 10 % (run-to-run noise), not listed" in quiet.lines()
+    assert [d.better for d in history.diff(b, c, noise_pct=0).deltas] == [False, True]
     assert change.status_changes == [("load.seed-100x5.p95", Status.PASS, Status.FAIL)]
     assert change.verdicts == ("GO", "NO-GO")
     assert history.previous_run(b).run_id == "a"  # not the quick-profile run between them
     assert history.previous_run(a) is None
-    assert [s.run_id for s in history.list_runs(runs)] == ["a", "quick", "b"]
+    assert [s.run_id for s in history.list_runs(runs)] == ["a", "quick", "b", "c"]
     assert "p95 1200.0 ms" in history.list_runs(runs)[0].line().replace("seed-100x5 ", "")
 
 
