@@ -182,8 +182,10 @@ def build_request(llama: llama_cpp.Llama, body: Body, n_ctx: int, rng: random.Ra
         tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
         stop += _stop_list(result.stop)
     else:
-        prompt = body.prompt[0] if isinstance(body.prompt, list) else body.prompt
-        prompt = prompt or ""
+        if isinstance(body.prompt, list):  # [] is "" as llama_cpp.server has it (schemathesis found an IndexError)
+            prompt = body.prompt[0] if body.prompt else ""
+        else:
+            prompt = body.prompt or ""
         refuse_oversized(llama, prompt, n_ctx)
         tokens = completion_prompt_tokens(llama, prompt)
     if len(tokens) >= n_ctx:

@@ -66,7 +66,7 @@ class _Bounded(BaseModel):
 class CompletionRequest(_Bounded, CreateCompletionRequest):
     """``POST /v1/completions``."""
 
-    prompt: Prompt | Annotated[list[Prompt], Field(min_length=1, max_length=1)] = Field(
+    prompt: Prompt | Annotated[list[Prompt], Field(max_length=1)] = Field(
         "", description="the prompt (one per request); fewer tokens than the model's context")
     suffix: None = Field(None, description="not supported by this server")
     max_tokens: int | None = Field(16, ge=0, le=C_INT_MAX, description=_max_tokens)

@@ -84,7 +84,8 @@ class SerialRequestChecks:
     - a ``grammar`` that does not parse: its route would answer 500;
     - ``/extras/detokenize`` with a token id outside the vocabulary: llama.cpp would abort the whole
       process (``std::out_of_range`` thrown through its C API);
-    - ``/extras/tokenize`` of more text than any prompt could be: it tokenizes on the event loop.
+    - ``/extras/tokenize`` of more text than any prompt could be: it tokenizes on the event loop;
+    - ``/v1/completions`` with several prompts: its route asserts one (an AssertionError, 500).
 
     Each is a 400 here; the check runs in a worker thread (a grammar is parsed by llama.cpp).
     """
@@ -119,6 +120,8 @@ class SerialRequestChecks:
         elif path.startswith("/extras/tokenize"):
             if isinstance(body.get("input"), str):
                 check_tokenize_input(body["input"], self.n_ctx)
+        elif path == "/v1/completions" and isinstance(body.get("prompt"), list) and len(body["prompt"]) > 1:
+            raise ApiError(400, "one prompt per request", code="invalid_parameters")
         bias = body.get("logit_bias")
         if isinstance(bias, dict) and body.get("logit_bias_type") != "tokens":
             n_vocab = self.llama.n_vocab()
