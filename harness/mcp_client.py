@@ -15,9 +15,7 @@ async def mcp_session(url: str, headers: dict[str, str]) -> AsyncIterator[Client
     from mcp.client import streamable_http
 
     if hasattr(streamable_http, "streamable_http_client"):  # mcp >= 1.24; the older name warns
-        from mcp.shared._httpx_utils import create_mcp_http_client
-
-        http = create_mcp_http_client(headers=headers)
+        http = streamable_http.create_mcp_http_client(headers=headers)
         transport = streamable_http.streamable_http_client(url, http_client=http)
     else:  # pragma: no cover - older SDKs
         http = None

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 echo "[test] ruff check" >&2
-.venv/bin/ruff check suite harness tests load benchmarks
+.venv/bin/ruff check suite harness tests load benchmarks runbooks notebooks
 echo "[test] security scans (bandit, pip-audit)" >&2
 .venv/bin/python -m harness.security.scans
 set +e
