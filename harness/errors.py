@@ -15,7 +15,7 @@ class ParameterError(RunbookError, ValueError):
 
 
 class SequenceError(RunbookError):
-    """A sequence file that cannot be read or names a notebook that does not exist."""
+    """A sequence file that cannot be read, or names a notebook by a path or one that does not exist."""
 
 
 class ChecksFailed(RunbookError):

@@ -1,8 +1,11 @@
 """Secret runbook parameters never reach a file under ``runs/<id>/``.
 
-A parameter is secret when its name says so (``key``, ``token``, ``password``, ``passwd``, ``secret``
-anywhere in it) or its comment in the parameters cell contains ``(secret)``. Its value is replaced
-by ``[redacted]``:
+A parameter is secret when its name says so or its comment in the parameters cell contains
+``(secret)``. The name says so when one of its parts (split at ``_``, ``-`` and camelCase) is a
+secret word (``key``, ``token``, ``password``, ``passwd``, ``secret``, ``apikey``, ``credential(s)``:
+``api_key``, ``hf_token``, ``client_secret``), or its last part is ``pass``/``pwd`` (``db_pass``) or
+ends with a secret word other than ``key`` (``authtoken``, ``adminpassword``). Whole parts only:
+``max_tokens``, ``keys_dir`` or ``monkey`` are not secret. Its value is replaced by ``[redacted]``:
 
 - in the executed notebooks as papermill writes them (an I/O handler for the run's notebooks folder,
   so not even a half-written notebook of a killed run holds the value: the injected-parameters cell,
@@ -26,12 +29,29 @@ from typing import Any
 
 MASK = "[redacted]"
 MIN_LENGTH = 4
-SECRET_NAME = re.compile(r"key|token|password|passwd|secret", re.IGNORECASE)
+SECRET_WORDS = frozenset({"key", "token", "password", "passwd", "passphrase", "secret", "credential",
+                          "credentials", "apikey", "accesskey", "authkey", "privatekey", "secretkey"})
+SECRET_LAST_WORDS = frozenset({"pass", "pwd"})  # secret only at the end: db_pass, yet pass_rate is not
+SECRET_SUFFIXES = tuple(sorted(SECRET_WORDS - {"key"}))  # glued on: authtoken (but not monkey)
 SECRET_MARK = "(secret)"
+_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")  # LOAD_API_KEY, apiKey, HFToken, key2
+
+
+def name_parts(name: str) -> list[str]:
+    """``"hf_token"`` -> ``["hf", "token"]``; ``"maxTokens"`` -> ``["max", "tokens"]``."""
+    return [part.lower() for chunk in re.split(r"[_\-\s.]+", name) for part in _PARTS.findall(chunk)]
 
 
 def is_secret(name: str, help_text: str = "") -> bool:
-    return bool(SECRET_NAME.search(name)) or SECRET_MARK in (help_text or "").lower()
+    """Named like a secret (whole name parts, see the module docstring) or marked ``(secret)``."""
+    if SECRET_MARK in (help_text or "").lower():
+        return True
+    parts = name_parts(name)
+    if not parts:
+        return False
+    last = parts[-1]
+    return (any(part in SECRET_WORDS for part in parts) or last in SECRET_LAST_WORDS
+            or last.endswith(SECRET_SUFFIXES))
 
 
 class Redactor:

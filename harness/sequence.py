@@ -1,10 +1,11 @@
 """Run a sequence of runbooks with papermill into one run directory, and always leave a report.
 
-A sequence file (``runbooks/sequence.yaml``) lists the runbooks in order. An entry may say
-``always: true`` (runs even after a failure), ``report: true`` (the step that writes the report:
-always runs, and the verdict is judged by the steps before it, never by itself), ``brings_up: true``
-(the step that starts services: ``harness resume`` re-runs it when they are gone) or ``required:
-false`` (a runbook that may be missing without making the run NO-GO).
+A sequence file (``runbooks/sequence.yaml``) lists the runbooks in order, by file name: they sit
+beside it (a path is refused: the executed copy goes to ``runs/<id>/notebooks/<file name>``). An
+entry may say ``always: true`` (runs even after a failure), ``report: true`` (the step that writes
+the report: always runs, and the verdict is judged by the steps before it, never by itself),
+``brings_up: true`` (the step that starts services: ``harness resume`` re-runs it when they are
+gone) or ``required: false`` (a runbook that may be missing without making the run NO-GO).
 
 Lifecycle (papermill's start / step / complete callbacks, kept on disk): every step's state
 (``harness.result.Status``) is written to ``steps.json`` as it changes (pending / running / pass /
@@ -113,10 +114,19 @@ def load_sequence(path: Path | None = None) -> Sequence:
     for item in data.get("runbooks", []):
         if isinstance(item, str):
             step = Step(item)
-        else:
+        elif isinstance(item, dict) and isinstance(item.get("notebook"), str):
             report = bool(item.get("report"))
             step = Step(item["notebook"], always=report or bool(item.get("always")), report=report,
                         brings_up=bool(item.get("brings_up")), required=bool(item.get("required", True)))
+        else:
+            raise SequenceError(f"{path.name}: runbook entry {item!r} is neither a notebook file name nor "
+                                f"a mapping with a 'notebook:' file name")
+        if not _plain_file_name(step.notebook):
+            # The runs keep each executed notebook under its file name (runs/<id>/notebooks/NAME) and the
+            # parameters by file name: a path would be written over its own source, or not found.
+            raise SequenceError(f"{path.name} names {step.notebook!r}, which is not a plain file name: name "
+                                f"notebooks by file name (no directory part, no '..', not absolute) and put "
+                                f"the sequence file beside them", notebook=step.notebook)
         if not (path.parent / step.notebook).is_file():
             raise SequenceError(f"{path.name} names {step.notebook}, which does not exist in {path.parent}",
                                 notebook=step.notebook)
@@ -124,6 +134,11 @@ def load_sequence(path: Path | None = None) -> Sequence:
     if not steps:
         raise SequenceError(f"sequence file {path} lists no runbooks (expected a 'runbooks:' list)")
     return Sequence(data.get("name", path.stem), path.resolve(), steps)
+
+
+def _plain_file_name(name: str) -> bool:
+    """``05_load.ipynb``: yes; ``/abs/x.ipynb``, ``sub/x.ipynb``, ``../x.ipynb``, ``..``, ``""``: no."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
 
 
 def run_meta(run: RunDir, sequence: Path, raw_params: dict[str, Any], *, manual: bool = False,

@@ -58,6 +58,28 @@ def test_same_ports_other_data_dir_is_still_locked(settings, tmp_path):
             RunLock(other, "second").acquire()
 
 
+@pytest.mark.parametrize("name", ["api_key", "token", "hf_token", "admin_password", "secret", "client_secret",
+                                  "db_password", "LOAD_API_KEY", "auth_token", "access_token", "db_pass",
+                                  "db_passwd", "apiKey", "authToken", "apikey", "credentials", "aws_secret_key"])
+def test_names_of_secrets_are_secret(name):
+    assert is_secret(name)
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "tokens", "keep_last", "keys_dir", "maxTokens", "monkey",
+                                  "pass_rate", "phase", "keep_days", "top_k"])
+def test_names_that_only_contain_a_secret_word_are_not_secret(name):
+    """Whole name parts only: 05_load's `max_tokens` was redacted from the run as if it were a token."""
+    assert not is_secret(name)
+    assert is_secret(name, "the value (secret)")  # marked in its comment: secret whatever its name
+
+
+def test_max_tokens_of_the_load_runbook_is_not_secret():
+    from harness.params import declared_parameters
+
+    params = declared_parameters(ROOT / "runbooks" / "05_load.ipynb")
+    assert not params["max_tokens"].secret
+
+
 def test_secret_names_and_redaction():
     assert is_secret("db_password") and is_secret("LOAD_API_KEY") and is_secret("token")
     assert is_secret("note", "the vault login (secret)") and not is_secret("phase", "1, 2 or 3")
