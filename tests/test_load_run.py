@@ -167,3 +167,19 @@ def test_streamed_chat_against_a_real_stack(phase1, tmp_path):
     chat = view["engines"]["inference-chat"]
     assert chat["ttft_p95_ms"] > 0 and 3 <= chat["tokens"] <= 3 * 8 and chat["slots"] == phase1.inference.slots
     assert 0 <= chat["active_max"] <= chat["slots"] and view["services"]["inference-chat"]["cpu_s"] > 0
+
+
+def test_profiles_run_in_stages_and_named_scenarios_one_by_one():
+    from harness.load.plan import LoadPlan
+
+    seed = plan("")
+    assert isinstance(seed, LoadPlan)
+    assert [[s.name for s in stage] for stage in seed.stages] == [
+        ["seed-100x5", "embedding"], ["seed-50x3", "seed-20x2"], ["rag", "tools"]]
+    assert [s.name for s in seed] == ["seed-100x5", "embedding", "seed-50x3", "seed-20x2", "rag", "tools"]
+    assert "seed-50x3 (50 requests at 3 users) + seed-20x2" in seed.describe()
+    named = plan("embedding,code,chat", requests=4)
+    assert [[s.name for s in stage] for stage in named.stages] == [["code"], ["chat", "embedding"]]
+    assert all(s.requests == 4 for s in named)
+    with pytest.raises(ValueError, match="unknown load profile"):
+        plan("", profile="nope")

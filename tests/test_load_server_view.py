@@ -113,3 +113,33 @@ def test_watch_scrapes_real_process_metrics(settings):
     assert watch.before["gateway"].ok and not watch.after["memory"].ok  # nothing serves memory
     buckets = bucket_deltas(watch.before["gateway"], watch.after["gateway"], "http_request_duration_seconds")
     assert buckets[float("inf")] == 3
+
+
+def test_scenarios_run_together_are_compared_by_the_service_they_share(tmp_path):
+    """seed-50x3 and seed-20x2 both enter the gateway: neither is compared alone, their sum is; RAG
+    beside them reaches the gateway too, so no sum can be attributed."""
+    from harness.load.server_view import entry_groups, record_group, sharing
+
+    chat = [SCENARIOS["seed-50x3"], SCENARIOS["seed-20x2"]]
+    assert sharing(chat) == {"seed-50x3": ["seed-20x2"], "seed-20x2": ["seed-50x3"]}
+    assert entry_groups(chat) == {"gateway": ["seed-50x3", "seed-20x2"]}
+    assert entry_groups([*chat, SCENARIOS["rag"]]) == {}
+    light = [SCENARIOS["seed-100x5"], SCENARIOS["embedding"], SCENARIOS["tools"]]
+    assert sharing(light) == {} and entry_groups(light) == {}
+    assert sharing([SCENARIOS["rag"], SCENARIOS["embedding"]]) == {"embedding": ["rag"]}
+
+    before = {"gateway": parse("gateway", exposition("gateway", 0))}
+    after = {"gateway": parse("gateway", exposition("gateway", 30))}
+    alone = record(chat[0], run_of(20, out_dir=tmp_path), FakeWatch(before, after), tmp_path,
+                   shared_with=["seed-20x2"])
+    assert alone.status is Status.PASS and alone.target == "server counters read"
+    assert "ran together with seed-20x2" in alone.detail
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    runs = [(chat[0], run_of(20, out_dir=tmp_path / "a")), (chat[1], run_of(10, out_dir=tmp_path / "b"))]
+    both = record_group("gateway", runs, FakeWatch(before, after), tmp_path)
+    assert both.id == "load.seed-50x3+seed-20x2.server" and both.status is Status.PASS
+    assert both.measured.startswith("server 30 req") and "clients 30 (0 failed)" in both.measured
+    assert (tmp_path / "seed-50x3+seed-20x2.server.json").is_file()
+    short = record_group("gateway", runs[:1], FakeWatch(before, after), tmp_path)
+    assert short.status is Status.WARN and "clients sent 20 request(s), gateway counted 30" in short.detail

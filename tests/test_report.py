@@ -142,3 +142,13 @@ def test_the_report_renders_completely_offline_in_headless_chromium(report, tmp_
                     "Environment", "</html>"):
         assert section in dom, section
     assert dom.count("<svg") == report.read_text().count("<svg")  # every chart made it into the DOM
+
+
+def test_a_quick_profile_report_says_it_is_not_the_release_pipeline(tmp_path):
+    run = RunDir.create(tmp_path / "runs", "20260101-110000-abcd")
+    run.write_json(run.meta_file, run_meta(run, default_sequence(), {"profile": "quick"}, profile="quick"))
+    quick = write_report(run.path).read_text()
+    assert 'id="profile-note"' in quick and "not the release pipeline" in quick
+    run = RunDir.create(tmp_path / "runs", "20260101-120000-abcd")
+    run.write_json(run.meta_file, run_meta(run, default_sequence(), {}, profile="seed"))
+    assert 'id="profile-note"' not in write_report(run.path).read_text()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import history, junit
+from harness import params as params_mod
 from harness.lock import RunLock, RunLocked, lock_files
 from harness.notebook import Runbook, kernel_session_run_id
 from harness.redact import MASK, Redactor, is_secret, redact_parameters
@@ -183,3 +184,16 @@ def test_the_shipped_sequence_marks_its_report_and_bring_up_steps():
     assert [s.notebook for s in seq.steps if s.brings_up] == ["01_bring_up.ipynb"]
     assert all(s.required for s in seq.steps)
     assert seq.parameter("profile", {}) == "seed" and seq.parameter("profile", {"profile": "quick"}) == "quick"
+
+
+def test_pipeline_profiles_are_checked_and_quick_trims_by_name():
+    from harness import profiles
+    from harness.load.scenarios import PROFILES as LOAD_PROFILES
+
+    assert profiles.check("quick") is True and profiles.check("seed") is False
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        profiles.check("fast")
+    assert set(profiles.PROFILES) == set(LOAD_PROFILES)  # every pipeline profile has its load plan
+    declared = {nb: params_mod.declared_parameters(default_sequence().parent / nb)
+                for nb in ("04_security.ipynb", "05_load.ipynb", "06_fault_drill.ipynb", "08_monitoring.ipynb")}
+    assert all(p["profile"].default_value() == "seed" for p in declared.values())

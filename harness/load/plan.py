@@ -1,8 +1,10 @@
 """A runbook's load plan: select scenarios, apply overrides, skip those outside the phase, run the rest.
 
-Heavy scenarios (those that generate tokens) run one at a time, so each is measured on a box that is
-not also serving another heavy scenario; ``light`` ones (see ``scenarios``) run beside the last heavy
-one, which overlaps their minute of mostly-waiting with it instead of adding it to the run.
+A plan runs in stages (``scenarios``: a profile's stages, or for scenarios named one by one each heavy
+one alone with the light ones beside the last); the scenarios of a stage run at the same time. Each
+scenario is judged on its own samples. The server-side view compares a service's request count with
+the client's only where one scenario of the stage reaches that service; where several enter the same
+service together (``seed-50x3`` and ``seed-20x2`` at the gateway) one more line compares the sum.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import httpx
 
 from harness.load import runner, server_view, verdicts
 from harness.load.runner import LoadRun
-from harness.load.scenarios import Scenario, profile_scenarios, select_scenarios, with_overrides
+from harness.load.scenarios import Scenario, named_stages, profile_stages, select_scenarios, with_overrides
 from harness.result import CheckResult
 from suite import services
 from suite.settings import Settings
@@ -28,69 +30,114 @@ log = logging.getLogger(__name__)
 @dataclass
 class ScenarioOutcome:
     scenario: Scenario
-    run: LoadRun | None  # None when skipped
+    run: LoadRun | None  # None when skipped (or for the server-side view of scenarios run together)
     results: list[CheckResult] = field(default_factory=list)
+    name: str = ""  # what finished: the scenario's name unless said
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.scenario.name
+
+
+class LoadPlan(list):
+    """The selected scenarios (a list, in running order) and the stages they run in."""
+
+    def __init__(self, stages: list[list[Scenario]]) -> None:
+        super().__init__(sc for stage in stages for sc in stage)
+        self.stages = stages
+
+    def describe(self) -> str:
+        """``seed-100x5 (100 requests at 5 users) + tools (...), then ...``"""
+        return ", then ".join(" + ".join(f"{s.name} ({s.stop_condition()} at {s.users} users)" for s in stage)
+                              for stage in self.stages)
 
 
 def plan(names: str, *, profile: str = "seed", users: int = 0, spawn_rate: float = 0.0, requests: int = 0,
-         duration_s: float = 0.0, thresholds: str = "", max_tokens: int = 0) -> list[Scenario]:
-    """The selected scenarios (empty ``names``: the profile's) with overrides applied; raises on
-    unknown names or bad thresholds."""
-    chosen = select_scenarios(names) if names.strip() else select_scenarios(profile_scenarios(profile))
-    return [with_overrides(s, users=users, spawn_rate=spawn_rate, requests=requests, duration_s=duration_s,
-                           thresholds=thresholds, max_tokens=max_tokens) for s in chosen]
+         duration_s: float = 0.0, thresholds: str = "", max_tokens: int = 0) -> LoadPlan:
+    """The selected scenarios (empty ``names``: the profile's stages) with overrides applied; raises
+    on unknown names or bad thresholds."""
+    if names.strip():
+        named = [s.name for s in select_scenarios(names)]
+        stages = named_stages(list(dict.fromkeys(named)))
+    else:
+        stages = profile_stages(profile)
+    return LoadPlan([[with_overrides(s, users=users, spawn_rate=spawn_rate, requests=requests,
+                                     duration_s=duration_s, thresholds=thresholds, max_tokens=max_tokens)
+                      for s in select_scenarios(stage)] for stage in stages])
 
 
 def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, phase: int = 1,
              processes: int = 1, warmup_s: float = 0.0, abort_on_fail: bool = False,
              max_run_s: float = 300.0, base: Path | None = None, overlap: bool = True,
              progress: Callable[[str], None] | None = None) -> Iterator[ScenarioOutcome]:
-    """Run the scenarios and yield each one's verdicts as it finishes (see the module docstring)."""
-    runnable = []
-    for sc in scenarios:
-        if sc.phase > phase:
-            reason = f"service {sc.service} starts in phase {sc.phase}; this run is phase {phase}"
-            yield ScenarioOutcome(sc, None, [verdicts.skipped(sc, reason)])
-        else:
-            runnable.append(sc)
+    """Run the plan stage by stage and yield each scenario's verdicts as it finishes (module
+    docstring); ``overlap=False`` runs every scenario alone. A plain list runs as ``named_stages``."""
+    if not overlap:
+        stages = [[sc] for sc in scenarios]
+    elif isinstance(scenarios, LoadPlan):
+        stages = scenarios.stages
+    else:
+        by_name = {sc.name: sc for sc in scenarios}
+        stages = [[by_name[n] for n in stage] for stage in named_stages(list(by_name))]
+    names = [s.name for s in services.for_phase(phase)]
+    gpu = settings.profile == "gpu"
 
-    def one(sc: Scenario) -> ScenarioOutcome:
+    def one(sc: Scenario, shared: dict[str, list[str]]) -> ScenarioOutcome:
         targets = sc.targets()
         extra_env = load_env(settings, sc.service)  # before the watch: its setup is not load
-        gpu = settings.profile == "gpu"
-        with server_view.Watch(settings, [s.name for s in services.for_phase(phase)], gpu=gpu) as watch:
+        with server_view.Watch(settings, names, gpu=gpu) as watch:
             run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
                                       warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
                                       phase=phase, max_run_s=max_run_s, extra_env=extra_env, progress=progress)
         results = verdicts.judge(run, targets, base, sc.figures())
-        results.append(server_view.record(sc, run, watch, base))
+        results.append(server_view.record(sc, run, watch, base, shared_with=shared.get(sc.name, [])))
         if gpu:
             results.append(server_view.gpu_memory(sc, run, watch))
         return ScenarioOutcome(sc, run, results)
 
-    light = [sc for sc in runnable if overlap and sc.light]
-    heavy = [sc for sc in runnable if sc not in light]
-    for sc in heavy[:-1]:
-        yield one(sc)
-    together = heavy[-1:] + light
-    if len(together) <= 1:
-        yield from (one(sc) for sc in together)
-        return
-    if progress and light:
-        progress(f"running {', '.join(s.name for s in light)} beside {', '.join(s.name for s in heavy[-1:]) or 'each other'}")
-    pool = ThreadPoolExecutor(max_workers=len(together), thread_name_prefix="load")
-    futures = [pool.submit(one, sc) for sc in together]
+    for stage in stages:
+        runnable = []
+        for sc in stage:
+            if sc.phase > phase:
+                reason = f"service {sc.service} starts in phase {sc.phase}; this run is phase {phase}"
+                yield ScenarioOutcome(sc, None, [verdicts.skipped(sc, reason)])
+            else:
+                runnable.append(sc)
+        if len(runnable) == 1:
+            yield one(runnable[0], {})
+        elif runnable:
+            yield from _together(runnable, one, settings, names, load_dir, base, progress)
+
+
+def _together(stage: list[Scenario], one: Callable, settings: Settings, names: list[str], load_dir: Path,
+              base: Path | None, progress: Callable[[str], None] | None) -> Iterator[ScenarioOutcome]:
+    """The scenarios of one stage at the same time; then, for a service several of them entered, the
+    server's count against their clients' sum (taken over the whole stage)."""
+    shared = server_view.sharing(stage)
+    groups = server_view.entry_groups(stage)
+    if progress:
+        progress("running together: " + ", ".join(sc.name for sc in stage))
+    pool = ThreadPoolExecutor(max_workers=len(stage), thread_name_prefix="load")
+    outcomes: list[ScenarioOutcome] = []
     try:
-        for future in as_completed(futures):
-            yield future.result()
+        with server_view.Watch(settings, names if groups else []) as stage_watch:
+            futures = [pool.submit(one, sc, shared) for sc in stage]
+            for future in as_completed(futures):
+                outcome = future.result()
+                outcomes.append(outcome)
+                yield outcome
     except BaseException:
-        for sc in together:  # an interrupted kernel: every locustfile still running quits on its stop file
+        for sc in stage:  # an interrupted kernel: every locustfile still running quits on its stop file
             stop = Path(load_dir) / sc.name / "stop"
             if stop.parent.is_dir():
                 stop.write_text("interrupted")
         raise
     finally:
         pool.shutdown(wait=True)
+    for service, members in groups.items():
+        runs = [(o.scenario, o.run) for o in outcomes if o.scenario.name in members and o.run is not None]
+        if runs:
+            result = server_view.record_group(service, runs, stage_watch, base)
+            yield ScenarioOutcome(runs[-1][0], None, [result], name=" + ".join(sc.name for sc, _ in runs))
 
 
 def tools_env(settings: Settings) -> dict[str, str]:

@@ -28,8 +28,35 @@ STAGE = Stage.LOAD
 INFERENCE = ("inference-chat", "inference-code")
 # locustfiles whose requests the host's request counter cannot match one to one
 NOT_COMPARED = {"mixed.py": "calls several services", "health_ceiling.py": "/health is not counted as a request"}
+# the services each locustfile's requests reach (the target and what it calls on their behalf)
+REACHES = {"gateway_code.py": {"gateway", "inference-code"}, "gateway_chat_stream.py": {"gateway", "inference-chat"},
+           "rag_query.py": {"rag", "embedding", "gateway", "inference-chat"}, "embedding.py": {"embedding"},
+           "tools_read_file.py": {"tools"}, "health_ceiling.py": {"gateway"},
+           "mixed.py": {"gateway", "inference-chat", "inference-code", "embedding", "rag"}}
 PROBES = "/ready"  # readiness probes by supervisors are not load
 HTTP_STATUS = re.compile(r"HTTP (\d{3})")
+
+
+def reaches(scenario: Scenario) -> set[str]:
+    return REACHES.get(scenario.locustfile, set()) | {scenario.service}
+
+
+def sharing(stage: list[Scenario]) -> dict[str, list[str]]:
+    """For each scenario of a stage, the others that also reach its target service."""
+    out = {sc.name: [o.name for o in stage if o is not sc and sc.service in reaches(o)] for sc in stage}
+    return {name: others for name, others in out.items() if others}
+
+
+def entry_groups(stage: list[Scenario]) -> dict[str, list[str]]:
+    """Services that several scenarios of a stage enter and nothing else of the stage reaches: their
+    count is compared with the sum of those scenarios' clients."""
+    groups: dict[str, list[str]] = {}
+    for service in dict.fromkeys(sc.service for sc in stage):
+        members = [sc for sc in stage if sc.service == service]
+        others = [sc for sc in stage if sc.service != service and service in reaches(sc)]
+        if len(members) > 1 and not others and all(sc.locustfile not in NOT_COMPARED for sc in members):
+            groups[service] = [sc.name for sc in members]
+    return groups
 
 
 class Watch:
@@ -157,7 +184,7 @@ class ServerView:
         return self.services[self.target]
 
 
-def view(scenario: Scenario, run: LoadRun, watch: Watch) -> ServerView:
+def view(scenario: Scenario, run: LoadRun, watch: Watch, shared_with: list[str] | None = None) -> ServerView:
     every = [*run.warmup_samples, *run.samples]
     statuses: dict[str, int] = {}
     for s in every:
@@ -169,7 +196,7 @@ def view(scenario: Scenario, run: LoadRun, watch: Watch) -> ServerView:
     ttfts = [s.ttft_ms for s in run.samples if s.ttft_ms is not None]
     out = ServerView(scenario.name, scenario.service, len(every), sum(not s.ok for s in every), statuses,
                      stats.percentile([s.ms for s in run.samples], 95), stats.percentile(ttfts, 95) if ttfts else None,
-                     svc, engines, compared=scenario.locustfile not in NOT_COMPARED)
+                     svc, engines, compared=scenario.locustfile not in NOT_COMPARED and not shared_with)
     server = svc.get(scenario.service)
     if server is None or server.requests is None:
         out.mismatch = f"no server count for {scenario.service}: {server.note if server else 'not scraped'}"
@@ -186,9 +213,11 @@ def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
 
 
-def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = None) -> CheckResult:
-    """One ``load.<scenario>.server`` result; the full view goes to ``server.json`` beside the samples."""
-    v = view(scenario, run, watch)
+def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = None,
+           shared_with: list[str] | None = None) -> CheckResult:
+    """One ``load.<scenario>.server`` result; the full view goes to ``server.json`` beside the samples.
+    ``shared_with``: scenarios that ran at the same time and also reach the target service."""
+    v = view(scenario, run, watch, shared_with)
     path = run.out_dir / "server.json"
     path.write_text(json.dumps(asdict(v), indent=2, ensure_ascii=False))
     s = v.server
@@ -205,7 +234,10 @@ def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = N
                       f", {_fmt(e.tokens)} tokens, {_fmt(e.rejected)} rejected")
     detail.append("CPU s / RSS MB: " + ", ".join(f"{n} {_fmt(x.cpu_s, digits=1)}/{_fmt(x.rss_mb)}"
                                                for n, x in v.services.items()))
-    if not v.compared:
+    if shared_with:
+        detail.append(f"ran together with {', '.join(shared_with)}, which also reach {scenario.service}: "
+                      "counts shown, not compared here")
+    elif not v.compared:
         detail.append(f"{scenario.locustfile} {NOT_COMPARED[scenario.locustfile]}: counts shown, not compared")
     if v.mismatch:
         detail.append("mismatch: " + v.mismatch)
@@ -231,3 +263,36 @@ def gpu_memory(scenario: Scenario, run: LoadRun, watch: Watch, max_pct: float = 
                        measured=f"max {worst:.0f} %",
                        detail="; ".join(f"{k}: {v:.0f} %" for k, v in sorted(watch.gpu_max_pct.items()))
                               + f" (sampled every {watch.every_s:g} s)", started_at=run.started_at)
+
+
+def record_group(service: str, runs: list[tuple[Scenario, LoadRun]], watch: Watch,
+                 base: Path | None = None) -> CheckResult:
+    """``load.<a>+<b>.server``: what ``service`` counted over a stage against the sum of the clients of
+    the scenarios that entered it together (``entry_groups``)."""
+    names = [sc.name for sc, _ in runs]
+    label = "+".join(names)
+    server = service_view(watch.before[service], watch.after[service])
+    clients = sum(len(run.warmup_samples) + len(run.samples) for _, run in runs)
+    failed = sum(not s.ok for _, run in runs for s in (*run.warmup_samples, *run.samples))
+    mismatch = ""
+    if server.requests is None:
+        mismatch = f"no server count for {service}: {server.note or 'not scraped'}"
+    elif int(server.requests) != clients:
+        mismatch = f"clients sent {clients} request(s), {service} counted {int(server.requests)}"
+        if any(run.aborted for _, run in runs):
+            mismatch += " (a run was stopped early: requests in flight then are not in its samples)"
+    path = runs[0][1].out_dir.parent / f"{label}.server.json"
+    path.write_text(json.dumps({"service": service, "scenarios": names, "client_requests": clients,
+                                "client_failed": failed, "server": asdict(server), "mismatch": mismatch},
+                               indent=2, ensure_ascii=False))
+    classes = ", ".join(f"{k} {int(n)}" for k, n in server.by_class.items() if n) or "none"
+    rel = str(path.relative_to(base)) if base and path.is_relative_to(base) else str(path)
+    detail = [f"{' and '.join(names)} ran together; {service} counted over the whole stage: server p50/p95 "
+              f"{_fmt(server.p50_ms, ' ms')}/{_fmt(server.p95_ms, ' ms')} from its histogram"]
+    if mismatch:
+        detail.append("mismatch: " + mismatch)
+    return CheckResult(f"load.{label}.server", f"{' + '.join(names)}: server-side view", STAGE,
+                       Status.WARN if mismatch else Status.PASS, target="server count = client count",
+                       measured=f"server {_fmt(server.requests)} req ({classes}; 429: {_fmt(server.status_429)}) · "
+                                f"clients {clients} ({failed} failed)",
+                       evidence=[rel], detail="\n".join(detail), started_at=min(run.started_at for _, run in runs))

@@ -34,15 +34,20 @@ def cli_start(phase: int, settings: Settings) -> Callable[[], tuple[bool, str]]:
     return start
 
 
+def skipped(service: str, reason: str, target: str = "the alert drill runs") -> list[CheckResult]:
+    """The drill's line as ``skip``, with why."""
+    return [CheckResult("monitor.alert.fires", f"{ALERT} fires for a stopped {service}", STAGE, Status.SKIP,
+                        target=target, measured="not run", detail=reason)]
+
+
 def alert_drill(stack: MonitorStack, service: str, phase: int, timeout_s: float = 60.0, echo: Echo | None = None,
                 stop: Callable[[], object] | None = None,
                 start: Callable[[], tuple[bool, str]] | None = None) -> list[CheckResult]:
     """Two results: the alert fires (Prometheus → Alertmanager → webhook) and it resolves."""
     services.get(service)  # an unknown name is an error, not a drill that proves nothing
     if service not in stack.services:
-        return [CheckResult("monitor.alert.fires", f"{ALERT} fires for a stopped {service}", STAGE, Status.SKIP,
-                            target="the drilled service is running", measured="not running",
-                            detail=f"{service} is not among the running services: {', '.join(stack.services)}")]
+        return skipped(service, f"{service} is not among the running services: {', '.join(stack.services)}",
+                       target="the drilled service is running")
     say = echo or (lambda _m: None)
     stop = stop or cli_stop(service, stack.settings)
     start = start or cli_start(phase, stack.settings)

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from harness.httpclient import client
 from harness.keys import RunKeys
 from harness.result import CheckResult, Stage, Status, Timer
 from suite.settings import Settings
@@ -171,8 +172,8 @@ ROLE_OF = {"read_file": "guest", "file_info": "guest", "list_directory": "develo
 def _post(settings: Settings, tool: str, args: dict[str, Any], key: str) -> httpx.Response:
     """One call; a 429 (the key's minute is spent, e.g. by an earlier runbook) waits and tries again."""
     for _ in range(3):
-        resp = httpx.post(f"{settings.url('tools')}/tools/{tool}", json=args, timeout=TIMEOUT,
-                          headers={"Authorization": f"Bearer {key}"})
+        resp = client().post(f"{settings.url('tools')}/tools/{tool}", json=args, timeout=TIMEOUT,
+                             headers={"Authorization": f"Bearer {key}"})
         if resp.status_code != 429:
             return resp
         time.sleep(min(61.0, float(resp.headers.get("retry-after", "5"))))

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from harness.httpclient import client
 from harness.keys import RunKeys, make_key
 from harness.result import CheckResult, Stage, Status, Timer
 from suite import services
@@ -89,7 +90,8 @@ def concrete(template: str) -> str:
 
 def schema_routes(base: str, admin_key: str) -> set[tuple[str, str]]:
     """(METHOD, path) of every operation in a service's /openapi.json."""
-    resp = httpx.get(base + "/openapi.json", headers={"Authorization": f"Bearer {admin_key}"}, timeout=TIMEOUT)
+    resp = client().get(base + "/openapi.json", headers={"Authorization": f"Bearer {admin_key}"},
+                        timeout=TIMEOUT)
     resp.raise_for_status()
     return {(m.upper(), p) for p, ops in resp.json().get("paths", {}).items() for m in ops
             if m.upper() in ("GET", "POST", "PUT", "PATCH", "DELETE")}
@@ -114,7 +116,7 @@ def probe(base: str, service: str, method: str, route: str, subject: str, key: s
         if route == "/mcp":
             headers["Accept"] = "application/json, text/event-stream"
     try:
-        resp = httpx.request(method, base + concrete(route), headers=headers, timeout=TIMEOUT, **kw)
+        resp = client().request(method, base + concrete(route), headers=headers, timeout=TIMEOUT, **kw)
     except httpx.HTTPError as exc:
         cell.ok, cell.note = False, f"no answer: {type(exc).__name__}"
         return cell

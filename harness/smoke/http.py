@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from harness.httpclient import client
 from harness.keys import bearer, run_keys
 from harness.result import CheckResult, Stage, Status, Timer
 from suite.settings import Settings
@@ -25,11 +26,11 @@ def run_key(settings: Settings, role: str = "developer") -> str:
 
 
 def post_json(url: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
-    return httpx.post(url, json=body, timeout=TIMEOUT, headers=auth(key) if key else None)
+    return client().post(url, json=body, timeout=TIMEOUT, headers=auth(key) if key else None)
 
 
 def get(url: str, key: str | None = None, **params: Any) -> httpx.Response:
-    return httpx.get(url, params=params or None, timeout=TIMEOUT, headers=auth(key) if key else None)
+    return client().get(url, params=params or None, timeout=TIMEOUT, headers=auth(key) if key else None)
 
 
 def error_text(resp: httpx.Response) -> str:

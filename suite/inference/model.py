@@ -35,6 +35,7 @@ def llama_model_settings(settings: Settings, role: str):
         n_threads=cfg.n_threads or os.cpu_count() or 1,
         n_threads_batch=cfg.n_threads or os.cpu_count() or 1,
         n_gpu_layers=cfg.n_gpu_layers or 0,
+        flash_attn=cfg.flash_attn,
         seed=cfg.seed,
         verbose=False,
     )
