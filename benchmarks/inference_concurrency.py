@@ -436,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             f"per request; tok/s = streamed chunks of all streams / wall time. Configured rows: "
             f"{args.threads} threads, n_ctx 1024 per sequence, flash attention {args.flash_attn} (llama-server "
             f"too). Default-settings rows: "
-            f"inference.slots = {defaults.slots}, n_ctx = {defaults.chat.n_ctx}, threads = all cores.\n\n"
+            f"inference.slots = {defaults.slots}, n_ctx = {defaults.chat.n_ctx}, threads = all cores, flash "
+            f"attention {'on' if defaults.chat.flash_attn else 'off'}.\n\n"
             f"{out}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     sys.stdout.write(body)
     if args.write:

@@ -320,3 +320,33 @@ def test_text_stream_holds_back_partial_stop_and_utf8():
     assert stream.push(b"x #") == ("x ", False)  # "#" might start the stop string
     assert stream.push(b"\xe2\x82") == ("", False)  # half a euro sign: "#" still undecided
     assert stream.push(b"\xac") == ("#\u20ac", False)
+
+
+def test_flash_attention_is_a_setting_off_by_default_and_reaches_the_context(gemma_path, tmp_path):
+    """Off by default (greedy answers would depend on the batch); on, the engine's context runs it."""
+    from suite.inference.model import llama_model_settings, load_llama
+    from suite.settings import Settings
+
+    default = Settings(data_dir=tmp_path, inference={"chat": {"path": str(gemma_path)}})
+    assert llama_model_settings(default, "chat").flash_attn is False
+    on = Settings(data_dir=tmp_path, inference={"chat": {"path": str(gemma_path), "flash_attn": True,
+                                                         "n_ctx": 256, "n_threads": 2}})
+    llm = load_llama(on, "chat")
+    try:
+        assert llm.context_params.flash_attn_type == llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        engine = Engine(llm, slots=2, queue_limit=2, n_ctx=128)
+        engine.start()
+        try:
+            done, text = threading.Event(), []
+
+            def sink(event):
+                text.append(event.text or "")
+                if event.final:
+                    done.set()
+            engine.submit(GenerationRequest(llm.tokenize(b"Question: 2 + 2?\nAnswer:"), 6, [],
+                                            SamplingParams(temperature=0)), sink)
+            assert done.wait(60) and "".join(text).strip()
+        finally:
+            engine.stop()
+    finally:
+        llm.close()
