@@ -32,7 +32,7 @@ class ScenarioOutcome:
     scenario: Scenario
     run: LoadRun | None  # None when skipped (or for the server-side view of scenarios run together)
     results: list[CheckResult] = field(default_factory=list)
-    name: str = ""  # what finished: the scenario's name unless said
+    name: str = ""  # what finished, as in its results' ids (load.<name>.*): the scenario's unless said
 
     def __post_init__(self) -> None:
         self.name = self.name or self.scenario.name
@@ -105,11 +105,11 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
         if len(runnable) == 1:
             yield one(runnable[0], {})
         elif runnable:
-            yield from _together(runnable, one, settings, names, load_dir, base, progress)
+            yield from _together(runnable, one, settings, load_dir, base, progress)
 
 
-def _together(stage: list[Scenario], one: Callable, settings: Settings, names: list[str], load_dir: Path,
-              base: Path | None, progress: Callable[[str], None] | None) -> Iterator[ScenarioOutcome]:
+def _together(stage: list[Scenario], one: Callable, settings: Settings, load_dir: Path, base: Path | None,
+              progress: Callable[[str], None] | None) -> Iterator[ScenarioOutcome]:
     """The scenarios of one stage at the same time; then, for a service several of them entered, the
     server's count against their clients' sum (taken over the whole stage)."""
     shared = server_view.sharing(stage)
@@ -119,7 +119,8 @@ def _together(stage: list[Scenario], one: Callable, settings: Settings, names: l
     pool = ThreadPoolExecutor(max_workers=len(stage), thread_name_prefix="load")
     outcomes: list[ScenarioOutcome] = []
     try:
-        with server_view.Watch(settings, names if groups else []) as stage_watch:
+        # before/after of the shared services only: each scenario's own Watch samples the engines
+        with server_view.Watch(settings, list(groups)) as stage_watch:
             futures = [pool.submit(one, sc, shared) for sc in stage]
             for future in as_completed(futures):
                 outcome = future.result()
@@ -137,7 +138,7 @@ def _together(stage: list[Scenario], one: Callable, settings: Settings, names: l
         runs = [(o.scenario, o.run) for o in outcomes if o.scenario.name in members and o.run is not None]
         if runs:
             result = server_view.record_group(service, runs, stage_watch, base)
-            yield ScenarioOutcome(runs[-1][0], None, [result], name=" + ".join(sc.name for sc, _ in runs))
+            yield ScenarioOutcome(runs[-1][0], None, [result], name="+".join(sc.name for sc, _ in runs))
 
 
 def tools_env(settings: Settings) -> dict[str, str]:

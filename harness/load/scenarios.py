@@ -116,11 +116,6 @@ PROFILES: dict[str, list[list[str]]] = {
 }
 
 
-def profile_scenarios(profile: str) -> list[str]:
-    """The profile's scenarios in stage order."""
-    return [name for stage in profile_stages(profile) for name in stage]
-
-
 def profile_stages(profile: str) -> list[list[str]]:
     if profile not in PROFILES:
         raise ValueError(f"unknown load profile {profile!r}; profiles: {', '.join(PROFILES)}")

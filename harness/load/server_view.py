@@ -20,6 +20,7 @@ from harness.envcheck.gpu import GpuUnavailable, read_gpus
 from harness.load import stats
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario
+from harness.load.verdicts import rel_path
 from harness.monitor.scrape import Snapshot, bucket_deltas, delta, maxima, quantile, scrape_all
 from harness.result import CheckResult, Stage, Status
 from suite.settings import Settings
@@ -184,8 +185,13 @@ class ServerView:
         return self.services[self.target]
 
 
+def client_samples(run: LoadRun) -> list:
+    """Every request the client sent, warm-up included (the server counted those too)."""
+    return [*run.warmup_samples, *run.samples]
+
+
 def view(scenario: Scenario, run: LoadRun, watch: Watch, shared_with: list[str] | None = None) -> ServerView:
-    every = [*run.warmup_samples, *run.samples]
+    every = client_samples(run)
     statuses: dict[str, int] = {}
     for s in every:
         m = HTTP_STATUS.search(s.error or "")
@@ -243,11 +249,11 @@ def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = N
         detail.append("mismatch: " + v.mismatch)
     if v.client_statuses:
         detail.append("client saw: " + ", ".join(f"HTTP {k} x{n}" for k, n in sorted(v.client_statuses.items())))
-    rel = str(path.relative_to(base)) if base and path.is_relative_to(base) else str(path)
     return CheckResult(f"load.{scenario.name}.server", f"{scenario.name}: server-side view", STAGE,
                        Status.WARN if v.mismatch else Status.PASS,
                        target="server count = client count" if v.compared else "server counters read",
-                       measured=measured, evidence=[rel], detail="\n".join(detail), started_at=run.started_at)
+                       measured=measured, evidence=[rel_path(path, base)], detail="\n".join(detail),
+                       started_at=run.started_at)
 
 
 def gpu_memory(scenario: Scenario, run: LoadRun, watch: Watch, max_pct: float = 90.0) -> CheckResult:
@@ -272,8 +278,8 @@ def record_group(service: str, runs: list[tuple[Scenario, LoadRun]], watch: Watc
     names = [sc.name for sc, _ in runs]
     label = "+".join(names)
     server = service_view(watch.before[service], watch.after[service])
-    clients = sum(len(run.warmup_samples) + len(run.samples) for _, run in runs)
-    failed = sum(not s.ok for _, run in runs for s in (*run.warmup_samples, *run.samples))
+    every = [s for _, run in runs for s in client_samples(run)]
+    clients, failed = len(every), sum(not s.ok for s in every)
     mismatch = ""
     if server.requests is None:
         mismatch = f"no server count for {service}: {server.note or 'not scraped'}"
@@ -286,7 +292,6 @@ def record_group(service: str, runs: list[tuple[Scenario, LoadRun]], watch: Watc
                                 "client_failed": failed, "server": asdict(server), "mismatch": mismatch},
                                indent=2, ensure_ascii=False))
     classes = ", ".join(f"{k} {int(n)}" for k, n in server.by_class.items() if n) or "none"
-    rel = str(path.relative_to(base)) if base and path.is_relative_to(base) else str(path)
     detail = [f"{' and '.join(names)} ran together; {service} counted over the whole stage: server p50/p95 "
               f"{_fmt(server.p50_ms, ' ms')}/{_fmt(server.p95_ms, ' ms')} from its histogram"]
     if mismatch:
@@ -295,4 +300,4 @@ def record_group(service: str, runs: list[tuple[Scenario, LoadRun]], watch: Watc
                        Status.WARN if mismatch else Status.PASS, target="server count = client count",
                        measured=f"server {_fmt(server.requests)} req ({classes}; 429: {_fmt(server.status_429)}) · "
                                 f"clients {clients} ({failed} failed)",
-                       evidence=[rel], detail="\n".join(detail), started_at=min(run.started_at for _, run in runs))
+                       evidence=[rel_path(path, base)], detail="\n".join(detail), started_at=min(run.started_at for _, run in runs))

@@ -13,7 +13,8 @@ from harness.result import CheckResult, Stage, Status
 PERCENTILE_NOTE = "nearest-rank percentile over the raw samples"
 
 
-def _rel(path: Path, base: Path | None) -> str:
+def rel_path(path: Path, base: Path | None) -> str:
+    """``path`` relative to the run directory ``base`` when it lies inside it (evidence links)."""
     if base is None:
         return str(path)
     try:
@@ -37,7 +38,7 @@ def judge(run: LoadRun, thresholds: list[Threshold], base: Path | None = None,
           figures: list[Threshold] | None = None) -> list[CheckResult]:
     """The run's own record, then one result per threshold (target vs measured, from raw samples),
     then one ``info`` result per figure that is shown but not judged (TTFT, ITL beside a gate)."""
-    evidence = [_rel(p, base) for p in (run.html_file, run.samples_file) if p.exists()]
+    evidence = [rel_path(p, base) for p in (run.html_file, run.samples_file) if p.exists()]
     out = [run_record(run, evidence)]
     timing = {"started_at": run.started_at, "duration_s": 0.0}
     judged = {threshold_id(run.scenario.name, th) for th in thresholds}
