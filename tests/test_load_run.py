@@ -175,11 +175,43 @@ def test_profiles_run_in_stages_and_named_scenarios_one_by_one():
     seed = plan("")
     assert isinstance(seed, LoadPlan)
     assert [[s.name for s in stage] for stage in seed.stages] == [
-        ["seed-100x5", "embedding"], ["seed-50x3", "seed-20x2"], ["rag", "tools"]]
-    assert [s.name for s in seed] == ["seed-100x5", "embedding", "seed-50x3", "seed-20x2", "rag", "tools"]
+        ["seed-100x5", "embedding"], ["seed-50x3", "seed-20x2", "tools"], ["rag"]]
+    assert [s.name for s in seed] == ["seed-100x5", "embedding", "seed-50x3", "seed-20x2", "tools", "rag"]
     assert "seed-50x3 (50 requests at 3 users) + seed-20x2" in seed.describe()
     named = plan("embedding,code,chat", requests=4)
     assert [[s.name for s in stage] for stage in named.stages] == [["code"], ["chat", "embedding"]]
     assert all(s.requests == 4 for s in named)
     with pytest.raises(ValueError, match="unknown load profile"):
         plan("", profile="nope")
+
+
+def test_the_tools_scenario_has_a_key_and_budget_of_its_own(tmp_path):
+    """The tool server's budget is per key and minute: a run key the runbooks before spent leaves the
+    tools scenario 429s; the key minted for the scenario (owned by the run) still has all of it, and
+    the pace set for it keeps the scenario's calls inside 80 % of it."""
+    import httpx
+
+    from harness.keys import bearer, run_keys
+    from harness.load.plan import load_env, tools_pace
+    from suite.auth.keys import KeyStore
+    from suite.testing import serve, stack_settings
+
+    settings = stack_settings(tmp_path, tools={"rate_limit_per_minute": 10})
+    with serve(settings, "memory", "tools"):
+        url = settings.url("tools") + "/tools/read_file"
+        shared = run_keys(settings)
+        env = load_env(settings, SCENARIOS["tools"])
+        own = env["LOAD_API_KEY"]
+        assert own not in (shared.developer, shared.guest, shared.admin)
+        codes = [httpx.post(url, json={"path": env["LOAD_TOOLS_FILE"]}, headers=bearer(shared.developer),
+                            timeout=30).status_code for _ in range(11)]
+        assert codes[-1] == 429  # the run's developer key: budget spent
+        assert httpx.post(url, json={"path": env["LOAD_TOOLS_FILE"]}, headers=bearer(own),
+                          timeout=30).status_code == 200
+        minted = [k for k in KeyStore.open(settings.key_store_path).list() if k.get("run_id") == shared.run_id]
+        assert len(minted) == 4  # the run's three and the scenario's: revoked with the run
+    tools = SCENARIOS["tools"]
+    calls_per_minute = tools_pace(settings, tools) * tools.users * 60
+    assert calls_per_minute <= 0.8 * settings.tools.rate_limit_per_minute  # 30 calls do not fit in 8
+    roomy = settings.model_copy(update={"tools": settings.tools.model_copy(update={"rate_limit_per_minute": 600})})
+    assert tools_pace(roomy, tools) * tools.users == pytest.approx((tools.requests + 4 * tools.users) / 10, abs=0.01)

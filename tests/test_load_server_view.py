@@ -76,6 +76,9 @@ def test_counts_percentiles_and_engine_gauges_match_the_client(tmp_path):
     assert engine.ttft_p50_ms == pytest.approx(100 + 400 * 10 / 19, abs=0.1)  # rank 10 of 19 in 0.1-0.5 s
     assert engine.tokens is None and engine.rejected is None  # this engine has no such counters
     assert v.services["gateway"].cpu_s == pytest.approx(2.0) and v.services["gateway"].rss_mb == 250.0
+    chat_idle = {**before, "inference-chat": parse("inference-chat", exposition("inference-chat", 0))}
+    assert list(view(SCENARIOS["code"], run_of(20), FakeWatch(chat_idle, {**after, "inference-chat": chat_idle[
+        "inference-chat"]}, between)).engines) == ["inference-code"]  # the chat engine: not this scenario's
     result = record(SCENARIOS["code"], run_of(20, out_dir=tmp_path), FakeWatch(before, after, between), tmp_path)
     assert result.status is Status.PASS and result.id == "load.code.server"
     assert result.measured.startswith("server 20 req (2xx 20; 429: 0) · client 20 (0 failed)")
@@ -143,3 +146,15 @@ def test_scenarios_run_together_are_compared_by_the_service_they_share(tmp_path)
     assert (tmp_path / "seed-50x3+seed-20x2.server.json").is_file()
     short = record_group("gateway", runs[:1], FakeWatch(before, after), tmp_path)
     assert short.status is Status.WARN and "clients sent 20 request(s), gateway counted 30" in short.detail
+
+
+def test_a_watch_samples_only_the_engines_its_scenario_reaches(settings):
+    """Each scrape costs the engine's process CPU its decode loop shares: a tools scenario samples no
+    engine, a code scenario only the code model's."""
+    from harness.load import server_view
+    from harness.load.server_view import Watch
+
+    names = ["gateway", "inference-chat", "inference-code", "tools"]
+    assert Watch(settings, names).engines == ["inference-chat", "inference-code"]
+    for scenario, expected in (("tools", []), ("code", ["inference-code"]), ("rag", ["inference-chat"])):
+        assert Watch(settings, names, engines=server_view.engines_of(SCENARIOS[scenario])).engines == expected

@@ -10,6 +10,7 @@ service together (``seed-50x3`` and ``seed-20x2`` at the gateway) one more line 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -83,8 +84,8 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
 
     def one(sc: Scenario, shared: dict[str, list[str]]) -> ScenarioOutcome:
         targets = sc.targets()
-        extra_env = load_env(settings, sc.service)  # before the watch: its setup is not load
-        with server_view.Watch(settings, names, gpu=gpu) as watch:
+        extra_env = load_env(settings, sc)  # before the watch: its setup is not load
+        with server_view.Watch(settings, names, gpu=gpu, engines=server_view.engines_of(sc)) as watch:
             run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
                                       warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
                                       phase=phase, max_run_s=max_run_s, extra_env=extra_env, progress=progress)
@@ -153,13 +154,32 @@ def tools_env(settings: Settings) -> dict[str, str]:
     return {"LOAD_TOOLS_FILE": path}
 
 
-def load_env(settings: Settings, service: str) -> dict[str, str]:
+def load_env(settings: Settings, scenario: Scenario) -> dict[str, str]:
     """What Locust gets for a scenario: the run's developer key as ``LOAD_API_KEY`` (the RAG scenario
-    indexes first; every other one needs no more than a guest), plus the tools scenario's file."""
-    from harness.keys import run_keys
+    indexes first; every other one needs no more than a guest), plus the tools scenario's file.
 
-    env = {"LOAD_API_KEY": run_keys(settings).developer}
-    if service == "tools":
+    The tools scenario gets a developer key minted for it (owned by the run, revoked with it): the
+    tool server's budget is per key and minute, so a fresh key's budget is the scenario's alone,
+    whatever the runbooks before it called, and it may go faster than a shared key could
+    (``tools_pace``)."""
+    from harness.keys import make_key, run_keys
+
+    keys = run_keys(settings)
+    env = {"LOAD_API_KEY": keys.developer}
+    if scenario.service == "tools":
         env.update(tools_env(settings))
+        env["LOAD_API_KEY"] = make_key(settings, "developer", f"run {keys.run_id} tools load",
+                                       settings.auth.run_key_ttl_s, keys.run_id)
+        env["LOAD_TOOLS_RPS"] = str(tools_pace(settings, scenario))
     return env
 
+
+def tools_pace(settings: Settings, scenario: Scenario, within_s: float = 10.0) -> float:
+    """Calls per second per tools user for a key of its own. The scenario's calls (its requests, plus
+    warm-up and those still in flight at its end) are spread over ``within_s`` when they all fit in
+    80 % of the key's per-minute budget; otherwise the pace is 80 % of the budget, so the limiter is
+    never what the scenario measures."""
+    budget = 0.8 * settings.tools.rate_limit_per_minute
+    calls = (scenario.requests or budget) + 4 * scenario.users
+    per_s = calls / within_s if calls <= budget else budget / 60
+    return math.floor(per_s / scenario.users * 1000) / 1000  # rounded down: never above the budget

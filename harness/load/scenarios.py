@@ -5,28 +5,30 @@ Two profiles choose the scenarios of a run (``-p profile=...`` of the load runbo
 - ``seed`` (the default, what a GO means): seed ``004``'s own load — 100 code completions at 5 users
   (p95 < 3 s, success > 97 %), 50 streamed chats at 3 users (p95 < 30 s) and 20 at 2 users (p95 <
   70 s), both with > 93 % success and TTFT / ITL / tokens per second shown beside the gate — plus
-  RAG, embedding and tools. Measured quiet on 2 cores with the batched engine (8 slots): 100@5 p95 1.2-1.3 s,
-  50@3 p95 5.6 s, 20@2 p95 23 s (``docs/benchmarks.md``).
+  RAG, embedding and tools. Measured in the pipeline on 2 cores with the batched engine (8 slots):
+  100@5 p95 1.35-1.46 s, 50@3 p95 8.3-9.2 s and 20@2 p95 16-18 s running together (README).
 - ``quick`` (development): short runs of the same surfaces, under two minutes: ``code`` (2 users,
   the seed's API target), streamed ``chat`` with a wider 15-s tier (TTFT < 3 s), embedding, RAG, tools.
 
 A profile is a list of **stages**; the scenarios of a stage run at the same time, the stages one
 after the other. Running together only ever makes a gate harder to pass (a scenario shares the box
-with the others of its stage), so a PASS still means what the seed means; it is what brings the
-seed profile's load step from ~7.5 to ~5 minutes on 2 cores:
+with the others of its stage), so a PASS still means what the seed means; with the chat lengths below it
+brings the seed profile's load step from ~7.5 to under 4 minutes on 2 cores:
 
 - ``seed-100x5`` (the tightest target, p95 < 3 s on the code model) has the code model to itself;
   only the ``light`` embedding scenario (a few milliseconds of CPU per request) runs beside it;
 - ``seed-50x3`` and ``seed-20x2`` stream from the chat model together: 5 sequences on the 8 slots
   of the batched engine decode more tokens per second than 3 and then 2 one after the other;
-- ``rag`` runs after them: its answers go through the gateway to the chat model, so beside the chat
-  scenarios nothing could tell whose requests the gateway counted (the server-side view). The light
-  ``tools`` scenario runs beside it, last, so the developer key's per-minute tool budget (60 calls,
-  all tools together) is not still spent by the security runbook's sandbox corpus just before.
+  the light ``tools`` scenario runs beside them (it has a developer key of its own, minted for it,
+  so its per-minute tool budget of 60 calls is never one the runbooks before it spent);
+- ``rag`` runs last, alone: its answers go through the gateway to the chat model, so beside the
+  chat scenarios nothing could tell whose requests the gateway counted (the server-side view).
 
 How long the seed's chats are is ours to choose (the seed gives counts, concurrency and targets):
-50@3 generate up to 128 tokens and 20@2 up to 256, twice as long, as the seed's targets are (30 s
-and 70 s). At 512 tokens the 20 long chats alone took four minutes of a 2-core box.
+50@3 generate up to 96 tokens and 20@2 up to 192, twice as long, as the seed's targets are (30 s
+and 70 s), and the two end close together (17 rounds of 96 against 10 of 192 tokens), so the 2-core
+box is never left decoding one scenario's tail. At 128 / 256 tokens the stage took ~3.8 minutes,
+at 512 the 20 long chats alone took four.
 
 Scenarios named with ``-p scenarios=...`` run one stage each, in order, with the light ones beside
 the last. The seed's RAG target (> 1 req/s) needs a GPU and is only in ``rag-gpu``: on the CPU each
@@ -87,7 +89,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              description="streamed chat through the gateway: full time, TTFT, ITL, tokens/s"),
     Scenario("embedding", "embedding.py", "embedding", 2, users=3, spawn_rate=3, requests=30,
              thresholds="p95<3000ms,fail_ratio<0.03", description="two texts per /embed call", light=True),
-    Scenario("rag", "rag_query.py", "rag", 2, users=3, spawn_rate=3, requests=12,
+    Scenario("rag", "rag_query.py", "rag", 2, users=3, spawn_rate=3, requests=9,
              thresholds="p95<30s,fail_ratio<0.07",
              description="retrieve + answer; the seed's 50-at-3 target shape, sized for the CPU"),
     Scenario("tools", "tools_read_file.py", "tools", 3, users=2, spawn_rate=2, requests=30,
@@ -97,10 +99,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("seed-100x5", "gateway_code.py", "gateway", 1, users=5, spawn_rate=5, requests=100, max_tokens=16,
              thresholds="p95<3000ms,fail_ratio<0.03", description="seed: 100 requests at 5 concurrent"),
     Scenario("seed-50x3", "gateway_chat_stream.py", "gateway", 1, users=3, spawn_rate=3, requests=50,
-             max_tokens=128, thresholds="p95<30s,fail_ratio<0.07", shown=LLM_FIGURES,
+             max_tokens=96, thresholds="p95<30s,fail_ratio<0.07", shown=LLM_FIGURES,
              description="seed: 50 streamed chats at 3 concurrent"),
     Scenario("seed-20x2", "gateway_chat_stream.py", "gateway", 1, users=2, spawn_rate=2, requests=20,
-             max_tokens=256, thresholds="p95<70s,fail_ratio<0.07", shown=LLM_FIGURES,
+             max_tokens=192, thresholds="p95<70s,fail_ratio<0.07", shown=LLM_FIGURES,
              description="seed: 20 long streamed chats at 2 concurrent"),
     Scenario("ceiling", "health_ceiling.py", "gateway", 1, users=10, spawn_rate=10, duration_s=10,
              thresholds="", description="the load generator's own ceiling against a trivial endpoint"),
@@ -111,8 +113,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 ALIASES = {"seed": ["seed-100x5", "seed-50x3", "seed-20x2"]}
 # Each profile's stages, in order (see the module docstring).
 PROFILES: dict[str, list[list[str]]] = {
-    "seed": [["seed-100x5", "embedding"], ["seed-50x3", "seed-20x2"], ["rag", "tools"]],
-    "quick": [["code", "embedding"], ["chat"], ["rag", "tools"]],
+    "seed": [["seed-100x5", "embedding"], ["seed-50x3", "seed-20x2", "tools"], ["rag"]],
+    "quick": [["code", "embedding"], ["chat", "tools"], ["rag"]],
 }
 
 

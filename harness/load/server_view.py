@@ -42,6 +42,11 @@ def reaches(scenario: Scenario) -> set[str]:
     return REACHES.get(scenario.locustfile, set()) | {scenario.service}
 
 
+def engines_of(scenario: Scenario) -> list[str]:
+    """The inference services a scenario's requests reach: whose gauges its Watch samples."""
+    return [n for n in INFERENCE if n in reaches(scenario)]
+
+
 def sharing(stage: list[Scenario]) -> dict[str, list[str]]:
     """For each scenario of a stage, the others that also reach its target service."""
     out = {sc.name: [o.name for o in stage if o is not sc and sc.service in reaches(o)] for sc in stage}
@@ -63,8 +68,12 @@ def entry_groups(stage: list[Scenario]) -> dict[str, list[str]]:
 class Watch:
     """``with Watch(settings, names) as w: <run the scenario>``: snapshots before/after, gauges between."""
 
-    def __init__(self, settings: Settings, names: list[str], every_s: float = 0.5, gpu: bool = False) -> None:
+    def __init__(self, settings: Settings, names: list[str], every_s: float = 0.5, gpu: bool = False,
+                 engines: list[str] | None = None) -> None:
         self.urls = {n: settings.url(n) + "/metrics" for n in names}
+        # whose gauges are sampled while it runs (default: every inference service of ``names``); a
+        # scrape costs the engine's process CPU the decode loop shares, so only the engines it reaches
+        self.engines = [n for n in (INFERENCE if engines is None else engines) if n in self.urls]
         self.every_s = every_s
         self.before: dict[str, Snapshot] = {}
         self.after: dict[str, Snapshot] = {}
@@ -84,7 +93,7 @@ class Watch:
             self.gpu_error = str(exc)
 
     def _sample(self) -> None:
-        gauges = {n: u for n, u in self.urls.items() if n in INFERENCE}
+        gauges = {n: self.urls[n] for n in self.engines}
         while (gauges or self.gpu) and not self._stop.wait(self.every_s):
             self.samples.extend(scrape_all(gauges, timeout=self.every_s * 3).values())
             if self.gpu:
@@ -198,7 +207,7 @@ def view(scenario: Scenario, run: LoadRun, watch: Watch, shared_with: list[str] 
         if m:
             statuses[m.group(1)] = statuses.get(m.group(1), 0) + 1
     svc = {n: service_view(watch.before[n], watch.after[n]) for n in watch.before}
-    engines = {n: engine_view(n, watch) for n in watch.before if n in INFERENCE}
+    engines = {n: engine_view(n, watch) for n in watch.before if n in INFERENCE and n in reaches(scenario)}
     ttfts = [s.ttft_ms for s in run.samples if s.ttft_ms is not None]
     out = ServerView(scenario.name, scenario.service, len(every), sum(not s.ok for s in every), statuses,
                      stats.percentile([s.ms for s in run.samples], 95), stats.percentile(ttfts, 95) if ttfts else None,

@@ -164,7 +164,7 @@ def traffic_and_promql(stack: MonitorStack, probes: int, completions: int, phase
     if "gateway" in stack.services and completions > 0:
         scenario = plan("code", requests=completions)[0]
         run = run_scenario(scenario, stack.settings.url("gateway"), out_dir, phase=phase, max_run_s=120,
-                           extra_env=load_env(stack.settings, "gateway"))  # the run's key
+                           extra_env=load_env(stack.settings, scenario))  # the run's key
     settle(stack)
     results = check_promql_per_service(stack, since)
     if run is not None:

@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,8 +153,27 @@ def pip_audit_scan(timeout_s: int = 10) -> ScanResult:
     return judge_pip_audit(report, proc.returncode, proc.stderr)
 
 
+class PendingScans:
+    """Both scans started at once, in the background (each is a subprocess): ``start_scans()`` early,
+    ``.result()`` when the results are needed, so the scans' seconds overlap other work."""
+
+    def __init__(self, paths: list[str] | None = None) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scan")
+        self._futures = [self._pool.submit(bandit_scan, paths), self._pool.submit(pip_audit_scan)]
+
+    def result(self) -> list[ScanResult]:
+        try:
+            return [f.result() for f in self._futures]
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def start_scans(paths: list[str] | None = None) -> PendingScans:
+    return PendingScans(paths)
+
+
 def run_scans(paths: list[str] | None = None) -> list[ScanResult]:
-    return [bandit_scan(paths), pip_audit_scan()]
+    return start_scans(paths).result()
 
 
 def write_json(results: list[ScanResult], path: Path) -> Path:
