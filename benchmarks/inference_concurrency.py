@@ -53,6 +53,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # The references run as a user's own would: llama-server with this environment, the in-process rows
 # with libgomp loaded (by the import above) before ``suite.inference`` sets its GOMP_SPINCOUNT default.
 USER_ENV = dict(os.environ)
+# What the references' OpenMP threads spin at a barrier (libgomp's default unless the environment
+# says): the configured service rows get the same through ``inference.omp_spincount``, so every
+# configured row waits alike; the default-settings rows keep the suite's default.
+LIBGOMP_SPINCOUNT = int(USER_ENV.get("GOMP_SPINCOUNT", "300000"))
 
 PROMPT = "Question: What is a health check in software?\nAnswer:"
 SECTION = "Inference under concurrency"
@@ -155,7 +159,7 @@ def serving(proc: subprocess.Popen, base: str, probe: str):
 def serve(name: str, settings_file: Path, root: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``python -m suite.serve NAME`` from the source tree ``root``."""
     return subprocess.Popen([sys.executable, "-m", "suite.serve", name, "--settings-file", str(settings_file)],
-                            cwd=root, env={**os.environ, "PYTHONPATH": str(root), **(env or {})},
+                            cwd=root, env={**USER_ENV, "PYTHONPATH": str(root), **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -165,7 +169,7 @@ def suite_service(engine: str, threads: int, slots: int, tmp: Path, model: Path,
     """inference-chat from the source tree ``root`` on free ports, as this benchmark configures it."""
     name = name or engine
     s = Settings(data_dir=tmp / name, port_offset=free_port_offset(),
-                 inference={"engine": engine, "slots": slots, "queue_limit": 32,
+                 inference={"engine": engine, "slots": slots, "queue_limit": 32, "omp_spincount": LIBGOMP_SPINCOUNT,
                             "chat": {"alias": "chat", "path": str(model), "n_ctx": 1024,
                                      "n_threads": threads, "flash_attn": flash_attn}})
     proc = serve("inference-chat", s.dump_file(tmp / name / "settings.json"), root, env)
@@ -434,10 +438,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{os.getloadavg()[0]:.1f} after; each level the median of {args.repeat} turns per row, rows "
             f"taking turns). Gemma 3 270M Q4_K_M, prompt {PROMPT!r}, greedy, {args.tokens} streamed tokens "
             f"per request; tok/s = streamed chunks of all streams / wall time. Configured rows: "
-            f"{args.threads} threads, n_ctx 1024 per sequence, flash attention {args.flash_attn} (llama-server "
-            f"too). Default-settings rows: "
+            f"{args.threads} threads, n_ctx 1024 per sequence, flash attention {args.flash_attn}, OpenMP spin count "
+            f"{LIBGOMP_SPINCOUNT} (llama-server and the in-process rows too). Default-settings rows: "
             f"inference.slots = {defaults.slots}, n_ctx = {defaults.chat.n_ctx}, threads = all cores, flash "
-            f"attention {'on' if defaults.chat.flash_attn else 'off'}.\n\n"
+            f"attention {'on' if defaults.chat.flash_attn else 'off'}, omp_spincount {defaults.omp_spincount}.\n\n"
             f"{out}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     sys.stdout.write(body)
     if args.write:

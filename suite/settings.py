@@ -90,6 +90,12 @@ class InferenceSettings(BaseModel):
         30.0, gt=0, description="batched engine: no decode step for this long while requests are in "
         "flight means the engine is stuck; /health then fails (and the supervisor restarts the service)"
     )
+    omp_spincount: int = Field(
+        3000, ge=0, description="GOMP_SPINCOUNT of the inference services (llama.cpp's OpenMP threads spin "
+        "this long at a barrier before they sleep; the environment's GOMP_SPINCOUNT wins). 3000 leaves the "
+        "cores to the other services between decodes; libgomp's own 300000 decoded up to 11 % faster "
+        "at 8 streams with the service alone on the box and costs others CPU when it does not "
+        "(docs/benchmarks.md)")
     batch_invariant: bool = Field(
         False, description="batched engine: plain (not repacked) CPU weights and one KV stream per "
         "sequence, so a sequence's output does not depend on what else shares its batch (exact "

@@ -83,3 +83,34 @@ def test_sink_get_times_out_and_keeps_later_events():
         return await sink.get(timeout=10)
 
     assert asyncio.run(main()).text == "late"
+
+
+@pytest.mark.parametrize("env, expected", [({}, "4321"), ({"GOMP_SPINCOUNT": "777"}, "777")])
+def test_the_service_hands_its_omp_spincount_to_libgomp(tmp_path, gemma_path, env, expected):
+    """``inference.omp_spincount`` is in the environment before llama.cpp loads libgomp (which reads
+    it once, at load); a GOMP_SPINCOUNT already in the environment wins. libgomp itself says which
+    value it took (OMP_DISPLAY_ENV=VERBOSE prints its settings when it loads)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from suite.testing import stack_settings
+
+    settings = stack_settings(tmp_path, gemma_path, inference={"omp_spincount": 4321})
+    child_env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    proc = subprocess.Popen([sys.executable, "-m", "suite.serve", "inference-chat", "--settings-file",
+                             str(settings.dump_file(tmp_path / "settings.json"))],
+                            env={**child_env, "OMP_DISPLAY_ENV": "VERBOSE", **env},
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        deadline, seen = time.monotonic() + 120, ""
+        while time.monotonic() < deadline and "GOMP_SPINCOUNT" not in seen:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                break
+            seen = line if "GOMP_SPINCOUNT" in line else seen
+        assert seen.split("=")[1].strip().strip("'") == expected
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
