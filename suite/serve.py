@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger(__name__).info(auth_startup.notice(settings))
     spec = services.get(args.service)
     logging.getLogger(__name__).info("starting %s on %s:%d", spec.name, settings.host, settings.port(spec.name))
-    if spec.name.startswith("inference-"):  # before llama.cpp loads libgomp, which reads it once
-        os.environ.setdefault("GOMP_SPINCOUNT", str(settings.inference.omp_spincount))
+    for name, value in (spec.env(settings) if spec.env else {}).items():  # before the factory's import
+        os.environ.setdefault(name, value)
     app = spec.load_factory()(settings, **spec.kwargs)
     uvicorn.run(app, host=settings.host, port=settings.port(spec.name), log_config=None,
                 timeout_graceful_shutdown=5)

@@ -21,16 +21,24 @@ class ServiceSpec:
     health_path: str = "/health"
     ready_path: str = "/ready"
     description: str = ""
+    # environment defaults the process needs before its factory's module is imported (read from the
+    # settings; a value already in the environment wins): ``python -m suite.serve`` applies them
+    env: Callable[[Any], dict[str, str]] | None = None
 
     def load_factory(self) -> Callable[..., Any]:
         module, _, attr = self.factory.partition(":")
         return getattr(importlib.import_module(module), attr)
 
 
+def inference_env(settings: Any) -> dict[str, str]:
+    """libgomp reads GOMP_SPINCOUNT once, when llama.cpp loads it (``inference.omp_spincount``)."""
+    return {"GOMP_SPINCOUNT": str(settings.inference.omp_spincount)}
+
+
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("inference-chat", 1, "suite.inference.app:create_app", {"role": "chat"},
+    ServiceSpec("inference-chat", 1, "suite.inference.app:create_app", {"role": "chat"}, env=inference_env,
                 description="OpenAI surface over the continuous-batching engine (default) or llama_cpp.server, chat model"),
-    ServiceSpec("inference-code", 1, "suite.inference.app:create_app", {"role": "code"},
+    ServiceSpec("inference-code", 1, "suite.inference.app:create_app", {"role": "code"}, env=inference_env,
                 description="OpenAI surface over the continuous-batching engine (default) or llama_cpp.server, code model"),
     ServiceSpec("gateway", 1, "suite.gateway.app:create_app",
                 depends_on=("inference-chat", "inference-code"),

@@ -158,17 +158,17 @@ def load_env(settings: Settings, scenario: Scenario) -> dict[str, str]:
     """What Locust gets for a scenario: the run's developer key as ``LOAD_API_KEY`` (the RAG scenario
     indexes first; every other one needs no more than a guest), plus the tools scenario's file.
 
-    The tools scenario gets a developer key minted for it (owned by the run, revoked with it): the
-    tool server's budget is per key and minute, so a fresh key's budget is the scenario's alone,
-    whatever the runbooks before it called, and it may go faster than a shared key could
-    (``tools_pace``)."""
+    The tools scenario gets a guest key minted for it (``read_file`` needs no more; owned by the run,
+    revoked with it): the tool server's budget is per key and minute, so a fresh key's budget is the
+    scenario's alone, whatever the runbooks before it called, and it may go faster than a shared key
+    could (``tools_pace``)."""
     from harness.keys import make_key, run_keys
 
     keys = run_keys(settings)
     env = {"LOAD_API_KEY": keys.developer}
     if scenario.service == "tools":
         env.update(tools_env(settings))
-        env["LOAD_API_KEY"] = make_key(settings, "developer", f"run {keys.run_id} tools load",
+        env["LOAD_API_KEY"] = make_key(settings, "guest", f"run {keys.run_id} tools load",
                                        settings.auth.run_key_ttl_s, keys.run_id)
         env["LOAD_TOOLS_RPS"] = str(tools_pace(settings, scenario))
     return env

@@ -19,7 +19,7 @@ brings the seed profile's load step from ~7.5 to under 4 minutes on 2 cores:
   only the ``light`` embedding scenario (a few milliseconds of CPU per request) runs beside it;
 - ``seed-50x3`` and ``seed-20x2`` stream from the chat model together: 5 sequences on the 8 slots
   of the batched engine decode more tokens per second than 3 and then 2 one after the other;
-  the light ``tools`` scenario runs beside them (it has a developer key of its own, minted for it,
+  the light ``tools`` scenario runs beside them (it has a guest key of its own, minted for it,
   so its per-minute tool budget of 60 calls is never one the runbooks before it spent);
 - ``rag`` runs last, alone: its answers go through the gateway to the chat model, so beside the
   chat scenarios nothing could tell whose requests the gateway counted (the server-side view).

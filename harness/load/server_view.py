@@ -207,7 +207,7 @@ def view(scenario: Scenario, run: LoadRun, watch: Watch, shared_with: list[str] 
         if m:
             statuses[m.group(1)] = statuses.get(m.group(1), 0) + 1
     svc = {n: service_view(watch.before[n], watch.after[n]) for n in watch.before}
-    engines = {n: engine_view(n, watch) for n in watch.before if n in INFERENCE and n in reaches(scenario)}
+    engines = {n: engine_view(n, watch) for n in engines_of(scenario) if n in watch.before}
     ttfts = [s.ttft_ms for s in run.samples if s.ttft_ms is not None]
     out = ServerView(scenario.name, scenario.service, len(every), sum(not s.ok for s in every), statuses,
                      stats.percentile([s.ms for s in run.samples], 95), stats.percentile(ttfts, 95) if ttfts else None,

@@ -17,4 +17,6 @@ libgomp reads it once, when it is loaded (docs/benchmarks.md).
 
 import os
 
-os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+from suite.settings import InferenceSettings
+
+os.environ.setdefault("GOMP_SPINCOUNT", str(InferenceSettings.model_fields["omp_spincount"].default))
