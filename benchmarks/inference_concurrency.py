@@ -320,8 +320,20 @@ def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
     return f"NOT met, {miss:.0%} short"
 
 
-def ratio_notes(rows: dict[str, list[dict] | str], batched: str, server: str, levels: list[int]) -> list[str]:
+def round_by_round(turns: dict[tuple[str, int], list[dict]], a: str, b: str, n: int) -> str:
+    """``a``'s tok/s ÷ ``b``'s turn by turn (the two ran within the same round of turns, so a box that
+    drifts between rounds moves both): the median and the range, a check on the ratio of medians."""
+    pairs = [x["tok_s"] / y["tok_s"] for x, y in zip(turns.get((a, n), []), turns.get((b, n), []))]
+    if len(pairs) < 2:
+        return ""
+    return f"{statistics.median(pairs):.2f} round by round (median of {len(pairs)}, {min(pairs):.2f}–{max(pairs):.2f})"
+
+
+def ratio_notes(rows: dict[str, list[dict] | str], batched: str, server: str, levels: list[int],
+                turns: dict[tuple[str, int], list[dict]] | None = None) -> list[str]:
     """The figures issue 16's targets are stated in, each with its verdict."""
+    turns = turns or {}
+
     def by_n(name: str) -> dict[int, dict]:
         res = rows.get(name)
         return {r["streams"]: r for r in res} if isinstance(res, list) else {}
@@ -337,7 +349,9 @@ def ratio_notes(rows: dict[str, list[dict] | str], batched: str, server: str, le
         if n in b and n in ls:
             x = b[n]["tok_s"] / ls[n]["tok_s"]
             target = " (target ≥ 1.0: " + verdict(x, 1.0) + ")" if n in (8, 16) else ""
-            notes.append(f"batched service ÷ llama-server, {n} streams: {x:.2f}{target}")
+            paired = round_by_round(turns, batched, server, n)
+            notes.append(f"batched service ÷ llama-server, {n} streams: {x:.2f}{target}"
+                         + (f"; {paired}" if paired else ""))
     cpu = [f"{name} {res[8]['cpu_ms']:.2f}" for name, res in ((k, by_n(k)) for k in rows)
            if 8 in res and "cpu_ms" in res[8]]
     if cpu:
@@ -348,8 +362,11 @@ def ratio_notes(rows: dict[str, list[dict] | str], batched: str, server: str, le
                      f"(target < 0.5 s: {verdict(gw[8]['worst'], 0.5, higher_is_better=False)})")
         if 8 in direct:
             loss = 1 - gw[8]["tok_s"] / direct[8]["tok_s"]
+            paired = round_by_round(turns, GATEWAY, DIRECT, 8)
             notes.append(f"gateway loss against inference-chat directly, 8 streams: {loss:.1%} "
-                         f"(target ≤ 3 %: {'met' if loss <= 0.03 else 'NOT met'}); the gateway's own CPU "
+                         f"(target ≤ 3 %: {'met' if loss <= 0.03 else 'NOT met'})"
+                         + (f"; through the gateway ÷ directly {paired}" if paired else "")
+                         + f"; the gateway's own CPU "
                          f"{gw[8]['own_cpu_ms']:.2f} ms per streamed token")
     return notes
 
@@ -425,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(res, list):
                 res.append(median_run(runs))
     loads = [t["load"] for runs in turns.values() for t in runs]
-    notes = ratio_notes(rows, batched, server, args.levels)
+    notes = ratio_notes(rows, batched, server, args.levels, turns)
     out = table(rows, args.levels)
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

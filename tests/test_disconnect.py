@@ -10,7 +10,9 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 
 from suite.testing import ServerThread, auth, serve, stack_settings
 
@@ -50,6 +52,62 @@ def test_a_client_that_leaves_the_gateway_stops_the_upstream_request(tmp_path):
         # the gateway still serves: the next request is answered
         ok = httpx.get(settings.url("gateway") + "/v1/models", headers=headers, timeout=5)
         assert ok.status_code == 200
+
+
+def streaming_upstream(seen: dict[str, float], break_after: int | None = None) -> FastAPI:
+    """Stands for inference-chat streaming 200 SSE chunks, 0.1 s apart; notes when its client left.
+    With ``break_after`` it dies after that many chunks (the process killed mid-answer)."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> StreamingResponse:
+        async def events():
+            try:
+                for i in range(200):
+                    if i == break_after:
+                        raise RuntimeError("upstream died mid-stream")
+                    yield f'data: {{"n": {i}}}\n\n'.encode()
+                    await asyncio.sleep(0.1)
+            finally:
+                seen["gone"] = time.monotonic()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def test_a_client_that_leaves_a_stream_through_the_gateway_stops_the_upstream_stream(tmp_path):
+    settings = stack_settings(tmp_path, gateway={"retries": 0})
+    seen: dict[str, float] = {}
+    with ServerThread(streaming_upstream(seen), port=settings.port("inference-chat")), serve(settings, "gateway"):
+        body = {"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.stream("POST", settings.url("gateway") + "/v1/chat/completions", json=body,
+                          headers=auth(settings, "guest"), timeout=10) as r:
+            lines = r.iter_lines()
+            assert next(lines) == 'data: {"n": 0}'
+            assert next(lines) == "" and next(lines) == 'data: {"n": 1}'
+        left = time.monotonic()  # the client closed its connection two chunks in
+        deadline = left + 5
+        while "gone" not in seen and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "gone" in seen, "the upstream kept streaming to a client that had left"
+        assert seen["gone"] - left < 3.0
+
+
+def test_an_upstream_that_dies_mid_stream_is_a_broken_stream_for_the_client(tmp_path):
+    """The headers are sent, so there is no fallback; the client must not take the cut stream for a
+    whole one: the gateway cuts its connection instead of ending the chunked body cleanly."""
+    settings = stack_settings(tmp_path, gateway={"retries": 0})
+    seen: dict[str, float] = {}
+    with ServerThread(streaming_upstream(seen, break_after=3), port=settings.port("inference-chat")), \
+            serve(settings, "gateway"):
+        body = {"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        got = []
+        with pytest.raises(httpx.RemoteProtocolError):
+            with httpx.stream("POST", settings.url("gateway") + "/v1/chat/completions", json=body,
+                              headers=auth(settings, "guest"), timeout=10) as r:
+                got.extend(line for line in r.iter_lines() if line)
+        assert got == [f'data: {{"n": {i}}}' for i in range(3)]
 
 
 def test_until_disconnected_returns_the_work_when_the_client_stays():

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter
 
@@ -33,7 +33,8 @@ from suite.web import ApiError
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = (httpx.TransportError,)  # connect errors, read timeouts, protocol errors
+# connect errors, read timeouts, disconnects, malformed answers (aiohttp's timeouts are asyncio's)
+RETRYABLE = (aiohttp.ClientError, asyncio.TimeoutError)
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
 
 
@@ -53,37 +54,49 @@ class GatewayMetrics:
 
 
 class Gateway:
-    """Holds the upstream table and one HTTP client; built in the app's lifespan (``app.state.gateway``)."""
+    """Holds the upstream table and one HTTP client session; built in the app's lifespan
+    (``app.state.gateway``).
+
+    The upstream client is aiohttp's: relaying a streamed token costs its C parser about a quarter of
+    the CPU httpx's pure-Python stack takes (``benchmarks/gateway_relay.py``), and on a box whose cores
+    decode tokens that CPU is taken from the model.
+    """
 
     def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
         self.settings = settings
         self.cfg = settings.gateway
         self.router = Router.from_settings(settings)
         self.metrics = metrics
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.cfg.read_timeout_s, connect=self.cfg.connect_timeout_s),
-            limits=httpx.Limits(max_connections=200))
+        # sock_read bounds each wait for upstream bytes (a stalled stream), not the whole answer; the
+        # upstreams are asked for identity encoding, so bytes relayed are the bytes received
+        self.client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.cfg.connect_timeout_s,
+                                          sock_read=self.cfg.read_timeout_s),
+            connector=aiohttp.TCPConnector(limit=200), skip_auto_headers=("Accept-Encoding",))
         self._recovering: dict[str, asyncio.Task] = {}
 
     async def aclose(self) -> None:
         for task in self._recovering.values():
             task.cancel()
-        await self.client.aclose()
+        await self.client.close()
+
+    async def _status(self, url: str, timeout_s: float) -> int:
+        """The HTTP status of GET ``url`` (a probe); raises ``RETRYABLE`` when there is none."""
+        async with self.client.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+            return r.status
 
     # -- probes ---------------------------------------------------------------------------------
     async def ready(self) -> dict[str, Any]:
         """Every upstream's own /ready answers 200."""
         ups = list(self.router.upstreams.values())
         results = await asyncio.gather(
-            *(self.client.get(u.base_url + "/ready", timeout=self.settings.inference.ready_timeout_s + 5)
-              for u in ups),
+            *(self._status(u.base_url + "/ready", self.settings.inference.ready_timeout_s + 5) for u in ups),
             return_exceptions=True,
         )
         states, bad = {}, []
         for u, r in zip(ups, results):
-            ok = isinstance(r, httpx.Response) and r.status_code == 200
-            states[u.service] = "ready" if ok else (f"HTTP {r.status_code}" if isinstance(r, httpx.Response)
-                                                    else type(r).__name__)
+            ok = r == 200
+            states[u.service] = "ready" if ok else (f"HTTP {r}" if isinstance(r, int) else type(r).__name__)
             if not ok:
                 bad.append(u.service)
         if bad:
@@ -132,29 +145,28 @@ class Gateway:
                     tries = [u for u in chain if u is not upstream and not self.router.cooling(u)]
                 continue
             self.router.mark_ok(upstream)
-            if resp.status_code == 429 and self.cfg.fallback_on_overload and tries:
-                await resp.aread()
-                await resp.aclose()
-                busy = busy or self._relayed(resp, upstream, alias, stream=False)
+            if resp.status == 429 and self.cfg.fallback_on_overload and tries:
+                busy = busy or await self._relayed(resp, upstream, alias, stream=False)
                 continue
-            return self._relayed(resp, upstream, alias, stream)
+            return await self._relayed(resp, upstream, alias, stream)
         if busy is not None:
             return busy
         raise ApiError(503, f"no upstream could serve model '{alias}': {'; '.join(failures)}",
                        code="upstreams_unavailable", headers={"Retry-After": str(int(self.cfg.cooldown_s) or 1)})
 
-    def _relayed(self, resp: httpx.Response, upstream: Upstream, alias: str, stream: bool) -> Response:
-        """The upstream's answer as ours: status, body and headers unchanged (hop headers aside)."""
+    async def _relayed(self, resp: aiohttp.ClientResponse, upstream: Upstream, alias: str, stream: bool) -> Response:
+        """The upstream's answer as ours: status, body and headers unchanged (hop headers aside).
+        A streamed one is relayed as its bytes arrive; any other (an error too) was read whole by
+        ``_attempt``."""
         headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_HEADERS}
         headers["x-suite-upstream"] = upstream.alias
         if upstream.alias != alias:
             headers["x-suite-fallback-from"] = alias
             self.metrics.fallbacks.labels(alias, upstream.alias).inc()
-        if stream:
-            return StreamingResponse(_relay(resp), status_code=resp.status_code, headers=headers,
-                                     media_type=resp.headers.get("content-type"))
-        return Response(resp.content, status_code=resp.status_code, headers=headers,
-                        media_type=resp.headers.get("content-type"))
+        media_type = resp.headers.get("content-type")
+        if stream and resp.status < 400:
+            return StreamingResponse(_relay(resp), status_code=resp.status, headers=headers, media_type=media_type)
+        return Response(await resp.read(), status_code=resp.status, headers=headers, media_type=media_type)
 
     def _mark_failed(self, upstream: Upstream) -> None:
         self.router.mark_failed(upstream)
@@ -167,48 +179,52 @@ class Gateway:
         while self.router.cooling(upstream):
             await asyncio.sleep(self.cfg.recovery_probe_s)
             try:
-                r = await self.client.get(upstream.base_url + "/ready",
-                                          timeout=self.settings.inference.ready_timeout_s)
-            except httpx.TransportError:
+                status = await self._status(upstream.base_url + "/ready", self.settings.inference.ready_timeout_s)
+            except RETRYABLE:
                 continue
-            if r.status_code == 200:
+            if status == 200:
                 self.router.mark_ok(upstream)
                 log.info("upstream %s is ready again; cooldown ended", upstream.service)
 
-    async def _attempt(self, upstream: Upstream, path: str, body: dict, stream: bool) -> httpx.Response:
-        """One upstream, with retries; returns an open response (streamed) with status < 500."""
+    async def _attempt(self, upstream: Upstream, path: str, body: dict, stream: bool) -> aiohttp.ClientResponse:
+        """One upstream, with retries; returns its answer with status < 500: a streamed success open
+        (headers read, the body to relay), any other read whole."""
         last = "no attempt"
         calls = self.metrics.upstream_calls
         for i in range(self.cfg.retries + 1):
             if i:
                 await asyncio.sleep(self.cfg.retry_backoff_s * (2 ** (i - 1)))
+            resp = None
             try:
-                req = self.client.build_request("POST", upstream.base_url + path, json=body,
-                                                headers=forward_auth())  # the caller's key, checked there too
-                resp = await self.client.send(req, stream=stream)
+                resp = await self.client.post(upstream.base_url + path, json=body,
+                                              headers=forward_auth())  # the caller's key, checked there too
+                if not stream or resp.status >= 400:
+                    await resp.read()  # an answer not streamed (errors never are) is read whole here:
+                    #                    a body broken off is this upstream's failure too
             except RETRYABLE as exc:
+                if resp is not None:
+                    resp.close()
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 calls.labels(upstream.service, "error").inc()
                 continue
-            if resp.status_code >= 500:
-                await resp.aread()
-                await resp.aclose()
-                last = f"HTTP {resp.status_code}"
+            if resp.status >= 500:
+                last = f"HTTP {resp.status}"
                 calls.labels(upstream.service, "5xx").inc()
                 continue
-            calls.labels(upstream.service, "ok" if resp.status_code < 400 else str(resp.status_code)).inc()
+            calls.labels(upstream.service, "ok" if resp.status < 400 else str(resp.status)).inc()
             return resp
         raise UpstreamFailed(upstream, last)
 
     async def embeddings(self, raw: bytes) -> Response:
         """``/v1/embeddings`` relayed to the embedding service as it is."""
         try:
-            resp = await self.client.post(self.settings.url("embedding") + "/v1/embeddings", content=raw,
-                                          headers={"content-type": "application/json", **forward_auth()})
-        except httpx.TransportError as exc:
+            async with self.client.post(self.settings.url("embedding") + "/v1/embeddings", data=raw,
+                                        headers={"content-type": "application/json", **forward_auth()}) as resp:
+                return Response(await resp.read(), status_code=resp.status,
+                                media_type=resp.headers.get("content-type"))
+        except RETRYABLE as exc:
             raise ApiError(503, f"embedding service unavailable: {type(exc).__name__}",
                            headers={"Retry-After": "5"}) from None
-        return Response(resp.content, status_code=resp.status_code, media_type=resp.headers.get("content-type"))
 
     def models(self) -> dict[str, Any]:
         created = int(time.time())
@@ -217,9 +233,12 @@ class Gateway:
             for alias, u in self.router.upstreams.items()]}
 
 
-async def _relay(resp: httpx.Response):
+async def _relay(resp: aiohttp.ClientResponse):
+    """The upstream's bytes as they arrive. A relay cut short (our client went away, the upstream broke
+    off) closes the upstream connection, which the inference service sees and frees the slot."""
     try:
-        async for chunk in resp.aiter_raw():
+        async for chunk in resp.content.iter_any():
             yield chunk
+        resp.release()  # read to the end: the connection goes back to the pool
     finally:
-        await resp.aclose()
+        resp.close()  # an error here propagates: the client's connection is cut, not ended as if whole
