@@ -154,7 +154,7 @@ def pip_audit_scan(timeout_s: int = 10) -> ScanResult:
 
 
 class PendingScans:
-    """Both scans started at once, in the background (each is a subprocess): ``start_scans()`` early,
+    """Both scans started at once, in the background (each is a subprocess): ``PendingScans()`` early,
     ``.result()`` when the results are needed, so the scans' seconds overlap other work."""
 
     def __init__(self, paths: list[str] | None = None) -> None:
@@ -168,12 +168,8 @@ class PendingScans:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def start_scans(paths: list[str] | None = None) -> PendingScans:
-    return PendingScans(paths)
-
-
 def run_scans(paths: list[str] | None = None) -> list[ScanResult]:
-    return start_scans(paths).result()
+    return PendingScans(paths).result()
 
 
 def write_json(results: list[ScanResult], path: Path) -> Path:
