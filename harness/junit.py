@@ -2,7 +2,8 @@
 
 One ``<testsuite>`` per runbook (its results file), one ``<testcase>`` per check: ``classname`` the
 stage, ``name`` the check id, ``time`` its duration. A failed check carries ``<failure>`` with target
-vs measured; a skipped one ``<skipped>``; warnings and info figures pass and say so in
+vs measured, an indeterminate one ``<failure type="indeterminate">`` (the run is NO-GO: a CI view must
+not show it green); a skipped one ``<skipped>``; warnings and info figures pass and say so in
 ``<system-out>``. Runbooks that did not pass without a failed check to show for it (a cell error, an
 interruption, a required runbook that never ran) are ``<error>`` cases of one more suite,
 ``runbooks``, so the CI view never says green for a NO-GO run.
@@ -20,8 +21,9 @@ from harness.verdict import load_run
 def _case(suite: ET.Element, r: CheckResult) -> None:
     case = ET.SubElement(suite, "testcase", classname=r.stage.value, name=r.id, time=f"{r.duration_s:.3f}")
     said = f"{r.title}\ntarget: {r.target}\nmeasured: {r.measured}\n{r.detail}".strip()
-    if r.status is Status.FAIL:
-        failure = ET.SubElement(case, "failure", message=f"target {r.target}, measured {r.measured}", type="fail")
+    if r.status in (Status.FAIL, Status.INDETERMINATE):
+        message = f"target {r.target}, measured {r.measured}" + (f": {r.caveat}" if r.caveat else "")
+        failure = ET.SubElement(case, "failure", message=message, type=r.status.value)
         failure.text = said
     elif r.status is Status.SKIP:
         ET.SubElement(case, "skipped", message=r.detail or "skipped")
@@ -34,7 +36,8 @@ def build(run_dir: Path) -> ET.ElementTree:
     root = ET.Element("testsuites", name=f"harness run {record.meta.get('run_id', Path(run_dir).name)}")
     for stem, results in record.by_runbook.items():
         suite = ET.SubElement(root, "testsuite", name=stem, tests=str(len(results)),
-                              failures=str(sum(r.status is Status.FAIL for r in results)), errors="0",
+                              failures=str(sum(r.status in (Status.FAIL, Status.INDETERMINATE) for r in results)),
+                              errors="0",
                               skipped=str(sum(r.status is Status.SKIP for r in results)),
                               time=f"{sum(r.duration_s for r in results):.3f}")
         for r in results:

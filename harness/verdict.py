@@ -3,8 +3,10 @@
 ``run.json`` lists the runbooks of the run's sequence (``runbooks``: notebook, required, report);
 ``steps.json`` says what happened to each. A runbook with no step record is ``not-run``. The run is
 GO only when every required runbook passed (the report step is judged by the others, never by
-itself), no check failed, and at least one check was recorded. So a report written by hand after
-only ``00_validate_env`` says NO-GO, naming every runbook that never ran.
+itself), no check failed or was left indeterminate, and at least one check was recorded. So a report
+written by hand after only ``00_validate_env`` says NO-GO, naming every runbook that never ran; a
+load gate whose interval straddles its target, or that was measured while the box was contended,
+says NO-GO with its caveat (how many more requests would decide it, what contended the box).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.result import CheckResult, Status, load_results
+from harness.result import CheckResult, Status, format_interval, load_results
 from harness.rundir import RunDir
 
 
@@ -58,7 +60,8 @@ def load_run(run_dir: Path) -> RunRecord:
 
 
 def decide(steps: list[dict], results: list[CheckResult]) -> Verdict:
-    """GO when every required runbook (the report step aside) passed and no check failed."""
+    """GO when every required runbook (the report step aside) passed and no check failed or was
+    left indeterminate."""
     reasons = []
     for s in steps:
         status = Status.parse(s.get("status", Status.PENDING))
@@ -66,8 +69,13 @@ def decide(steps: list[dict], results: list[CheckResult]) -> Verdict:
             continue
         reasons.append(f"runbook {s['notebook'].removesuffix('.ipynb')} {status.label.lower()}"
                        + (f": {s['error']}" if s.get("error") else ""))
-    failed = [r for r in results if r.status is Status.FAIL]
-    reasons += [f"check {r.id} failed (target {r.target}, measured {r.measured})" for r in failed]
+    for r in results:
+        if r.status not in (Status.FAIL, Status.INDETERMINATE):
+            continue
+        word = "failed" if r.status is Status.FAIL else "indeterminate"
+        interval = f", 95 % interval {format_interval(r)}" if r.interval is not None else ""
+        reasons.append(f"check {r.id} {word} (target {r.target}, measured {r.measured}{interval})"
+                       + (f": {r.caveat}" if r.caveat else ""))
     if not results:
         reasons.append("no check results were recorded")
     return Verdict(not reasons, reasons)
