@@ -127,7 +127,7 @@ def cmd_diff(args) -> int:
         before, after = resolve_run(args.before, args.runs_dir), resolve_run(args.after, args.runs_dir)
     except FileNotFoundError as exc:
         raise RunbookError(str(exc)) from None
-    for line in diff(before, after, noise_pct=args.noise).lines():
+    for line in diff(before, after, noise_pct=args.noise).lines(every=args.all):
         _say(line)
     return 0
 
@@ -178,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("before", help="run directory or run id")
     dif.add_argument("after", help="run directory or run id (`last`: the newest run)")
     dif.add_argument("--noise", type=float, default=NOISE_PCT, metavar="PCT",
-                     help="changes smaller than this many percent are run-to-run noise, not listed (default 10; 0 lists all)")
+                     help="the noise floor of figures judged by percent (throughput, failure ratios; default 10); "
+                          "load percentiles are judged by their 95 %% intervals, one-shot latencies by earlier runs' spread")
+    dif.add_argument("--all", action="store_true", help="list every measurement, with how its noise was judged")
     runs_dir(dif)
     dif.set_defaults(func=cmd_diff)
 

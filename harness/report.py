@@ -1,9 +1,14 @@
 """The completion report: one offline HTML file with the verdict, every gate, charts and links.
 
 It reads only files of the run directory (``run.json``, ``steps.json``, ``results/*.json``,
-``figures/*``) and, for its "since last run" section, the previous comparable run beside it
+``figures/*``) and, for its "since last run" section, the comparable runs beside it
 (``harness.history``), so it can be rebuilt at any time with ``harness report RUN_DIR``. Everything
 is inline (CSS, SVG, PNG as data URIs, no script, no web font): it renders the same offline.
+
+Its key figures are every load gate with its 95 % interval, measured ÷ target (headroom: a pass
+with less than 20 % left is a warning) and what limits its evidence (contention, extra load, the
+requests that would decide it); beside them, the box: CPU steal, CPU outside the stack and the
+CPU benchmark of the environment check and of every load scenario.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from harness import history
 from harness.ledger import environment_fingerprint, git_sha
 from harness.palette import STATUS_COLORS, status_color, status_css
-from harness.result import CheckResult, Stage, Status, format_measure, now_iso, summarize
+from harness.result import CheckResult, Stage, Status, format_interval, format_measure, now_iso, summarize
 from harness.verdict import decide, load_run
 
 
@@ -70,7 +75,24 @@ def _since_last_run(run_dir: Path) -> dict[str, Any] | None:
     change = history.diff(previous.run.path, run_dir)
     deltas = [d for d in change.deltas if d.better is not None]
     return {"previous": previous, "diff": change, "href": f"../{previous.run_id}/report.html",
-            "deltas": deltas, "quiet": len(change.deltas) - len(deltas), "noise_pct": f"{history.NOISE_PCT:g}"}
+            "deltas": deltas, "quiet": len(change.deltas) - len(deltas), "noise_pct": f"{history.NOISE_PCT:g}",
+            "min_history": history.MIN_HISTORY}
+
+
+def load_gates(results: list[CheckResult]) -> list[CheckResult]:
+    """The key figures: every load gate and figure with a value (not the server view or the box)."""
+    return [r for r in results if r.stage is Stage.LOAD and r.value is not None
+            and not r.id.endswith((".server", ".box", ".gpu_memory")) and r.status is not Status.SKIP]
+
+
+def box_rows(results: list[CheckResult]) -> list[CheckResult]:
+    """What the box did: the environment's contention check and each load scenario's reading."""
+    return [r for r in results if r.id == "env.cpu.contention" or (r.stage is Stage.LOAD and r.id.endswith(".box"))]
+
+
+def headroom_text(r: CheckResult) -> str:
+    """``88 %`` (measured ÷ target) for a gate with one numeric bound, else ``""``."""
+    return "" if r.ratio is None else f"{r.ratio * 100:.0f} %"
 
 
 def render(run_dir: Path, title: str = "Completion report") -> str:
@@ -97,7 +119,8 @@ def render(run_dir: Path, title: str = "Completion report") -> str:
         groups=[(stage.value, groups[stage], summarize(groups[stage])) for stage in order], by_runbook=by_runbook,
         chart=_duration_chart(results), figures=_figures(run_dir), evidence_link=evidence_link,
         env=environment_fingerprint(), git_sha=meta.get("git_sha") or git_sha(), json=json, scans=_scans(run_dir),
-        since=_since_last_run(run_dir), format_measure=format_measure, key_figures=history.key_figures(results),
+        since=_since_last_run(run_dir), format_measure=format_measure, key_figures=load_gates(results),
+        box=box_rows(results), format_interval=format_interval, headroom=headroom_text,
     )
 
 
