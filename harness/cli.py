@@ -12,8 +12,9 @@ from harness.errors import RunbookError
 from harness.history import NOISE_PCT
 
 EXIT_CODES = """exit codes of run and resume:
-  0    GO: every required runbook passed and no gate failed
-  1    NO-GO: the run finished (report written) and something failed or did not run
+  0    GO: every required runbook passed and no gate failed or was left indeterminate
+  1    NO-GO: the run finished (report written) and something failed, was left indeterminate
+       (a percentile interval straddling its target, a gate measured on a contended box) or did not run
   2    refused before anything started: bad parameter, bad sequence file, or another run holds
        this stack (the message names its pid)
   130  interrupted (Ctrl-C or SIGTERM): the report, results so far and ledger are still written,
@@ -132,6 +133,14 @@ def cmd_diff(args) -> int:
     return 0
 
 
+def cmd_box(args) -> int:
+    from harness.envcheck.contention import box_lines
+
+    for line in box_lines(args.seconds, args.rounds):
+        _say(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description="Run executable runbooks and report on them.",
                                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("--all", action="store_true", help="list every measurement, with how its noise was judged")
     runs_dir(dif)
     dif.set_defaults(func=cmd_diff)
+
+    box = sub.add_parser("box", help="is the box quiet? CPU steal, CPU outside the stack and the harness, a CPU benchmark")
+    box.add_argument("seconds", type=float, nargs="?", default=10.0, help="sampling window of each round (default 10)")
+    box.add_argument("rounds", type=int, nargs="?", default=3, help="rounds (default 3)")
+    box.set_defaults(func=cmd_box)
 
     prm = sub.add_parser("params", help="list the parameters the runbooks of a sequence accept")
     prm.add_argument("sequence", nargs="?", type=Path)

@@ -338,3 +338,16 @@ def check_contention(settings: Settings, window_s: float = 3.0) -> list[CheckRes
                  + (f", benchmark {bench.available_pct:.0f} %" if bench and bench.available_pct is not None else ""),
         detail=("box contended: " + "; ".join(reasons) + ". " if reasons else "") + reading.describe(),
         caveat="; ".join(reasons), **t.fields())]
+
+
+
+def box_lines(seconds: float = 10.0, rounds: int = 3, settings: Settings | None = None):
+    """``harness box``: one reading per round, as text (to calibrate the thresholds on a quiet box)."""
+    settings = settings or Settings()
+    for number in range(1, rounds + 1):
+        with CpuWatch(settings) as watch:
+            time.sleep(seconds)
+        reading = watch.reading()
+        reading.benchmark = cpu_benchmark()
+        verdict = "CONTENDED: " + "; ".join(reading.reasons()) if reading.contended else "quiet"
+        yield f"round {number}: {verdict}\n  {reading.describe()}"
