@@ -123,7 +123,8 @@ class Runbook:
                 f"<tr><td style='color:{status_color(r.status)};font-weight:bold'>{r.status.label}</td>"
                 f"<td>{html.escape(r.id)}</td><td>{html.escape(r.title)}</td>"
                 f"<td>{html.escape(str(r.target))}</td><td>{html.escape(str(r.measured))}</td>"
-                f"<td>{html.escape(r.detail)}</td><td>{r.duration_s:.2f}s</td></tr>")
+                f"<td>{'<b>' + html.escape(r.caveat) + '</b><br>' if r.caveat else ''}{html.escape(r.detail)}</td>"
+                f"<td>{r.duration_s:.2f}s</td></tr>")
         head = "".join(f"<th>{h}</th>" for h in ("status", "id", "check", "target", "measured", "detail", "took"))
         return HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 

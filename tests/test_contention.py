@@ -92,16 +92,12 @@ def test_a_scenario_measured_beside_a_busy_core_cannot_pass(outside_spinner, tmp
     healthy target, and no gate passes; the verdict names the contention."""
     from harness.load import plan, run_plan
     from harness.verdict import decide
-    from tests.test_load_run import _settings_for, _start_app
+    from tests.test_load_run import _settings_for, serving
 
     (tmp_path / "app").mkdir()
-    proc, url = _start_app(tmp_path / "app")
-    try:
+    with serving(tmp_path / "app") as url:
         scenario = plan("code", requests=80, thresholds="p95<3000ms,fail_ratio<0.03")
         outcome = next(run_plan(scenario, _settings_for(url, tmp_path), tmp_path / "load", base=tmp_path))
-    finally:
-        proc.terminate()
-        proc.wait(10)
     by_id = {r.id: r for r in outcome.results}
     gates = [by_id["load.code.p95"], by_id["load.code.fail_ratio"]]
     assert all(r.status is Status.INDETERMINATE for r in gates), [str(r) for r in gates]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -61,28 +62,33 @@ def _start_app(tmp_path, **env):
     return start_app_process(tmp_path, "fake_app", FAKE_APP, env)
 
 
+@contextmanager
+def serving(folder, **env):
+    """The fake app on a free port while the block runs: its URL."""
+    proc, url = _start_app(folder, **env)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    proc, url = _start_app(tmp_path_factory.mktemp("fake"))
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with serving(tmp_path_factory.mktemp("fake")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory):
-    proc, url = _start_app(tmp_path_factory.mktemp("slow"), SLOW_S="8")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with serving(tmp_path_factory.mktemp("slow"), SLOW_S="8") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def flaky(tmp_path_factory):
-    proc, url = _start_app(tmp_path_factory.mktemp("flaky"), FAIL_EVERY="3")
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with serving(tmp_path_factory.mktemp("flaky"), FAIL_EVERY="3") as url:
+        yield url
 
 
 def test_request_budget_is_exact_and_p95_matches_raw_samples(fake, tmp_path):

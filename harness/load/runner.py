@@ -175,7 +175,7 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in [*samples_mod.sample_files(out_dir), out_dir / samples_mod.MERGED, out_dir / "stop"]:
         old.unlink(missing_ok=True)  # a rerun into the same folder must not mix in old samples
-    budget = Budget(scenario, out_dir / BUDGET_FILE, max_run_s, extend=bool(extend_on))
+    budget = Budget(scenario, out_dir / BUDGET_FILE, max_run_s, extend=bool(extend_on), progress=progress)
     # a count-bounded run is capped by the harness (a clear reason, the cap growing with extensions);
     # Locust's own run time is the backstop, a little later
     run_time = (scenario.duration_s or budget.cap_s(budget.most) + CAP_MARGIN_S) + warmup_s
@@ -257,8 +257,9 @@ class Budget:
     """The request budget of a count-bounded run as the harness moves it (``budget`` file, module
     docstring): ``allowed`` requests so far, ``final`` once no extension will follow."""
 
-    def __init__(self, scenario: Scenario, path: Path, max_run_s: float, extend: bool) -> None:
-        self.scenario, self.path, self.max_run_s = scenario, path, max_run_s
+    def __init__(self, scenario: Scenario, path: Path, max_run_s: float, extend: bool,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.scenario, self.path, self.max_run_s, self.progress = scenario, path, max_run_s, progress
         self.allowed = scenario.requests
         self.most = max(scenario.budget, scenario.requests) if extend and scenario.requests else scenario.requests
         self.final = self.most <= self.allowed
@@ -296,6 +297,9 @@ class Budget:
         self.extensions.append(f"{self.allowed} -> {new}: {th} undecided at {len(measured)} requests "
                                f"(95 % interval {th.format_value(lo)} – {'∞' if hi is None else th.format_value(hi)})")
         log.info("load %s: extended to %d requests: %s", self.scenario.name, new, self.extensions[-1])
+        if self.progress is not None:
+            self.progress(f"{self.scenario.name}: extending to {new} requests (budget {self.most}) to decide: "
+                          + self.extensions[-1].split(": ", 1)[1])
         self.allowed, self.final = new, new >= self.most
         self._write()
         return ""
