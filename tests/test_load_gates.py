@@ -111,6 +111,16 @@ def test_a_small_run_is_indeterminate_and_says_how_many_would_decide_it():
     assert evaluate(Evidence(samples([80_000] * 30), planned=30), th).status is Status.FAIL
 
 
+def test_a_figure_shown_beside_the_gates_gets_its_interval_and_no_verdict():
+    from harness.load.thresholds import parse_metric
+
+    streamed = [Sample("s", 1.0 + i, 400.0, True, ttft_ms=50.0 + i) for i in range(30)]
+    shown = evaluate(Evidence(streamed, planned=30), parse_metric("ttft_p50"))
+    assert shown.status is Status.INFO and shown.value == 64.0 and shown.interval == (59.0, 70.0)  # ranks 10 and 21 of 30
+    assert evaluate(Evidence(streamed[:3], planned=10, missing_failed=False), parse_metric("itl_p95")).status \
+        is Status.INFO  # no ITL in these samples, and still no verdict
+
+
 def test_zero_successes_fail_with_the_dominant_error():
     refused = samples([0.5] * 20, ok=[False] * 20)
     for text in ("p95<3000ms", "rps>1", "avg<1s", "ttft_p95<1s"):

@@ -59,7 +59,10 @@ class Judgement:
 
 
 def decide(th: Threshold, low: float | None, high: float | None) -> Status:
-    """PASS when every value in ``[low, high]`` passes ``th``, FAIL when none does, else INDETERMINATE."""
+    """PASS when every value in ``[low, high]`` passes ``th``, FAIL when none does, else INDETERMINATE;
+    INFO for a figure that is shown, not judged."""
+    if not th.is_gate:
+        return Status.INFO
     lo, hi = -INF if low is None else low, INF if high is None else high
     best, worst = (lo, hi) if th.op in ("<", "<=") else (hi, lo)
     if th.passes(worst):
