@@ -218,13 +218,14 @@ class CpuReading:
     benchmark: Benchmark | None = None
     outside_limit_pct: float = OUTSIDE_PCT
 
-    def reasons(self) -> list[str]:
-        """What made the box contended; empty when it was not."""
+    def reasons(self, names: int = 3) -> list[str]:
+        """What made the box contended, naming the ``names`` busiest outside processes; empty when it
+        was not."""
         out = []
         if self.outside_pct >= self.outside_limit_pct:
-            names = ", ".join(f"{label} {pct:.0f} %" for label, pct in self.top[:3])
+            listed = ", ".join(f"{label} {pct:.0f} %" for label, pct in self.top[:names])
             out.append(f"processes outside the stack and the harness took {self.outside_pct:.0f} % of "
-                       f"{self.cores} cores" + (f" ({names} of a core)" if names else ""))
+                       f"{self.cores} cores" + (f" ({listed} of a core)" if listed else ""))
         if self.steal_pct >= STEAL_PCT:
             out.append(f"the hypervisor stole {self.steal_pct:.0f} % of the CPU time")
         bench = self.benchmark
@@ -252,8 +253,9 @@ class CpuWatch:
     """``with CpuWatch(settings) as w: ...; w.reading()``: the box sampled every ``every_s``."""
 
     def __init__(self, settings: Settings | None = None, every_s: float = 1.0, roots: set[int] | None = None,
-                 benchmark: Benchmark | None = None) -> None:
+                 benchmark: Benchmark | None = None, outside_limit_pct: float = OUTSIDE_PCT) -> None:
         self.settings, self.every_s, self.benchmark = settings, every_s, benchmark
+        self.outside_limit_pct = outside_limit_pct
         self.roots = roots
         self.ticks: list[_Tick] = []
         self._stop = threading.Event()
@@ -278,7 +280,14 @@ class CpuWatch:
         self.ticks.append(_tick(self.roots or set()))
 
     def reading(self) -> CpuReading:
-        return reading_of(self.ticks, self.benchmark)
+        """The box so far (callable while the watch runs)."""
+        reading = reading_of(list(self.ticks), self.benchmark)
+        reading.outside_limit_pct = self.outside_limit_pct
+        return reading
+
+    def contended(self) -> str:
+        """Why the box is contended so far ("" when it is not)."""
+        return "; ".join(self.reading().reasons()) if len(self.ticks) > 1 else ""
 
 
 def reading_of(ticks: list[_Tick], benchmark: Benchmark | None = None) -> CpuReading:

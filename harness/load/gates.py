@@ -56,6 +56,7 @@ class Judgement:
     note: str = ""  # how it was decided, for the result's detail
     at_least: bool = False  # the value is a lower bound (censored samples reach it)
     to_decide: int | None = None  # an undecided percentile: total requests that would decide it (projected)
+    in_hand: int = 0  # samples with a value the judgement rests on (what to_decide counts on from)
 
 
 def decide(th: Threshold, low: float | None, high: float | None) -> Status:
@@ -138,8 +139,8 @@ def _evaluate(chosen: Sequence[Sample], missing: int, missing_failed: bool, th: 
         status = decide(th, iv.low, iv.high)
         judged = Judgement(status, iv.value, (iv.low, iv.high), iv.n, _interval_note(iv, p),
                            at_least=bool(censored) and iv.value is not None and iv.value >= min(censored))
+        in_hand = judged.in_hand = len(known) + len(censored)
         if status is Status.INDETERMINATE and p < 100:  # from the samples in hand (more would not decide it)
-            in_hand = len(known) + len(censored)
             judged.to_decide = stats.requests_to_decide([*known, *censored], th.passes, p, th.op in ("<", "<="),
                                                         n_from=in_hand + (0 if unknown else 1))
         return judged

@@ -95,14 +95,13 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
         targets = sc.targets()
         extra_env = load_env(settings, sc)  # before the watches: its setup is not load
         beside = [o.name for o in stage if o is not sc]
-        with CpuWatch(settings, benchmark=bench) as box, \
+        with CpuWatch(settings, benchmark=bench, outside_limit_pct=outside_cpu_limit_pct) as box, \
                 server_view.Watch(settings, names, gpu=gpu, engines=server_view.engines_of(sc)) as watch:
             run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
                                       warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
                                       extend_on=targets if extend else None, phase=phase, max_run_s=max_run_s,
-                                      extra_env=extra_env, progress=progress)
+                                      extra_env=extra_env, progress=progress, contended=box.contended)
         reading = box.reading()
-        reading.outside_limit_pct = outside_cpu_limit_pct
         results = verdicts.judge(run, targets, base, sc.figures(), box=reading, beside=beside)
         shared = server_view.sharing(stage).get(sc.name, [])
         results.append(server_view.record(sc, run, watch, base, shared_with=shared))

@@ -29,7 +29,7 @@ def progress_line(scenario: Scenario, measured: Sequence[Sample], elapsed_s: flo
     target = max(planned, scenario.requests)
     planned_text = f"/{target}" if target else ""
     if target > scenario.requests:
-        planned_text += f" ({scenario.requests} stated, extended to decide a gate)"
+        planned_text += f" (extended from {scenario.requests})"
     if not n:
         return f"{scenario.name}: warming up ({elapsed_s:.0f} s)" if elapsed_s < warmup_s + 1 else \
             f"{scenario.name}: 0{planned_text} requests so far ({elapsed_s:.0f} s)"

@@ -155,7 +155,8 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
                  abort_on: list[Threshold] | None = None, extend_on: list[Threshold] | None = None,
                  phase: int = 1, max_run_s: float = 300.0, allow_remote: bool = False,
                  extra_env: dict[str, str] | None = None, progress: Callable[[str], None] | None = None,
-                 progress_every_s: float = 5.0, stop_timeout_s: float = 30.0) -> LoadRun:
+                 progress_every_s: float = 5.0, stop_timeout_s: float = 30.0,
+                 contended: Callable[[], str] | None = None) -> LoadRun:
     """Run ``scenario`` against ``host`` and return its samples; never raises for a bad result.
 
     The stop condition is the scenario's request count and/or duration. For a count-bounded run,
@@ -175,7 +176,8 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in [*samples_mod.sample_files(out_dir), out_dir / samples_mod.MERGED, out_dir / "stop"]:
         old.unlink(missing_ok=True)  # a rerun into the same folder must not mix in old samples
-    budget = Budget(scenario, out_dir / BUDGET_FILE, max_run_s, extend=bool(extend_on), progress=progress)
+    budget = Budget(scenario, out_dir / BUDGET_FILE, max_run_s, extend=bool(extend_on), progress=progress,
+                    contended=contended)
     # a count-bounded run is capped by the harness (a clear reason, the cap growing with extensions);
     # Locust's own run time is the backstop, a little later
     run_time = (scenario.duration_s or budget.cap_s(budget.most) + CAP_MARGIN_S) + warmup_s
@@ -258,8 +260,9 @@ class Budget:
     docstring): ``allowed`` requests so far, ``final`` once no extension will follow."""
 
     def __init__(self, scenario: Scenario, path: Path, max_run_s: float, extend: bool,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, contended: Callable[[], str] | None = None) -> None:
         self.scenario, self.path, self.max_run_s, self.progress = scenario, path, max_run_s, progress
+        self.contended = contended
         self.allowed = scenario.requests
         self.most = max(scenario.budget, scenario.requests) if extend and scenario.requests else scenario.requests
         self.final = self.most <= self.allowed
@@ -287,6 +290,14 @@ class Budget:
         users = self.scenario.users
         if len(measured) < self.allowed - users:
             return ""  # the stated tickets are still going out: judge when they are nearly done
+        busy = self.contended() if self.contended is not None else ""
+        if busy:  # its gates cannot pass on this box: more requests would only take longer
+            self.final = True
+            self._write()
+            self.extensions.append(f"not extended past {self.allowed}: the box is contended ({busy})")
+            if self.progress is not None:
+                self.progress(f"{self.scenario.name}: not extended, the box is contended: {busy}")
+            return ""
         projected = [j.to_decide for _, j in undecided]
         want = self.most if None in projected else max(projected)
         if want <= self.allowed and len(measured) < self.allowed:

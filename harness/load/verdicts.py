@@ -59,7 +59,10 @@ def judge(run: LoadRun, thresholds: list[Threshold], base: Path | None = None,
     out = [run_record(run, evidence, beside)]
     judged = {threshold_id(run.scenario.name, th) for th in thresholds}
     shown = [f for f in figures or [] if threshold_id(run.scenario.name, f) not in judged]
-    contended = box.reasons() if box is not None else []
+    # each gate names the busiest outside process; the box row beside them names the rest
+    contended = box.reasons(names=1) if box is not None else []
+    if contended:
+        contended[-1] += f" (load.{run.scenario.name}.box has the readings)"
     for th in [*thresholds, *shown]:
         out.append(_gate(run, th, evidence, contended, beside or []))
     if box is not None:
@@ -88,7 +91,7 @@ def _gate(run: LoadRun, th: Threshold, evidence: list[str], contended: list[str]
         else:
             caveats.append("measured while the box was contended: " + "; ".join(contended))
     if judged.status is Status.INDETERMINATE and th.is_gate:
-        caveats.append(_to_decide(judged, run))
+        caveats.append(_to_decide(judged, run, th))
     if beside and th.is_gate:
         caveats.append(f"measured under extra load: {', '.join(beside)} ran beside it")
     measured = "no samples" if judged.value is None else ("≥ " if judged.at_least else "") + th.format_value(judged.value)
@@ -100,12 +103,14 @@ def _gate(run: LoadRun, th: Threshold, evidence: list[str], contended: list[str]
     return with_headroom(result)
 
 
-def _to_decide(judged: gates.Judgement, run: LoadRun) -> str:
-    """``about 52 more requests would decide it (72 in all; the budget was 100)``."""
+def _to_decide(judged: gates.Judgement, run: LoadRun, th: Threshold) -> str:
+    """``about 52 more requests would decide it (72 in all; the budget was 100)``, or what leaves it open."""
+    if not (th.is_percentile or th.stat == "med"):
+        return f"{run.planned - run.completed} request(s) not run leave it open" if run.incomplete else "undecided"
     budget = max(run.scenario.budget, run.scenario.requests)
     if judged.to_decide is None:
         return "no count of requests would decide it: the percentile sits at its target"
-    more = max(1, judged.to_decide - judged.n)
+    more = max(1, judged.to_decide - judged.in_hand)
     return (f"about {more} more request(s) would decide it ({judged.to_decide} in all"
             + (f"; the scenario's budget is {budget}" if budget else "") + ")")
 
@@ -139,6 +144,8 @@ def run_record(run: LoadRun, evidence: list[str], beside: list[str] | None = Non
         if run.planned > sc.requests:
             detail.append(f"{sc.requests} stated, extended to {run.planned} to decide its gates: "
                           + "; ".join(run.extensions))
+        elif run.extensions:
+            detail.append("; ".join(run.extensions))
     else:
         measured = f"{n} requests, {failed} failed{rate}"
     censored = sum(s.censored for s in run.samples)
