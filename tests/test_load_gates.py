@@ -161,3 +161,33 @@ def test_the_early_loss_is_a_gate_decided_against():
     assert not _lost(samples([150, 150, 150, 10]), [p95], 20)
     assert _lost(samples([150, 150, 150, 150, 10]), [p95], 20)
     assert not _lost(samples([1] * 5), [parse_threshold("rps>100")], 20)  # a rate is judged at the end
+
+
+def test_the_budget_extends_only_for_an_undecided_percentile(tmp_path):
+    import json
+    from dataclasses import replace
+
+    from harness.load.runner import Budget
+    from harness.load.scenarios import SCENARIOS
+
+    sc = replace(SCENARIOS["code"], users=2, requests=20, budget=100)
+    fast = samples([100.0] * 19)
+    budget = Budget(sc, tmp_path / "budget", 300, extend=True)
+    assert json.loads(budget.path.read_text()) == {"allowed": 20, "final": False}
+    budget.steer(fast[:5], [parse_threshold("p95<3s")])  # tickets still going out: nothing yet
+    assert (budget.allowed, budget.final) == (20, False)
+    budget.steer(fast, [parse_threshold("p95<3s")])  # 19 of 20 in: no count under 72 bounds a p95
+    assert (budget.allowed, budget.final) == (72, False) and budget.extensions[0].startswith("20 -> 72: p95<3s")
+    assert json.loads(budget.path.read_text()) == {"allowed": 72, "final": False}
+    budget.steer(samples([100.0] * 72), [parse_threshold("p95<3s")])
+    assert (budget.allowed, budget.final) == (72, True)  # decided: the run ends at 72
+    # a maximum is decided by the requests allowed, never by more
+    only_max = Budget(sc, tmp_path / "b2", 300, extend=True)
+    only_max.steer(fast, [parse_threshold("max<3s")])
+    assert (only_max.allowed, only_max.final) == (20, True)
+    # on a contended box it does not extend: the gate cannot pass there
+    busy = Budget(sc, tmp_path / "b3", 300, extend=True, contended=lambda: "outside 60 %")
+    busy.steer(fast, [parse_threshold("p95<3s")])
+    assert (busy.allowed, busy.final) == (20, True) and "the box is contended (outside 60 %)" in busy.extensions[0]
+    # the time cap grows with the count allowed
+    assert budget.cap_s(72) == pytest.approx(300 * 72 / 20) and budget.cap_s(20) == 300

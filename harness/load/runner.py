@@ -276,13 +276,17 @@ class Budget:
         return self.max_run_s * max(1.0, allowed / self.scenario.requests)
 
     def steer(self, measured: list[Sample], gates: list[Threshold]) -> str:
-        """Make the budget final once every gate is decided; extend it while one is undecided and the
-        allowed requests are (nearly) done. Never stops the run itself: returns ""."""
+        """Make the budget final once every percentile gate is decided (other gates are decided by the
+        allowed requests themselves); extend it while one is undecided and the allowed requests are
+        (nearly) done, unless the box is contended. Never stops the run itself: returns ""."""
         if self.final:
             return ""
         evidence = Evidence(measured, self.allowed, missing_failed=False)
         undecided = [(th, evaluate(evidence, th)) for th in gates]
         undecided = [(th, j) for th, j in undecided if j.status is Status.INDETERMINATE]
+        # only a percentile is decided by more requests (other gates are by the allowed ones coming in):
+        # with every percentile decided, whatever the rest do, no extension will follow
+        undecided = [(th, j) for th, j in undecided if th.is_percentile or th.stat == "med"]
         if not undecided:
             self.final = True
             self._write()
