@@ -12,7 +12,8 @@ run is
 
 - **stopped early** only when a gate is decided against (``abort_on``): whatever the remaining
   requests do, it fails;
-- **extended** while a gate is undecided (``extend_on``): once the stated count is (nearly) done,
+- **extended** while a percentile gate is undecided (``extend_on``; a maximum or a ratio is decided
+  by the requests allowed, not by more) and the box is not contended: once the stated count is (nearly) done,
   the budget grows to the count the samples so far project would decide it, up to the scenario's
   ``budget`` (more requests at the same concurrency; the users wait at most half a second for it);
 - **capped** at ``max_run_s`` for the stated count, growing in proportion when the budget grows
