@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 
+from harness import waivers
 from harness.errors import ChecksFailed
 from harness.palette import status_color
 from harness.result import CheckResult, Status, now_iso, save_results, summarize
@@ -101,9 +102,15 @@ class Runbook:
         return summarize(self.results)
 
     def gate(self) -> dict[str, int]:
-        """Fail the runbook (after saving) when any check failed; warnings, skips and info pass."""
+        """Fail the runbook (after saving) when any check failed that no waiver in force covers (the
+        run's ``waivers.toml``, ``harness.waivers``); warnings, skips and info pass."""
         save_results(self.results, self.results_file)
-        failed = [r.id for r in self.results if r.status is Status.FAIL]
+        meta = self.run.read_json(self.run.meta_file, default={}) or {}
+        judged = waivers.for_run(self.run.path, meta, self.results)
+        for r in self.results:
+            if (w := judged.waiver_for(r)) is not None:
+                self.say(f"WAIVED {r.id} ({r.measured}): {w.label}: {w.justification}")
+        failed = [r.id for r in self.results if r.status is Status.FAIL and not judged.waived(r)]
         if self.manual:
             self._set_step(Status.FAIL if failed else Status.PASS, f"{len(failed)} check(s) failed" if failed else "")
         if failed:

@@ -299,6 +299,9 @@ class Settings(BaseSettings):
     port_offset: int = Field(0, ge=-6000, le=50000, description="added to every port (side-by-side stacks)")
     ports: Ports = Field(default_factory=Ports)
     data_dir: Path = Field(default_factory=default_data_dir, description="models, stores, pids, logs")
+    signing_key: Path | None = Field(
+        None, description="Ed25519 private key (PEM, 0600) that signs each run's attestation; made by "
+        "`harness keys init`, never under runs/ (default: <data_dir>/signing/harness-ed25519.pem)")
     backend: Literal["process", "docker"] = Field("process", description="how `suite up` runs services")
     ready_deadline_s: float = Field(300.0, gt=0, description="how long `suite up` waits for readiness")
     log_level: str = "INFO"
@@ -363,6 +366,10 @@ class Settings(BaseSettings):
     @property
     def key_store_path(self) -> Path:
         return Path(self.auth.key_store or self.data_dir / "auth" / "keys.db")
+
+    @property
+    def signing_key_path(self) -> Path:
+        return Path(self.signing_key or self.data_dir / "signing" / "harness-ed25519.pem").expanduser()
 
     @property
     def log_dir(self) -> Path:
