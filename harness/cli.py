@@ -154,10 +154,12 @@ def cmd_keys(args) -> int:
     forbidden = [default_runs_dir(), *([args.runs_dir] if args.runs_dir else [])]
     if args.action == "init":
         key, made = signing.init_key(path, forbidden)
-        _say(("made" if made else "kept the existing") + f" signing key {key.path} (0600)")
+        _say(("made" if made else "kept the existing") + f" signing key {key.path} (0600), key id {key.keyid}")
     else:
         key = signing.load_key(path, forbidden)
         _say(f"signing key {key.path}")
+    if args.brief:
+        return 0
     _say(f"key id (fingerprint): {key.keyid}")
     _say(f"public key ({key.public_path}; give it to whoever verifies: harness verify RUN --key FILE):")
     _say(signing.public_pem(key.public).decode().rstrip())
@@ -281,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="init: make the key unless one exists (private 0600); show: its id and public key")
     key.add_argument("--key", type=Path, metavar="FILE", help="private key file (default: settings' signing_key, "
                                                              "<data_dir>/signing/harness-ed25519.pem)")
+    key.add_argument("--brief", action="store_true", help="one line (scripts/run.sh)")
     runs_dir(key)
     key.set_defaults(func=cmd_keys)
 

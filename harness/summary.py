@@ -99,20 +99,20 @@ def figure_rows(key_figures: list[CheckResult]) -> list[FigureRow]:
     return list(rows.values())
 
 
-def changes(since: dict[str, Any] | None, limit: int = 6) -> dict[str, Any] | None:
-    """The "since last run" section boiled down: counts and the few changes that matter most
-    (status changes, then regressions, then improvements)."""
+def changes(since: dict[str, Any] | None, limit: int = 5) -> dict[str, Any] | None:
+    """The "since last run" section boiled down: counts and the few changes that matter most (status
+    changes, then regressions, then improvements), each as (short text, better|worse, full text)."""
     if not since:
         return None
     diff = since["diff"]
     worse = [d for d in since["deltas"] if d.better is False]
     better = [d for d in since["deltas"] if d.better]
-    lines = [(f"{cid}: {a.label} → {b.label}", "worse" if b is Status.FAIL else "better" if b is Status.PASS else "")
-             for cid, a, b in diff.status_changes]
-    lines += [(f"{d.id}: {format_measure(d.before, d.unit)} → {format_measure(d.after, d.unit)}"
-               + (f" ({d.percent:+.0f} %)" if d.percent is not None else ""), "worse" if d.better is False else "better")
+    lines = [(f"{cid}: {a.label} → {b.label}", "worse" if b is Status.FAIL else "better" if b is Status.PASS else "",
+              f"{cid}: {a.label} → {b.label}") for cid, a, b in diff.status_changes]
+    lines += [(f"{d.id} {d.percent:+.0f} %" if d.percent is not None else d.id, "worse" if d.better is False else "better",
+               f"{d.id}: {format_measure(d.before, d.unit)} → {format_measure(d.after, d.unit)}")
               for d in [*worse, *better]]
-    lines += [(f"new warning {r.id}", "worse") for r in diff.new_warnings]
+    lines += [(f"new warning {r.id}", "worse", f"{r.id}: {r.measured}") for r in diff.new_warnings]
     return {"previous": since["previous"], "href": since["href"], "status_changes": len(diff.status_changes),
             "worse": len(worse), "better": len(better), "new_warnings": len(diff.new_warnings),
             "lines": lines[:limit], "more": max(0, len(lines) - limit)}
