@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     key = sub.add_parser("keys", help="the Ed25519 key that signs each run's attestation")
     key.add_argument("action", choices=["init", "show"],
                      help="init: make the key unless one exists (private 0600); show: its id and public key")
-    key.add_argument("--key", type=Path, metavar="FILE", help="private key file (default: settings' signing_key, "
+    key.add_argument("--key", type=Path, metavar="FILE", help="private key file (default: the settings' signing.key, "
                                                              "<data_dir>/signing/harness-ed25519.pem)")
     key.add_argument("--brief", action="store_true", help="one line (scripts/run.sh)")
     runs_dir(key)

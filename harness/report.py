@@ -22,7 +22,7 @@ from markupsafe import Markup, escape
 from harness import attest, history, summary
 from harness.ledger import environment_fingerprint, git_sha
 from harness.palette import STATUS_COLORS, WAIVED_COLOR, status_color, status_css
-from harness.result import CheckResult, Stage, Status, format_measure, now_iso, summarize
+from harness.result import CheckResult, Stage, Status, format_measure, now_iso
 from harness.review import review
 from harness.verdict import load_run
 
@@ -101,7 +101,7 @@ def render(run_dir: Path, title: str = "Completion report") -> str:
         title=title, meta=meta, run_id=meta.get("run_id", run_dir.name), generated_at=now_iso(),
         verdict=verdict, counts=seen.counts, steps=steps, status_css=status_css(),
         go_color=STATUS_COLORS[Status.PASS], nogo_color=STATUS_COLORS[Status.FAIL],
-        groups=[(stage.value, groups[stage], summarize(groups[stage])) for stage in order], by_runbook=by_runbook,
+        groups=[(stage.value, groups[stage], seen.counts_of(groups[stage])) for stage in order], by_runbook=by_runbook,
         chart=_duration_chart(results), figures=_figures(run_dir), evidence_link=evidence_link,
         env=environment_fingerprint(), git_sha=meta.get("git_sha") or git_sha(), json=json, scans=_scans(run_dir),
         since=since, format_measure=format_measure, key_figures=key_figures,

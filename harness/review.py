@@ -60,9 +60,12 @@ class Review:
 
     @property
     def counts(self) -> dict[str, int]:
+        return self.counts_of(self.record.results)
+
+    def counts_of(self, results: list[CheckResult]) -> dict[str, int]:
         """Checks by displayed status: waived ones leave ``fail``/``warn`` for ``waived``."""
-        counts = summarize(self.record.results)
-        waived = [r for r in self.record.results if self.waivers and self.waivers.waived(r)]
+        counts = summarize(results)
+        waived = [r for r in results if self.waivers and self.waivers.waived(r)]
         for r in waived:
             counts[r.status.value] -= 1
         counts[WAIVED] = len(waived)

@@ -352,7 +352,10 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
         from harness import attest, ledger
 
         ledger.write_ledger(run.path)
-        say(attest.close_run(run.path))
+        try:
+            say(attest.close_run(run.path))
+        except Exception as exc:  # the run's files are all written: an unsigned run says why, never hides
+            say(f"not signed: {type(exc).__name__}: {exc}")
     return RunOutcome(run, seq.steps, collect_results(run))
 
 

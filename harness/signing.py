@@ -1,8 +1,8 @@
 """The key that signs run attestations, and DSSE envelopes signed and verified with it.
 
 One Ed25519 key (``cryptography``), made by ``harness keys init``: the private half as PKCS#8 PEM,
-owner-only (``0600``, its folder ``0700``), at ``Settings.signing_key_path``
-(``<data_dir>/signing/harness-ed25519.pem`` by default), never under a runs folder; the public half
+owner-only (``0600``, its folder ``0700``), at ``Settings.signing_key_path`` (the setting
+``signing.key``; ``<data_dir>/signing/harness-ed25519.pem`` by default), never under a runs folder; the public half
 beside it (``.pub``) to hand to whoever verifies. A private key file that others may read is refused,
 as ssh refuses one.
 

@@ -287,6 +287,12 @@ class SupervisionSettings(BaseModel):
     log_backups: int = Field(3, ge=0, description="rotated service logs kept")
 
 
+class SigningSettings(BaseModel):
+    key: Path | None = Field(
+        None, description="Ed25519 private key (PEM, 0600) that signs each run's attestation; made by "
+        "`harness keys init`, never under runs/ (default: <data_dir>/signing/harness-ed25519.pem)")
+
+
 class Settings(BaseSettings):
     """Everything a service, the supervisor or the harness needs to know about the stack."""
 
@@ -299,9 +305,6 @@ class Settings(BaseSettings):
     port_offset: int = Field(0, ge=-6000, le=50000, description="added to every port (side-by-side stacks)")
     ports: Ports = Field(default_factory=Ports)
     data_dir: Path = Field(default_factory=default_data_dir, description="models, stores, pids, logs")
-    signing_key: Path | None = Field(
-        None, description="Ed25519 private key (PEM, 0600) that signs each run's attestation; made by "
-        "`harness keys init`, never under runs/ (default: <data_dir>/signing/harness-ed25519.pem)")
     backend: Literal["process", "docker"] = Field("process", description="how `suite up` runs services")
     ready_deadline_s: float = Field(300.0, gt=0, description="how long `suite up` waits for readiness")
     log_level: str = "INFO"
@@ -315,6 +318,7 @@ class Settings(BaseSettings):
     guard: GuardSettings = Field(default_factory=GuardSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -369,7 +373,7 @@ class Settings(BaseSettings):
 
     @property
     def signing_key_path(self) -> Path:
-        return Path(self.signing_key or self.data_dir / "signing" / "harness-ed25519.pem").expanduser()
+        return Path(self.signing.key or self.data_dir / "signing" / "harness-ed25519.pem").expanduser()
 
     @property
     def log_dir(self) -> Path:
