@@ -287,6 +287,12 @@ class SupervisionSettings(BaseModel):
     log_backups: int = Field(3, ge=0, description="rotated service logs kept")
 
 
+class SigningSettings(BaseModel):
+    key: Path | None = Field(
+        None, description="Ed25519 private key (PEM, 0600) that signs each run's attestation; made by "
+        "`harness keys init`, never under runs/ (default: <data_dir>/signing/harness-ed25519.pem)")
+
+
 class Settings(BaseSettings):
     """Everything a service, the supervisor or the harness needs to know about the stack."""
 
@@ -312,6 +318,7 @@ class Settings(BaseSettings):
     guard: GuardSettings = Field(default_factory=GuardSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -363,6 +370,10 @@ class Settings(BaseSettings):
     @property
     def key_store_path(self) -> Path:
         return Path(self.auth.key_store or self.data_dir / "auth" / "keys.db")
+
+    @property
+    def signing_key_path(self) -> Path:
+        return Path(self.signing.key or self.data_dir / "signing" / "harness-ed25519.pem").expanduser()
 
     @property
     def log_dir(self) -> Path:
