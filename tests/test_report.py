@@ -185,6 +185,12 @@ def test_key_figures_show_each_gates_interval_headroom_and_caveat_and_the_box(tm
     key = html[html.index('id="key-figures"'):html.index('id="box"')]
     assert "16100.0 ms – ∞" in key and "88 %" in key and "about 52 more request(s)" in key and ">INDETERMINATE<" in key
     assert "48 % of 2 cores" in html[html.index('id="box"'):]
+    assert "more requests decide it (<code>-p requests=N</code>" in html  # the next step beside the undecided gate
+    from harness.remedies import next_step
+
+    contended = results["load.seed-100x5.box"]
+    contended.status, contended.caveat = Status.INDETERMINATE, "measured while the box was contended: 48 %"
+    assert next_step(contended).step.startswith("It was measured while the box was contended")
     assert f".s-indeterminate {{ color: {STATUS_COLORS[Status.INDETERMINATE]}" in html
     case = junit.build(rb.run.path).getroot().find("./testsuite/testcase[@name='load.seed-20x2.p95']/failure")
     assert case.get("type") == "indeterminate" and "about 52 more" in case.get("message")
