@@ -37,13 +37,25 @@ variable                      meaning                                           
 ``LOAD_TOOLS_FILE``           file ``tools_read_file.py`` reads (inside the sandbox)       ``README.md``
 ``LOAD_TOOLS_RPS``            calls per second per tools user (stay under the tool         0.4
                               server's rate limit)
+``LOAD_RATE``                 > 0: the **open model**. Requests arrive on a timetable at   0 (closed
+                              this rate (req/s) whatever the answers do, each issued       loop)
+                              in a greenlet of its own by the one user (``-u 1``);
+                              latency counts from its scheduled start, so time spent
+                              waiting for a slot (or for a late generator) shows
+``LOAD_ARRIVALS``             ``poisson`` (exponential gaps) or ``constant``               poisson
+``LOAD_SEED``                 the Poisson timetable's seed: the same seed, the same gaps    1
+``LOAD_MAX_IN_FLIGHT``        open model: requests in flight at most; later arrivals       8
+                              wait for a slot (their wait counts in their latency)
 ``SUITE_*``                   the suite's settings (``SUITE_PORT_OFFSET`` …): default      as ``suite``
                               hosts
 ============================  ==========================================================  ============
 
 A raw sample (what ``harness/load/samples.py`` reads): ``name``, ``type`` (HTTP method), ``start``
 (epoch s), ``ms`` (full duration), ``ok``, ``bytes``, ``error``, ``warmup``, ``pid`` and, for streamed
-answers, ``ttft_ms``, ``itl_ms``, ``tps``, ``tokens``. A measured request still running when the run
+answers, ``ttft_ms``, ``itl_ms``, ``tps``, ``tokens``. In the open model ``start`` is the request's
+*scheduled* start and ``ms`` / ``ttft_ms`` count from it; ``lag_ms`` is how long it waited before it
+was sent (for a slot, or a late generator) and ``in_flight`` how many earlier requests had arrived
+and not finished when it arrived (the queue as the client saw it). A measured request still running when the run
 stopped (Locust kills it after ``--stop-timeout``) is written as the process stops, ``ok`` false and
 ``censored`` true, with the time it had run as ``ms``: never silently dropped.
 
@@ -58,14 +70,18 @@ import itertools
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
+import gevent.local
+import gevent.lock
+import gevent.pool
 from locust import FastHttpUser, constant, events
-from locust.exception import RescheduleTask
+from locust.exception import RescheduleTask, StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 log = logging.getLogger("suite.load")
@@ -90,6 +106,10 @@ class LoadConfig:
     rag_collection: str = "load"
     tools_file: str = "README.md"
     tools_rps: float = 0.4
+    rate: float = 0.0
+    arrivals: str = "poisson"
+    seed: int = 1
+    max_in_flight: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> LoadConfig:
@@ -104,7 +124,9 @@ class LoadConfig:
                    max_tokens=get("LOAD_MAX_TOKENS", d.max_tokens), phase=get("LOAD_PHASE", d.phase),
                    api_key=get("LOAD_API_KEY", d.api_key),
                    rag_collection=get("LOAD_RAG_COLLECTION", d.rag_collection),
-                   tools_file=get("LOAD_TOOLS_FILE", d.tools_file), tools_rps=get("LOAD_TOOLS_RPS", d.tools_rps))
+                   tools_file=get("LOAD_TOOLS_FILE", d.tools_file), tools_rps=get("LOAD_TOOLS_RPS", d.tools_rps),
+                   rate=get("LOAD_RATE", d.rate), arrivals=get("LOAD_ARRIVALS", d.arrivals),
+                   seed=get("LOAD_SEED", d.seed), max_in_flight=get("LOAD_MAX_IN_FLIGHT", d.max_in_flight))
 
 
 def service_url(service: str) -> str:
@@ -142,6 +164,7 @@ class Recorder:
         self.numbers = itertools.count(1)
         self._budget = (config.requests, True)
         self._budget_mtime = 0
+        self.local = gevent.local.local()  # open model: the ticket an arrival's greenlet was given
         if config.samples_dir and not isinstance(environment.runner, MasterRunner):
             os.makedirs(config.samples_dir, exist_ok=True)
             self.file = open(os.path.join(config.samples_dir, f"samples-{os.getpid()}.jsonl"), "a",
@@ -180,6 +203,11 @@ class Recorder:
         requests in flight finish and the run stops, or the harness extends the budget. In a single
         process the budget is exact; on workers the master stops the run instead.
         """
+        given = getattr(self.local, "ticket", None)
+        if given is not None:  # open model: taken when the request arrived (``arrival``)
+            if given.get("ticket") in self.in_flight:
+                self.in_flight[given["ticket"]] = (name, given["scheduled"])
+            return given
         if time.time() < self.warm_until:
             return {"warmup": True}
         if self.config.requests and not isinstance(self.runner, WorkerRunner):
@@ -190,6 +218,20 @@ class Recorder:
         number = next(self.numbers)
         self.in_flight[number] = (name, time.time())
         return {"warmup": False, "ticket": number}
+
+    def arrival(self, scheduled: float) -> dict[str, Any] | None:
+        """Open model: the ticket of a request that arrives at ``scheduled`` (epoch s), or None while
+        the budget is spent (the timetable waits for an extension or the end of the run)."""
+        if scheduled < self.warm_until:
+            return {"warmup": True, "scheduled": scheduled}
+        if self.config.requests and not isinstance(self.runner, WorkerRunner):
+            if self.started >= self.budget()[0]:
+                return None
+            self.started += 1
+        number = next(self.numbers)
+        queue = len(self.in_flight)  # arrived before it and not finished: in flight or waiting for a slot
+        self.in_flight[number] = ("", scheduled)
+        return {"warmup": False, "ticket": number, "scheduled": scheduled, "in_flight": queue}
 
     # -- Locust events --------------------------------------------------------------------------
     def on_test_start(self, environment, **_kw) -> None:
@@ -213,7 +255,7 @@ class Recorder:
                 "error": None if exception is None else f"{type(exception).__name__}: {exception}"[:300],
                 "warmup": warmup, "pid": os.getpid(),
             }
-            for key in StreamTiming.FIELDS:
+            for key in (*StreamTiming.FIELDS, *SCHEDULE_FIELDS):
                 if context.get(key) is not None:
                     sample[key] = context[key]
             self._write(sample)
@@ -297,9 +339,38 @@ class Recorder:
                 self.quit(f"request budget of {allowed} reached ({done - baseline} reported)")
 
 
+SCHEDULE_FIELDS = ("lag_ms", "in_flight")  # open model: written into the raw sample
+
+
 @events.init.add_listener
 def _on_init(environment, **_kw) -> None:
-    environment.suite_load = Recorder(environment, LoadConfig.from_env())
+    config = LoadConfig.from_env()
+    environment.suite_load = Recorder(environment, config)
+    if config.rate > 0:  # one user issues every request: its connection pool must hold them all
+        for user_class in environment.user_classes or []:
+            user_class.concurrency = max(user_class.concurrency, config.max_in_flight)
+
+
+def from_schedule(meta: dict[str, Any], ticket: dict[str, Any]) -> None:
+    """Open model: count a request's time from its scheduled start (Locust timed it from when it was
+    sent), and note how late it was sent: what a user who asked at that moment waited."""
+    scheduled = ticket.get("scheduled")
+    if scheduled is None:
+        return
+    lag_s = max(0.0, meta["start_time"] - scheduled)
+    meta["start_time"] = scheduled
+    meta["response_time"] += lag_s * 1000
+    meta["context"]["lag_ms"] = round(lag_s * 1000, 3)  # Locust's copy of the context is what it reports
+
+
+def timetable(rate: float, arrivals: str, seed: int, start: float) -> Iterator[float]:
+    """Scheduled starts (epoch s) from ``start`` on: evenly ``1/rate`` apart, or a Poisson process
+    (exponential gaps of mean ``1/rate`` from a generator seeded with ``seed``)."""
+    rng = random.Random(seed)
+    at = start
+    while True:
+        at += rng.expovariate(rate) if arrivals == "poisson" else 1.0 / rate
+        yield at
 
 
 @dataclass
@@ -384,7 +455,14 @@ def _has_text(data: str) -> bool:
 
 class SuiteUser(FastHttpUser):
     """What every user here shares: the host of its ``service``, no wait, generous timeouts, the
-    request budget, and checked JSON / streamed requests that leave raw samples."""
+    request budget, and checked JSON / streamed requests that leave raw samples.
+
+    With ``LOAD_RATE`` set (the open model) the one user's only task is the timetable
+    (``_arrivals``): at each scheduled start it takes a ticket and issues one of the locustfile's
+    own tasks in a greenlet of its own, at most ``LOAD_MAX_IN_FLIGHT`` at once; the others wait for a
+    slot, their wait counted in their latency. Arrivals never wait for answers, so a server that
+    falls behind shows as a growing queue and growing latencies instead of a slower client (what a
+    closed loop of N users hides: coordinated omission)."""
 
     abstract = True
     service = "gateway"
@@ -396,6 +474,45 @@ class SuiteUser(FastHttpUser):
         super().__init_subclass__(**kwargs)
         if "host" not in vars(cls):  # Locust's --host replaces it
             cls.host = service_url(cls.service)
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        if self.config.rate > 0:
+            self._requests = list(self.tasks)  # the locustfile's tasks, issued on the timetable
+            self.tasks = [SuiteUser._arrivals]
+            self._issued = gevent.pool.Group()
+
+    def _arrivals(self) -> None:
+        """The open model's timetable (class docstring); ends the user once the run is over."""
+        cfg = self.config
+        slots = gevent.lock.Semaphore(max(1, cfg.max_in_flight))
+        times = timetable(cfg.rate, cfg.arrivals, cfg.seed, time.time())
+        try:
+            for at in times:
+                if self.load.quitting:
+                    break
+                gevent.sleep(max(0.0, at - time.time()))
+                ticket = self.load.arrival(at)
+                while ticket is None and not self.load.quitting:  # budget spent: an extension may come
+                    gevent.sleep(0.2)
+                    ticket = self.load.arrival(time.time())
+                    if ticket is not None:  # the timetable goes on from now, not in a burst of the missed
+                        times = timetable(cfg.rate, cfg.arrivals, cfg.seed + self.load.started, ticket["scheduled"])
+                if ticket is None:
+                    break
+                self._issued.spawn(self._issue, ticket, slots)
+            self._issued.join()
+        finally:
+            self._issued.kill(block=False)  # stopped past --stop-timeout: the rest are cut off (censored)
+        raise StopUser()
+
+    def _issue(self, ticket: dict[str, Any], slots) -> None:
+        with slots:
+            self.load.local.ticket = ticket
+            try:
+                random.choice(self._requests)(self)
+            finally:
+                self.load.local.ticket = None
 
     @property
     def load(self) -> Recorder:
@@ -412,8 +529,10 @@ class SuiteUser(FastHttpUser):
     def post_json(self, path: str, body: dict[str, Any], name: str, expect: str | None = None,
                   headers: dict[str, str] | None = None) -> None:
         """POST JSON within the budget; a non-2xx answer, or JSON lacking ``expect``, is a failure."""
-        with self.client.post(path, json=body, catch_response=True, name=name, context=self.load.ticket(name),
+        ticket = self.load.ticket(name)
+        with self.client.post(path, json=body, catch_response=True, name=name, context=ticket,
                               headers={**self.auth_headers(), **(headers or {})}) as resp:
+            from_schedule(resp.request_meta, ticket)
             problem = _status_problem(resp)
             if problem:
                 resp.failure(problem)
@@ -433,10 +552,12 @@ class SuiteUser(FastHttpUser):
         per second in the request's context (so the raw sample has them) and fires them as ``METRIC``
         rows of their own.
         """
-        timing = StreamTiming(time.perf_counter())
+        ticket = self.load.ticket(name)
+        timing = StreamTiming(time.perf_counter() - max(0.0, time.time() - ticket.get("scheduled", time.time())))
         with self.client.post(path, json=body, stream=True, catch_response=True, name=name,
-                              context=self.load.ticket(name), headers=self.auth_headers()) as resp:
+                              context=ticket, headers=self.auth_headers()) as resp:
             meta = resp.request_meta  # what Locust reports when the block ends
+            from_schedule(meta, ticket)  # TTFT and the full time count from the schedule (timing.t0)
             problem = _status_problem(resp)
             if problem:
                 resp.failure(problem)

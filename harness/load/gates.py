@@ -13,7 +13,10 @@ abort, which fires only on a gate decided against). Every gate is judged over th
 - ``min``/``max``/``avg`` and ``fail_ratio`` exactly, over the range the censored and missing
   requests leave open (a missing request may be a failure or not: INDETERMINATE until it is known);
 - a **rate, latency or throughput** gate over no successful request is FAIL with the dominant error
-  (``p95`` over 20 refused connections is not 0.6 ms); ``rps`` counts successful requests only.
+  (``p95`` over 20 refused connections is not 0.6 ms); ``rps`` counts successful requests only;
+- an SLO's **attainment** (``harness.load.slo``) by the same order-statistic interval, over each
+  request's miss indicator (failed requests missed; requests never run unknown, or missed when the
+  time cap ended the run); ``goodput`` like ``rps``, over the requests that met every objective.
 
 The same function answers the runner while Locust runs (stop early only when a gate is decided
 against; extend the run while one is undecided) and ``verdicts`` once it ended.
@@ -26,7 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.load import stats
+from harness.load import slo, stats
 from harness.load.samples import Sample
 from harness.load.thresholds import Threshold
 from harness.result import Status
@@ -108,6 +111,8 @@ def _evaluate(chosen: Sequence[Sample], missing: int, missing_failed: bool, th: 
     if not chosen:
         return Judgement(Status.INDETERMINATE if open_ else Status.FAIL, None, n=n, note="no measured sample")
     failed = sum(not s.ok for s in chosen)
+    if th.metric == "attainment":
+        return _attainment(chosen, missing, missing_failed, th)
     if th.metric == "count":
         value = float(len(chosen))
         return Judgement(decide(th, value, value + missing if open_ else value), value, n=n)
@@ -121,14 +126,15 @@ def _evaluate(chosen: Sequence[Sample], missing: int, missing_failed: bool, th: 
     if failed == len(chosen):  # a rate, latency or throughput over no successful request
         note = f"no successful request: {failed} of {len(chosen)} failed, mostly {dominant_error(chosen)}"
         return Judgement(Status.INDETERMINATE if open_ else Status.FAIL, None, n=n, note=note)
-    if th.metric == "rps":
-        ok = [s for s in chosen if s.ok]
-        span = stats.window_s(ok)
-        value = len(ok) / span if span > 0 else None
+    if th.metric in ("rps", "goodput"):
+        ok = [s for s in chosen if (s.ok if th.metric == "rps" else slo.verdict(s, th.objectives) is True)]
+        span = stats.window_s(ok if th.metric == "rps" else chosen)
+        value = len(ok) / span if span > 0 and ok else None
         if value is None or open_:  # a rate is known once the run is over
             return Judgement(Status.INDETERMINATE if open_ else Status.FAIL, value, n=n,
                              note="one successful request: no window to divide by" if value is None else "")
-        return Judgement(decide(th, value, value), value, n=n, note=f"{len(ok)} successful request(s) over {span:.1f} s")
+        what = "successful request(s)" if th.metric == "rps" else "request(s) that met every objective"
+        return Judgement(decide(th, value, value), value, n=n, note=f"{len(ok)} {what} over {span:.1f} s")
     known, censored, open_ended = _values(chosen, th)
     unknown = open_ended + missing
     if not known and not censored:
@@ -153,6 +159,38 @@ def _evaluate(chosen: Sequence[Sample], missing: int, missing_failed: bool, th: 
     return Judgement(decide(th, low, None if math.isinf(high) else high), value,
                      (low, None if math.isinf(high) else high) if high > low else None, n, open_note,
                      at_least=bool(censored))
+
+
+def _attainment(chosen: Sequence[Sample], missing: int, missing_failed: bool, th: Threshold) -> Judgement:
+    """The share of requests that met every objective of ``th.objectives`` (module docstring)."""
+    counted = slo.tally(chosen, th.objectives)
+    missed = counted.missed + (missing if missing_failed else 0)
+    unknown = 0 if missing_failed else missing
+    n = counted.met + missed + unknown
+    if not counted.met + missed:
+        return Judgement(Status.INDETERMINATE if unknown else Status.FAIL, None, n=n,
+                         note="no request could be judged against the objectives")
+    # the miss indicator's target-quantile is 0 exactly when attainment >= target (slo's docstring)
+    indicators = [0.0] * counted.met + [1.0] * missed
+    iv = stats.percentile_interval(indicators, th.value * 100, unknown=unknown)
+    status = Status.PASS if iv.high is not None and iv.high < 0.5 else \
+        Status.FAIL if iv.low is not None and iv.low > 0.5 else Status.INDETERMINATE
+    value = counted.met / (counted.met + missed)
+    parts = [f"{counted.met} of {counted.met + missed} request(s) met every objective"]
+    if counted.failed:
+        parts.append(f"{counted.failed} failed (counted as missed)")
+    if missing:
+        parts.append(f"{missing} never run ({'counted as missed' if missing_failed else 'either way'})")
+    if counted.undetermined:
+        parts.append(f"{counted.undetermined} without a figure an objective reads (left out)")
+    parts += [f"{name}: {met} of {judged}" for name, met, judged in counted.by_objective]
+    ci = slo.proportion_interval(counted.met, counted.met + missed, unknown)
+    judged = Judgement(status, value, ci, n, "; ".join(parts) + "; 95 % interval: exact (Clopper–Pearson)")
+    judged.in_hand = counted.met + missed
+    if status is Status.INDETERMINATE:
+        judged.to_decide = stats.requests_to_decide(indicators, lambda v: v < 0.5, th.value * 100, True,
+                                                    n_from=judged.in_hand + (0 if unknown else 1))
+    return judged
 
 
 def _interval_note(iv: stats.Interval, p: float) -> str:

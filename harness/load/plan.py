@@ -54,22 +54,24 @@ class LoadPlan(list):
 
     def describe(self) -> str:
         """``seed-100x5 (100 requests at 5 users) + tools (...), then ...``"""
-        return ", then ".join(" + ".join(f"{s.name} ({s.stop_condition()} at {s.users} users)" for s in stage)
+        return ", then ".join(" + ".join(f"{s.name} ({s.stop_condition()} {s.pace()})" for s in stage)
                               for stage in self.stages)
 
 
 def plan(names: str, *, profile: str = "seed", users: int = 0, spawn_rate: float = 0.0, requests: int = 0,
-         duration_s: float = 0.0, thresholds: str = "", max_tokens: int = 0, overlap: bool = False) -> LoadPlan:
+         duration_s: float = 0.0, thresholds: str = "", max_tokens: int = 0, overlap: bool = False,
+         slo: str = "", rate: float = 0.0, arrivals: str = "", seed: int | None = None) -> LoadPlan:
     """The selected scenarios (empty ``names``: the profile's stages) with overrides applied; raises
     on unknown names or bad thresholds. ``overlap``: the shorter plan whose stages run scenarios
-    side by side (``harness.load.scenarios``)."""
+    side by side (``harness.load.scenarios``); ``rate`` turns each into an open model."""
     if names.strip():
         named = [s.name for s in select_scenarios(names)]
         stages = named_stages(list(dict.fromkeys(named)), overlap)
     else:
         stages = profile_stages(profile, overlap)
     return LoadPlan([[with_overrides(s, users=users, spawn_rate=spawn_rate, requests=requests,
-                                     duration_s=duration_s, thresholds=thresholds, max_tokens=max_tokens)
+                                     duration_s=duration_s, thresholds=thresholds, max_tokens=max_tokens,
+                                     slo=slo, rate=rate, arrivals=arrivals, seed=seed)
                       for s in select_scenarios(stage)] for stage in stages])
 
 

@@ -140,8 +140,9 @@ def check_host(host: str, allow_remote: bool = False) -> str:
 def locust_command(scenario: Scenario, host: str, out_dir: Path, processes: int, run_time_s: float,
                    loglevel: str = "INFO", stop_timeout_s: float = 30.0) -> list[str]:
     """The ``python -m locust`` command line of a headless run of ``scenario``."""
+    users, spawn = (1, 1) if scenario.open_model else (scenario.users, scenario.spawn_rate)  # one timetable
     cmd = [sys.executable, "-m", "locust", "-f", str(scenario.locustfile_path), "--headless",
-           "-u", str(scenario.users), "-r", str(scenario.spawn_rate), "-t", f"{int(max(1, run_time_s))}s",
+           "-u", str(users), "-r", f"{spawn:g}", "-t", f"{int(max(1, run_time_s))}s",
            "--host", host, "--csv", str(out_dir / "locust"), "--html", str(out_dir / "locust.html"),
            "--json-file", str(out_dir / "locust"), "--only-summary", "--exit-code-on-error", "0",
            "--stop-timeout", f"{stop_timeout_s:g}", "--loglevel", loglevel, "--logfile", str(out_dir / "locust.log")]
@@ -157,7 +158,8 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
                  phase: int = 1, max_run_s: float = 300.0, allow_remote: bool = False,
                  extra_env: dict[str, str] | None = None, progress: Callable[[str], None] | None = None,
                  progress_every_s: float = 5.0, stop_timeout_s: float = 30.0,
-                 contended: Callable[[], str] | None = None) -> LoadRun:
+                 contended: Callable[[], str] | None = None,
+                 stop_on: Callable[[list[Sample]], str] | None = None) -> LoadRun:
     """Run ``scenario`` against ``host`` and return its samples; never raises for a bad result.
 
     The stop condition is the scenario's request count and/or duration. For a count-bounded run,
@@ -166,13 +168,19 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     docstring). ``progress`` gets a line every ``progress_every_s`` (requests so far, failures,
     current p95, rate, ETA) computed from the samples written so far. When the run stops, requests
     in flight get ``stop_timeout_s`` to finish; those still running then are cut off (censored
-    samples). The scenario as run goes to ``scenario.json`` beside the samples.
+    samples). The scenario as run goes to ``scenario.json`` beside the samples. ``stop_on`` is asked
+    every half second with the samples so far and stops the run early with the reason it returns
+    (the capacity search's over-saturation: ``harness.load.saturation``).
     """
     host = check_host(host, allow_remote)
     if not scenario.locustfile_path.is_file():
         raise LoadError(f"locustfile {scenario.locustfile_path} of scenario {scenario.name!r} does not exist")
     if processes < 1:
         raise LoadError(f"processes must be >= 1 (got {processes})")
+    if scenario.open_model and processes > 1:  # one timetable, one process: gevent issues hundreds at once
+        log.info("load %s: an open-model scenario runs in one Locust process (its timetable is one schedule)",
+                 scenario.name)
+        processes = 1
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in [*samples_mod.sample_files(out_dir), out_dir / samples_mod.MERGED, out_dir / "stop"]:
@@ -189,7 +197,7 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     env = {**os.environ, "LOAD_SAMPLES_DIR": str(out_dir), "LOAD_REQUESTS": str(scenario.requests),
            "LOAD_BUDGET_FILE": str(budget.path), "LOAD_WARMUP_S": str(warmup_s),
            "LOAD_MAX_TOKENS": str(scenario.max_tokens), "LOAD_PHASE": str(phase),
-           "LOAD_STOP_FILE": str(out_dir / "stop"), **(extra_env or {})}
+           "LOAD_STOP_FILE": str(out_dir / "stop"), **open_model_env(scenario), **(extra_env or {})}
     log.info("load %s: %s", scenario.name, " ".join(cmd))
     started_at, t0 = now_iso(), time.perf_counter()
     aborted = capped = ""
@@ -209,12 +217,13 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
                 elapsed = time.perf_counter() - t0
                 past_cap = bool(scenario.requests) and elapsed > warmup_s + budget.cap_s(budget.allowed)
                 watch = bool(scenario.requests and not (aborted or capped)
-                             and (abort_on or not budget.final or past_cap))
+                             and (abort_on or stop_on or not budget.final or past_cap))
                 note = progress is not None and now >= next_note
                 if watch or note:
                     measured, _ = samples_mod.split_warmup(samples_mod.merge_samples(samples_mod.sample_files(out_dir)))
                     if watch:
-                        why = _lost(measured, abort_on or [], budget.allowed) or budget.steer(measured, extend_on or [])
+                        why = (_lost(measured, abort_on or [], budget.allowed) or (stop_on(measured) if stop_on else "")
+                               or budget.steer(measured, extend_on or []))
                         if why:
                             aborted = f"stopped early: {why}"
                         elif past_cap and len(measured) < budget.allowed:
@@ -244,6 +253,14 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
         run.capped = (f"Locust's run time ({run_time:g} s) ran out" if "--run-time limit reached" in log_text
                       else f"locust ended after {duration:g} s") + f" with {run.completed} of {run.planned} requests done"
     return run
+
+
+def open_model_env(scenario: Scenario) -> dict[str, str]:
+    """The open model's part of the locustfiles' environment (``load/_common.py``); {} for a closed loop."""
+    if not scenario.open_model:
+        return {}
+    return {"LOAD_RATE": f"{scenario.rate:g}", "LOAD_ARRIVALS": scenario.arrivals, "LOAD_SEED": str(scenario.seed),
+            "LOAD_MAX_IN_FLIGHT": str(scenario.users)}
 
 
 def _lost(measured: list[Sample], gates: list[Threshold], allowed: int) -> str:
@@ -287,7 +304,7 @@ class Budget:
         undecided = [(th, j) for th, j in undecided if j.status is Status.INDETERMINATE]
         # only a percentile is decided by more requests (other gates are by the allowed ones coming in):
         # with every percentile decided, whatever the rest do, no extension will follow
-        undecided = [(th, j) for th, j in undecided if th.is_percentile or th.stat == "med"]
+        undecided = [(th, j) for th, j in undecided if th.decided_by_more]
         if not undecided:
             self.final = True
             self._write()

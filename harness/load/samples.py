@@ -24,7 +24,8 @@ class Sample:
 
     ``censored``: the request was still running when the run stopped (cut off at the time cap, or
     stopped early) and was written by the locustfile as it quit: a failure whose true duration is at
-    least ``ms``."""
+    least ``ms``. In the open model (``Scenario.rate``) ``start`` is the scheduled start and ``ms``
+    counts from it (``lag_ms`` of it was spent before the request was sent)."""
 
     name: str
     start: float
@@ -40,6 +41,8 @@ class Sample:
     tps: float | None = None
     tokens: int | None = None
     censored: bool = False
+    lag_ms: float | None = None  # open model: how long after its scheduled start it was sent
+    in_flight: int | None = None  # open model: earlier requests arrived and not finished when it arrived
 
     @property
     def end(self) -> float:

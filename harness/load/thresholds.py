@@ -7,6 +7,10 @@ Grammar (one threshold; several are joined with commas)::
 - METRIC: ``p<N>`` (any percentile, e.g. ``p95``, ``p99.9``), ``min``, ``max``, ``avg``, ``med``,
   ``fail_ratio``, ``rps``, ``count``; for streamed LLM rows also ``ttft_<stat>``, ``itl_<stat>``
   and ``tps_<stat>`` (``<stat>`` one of the above latency stats, e.g. ``ttft_p95``, ``tps_p50``).
+  ``tpot_<stat>`` is another name for ``itl_<stat>`` (a request's mean gap between output tokens
+  after the first: vLLM's and GuideLLM's *time per output token*), ``e2e_<stat>`` for ``<stat>``
+  (the full duration). An SLO (``harness.load.slo``) adds ``attainment`` (the share of requests
+  that met every objective, e.g. ``attainment>=95%``) and ``goodput`` (those requests per second).
 - ``{ROW}``: judge one row (a request name, e.g. ``p95{chat stream}<20s``); without it, every
   measured request of the scenario together.
 - OP: ``<``, ``<=``, ``>``, ``>=``.
@@ -30,12 +34,14 @@ class ThresholdError(RunbookError, ValueError):
 
 _STAT = r"(?:p\d+(?:\.\d+)?|min|max|avg|med)"
 _PATTERN = re.compile(
-    rf"""^\s*(?P<metric>(?:(?:ttft|itl|tps)_{_STAT})|{_STAT}|fail_ratio|rps|count)
+    rf"""^\s*(?P<metric>(?:(?:ttft|itl|tpot|tps|e2e)_{_STAT})|{_STAT}|fail_ratio|rps|count|attainment|goodput)
         \s*(?:\{{(?P<row>[^{{}}]+)\}})?
         \s*(?P<op><=|>=|<|>)
         \s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|%)?\s*$""",
     re.VERBOSE,
 )
+ALIASES = {"tpot_": "itl_", "e2e_": ""}  # written -> judged (the text keeps what was written)
+SLO_METRICS = ("attainment", "goodput")  # judged over an SLO's objectives (``harness.load.slo``)
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
@@ -45,7 +51,8 @@ class Threshold:
     """One parsed threshold. ``value`` is in ms for times, a fraction for ratios.
 
     A threshold without an operator (``op == ""``, from ``parse_metric``) names a figure that is
-    measured and shown, never judged (e.g. ``ttft_p95`` beside a latency gate).
+    measured and shown, never judged (e.g. ``ttft_p95`` beside a latency gate). ``objectives``: for
+    ``attainment`` and ``goodput``, the SLO's per-request bounds a request must all meet.
     """
 
     metric: str
@@ -53,6 +60,7 @@ class Threshold:
     value: float
     row: str | None = None
     text: str = ""
+    objectives: tuple[Threshold, ...] = ()
 
     @property
     def is_gate(self) -> bool:
@@ -63,7 +71,7 @@ class Threshold:
         """The unit of the measured value (``harness.result`` units)."""
         if self.is_time:
             return "ms"
-        if self.metric == "fail_ratio":
+        if self.metric in ("fail_ratio", "attainment"):
             return "ratio"
         if self.metric == "count":
             return "count"
@@ -72,11 +80,17 @@ class Threshold:
     @property
     def is_time(self) -> bool:
         return self.metric.startswith(("ttft_", "itl_")) or (
-            not self.metric.startswith("tps_") and self.metric not in ("fail_ratio", "rps", "count"))
+            not self.metric.startswith("tps_") and self.metric not in ("fail_ratio", "rps", "count", *SLO_METRICS))
 
     @property
     def is_percentile(self) -> bool:
         return self.stat.startswith("p")
+
+    @property
+    def decided_by_more(self) -> bool:
+        """More requests at the same load can decide it while it is undecided: a percentile, a median,
+        an SLO's attainment (a maximum or a ratio is decided by the requests allowed, not by more)."""
+        return self.is_percentile or self.stat == "med" or self.metric == "attainment"
 
     @property
     def stat(self) -> str:
@@ -94,9 +108,11 @@ class Threshold:
             return f"{value:.3f} ms"
         if self.metric == "fail_ratio":
             return f"{value:.4f}"
+        if self.metric == "attainment":
+            return f"{value * 100:.1f} %"
         if self.metric == "count":
             return f"{int(value)}"
-        return f"{value:.3f}" + (" tok/s" if self.metric.startswith("tps_") else " req/s" if self.metric == "rps" else "")
+        return f"{value:.3f}" + (" tok/s" if self.metric.startswith("tps_") else " req/s" if self.metric in ("rps", "goodput") else "")
 
     def __str__(self) -> str:
         return self.text or f"{self.metric}{'{' + self.row + '}' if self.row else ''}{self.op}{self.value}"
@@ -109,8 +125,12 @@ def parse_threshold(text: str) -> Threshold:
         raise ThresholdError(
             f"bad threshold {text!r}: expected METRIC[{{ROW}}] OP VALUE[UNIT], e.g. 'p95<3000ms', "
             "'fail_ratio<0.03', 'rps>1', 'ttft_p95{chat stream}<500ms' (metrics: pN, min, max, avg, med, "
-            "fail_ratio, rps, count, ttft_*/itl_*/tps_*; ops: < <= > >=; units: ms, s, %)")
+            "fail_ratio, rps, count, ttft_*/itl_*/tpot_*/tps_*/e2e_*, attainment, goodput; ops: < <= > >=; "
+            "units: ms, s, %)")
     metric, op, unit = m["metric"], m["op"], m["unit"]
+    for written, judged in ALIASES.items():
+        if metric.startswith(written):
+            metric = judged + metric[len(written):]
     value = float(m["value"])
     probe = Threshold(metric, op, value)
     if probe.is_percentile and not 0 < float(probe.stat[1:]) <= 100:
@@ -122,9 +142,11 @@ def parse_threshold(text: str) -> Threshold:
     elif unit in ("ms", "s"):
         raise ThresholdError(f"bad threshold {text!r}: {metric} is not a time; drop the '{unit}'")
     elif unit == "%":
-        if metric != "fail_ratio":
-            raise ThresholdError(f"bad threshold {text!r}: only fail_ratio takes '%'")
+        if metric not in ("fail_ratio", "attainment"):
+            raise ThresholdError(f"bad threshold {text!r}: only fail_ratio and attainment take '%'")
         value = value / 100
+    if metric == "attainment" and not 0 < value <= 1:
+        raise ThresholdError(f"bad threshold {text!r}: attainment is a share of requests, in (0, 1] or (0 %, 100 %]")
     return Threshold(metric, op, value, (m["row"] or "").strip() or None, text.strip())
 
 

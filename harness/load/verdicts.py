@@ -105,7 +105,7 @@ def _gate(run: LoadRun, th: Threshold, evidence: list[str], contended: list[str]
 
 def _to_decide(judged: gates.Judgement, run: LoadRun, th: Threshold) -> str:
     """``about 52 more requests would decide it (72 in all; the budget was 100)``, or what leaves it open."""
-    if not (th.is_percentile or th.stat == "med"):
+    if not th.decided_by_more:
         return f"{run.planned - run.completed} request(s) not run leave it open" if run.incomplete else "undecided"
     budget = max(run.scenario.budget, run.scenario.requests)
     if judged.to_decide is None:
@@ -137,8 +137,10 @@ def run_record(run: LoadRun, evidence: list[str], beside: list[str] | None = Non
     window = stats.window_s(run.samples)
     rps = n / window if window > 0 else None
     rate = f", {rps:.2f} req/s" if rps is not None else ""
-    detail = [f"{sc.users} user(s), spawn {sc.spawn_rate:g}/s, stop after {sc.stop_condition()}, "
-              f"{run.processes} process(es), host {run.host}", _warmup_note(run)]
+    detail = [sc.load_model(), (f"spawn {sc.spawn_rate:g}/s, " if not sc.open_model else "")
+              + f"stop after {sc.stop_condition()}, {run.processes} process(es), host {run.host}", _warmup_note(run)]
+    if sc.open_model:
+        detail.append(queue_note(run.samples))
     if run.count_bounded:
         measured = f"{run.completed} of {run.planned} completed, {failed} failed{rate}"
         if run.planned > sc.requests:
@@ -175,9 +177,20 @@ def run_record(run: LoadRun, evidence: list[str], beside: list[str] | None = Non
     if beside:
         detail.append(f"ran beside {', '.join(beside)}")
     return CheckResult(id=f"load.{sc.name}.run", title=f"{sc.name}: {sc.description or sc.locustfile}",
-                       stage=Stage.LOAD, status=status, target=f"{sc.stop_condition()} at {sc.users} users",
+                       stage=Stage.LOAD, status=status, target=f"{sc.stop_condition()} {sc.pace()}",
                        value=rps, unit="req/s", measured=measured, evidence=evidence,
                        detail="; ".join(detail), started_at=run.started_at, duration_s=run.duration_s)
+
+
+def queue_note(samples: list) -> str:
+    """Open model: how long requests waited to be sent and how many were ahead of them on arrival."""
+    lags = [s.lag_ms for s in samples if s.lag_ms is not None]
+    queue = [s.in_flight for s in samples if s.in_flight is not None]
+    if not lags:
+        return "no request carries its schedule"
+    return (f"sent late by p50 {stats.percentile(lags, 50):.0f} ms / p95 {stats.percentile(lags, 95):.0f} ms / "
+            f"max {max(lags):.0f} ms after their scheduled start (counted in their latency); "
+            f"up to {max(queue) if queue else 0} earlier request(s) unfinished on arrival")
 
 
 def skipped(scenario: Scenario, reason: str) -> CheckResult:
