@@ -29,7 +29,7 @@ from harness.result import LOWER_IS_BETTER, CheckResult, Stage, Status, format_m
 from harness.rundir import RunDir, default_runs_dir
 from harness.verdict import Verdict, judge, load_run
 
-KEY_FIGURES = ("p95", "rps", "ttft_p95")  # per load scenario, in this order, for `harness list`
+KEY_FIGURES = ("p95", "rps", "ttft_p95", "attainment")  # per load scenario, in this order, for `harness list`
 # Two GO runs of the same pipeline on the same quiet 2-core box moved probe latencies by up to 70 % and
 # load p95s by 5-17 %: smaller changes are not called better or worse (`harness diff --noise` changes it).
 NOISE_PCT = 10.0

@@ -120,6 +120,8 @@ def format_measure(value: float | None, unit: str = "") -> str:
         return f"{value:.10g}"
     if unit == "ratio":
         return f"{value:.4f}"
+    if unit == "share":  # of requests (an SLO's attainment): higher is better
+        return f"{value * 100:.1f} %"
     return f"{value:.{_DECIMALS.get(unit, 3)}f} {unit}"
 
 

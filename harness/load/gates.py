@@ -196,23 +196,8 @@ def _attainment(chosen: Sequence[Sample], missing: int, missing_failed: bool, th
 def _interval_note(iv: stats.Interval, p: float) -> str:
     lo_rank, hi_rank = iv.ranks
     ends = [f"from rank {lo_rank}" if lo_rank else "unbounded below", f"to rank {hi_rank} of {iv.n}" if hi_rank <= iv.n else
-            f"unbounded above (a p{p:g} has no upper bound below {_min_samples(p)} samples)"]
+            f"unbounded above (a p{p:g} has no upper bound below {stats.min_samples(p)} samples)"]
     extra = [f"{iv.censored} cut off (counted from the time they ran)"] if iv.censored else []
     if iv.unknown:
         extra.append(f"{iv.unknown} without a value (never run, or cut off before the figure)")
     return f"95 % interval {' '.join(ends)} (order statistics)" + (f"; {', '.join(extra)}" if extra else "")
-
-
-def _min_samples(p: float) -> int:
-    """The fewest samples whose largest bounds the ``p``-th percentile from above (72 for p95)."""
-    n = 1
-    while stats.rank_bounds(n, p / 100)[1] > n:
-        n = n * 2
-    lo = n // 2
-    while lo < n:  # the bound is monotone in n: bisect between the last failure and the first success
-        mid = (lo + n) // 2
-        if stats.rank_bounds(mid, p / 100)[1] > mid:
-            lo = mid + 1
-        else:
-            n = mid
-    return n

@@ -119,6 +119,22 @@ def rank_bounds(n: int | np.ndarray, p: float, confidence: float = CONFIDENCE) -
     return low, high
 
 
+def min_samples(p: float) -> int:
+    """The fewest samples whose largest bounds the ``p``-th percentile from above (72 for p95, 36
+    for p90): below it a percentile gate cannot pass, nor an attainment target of ``p`` %."""
+    n = 1
+    while rank_bounds(n, p / 100)[1] > n:
+        n = n * 2
+    lo = n // 2
+    while lo < n:  # the bound is monotone in n: bisect between the last failure and the first success
+        mid = (lo + n) // 2
+        if rank_bounds(mid, p / 100)[1] > mid:
+            lo = mid + 1
+        else:
+            n = mid
+    return n
+
+
 @dataclass(frozen=True)
 class Interval:
     """A percentile with its 95 % interval. ``low``/``high`` None: unbounded at that end."""

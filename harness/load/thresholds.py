@@ -71,7 +71,9 @@ class Threshold:
         """The unit of the measured value (``harness.result`` units)."""
         if self.is_time:
             return "ms"
-        if self.metric in ("fail_ratio", "attainment"):
+        if self.metric == "attainment":
+            return "share"  # higher is better, shown in %; no headroom (its miss budget is the point)
+        if self.metric == "fail_ratio":
             return "ratio"
         if self.metric == "count":
             return "count"
