@@ -277,11 +277,12 @@ def measure(settings, scenario: Scenario, load_dir: Path, *, slo: Slo | None = N
             rate_search: bool = True, max_rate: float = 0.0, cap: int = 0, tolerance: float = TOLERANCE,
             max_probes: int = 10, warmup_s: float = 2.0, max_run_s: float = 120.0,
             outside_cpu_limit_pct: float | None = None, benchmark: bool = True, base: Path | None = None,
-            progress: Callable[[str], None] | None = None) -> Capacity:
+            progress: Callable[[str], None] | None = None, extra_env: dict[str, str] | None = None) -> Capacity:
     """Run both searches (module docstring) for ``scenario`` against the stack of ``settings``; each
     probe's Locust outputs and raw samples go to ``load_dir/<users|rate>/<probe>/``. ``cap``: the open
     model's in-flight cap (default ``max_users``); ``max_rate``: the rate search's ceiling (default
-    16 × where it starts); ``max_run_s``: the time cap of a probe's planned requests."""
+    16 × where it starts); ``max_run_s``: the time cap of a probe's planned requests; ``extra_env``:
+    the locustfiles' keys and files (default: ``plan.load_env``, the run's keys)."""
     from harness.envcheck.contention import OUTSIDE_PCT, CpuWatch, cpu_benchmark
     from harness.load import runner
     from harness.load.plan import load_env
@@ -291,7 +292,7 @@ def measure(settings, scenario: Scenario, load_dir: Path, *, slo: Slo | None = N
         raise ValueError(f"scenario {scenario.name!r} has no SLO to search against: give one "
                          "(e.g. -p slo=ttft_p95<3s,p95<15s,attainment>=95%)")
     cap = cap or max_users
-    extra_env = load_env(settings, scenario)
+    extra_env = load_env(settings, scenario) if extra_env is None else extra_env
     url = settings.url(scenario.service)
 
     def probe(kind: str, level: float) -> Probe:
