@@ -96,7 +96,8 @@ class Runbook:
         if not down:
             return
         line = down_line(down, settings, phase)
-        stage = {s.value.replace("-", "_"): s for s in Stage}.get(self.name.split("_", 1)[-1], Stage.HEALTH)
+        stages = {s.value.replace("-", "_"): s for s in Stage} | {"capacity": Stage.LOAD}  # 05b_capacity
+        stage = stages.get(self.name.split("_", 1)[-1], Stage.HEALTH)
         self.record(CheckResult(f"{stage.value}.services", f"{self.name}: the services of phase {phase} answer",
                                 stage, Status.FAIL, target="every service of the phase accepts a connection",
                                 measured=f"{len(down)} not reachable", detail=line))

@@ -162,7 +162,16 @@ REMEDIES: tuple[tuple[str, Remedy], ...] = (
     ("security.scan.*", Remedy("Fix each finding named ({detail}), or accept it with a reason in "
                                "harness/security/bandit_accepted.toml", "04_security#Scans",
                                "docs/security.md § Scans")),
+    # the capacity search (runbook 05b), before the load rows that would match its ids too
+    ("load.capacity.*", Remedy("The SLO held at fewer users than the load gates are judged at, at none, or on a "
+                               "contended box ({detail}): the capacity curve and each probe's samples (capacity/) "
+                               "show where it breaks; rerun when `harness box` says the box is quiet",
+                               "05b_capacity#Capacity curve", "docs/verdicts.md § How many users: the capacity search")),
     # load (runbook 05)
+    ("load.*.attainment", Remedy("Fewer requests than the SLO's target met every objective ({detail}): the detail "
+                                 "counts the misses per objective and the failed requests (each a miss); the "
+                                 "latency chart shows when they happened", "05_load#Latency over time and percentiles",
+                                 "docs/verdicts.md § SLO attainment and goodput")),
     ("load.*.box", Remedy("The box was contended while {name} ran ({detail}): its gates could not pass there; "
                           "rerun when `harness box` says the box is quiet", "05_load#Verdicts",
                           "docs/verdicts.md § Contention made visible")),

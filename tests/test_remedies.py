@@ -49,6 +49,7 @@ def written_ids() -> set[str]:
     ids |= {"health.s.health", "health.s.ready"}
     # the load thresholds' ids are built from the metric: one of each kind
     ids |= {f"load.s.{m}" for m in ("p95", "p50", "max", "fail_ratio", "rps", "ttft_p95", "itl_p95", "tps_p50",
+                                    "attainment", "goodput",
                                     "run", "server", "gpu_memory")}
     return ids
 

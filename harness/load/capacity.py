@@ -361,3 +361,25 @@ def results(capacity: Capacity, base: Path | None = None, evidence: list[str] | 
                 evidence=[p.samples], detail="; ".join(f for f in figures if f),
                 interval=list(p.interval) if p.interval else None, duration_s=p.duration_s))
     return out
+
+
+@dataclass(frozen=True)
+class Form:
+    """How thorough a search is: the release form (``seed``) or the quick one (``quick``, development)."""
+
+    scenario: str
+    max_users: int
+    tolerance: float
+    max_probes: int
+    max_tokens: int = 0  # 0: the scenario's own
+    slo: str = ""  # "": the scenario's own
+
+
+FORMS = {
+    # streamed chat as the quick and the release load runbook send it, its SLO as stated (95 %: 72+
+    # requests a probe), bisected to 10 %
+    "seed": Form("chat", max_users=32, tolerance=TOLERANCE, max_probes=10),
+    # shorter answers, a 90 % target (36+ requests a probe), a coarser bracket and ceiling: a few minutes
+    "quick": Form("chat", max_users=8, tolerance=0.25, max_probes=6, max_tokens=16,
+                  slo="ttft_p95<3s,tpot_p95<500ms,p95<15s,attainment>=90%"),
+}
