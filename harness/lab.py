@@ -27,8 +27,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from suite.settings import project_root
-
 log = logging.getLogger(__name__)
 
 MANUAL_LINE = re.compile(r"^manual run: (?P<path>/.+?)(?:  \(.*)?$", re.MULTILINE)
@@ -40,6 +38,8 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
+    from suite.settings import project_root
+
     folders = [project_root() / name for name in FOLDERS]
     serverapp.contents_manager.register_pre_save_hook(make_pre_save(folders))
     serverapp.log.info("harness.lab: notebooks in %s are saved without outputs; runbook outputs are kept in "

@@ -58,6 +58,12 @@ def test_runbooks_opened_by_hand_one_after_another_share_one_run_that_can_say_go
     assert "runbook 01_bring_up not run" in reasons and not any("00_validate_env" in r for r in reasons)
     assert not any("02_health" in r for r in reasons)
     assert len([p for p in runs.iterdir() if p.is_dir()]) == 1
+    report = Runbook.open("", "09_report")  # records no checks: done() ends its step
+    assert json.loads(first.run.steps_file.read_text())[-1]["status"] == "running"
+    report.done()
+    assert json.loads(first.run.steps_file.read_text())[-1] == {
+        "notebook": "09_report.ipynb", "started_at": json.loads(first.run.steps_file.read_text())[-1]["started_at"],
+        "status": "pass", "error": ""}
 
 
 def test_which_run_by_hand_environment_then_pointer_then_newest_recent_then_new(runs, monkeypatch):
