@@ -20,8 +20,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from suite.settings import project_root
-
 # nbstripout's own defaults (execution metadata, collapsed/scrolled, signatures) plus what a kernel or
 # papermill writes that is not the notebook's content
 EXTRA_KEYS = ("metadata.language_info", "metadata.papermill", "cell.metadata.papermill")
@@ -70,6 +68,8 @@ def install(repo: Path | None = None, python: str | None = None) -> str:
 
 
 def tracked_notebooks(repo: Path | None = None) -> list[Path]:
+    from suite.settings import project_root
+
     repo = Path(repo or project_root())
     listed = subprocess.run(["git", "-C", str(repo), "ls-files", "*.ipynb"], capture_output=True, text=True)
     if listed.returncode == 0 and listed.stdout.strip():

@@ -127,10 +127,15 @@ if [ "$(cat "$VENV/.project-stamp" 2>/dev/null || true)" != "$stamp" ]; then
   echo "$stamp" > "$VENV/.project-stamp"
 fi
 
-# --- notebooks are committed without outputs: the nbstripout git filter (harness.gitfilter) -------
+# --- notebooks are committed without outputs: the nbstripout git filter (harness.gitfilter), and
+# the harness.lab Jupyter server extension, which saves the runbooks clean from JupyterLab and keeps
+# their outputs in the run (enabled by a config file in the venv: an editable install does not copy
+# pyproject's data-files, and `jupyter server extension enable` refuses a module it has no config for)
 if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   quiet "$VENV/bin/python" -m harness.gitfilter install --python "$VENV/bin/python"
 fi
+mkdir -p "$VENV/etc/jupyter/jupyter_server_config.d"
+cp jupyter-config/jupyter_server_config.d/harness.lab.json "$VENV/etc/jupyter/jupyter_server_config.d/"
 
 # --- models into the data directory ---------------------------------------------------------------
 if [ "${SUITE_SKIP_MODELS:-0}" != 1 ]; then quiet "$VENV/bin/suite" models install; fi

@@ -111,7 +111,16 @@ def _git_status(*paths: str) -> str:
                           text=True, timeout=60).stdout
 
 
+def _extension_enabled() -> bool:
+    from jupyter_core.paths import jupyter_config_path
+    from jupyter_server.extension.config import ExtensionConfigManager
+
+    return bool(ExtensionConfigManager(read_config_path=jupyter_config_path()).get_jpserver_extensions()
+                .get("harness.lab"))
+
+
 def test_jupyterlab_runs_00_validate_env_shows_its_table_and_saves_it_clean(lab, browser, artifacts):
+    assert _extension_enabled(), "the harness.lab server extension is not enabled: run scripts/install.sh"
     before = _git_status("runbooks", "notebooks")
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{lab['url']}/lab/tree/runbooks/00_validate_env.ipynb?token={lab['token']}")

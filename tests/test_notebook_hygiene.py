@@ -91,7 +91,7 @@ def test_a_runbook_run_and_saved_leaves_the_working_tree_clean(tmp_path):
     staged = json.loads(_git(repo, "show", ":runbooks/00_validate_env.ipynb"))
     assert all(c.get("outputs", []) == [] and c.get("execution_count") is None for c in staged["cells"])
     assert "language_info" not in staged["metadata"] and "papermill" not in staged["metadata"]
-    assert staged["cells"][1]["source"][-1] == "\n# a new line"
+    assert "".join(staged["cells"][1]["source"]).endswith("\n# a new line")
 
 
 def test_the_filter_refuses_to_install_outside_a_repository_or_without_the_attributes(tmp_path):
