@@ -74,9 +74,12 @@ def mark_target(ax, value: float, label: str, axis: str = "y") -> None:
             ax.text(value, 1.0, f" {label}", va="top", transform=ax.get_xaxis_transform(), **style)
         return
     # outside the plotted area, above its right corner: it never covers a point
-    arrow = ("↑" if value > hi else "↓") if axis == "y" else ("→" if value > hi else "←")
-    ax.text(1.0, 1.01, f"{arrow} {label}: {'above' if value > hi else 'below'} the data", ha="right",
-            va="bottom", transform=ax.transAxes, **style)
+    if axis == "y":
+        arrow, where = ("↑", "above") if value > hi else ("↓", "below")
+    else:
+        arrow, where = ("→", "right of") if value > hi else ("←", "left of")
+    ax.text(1.0, 1.01, f"{arrow} {label}: {where} the data", ha="right", va="bottom", transform=ax.transAxes,
+            **style)
 
 
 def legend_outside(ax, **kwargs) -> None:
