@@ -7,7 +7,8 @@ environment, set here before the first notebook runs (``NotebookSession``):
 - one real stack of all three phases on free ports, in a temporary data dir, for every notebook (brought
   up once, stopped after the last notebook), and its ``SUITE_*`` environment;
 - ``HARNESS_RUN_DIR``: one manual run for the whole session, ``runs/nbmake-<time>/`` (kept: 00 → 09 write
-  into it, ``09_report`` judges it, CI keeps it as an artifact);
+  into it, ``09_report`` judges it, CI keeps it as an artifact; closed at the end, so the next session's
+  report compares itself with it);
 - the session's API keys in ``SUITE_RUN_KEYS``, minted once and revoked at the end, as ``harness run``
   does (kernels then mint none of their own);
 - ``HARNESS_PARAM_PROFILE=quick``: the development profile of the load, security, fault-drill and
@@ -58,6 +59,7 @@ class NotebookSession:
         settings = stack_settings(data, install_gemma(default_data_dir() / "models"))
         self._exit.enter_context(running_stack(settings, 3))
         self.run_dir = ROOT / "runs" / time.strftime("nbmake-%Y%m%d-%H%M%S")
+        self._exit.callback(_close_run, self.run_dir)
         minted = keys.mint_run_keys(settings, self.run_dir.name)
         self._exit.callback(keys.revoke_run, settings, self.run_dir.name)
         env = {**stack_env(settings), **minted.to_env(), RUN_DIR_ENV: str(self.run_dir),
@@ -69,6 +71,13 @@ class NotebookSession:
 
     def close(self) -> None:
         self._exit.close()
+
+
+def _close_run(run_dir: Path) -> None:
+    from harness.manual import close
+
+    if (run_dir / "run.json").is_file():
+        close(run_dir)
 
 
 def _restore(before: dict[str, str | None]) -> None:

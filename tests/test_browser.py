@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness import manual
 from harness.charts import bar_chart
 from harness.report import write_report
 from harness.result import CheckResult, Stage, Status, save_results
@@ -104,6 +105,8 @@ def lab(tmp_path_factory, gemma_path):
             server.kill()
             server.wait()
         log.close()
+        if (run_dir / "run.json").is_file():
+            manual.close(run_dir)  # a user's next session by hand must not join this one
 
 
 def _git_status(*paths: str) -> str:
