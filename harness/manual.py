@@ -147,7 +147,7 @@ def stop(runs_dir: Path | None = None) -> Path | None:
 def close(path: Path) -> Path:
     """Mark a manual run finished: no runbook opened by hand joins it any more, and the next run's
     report compares itself with it ("since last run" takes finished runs only)."""
-    run = RunDir(Path(path))
+    run = RunDir(Path(path).resolve())
     meta = run.read_json(run.meta_file, default={}) or {}
     meta["closed_at"] = meta["finished_at"] = now_iso()
     run.write_json(run.meta_file, meta)
