@@ -155,9 +155,9 @@ def close(path: Path) -> Path:
 
 
 def update_step(run: RunDir, notebook: str, **fields: Any) -> None:
-    """Set ``fields`` on ``notebook``'s entry of a manual run's ``steps.json`` (made when missing).
-    Kernels of one session and JupyterLab's save hook may write it at the same moment: a file lock
-    serialises them."""
+    """Set ``fields`` on ``notebook``'s entry of a manual run's ``steps.json`` (made when missing); a
+    field given as None is removed. Kernels of one session and JupyterLab's save hook may write it at
+    the same moment: a file lock serialises them."""
     with open(run.path / ".steps.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -166,7 +166,11 @@ def update_step(run: RunDir, notebook: str, **fields: Any) -> None:
             if step is None:
                 step = {"notebook": notebook}
                 steps.append(step)
-            step.update(fields)
+            for key, value in fields.items():
+                if value is None:
+                    step.pop(key, None)
+                else:
+                    step[key] = value
             run.write_json(run.steps_file, steps)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -46,8 +46,10 @@ class Runbook:
             run, why = manual.open_run(chosen.path), chosen.reason
         meta = run.read_json(run.meta_file, default={}) or {}
         rb = cls(run, name, manual=not run_dir or bool(meta.get("manual")))
-        if rb.manual:
-            rb._set_step(Status.RUNNING)
+        if rb.manual:  # run again by hand, a runbook replaces what it recorded before
+            rb.results_file.unlink(missing_ok=True)
+            manual.update_step(run, f"{name}.ipynb", started_at=now_iso(), status=Status.RUNNING.value, error="",
+                               output=None, html=None)  # the executed copy of an earlier attempt: until saved
             rb.say(f"manual run: {run.path}" + (f"  ({why})" if why else ""))
             applied = _apply_environment(namespace, name)
             if applied:

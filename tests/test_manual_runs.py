@@ -66,6 +66,18 @@ def test_runbooks_opened_by_hand_one_after_another_share_one_run_that_can_say_go
         "status": "pass", "error": ""}
 
 
+def test_a_runbook_run_again_by_hand_replaces_what_it_recorded(runs):
+    rb = Runbook.open("", "05_load")
+    rb.record(CheckResult("load.code.p95", "code p95", Stage.LOAD, Status.PASS, value=900.0, unit="ms"))
+    rb.gate()
+    manual.update_step(rb.run, "05_load.ipynb", output="notebooks/05_load.ipynb", html="notebooks/05_load.html")
+    again = Runbook.open("", "05_load")  # and its kernel dies before it records anything
+    assert not again.results_file.exists()
+    step = json.loads(rb.run.steps_file.read_text())[0]
+    assert step["status"] == "running" and "html" not in step and "output" not in step
+    assert "runbook 05_load running" in verdict_of(rb.run.path).reasons  # not the earlier attempt's PASS
+
+
 def test_which_run_by_hand_environment_then_pointer_then_newest_recent_then_new(runs, monkeypatch):
     assert manual.choose().new  # nothing yet: a new one, created only when a runbook opens it
     assert not runs.exists()
