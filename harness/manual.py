@@ -96,7 +96,7 @@ def choose(runs_dir: Path | None = None, environ: dict[str, str] | None = None,
     pointer = pointer_file(root)
     if pointer.is_file() and pointer.read_text().strip():
         path = _named(pointer.read_text().strip(), root)
-        return ManualRun(path, f"named by {pointer} (`harness manual stop` ends it)", new=not path.is_dir())
+        return ManualRun(path, f"named by {pointer}; `harness manual stop` ends it", new=not path.is_dir())
     hours = window_hours(env)
     now = time.time() if now is None else now
     for run in open_manual_runs(root):
