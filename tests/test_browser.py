@@ -109,6 +109,22 @@ def lab(tmp_path_factory, gemma_path):
             manual.close(run_dir)  # a user's next session by hand must not join this one
 
 
+def _run_all(page) -> None:
+    """Run > Run All Cells, until the first code cell shows it started (``[*]`` or ``[1]``): a click
+    while the kernel is still connecting is lost."""
+    first = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt").first
+    for _ in range(4):
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function("el => /\\[(\\*|\\d+)\\]/.test(el.textContent)", arg=first.element_handle(),
+                                   timeout=20_000)
+            return
+        except sync_api.TimeoutError:
+            continue
+    raise AssertionError("Run All Cells never started the notebook")
+
+
 def _git_status(*paths: str) -> str:
     return subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", *paths], capture_output=True,
                           text=True, timeout=60).stdout
@@ -131,8 +147,7 @@ def test_jupyterlab_runs_00_validate_env_shows_its_table_and_saves_it_clean(lab,
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
         # the kernel has started and connected (the status bar names it), not only the page
         page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
-        page.click(".lm-MenuBar-itemLabel:text-is('Run')")
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        _run_all(page)
         table = page.locator("table.harness-results")
         table.wait_for(state="visible", timeout=240_000)
         page.get_by_text("00_validate_env passed:", exact=False).wait_for(state="visible", timeout=240_000)
