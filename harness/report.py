@@ -37,21 +37,20 @@ def _duration_chart(results: list[CheckResult]) -> str | None:
     timed = [r for r in results if r.duration_s and r.duration_s > 0]
     if not timed:
         return None
-    import matplotlib
+    from harness.charts import pyplot, scale_to_data
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     height = max(2.0, 0.28 * len(timed) + 0.8)
     fig, ax = plt.subplots(figsize=(8, height))
     ax.barh([r.id for r in timed][::-1], [r.duration_s for r in timed][::-1],
             color=[status_color(r.status) for r in timed][::-1])
-    ax.set_xlabel("seconds")
+    log = scale_to_data(ax, [r.duration_s for r in timed], axis="x")
+    ax.set_xlabel("seconds" + (" (log scale)" if log else ""))
     ax.set_title("Time per check")
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     buf = io.StringIO()
-    fig.savefig(buf, format="svg")
+    fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     svg = buf.getvalue()
     return svg[svg.find("<svg"):]

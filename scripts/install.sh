@@ -50,8 +50,9 @@ if [ "${SUITE_MONITORING_TOOLS:-1}" != 0 ]; then
            "(sudo apt-get install --no-install-recommends prometheus prometheus-alertmanager)"
   fi
 fi
-# Chromium, for the test that renders a report with the network off (tests/test_report.py); optional
-# in the same way: installed with the test extra where we may, else that test skips.
+# Chromium, for the browser tests (tests/test_report.py, tests/test_browser.py: the report with the
+# network off, JupyterLab driven by Playwright through this binary); optional in the same way: installed
+# with the test extra where we may, else those tests skip.
 case ",$EXTRAS," in *,test,*)
   if ! command -v chromium >/dev/null; then
     if $as_root_with_apt; then need_apt+=(chromium); else log "note: chromium absent; the offline report test will skip"; fi
@@ -125,6 +126,16 @@ if [ "$(cat "$VENV/.project-stamp" 2>/dev/null || true)" != "$stamp" ]; then
   pip_ install -q "torch==2.13.0" "${editable[@]}" "$project"
   echo "$stamp" > "$VENV/.project-stamp"
 fi
+
+# --- notebooks are committed without outputs: the nbstripout git filter (harness.gitfilter), and
+# the harness.lab Jupyter server extension, which saves the runbooks clean from JupyterLab and keeps
+# their outputs in the run (enabled by a config file in the venv: an editable install does not copy
+# pyproject's data-files, and `jupyter server extension enable` refuses a module it has no config for)
+if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  quiet "$VENV/bin/python" -m harness.gitfilter install --python "$VENV/bin/python"
+fi
+mkdir -p "$VENV/etc/jupyter/jupyter_server_config.d"
+cp jupyter-config/jupyter_server_config.d/harness.lab.json "$VENV/etc/jupyter/jupyter_server_config.d/"
 
 # --- models into the data directory ---------------------------------------------------------------
 if [ "${SUITE_SKIP_MODELS:-0}" != 1 ]; then quiet "$VENV/bin/suite" models install; fi
