@@ -10,11 +10,13 @@ interruption, a required runbook that never ran) are ``<error>`` cases of one mo
 
 from __future__ import annotations
 
+import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.result import CheckResult, Status
 from harness.verdict import load_run
+from suite.fsio import write_atomic
 
 
 def _case(suite: ET.Element, r: CheckResult) -> None:
@@ -58,5 +60,6 @@ def build(run_dir: Path) -> ET.ElementTree:
 def write_junit(run_dir: Path, target: Path) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    build(run_dir).write(target, encoding="utf-8", xml_declaration=True)
-    return target
+    buf = io.BytesIO()
+    build(run_dir).write(buf, encoding="utf-8", xml_declaration=True)
+    return write_atomic(target, buf.getvalue())

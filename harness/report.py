@@ -22,6 +22,7 @@ from harness.ledger import environment_fingerprint, git_sha
 from harness.palette import STATUS_COLORS, status_color, status_css
 from harness.result import CheckResult, Stage, Status, format_measure, now_iso, summarize
 from harness.verdict import decide, load_run
+from suite.fsio import write_atomic
 
 
 def _duration_chart(results: list[CheckResult]) -> str | None:
@@ -112,8 +113,4 @@ def _scans(run_dir: Path) -> list[dict[str, Any]]:
 
 def write_report(run_dir: Path, title: str = "Completion report") -> Path:
     run_dir = Path(run_dir)
-    target = run_dir / "report.html"
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(render(run_dir, title), encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_atomic(run_dir / "report.html", render(run_dir, title))

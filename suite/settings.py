@@ -419,14 +419,11 @@ class Settings(BaseSettings):
 
     def dump_file(self, path: Path) -> Path:
         """Write the effective settings as JSON so child processes see exactly these values."""
+        from suite.fsio import write_atomic
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
         # owner-only: the settings name key files and the stack's layout
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
-            fh.write(self.model_dump_json(indent=2))
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, self.model_dump_json(indent=2), mode=0o600)
 
     @classmethod
     def from_file(cls, path: Path) -> Settings:

@@ -10,7 +10,9 @@
   ``suite`` CLI) see the same stack;
 - ``git`` / ``git_repo`` — repositories to point git tools at;
 - ``stack_keys`` / ``auth`` — API keys of each role for a stack (minted once per key store with a
-  short expiry, revoked when the process exits) and the ``Authorization`` header that carries one.
+  short expiry, revoked when the process exits) and the ``Authorization`` header that carries one;
+- ``small_filesystem`` / ``fill`` — a size-limited tmpfs mounted at a folder (a full disk, for real)
+  and a file that takes all but a given number of its free bytes.
 
 Nothing here imports pytest: benchmarks and notebooks use it as a library.
 """
@@ -227,3 +229,44 @@ def _revoke_minted() -> None:
 
 __all__ = ["ServerThread", "auth", "bring_up", "free_port_offset", "git", "git_repo", "run_cli", "running_stack",
            "serve", "stack_env", "stack_keys", "stack_settings", "start_app_process"]
+
+
+class MountRefused(RuntimeError):
+    """This process may not mount a file system here (not root, or a sandbox without mount rights)."""
+
+
+@contextmanager
+def small_filesystem(path: Path, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of ``size_bytes`` mounted at ``path`` (created), unmounted after (lazily, if a process
+    still holds a file there). Needs root: ``MountRefused`` says why otherwise."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        raise MountRefused("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size_bytes)},mode=0700", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MountRefused(f"mount -t tmpfs failed: {(proc.stderr or proc.stdout).strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(folder: Path, leave_bytes: int = 0, name: str = "filler.bin") -> Path:
+    """A file in ``folder`` that takes its file system's free space but ``leave_bytes``."""
+    import shutil
+
+    target = Path(folder) / name
+    free = shutil.disk_usage(folder).free
+    block = b"\0" * (1 << 20)
+    remaining = max(0, free - leave_bytes)
+    with open(target, "ab") as fh:
+        while remaining > 0:
+            try:
+                remaining -= fh.write(block[:min(len(block), remaining)])
+                fh.flush()
+            except OSError:  # ENOSPC: full already
+                break
+    return target

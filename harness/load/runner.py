@@ -29,6 +29,7 @@ from harness.load.samples import Sample
 from harness.load.scenarios import Scenario
 from harness.load.thresholds import Threshold
 from harness.result import now_iso
+from suite.fsio import write_json
 from suite.net import free_port
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,8 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
         old.unlink(missing_ok=True)  # a rerun into the same folder must not mix in old samples
     run_time = (scenario.duration_s or max_run_s) + warmup_s
     cmd = locust_command(scenario, host, out_dir, processes, run_time)
-    (out_dir / SCENARIO_FILE).write_text(json.dumps(
-        {**asdict(scenario), "host": host, "processes": processes, "warmup_s": warmup_s, "phase": phase}, indent=2))
+    write_json(out_dir / SCENARIO_FILE,
+               {**asdict(scenario), "host": host, "processes": processes, "warmup_s": warmup_s, "phase": phase})
     env = {**os.environ, "LOAD_SAMPLES_DIR": str(out_dir), "LOAD_REQUESTS": str(scenario.requests),
            "LOAD_WARMUP_S": str(warmup_s), "LOAD_MAX_TOKENS": str(scenario.max_tokens),
            "LOAD_PHASE": str(phase), "LOAD_STOP_FILE": str(out_dir / "stop"), **(extra_env or {})}

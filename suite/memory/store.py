@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.auth.db import connect_private, private_file
+from suite.fsio import fsync_dir, fsync_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -228,7 +229,9 @@ class MemoryStore:
                 self._db.backup(target)
         finally:
             target.close()
+        fsync_file(tmp)
         tmp.replace(dest)
+        fsync_dir(dest.parent)
         return dest
 
     def counts(self) -> dict[str, int]:

@@ -47,6 +47,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
+from suite.fsio import fsync_dir
 from suite.vectorstore.base import (
     CollectionInfo,
     CollectionNotFound,
@@ -65,7 +66,6 @@ from suite.vectorstore.edge_config import (
     SHARD_DIR,
     CollectionMeta,
     engine_version,
-    fsync_dir,
     now_iso,
     shard_config,
 )
@@ -223,7 +223,7 @@ class EdgeStore:
             return CollectionMeta.load(folder)
         except (OSError, ValueError, TypeError) as exc:
             meta = CollectionMeta.rebuild(folder)
-            meta.save(folder, durable=True)
+            meta.save(folder)
             self.notices.append(f"collection '{folder.name}': {META_FILE} was unreadable ({exc}); "
                                 f"rebuilt from the shard")
             log.warning(self.notices[-1])
@@ -300,7 +300,7 @@ class EdgeStore:
         shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.PayloadSchemaType.Keyword))
         shard.close()
         meta = CollectionMeta(name=name, dimension=dimension)
-        meta.save(staging, durable=True)
+        meta.save(staging)
         target = self.root / name
         _remove(target)  # a stray folder without a shard (ignored at open) must not block the name
         os.rename(staging, target)  # the collection appears whole or not at all
@@ -481,7 +481,7 @@ class EdgeStore:
             if c is None:
                 os.rename(incoming, folder / SHARD_DIR)
                 meta = CollectionMeta(name=collection, dimension=int(dimension))
-                meta.save(folder, durable=True)
+                meta.save(folder)
                 target = self.root / collection
                 _remove(target)
                 os.rename(folder, target)
