@@ -171,6 +171,9 @@ class ToolsSettings(BaseModel):
     approved_ttl_s: float = Field(
         300.0, gt=0, description="an approved request not run within this (service down) expires")
     rate_limit_per_minute: int = Field(60, ge=1, description="calls per key per minute, all tools together")
+    audit_refusals_per_minute: int = Field(
+        5, ge=0, description="refused requests (no key, bad key, role outside the route's policy) audited "
+        "one by one per client address and minute; the rest of the minute's are one summary row")
     rate_limit_per_tool: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict, description="stricter per-minute limits of single tools, per key")
     max_file_bytes: int = Field(1_000_000, ge=1)
