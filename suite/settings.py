@@ -126,6 +126,10 @@ class GatewaySettings(BaseModel):
 class EmbeddingSettings(BaseModel):
     model_path: Path | None = Field(None, description="sentence-transformers model dir (default: MiniLM-L6)")
     model_name: str = "all-MiniLM-L6-v2"
+    loader: Literal["auto", "sentence-transformers"] = Field(
+        "auto", description="auto: a Transformer → mean Pooling → Normalize folder (MiniLM-L6) runs on "
+        "transformers alone (a restart skips importing sentence-transformers: its trainers, "
+        "cross-encoders, scikit-learn); any other folder, or sentence-transformers here, loads through the library")
     max_texts: int = Field(1024, ge=1, description="texts beyond this are dropped and reported")
     max_chars: int = Field(8000, ge=1, description="characters beyond this are cut and reported")
     batch_wait_ms: float = Field(5.0, ge=0, description="micro-batching window")
