@@ -272,6 +272,16 @@ class BackupSettings(BaseModel):
                                     "at most 10 s)")
 
 
+class StorageSettings(BaseModel):
+    """A full disk (``suite.storage``): what every stateful part keeps free before it writes."""
+
+    reserve_bytes: int = Field(
+        64 * MiB, ge=0, description="free space every write leaves on the file system it writes to (data "
+        "dir, backup dir); a write that would eat into it is refused with 507. 64 MiB: the edge store "
+        "pre-allocates 32 MiB WAL segments and writes them through mmap (a page the disk cannot back "
+        "kills the process with SIGBUS)")
+
+
 class SupervisionSettings(BaseModel):
     """The process backend's supervising parent (supervisord plus the suite's watch): restart policy
     (systemd ``Restart=on-failure`` with ``StartLimitBurst``) and liveness."""
@@ -318,6 +328,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
     @classmethod

@@ -6,6 +6,8 @@
 - ``serve`` — the named services' apps in this process (uvicorn threads) on their ports;
 - ``ServerThread`` — one ASGI app under uvicorn in a daemon thread;
 - ``start_app_process`` — a small app from source text in a child uvicorn process;
+- ``service_process`` / ``serve_processes`` — services in child processes started exactly as
+  supervisord starts them (``python -m suite.serve NAME --settings-file …``), with nobody supervising;
 - ``stack_env`` / ``run_cli`` — the ``SUITE_*`` environment that makes a child (a kernel, the
   ``suite`` CLI) see the same stack;
 - ``git`` / ``git_repo`` — repositories to point git tools at;
@@ -128,6 +130,57 @@ def serve(settings: Settings, *names: str) -> Iterator[Settings]:
     finally:
         for server in reversed(running):
             server.stop()
+
+
+def service_process(settings: Settings, name: str) -> subprocess.Popen:
+    """``name`` in a child process, started as supervisord starts it (same command line, its log in
+    ``<data_dir>/logs``, a session of its own), but supervised by nobody."""
+    file = settings.dump_file(settings.pid_dir / "settings.json")
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.log_dir / f"{name}.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "suite.serve", name, "--settings-file", str(file)],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+
+
+def wait_ready(settings: Settings, name: str, within_s: float = 240.0,
+               proc: subprocess.Popen | None = None) -> None:
+    """Poll ``name``'s readiness probe until it passes (``RuntimeError`` after ``within_s`` or when
+    ``proc`` exits first)."""
+    url = settings.url(name) + services.get(name).ready_path
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name} exited ({proc.returncode}) before it was ready; see its log")
+        try:
+            if httpx.get(url, timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} was not ready within {within_s:.0f}s")
+
+
+@contextmanager
+def serve_processes(settings: Settings, *names: str) -> Iterator[dict[str, subprocess.Popen]]:
+    """The named services as child processes (``service_process``), in order, each ready before the
+    next starts; stopped (SIGTERM, then SIGKILL) after."""
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name in names:
+            procs[name] = service_process(settings, name)
+            wait_ready(settings, name, proc=procs[name])
+        yield procs
+    finally:
+        for proc in reversed(list(procs.values())):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def start_app_process(folder: Path, module: str, source: str, env: dict[str, str] | None = None,

@@ -6,45 +6,21 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
-import httpx
 import psutil
 import pytest
 
 from suite.supervisor import orphans, supervisord
 from suite.supervisor.process import ProcessBackend
-from suite.testing import stack_settings
-
-
-def _serve_unsupervised(settings, name: str) -> subprocess.Popen:
-    """A service started exactly as supervisord starts it, but by nobody who supervises it."""
-    file = settings.dump_file(settings.pid_dir / "settings.json")
-    settings.log_dir.mkdir(parents=True, exist_ok=True)
-    log = open(settings.log_dir / f"{name}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "suite.serve", name, "--settings-file", str(file)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_ready(settings, name: str, within_s: float = 60) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(settings.url(name) + "/ready", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{name} not ready within {within_s}s")
+from suite.testing import service_process, stack_settings, wait_ready
 
 
 def test_only_this_data_dirs_processes_are_found_and_down_stops_them(tmp_path):
     mine, other = stack_settings(tmp_path / "mine"), stack_settings(tmp_path / "other")
-    proc = _serve_unsupervised(mine, "memory")
+    proc = service_process(mine, "memory")
     try:
-        _wait_ready(mine, "memory")
+        wait_ready(mine, "memory", proc=proc)
         [found] = orphans.find(mine)
         assert (found.name, found.pid) == ("memory", proc.pid)
         assert orphans.find(other) == []  # another data dir's supervisor never sees it

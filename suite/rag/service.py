@@ -108,6 +108,9 @@ class RagService:
     async def index(self, body: IndexRequest) -> dict[str, Any]:
         """documents -> chunks -> vectors -> the collection, each document's old points replaced."""
         t0 = time.perf_counter()
+        space = getattr(self.store, "space", None)  # the edge store's; a server minds its own disk
+        if space is not None:  # refuse a write the disk cannot take before embedding anything
+            await asyncio.to_thread(space.check)
         docs = await self.documents(body)
         chunked = await asyncio.to_thread(self._chunk, docs)  # megabytes of text: not on the event loop
         texts = [c for _, chunks in chunked for c in chunks]

@@ -61,7 +61,8 @@ def create_app(settings: Settings) -> FastAPI:
             service.audit_refusal(transport, scope["path"], status, reason, key_id, client)
 
     instrument(app, "tools", ready=lambda: asyncio.to_thread(app.state.tools.ready), ready_timeout_s=10,
-               settings=settings, on_refusal=audit_refusal)
+               settings=settings, on_refusal=audit_refusal,
+               storage=lambda: getattr(getattr(app.state, "tools", None), "space", None))
     app.router.add_route("/mcp", McpEndpoint(app), include_in_schema=False)
     app.include_router(router)
     return app

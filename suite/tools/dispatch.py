@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from suite.auth.keys import KeyStore, Principal
 from suite.auth.ratelimit import RateLimiter
 from suite.settings import Settings
+from suite.storage import SpaceGuard, is_disk_full
 from suite.tools import approvals as approvals_mod
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError, ApprovalStore
@@ -75,6 +76,7 @@ class ToolService:
         self.metrics = metrics
         self.limiter = RateLimiter(settings.tools.rate_limit_per_minute)
         self.refusals = RefusalAudit(audit, settings.tools.audit_refusals_per_minute)
+        self.space = SpaceGuard(audit.db.path.parent, settings.storage.reserve_bytes, "the tool server's data")
         self.validators = {name: jsonschema.Draft202012Validator(spec.input_schema)
                            for name, spec in TOOLS_BY_NAME.items()}
 
@@ -136,6 +138,10 @@ class ToolService:
         problem = self._invalid(spec, args)
         if problem:
             return self._refuse(transport, name, principal, digest, "invalid", t0, problem)
+        full = None if spec.read_only else self.space.refusal()  # reads go on when the disk is full
+        if full:
+            return self._refuse(transport, name, principal, digest, "insufficient_storage", t0,
+                                ToolError(507, full, "insufficient_storage", headers={"Retry-After": "30"}))
         if decision is rbac.Decision.APPROVAL:
             return self._park(transport, spec, principal, args, digest, t0)
         outcome = await self._run(spec, args)
@@ -191,6 +197,10 @@ class ToolService:
         except ToolError as exc:
             return CallOutcome.refused(exc)
         except OSError as exc:  # a path or file the caller named that the OS refuses
+            if is_disk_full(exc):
+                return CallOutcome.refused(ToolError(507, f"{spec.name}: insufficient storage ({exc.strerror}); "
+                                                          "nothing was written. Free space and retry",
+                                                     "insufficient_storage", headers={"Retry-After": "30"}))
             return CallOutcome.refused(ToolError(400, f"{spec.name}: {exc.strerror or exc}", "os_error"))
         except Exception as exc:
             log.exception("tool %s crashed", spec.name)
@@ -272,7 +282,10 @@ class ToolService:
         return rec
 
     async def execute_approved(self, approval_id: str) -> dict[str, Any]:
-        """Run an approved request if nobody has yet (atomic claim); return its record."""
+        """Run an approved request if nobody has yet (atomic claim); return its record. While the disk is
+        full it stays approved, unclaimed (run by the poller once space is back, or expired)."""
+        if self.space.refusal():
+            return self.approvals.get(approval_id)
         rec = self.approvals.claim(approval_id)
         if rec is None:
             return self.approvals.get(approval_id)

@@ -59,6 +59,7 @@ import qdrant_edge as qe
 
 from suite.faultpoints import crash_point
 from suite.fsio import fsync_dir, write_json
+from suite.storage import MiB, SpaceGuard, tree_bytes
 from suite.vectorstore.base import (
     CollectionInfo,
     CollectionNotFound,
@@ -127,6 +128,16 @@ def _apply(shard: qe.EdgeShard, op: Op) -> None:
 
 
 
+def _op_bytes(ops: list[Op]) -> int:
+    """About what the operations add on disk: WAL record and segment copy of each point (vector as
+    float32, text and metadata as JSON), twice."""
+    total = 0
+    for kind, arg in ops:
+        points = arg[0] if kind == "upsert_whole" else arg if kind == "upsert" else []
+        total += sum(len(p.vector) * 4 + len(p.text.encode()) + 200 for p in points)
+    return 2 * total
+
+
 def _vector(record_vector: Any) -> list[float]:
     """The default (unnamed) dense vector of a record, whatever shape the binding returns."""
     if isinstance(record_vector, dict):
@@ -173,8 +184,9 @@ class EdgeStore:
     kind = "edge"
 
     def __init__(self, path: str | Path, optimize_threshold: int = 5000, optimize_threads: int = 1,
-                 auto_optimize: bool = True) -> None:
+                 auto_optimize: bool = True, reserve_bytes: int = 64 * MiB) -> None:
         self.root = Path(path)
+        self.space = SpaceGuard(self.root, reserve_bytes, "the vector store")
         self.location = str(self.root)
         self.threshold = optimize_threshold
         self.threads = optimize_threads
@@ -335,6 +347,7 @@ class EdgeStore:
                 return False
             if not NAME.match(name):
                 raise StoreError(f"invalid collection name {name!r}")
+            self.space.check()  # a new shard's files are sparse and filled through mmap
             self._create(name, dimension)
             log.info("created collection %s (%d dims, edge store)", name, dimension)
             return True
@@ -393,6 +406,8 @@ class EdgeStore:
 
     # -- writes ---------------------------------------------------------------------------------
     def _write_ops(self, collection: str, ops: list[Op], points: int) -> None:
+        # a write the disk cannot take is refused before it reaches the mmap'd WAL (see suite.storage)
+        self.space.check(_op_bytes(ops))
         with self._write:
             c = self._get(collection)
             with c.lock.shared():
@@ -413,6 +428,7 @@ class EdgeStore:
         if not points:
             self._write_ops(collection, [("delete", doc_id)], 0)
             return 0
+        self.space.check(_op_bytes([("upsert", points)]))  # before the intent is noted
         with self._write:
             c = self._get(collection)
             old = self.count(collection, doc_id)
@@ -548,6 +564,7 @@ class EdgeStore:
         """
         if not NAME.match(collection):
             raise StoreError(f"invalid collection name {collection!r}")
+        self.space.check(2 * Path(archive).stat().st_size)
         with self._write:
             c = self._colls.get(collection)
             folder = c.folder if c is not None else self.root / f".creating-{uuid.uuid4().hex[:12]}"
@@ -629,6 +646,7 @@ class EdgeStore:
             with self._write:  # writes wait for flush + copy; queries go on
                 if c.closed or self._closing:
                     return
+                self.space.check(2 * tree_bytes(c.shard_path))  # the copy, and the optimizer's new segments
                 with c.lock.shared():
                     c.shard.flush()
                 shutil.copytree(c.shard_path, copy)
