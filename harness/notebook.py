@@ -121,3 +121,16 @@ def kernel_session_run_id() -> str:
     except Exception:  # not in a kernel (a plain interpreter): the process identifies the session
         kernel = f"pid{os.getpid()}"
     return f"manual-{started}-{kernel}"
+
+
+def data_table(rows: list[dict]):
+    """An HTML table of plain rows (dicts with the same keys) for a notebook's output."""
+    import html
+
+    from IPython.display import HTML
+
+    if not rows:
+        return HTML("<p>(no rows)</p>")
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

@@ -383,6 +383,16 @@ class Settings(BaseSettings):
         return Path(self.auth.key_store or self.data_dir / "auth" / "keys.db")
 
     @property
+    def memory_db_path(self) -> Path:
+        """The memory service's SQLite database."""
+        return Path(self.memory.db_path or self.data_dir / "memory" / "memory.db")
+
+    @property
+    def security_db_path(self) -> Path:
+        """The tool server's SQLite database (approvals and audit)."""
+        return Path(self.tools.security_db or self.data_dir / "tools" / "security.db")
+
+    @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
 

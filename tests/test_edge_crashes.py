@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from suite.faultpoints import ENV
-from suite.vectorstore import EdgeStore, Point
+from suite.vectorstore import EdgeStore
 from suite.vectorstore.edge import INTENTS_FILE
 
 DIM = 8

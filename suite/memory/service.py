@@ -24,7 +24,7 @@ JOBS = ("maintain", "backup")
 
 
 def db_path(settings: Settings) -> Path:
-    return Path(settings.memory.db_path or settings.data_dir / "memory" / "memory.db")
+    return settings.memory_db_path
 
 
 class MemoryService:

@@ -14,7 +14,7 @@ from suite.tools.audit import AuditLog
 
 
 def security_db_path(settings: Settings) -> Path:
-    return Path(settings.tools.security_db or settings.data_dir / "tools" / "security.db")
+    return settings.security_db_path
 
 
 @dataclass
