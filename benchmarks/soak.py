@@ -11,7 +11,8 @@ the raw client samples).
 
 Verdict, after ``--warmup-min`` (default 5): RSS and fds of each service grow ≤ 5 % (the floor — the
 lowest sample — of the first third against the last third: a leak raises the floor, a burst does
-not), the gateway's p95 drifts ≤ 10 % (the median window of each third), 0 failed requests.
+not; fds: 5 % or one descriptor), the gateway's p95 drifts ≤ 10 % (the median window of each
+third), 0 failed requests.
 
 Usage (the lead runs the 30-minute one on a quiet box)::
 
@@ -125,7 +126,9 @@ def judge(samples: list[dict], warmup_s: float) -> tuple[list[str], list[str]]:
     against the lowest of the last third. A leak raises the floor; a burst of requests (a connection
     pool's sockets, a large answer's buffers) raises single samples and falls back, and with a dozen
     fds one keep-alive connection alone is +8 %. The p95 drift compares the medians of the two thirds'
-    windows."""
+    windows. With a dozen descriptors 5 % is less than one, so the fd bound is 5 % or one descriptor,
+    whichever is larger (one more is a pool reaching its size: ``tests/test_leaks.py`` shows the
+    services' descriptors flat across requests)."""
     after = [s for s in samples if s["t"] >= warmup_s]
     lines = ["| service | RSS floor first → last third (MiB) | growth | fds floor | growth | threads (max) |",
              "|---|---|---|---|---|---|"]
@@ -144,9 +147,10 @@ def judge(samples: list[dict], warmup_s: float) -> tuple[list[str], list[str]]:
         lines.append(f"| {name} | {first['rss_mib']:.0f} → {last['rss_mib']:.0f} | {growth['rss_mib']:+.1%} | "
                      f"{first['fds']:.0f} → {last['fds']:.0f} | {growth['fds']:+.1%} | "
                      f"{min(series['threads']):.0f}–{max(series['threads']):.0f} |")
-        for k, label in (("rss_mib", "RSS"), ("fds", "fds")):
-            if growth[k] > GROWTH_MAX:
-                problems.append(f"{name} {label} floor grew {growth[k]:.1%} (> {GROWTH_MAX:.0%})")
+        if growth["rss_mib"] > GROWTH_MAX:
+            problems.append(f"{name} RSS floor grew {growth['rss_mib']:.1%} (> {GROWTH_MAX:.0%})")
+        if last["fds"] - first["fds"] > max(1, GROWTH_MAX * first["fds"]):
+            problems.append(f"{name} fd floor grew {first['fds']:.0f} → {last['fds']:.0f} (> 5 % or one)")
     p95 = [s["gateway_p95_ms"] for s in after if s["gateway_p95_ms"] is not None]
     if len(p95) >= 2:
         a, b = _thirds(p95)
@@ -243,7 +247,8 @@ def main() -> int:
             f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median load average "
             f"{statistics.median(s['load_avg'] for s in samples):.1f}.")
     verdict = "**all goals met**" if not problems else "**missed**: " + "; ".join(problems)
-    text = "\n".join([head, "", *lines, "", f"Goals (RSS and fds ≤ +5 %, p95 drift ≤ ±10 %, 0 failed): {verdict}."])
+    text = "\n".join([head, "", *lines, "",
+                      f"Goals (RSS and fd floors ≤ +5 %, p95 drift ≤ ±10 %, 0 failed): {verdict}."])
     print(text)
     if args.write_docs:
         doc_figure = DOC.parent / "figures" / "soak.svg"
