@@ -72,3 +72,21 @@ def test_memory_and_tools_keep_their_descriptors_across_writes_reads_and_refusal
                 httpx.post(base + "/tools/x" if name == "tools" else base + "/v1/memory/notes", json={}, timeout=60)  # 401
 
         assert_flat(rounds(settings, name, one_round))
+
+
+def test_rag_keeps_its_descriptors_across_index_query_and_failing_requests(tmp_path):
+    settings = stack_settings(tmp_path)
+    with serve_processes(settings, "embedding"):
+        url, dev = settings.url("rag"), auth(settings, "developer")
+
+        def one_round() -> None:
+            for i in range(5):
+                httpx.post(url + "/index", headers=dev, timeout=300, json={
+                    "collection": "leak", "documents": [{"id": f"d{i}", "text": f"document {i} on restarts " * 80}]})
+                httpx.post(url + "/query", headers=dev, timeout=120,
+                           json={"collection": "leak", "query": "restarts", "answer": False})
+                httpx.post(url + "/query", headers=dev, timeout=120,  # the gateway is down: 503, never a leak
+                           json={"collection": "leak", "query": "restarts"})
+                httpx.get(url + "/collections/leak/documents/d0", headers=dev, timeout=60)
+
+        assert_flat(rounds(settings, "rag", one_round))
