@@ -176,7 +176,12 @@ def plot(samples: list[dict], warmup_s: float, target: Path) -> Path:
 
     fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
     names = sorted({n for s in samples for n in s["processes"]})
-    for ax, (key, label) in zip(axes, (("rss_mib", "RSS (MiB)"), ("fds", "open fds"), ("threads", "threads"))):
+    for name in names:  # RSS as the change since the warm-up: 500 MiB and 50 MiB services on one scale
+        pts = [(s["t"] / 60, s["processes"][name]["rss_mib"]) for s in samples if name in s["processes"]]
+        base = next((v for t, v in pts if t * 60 >= warmup_s), pts[0][1] if pts else 1.0)
+        axes[0].plot([p[0] for p in pts], [100 * (p[1] / base - 1) for p in pts], label=name)
+    axes[0].set_ylabel("RSS change (%)")
+    for ax, (key, label) in zip(axes[1:3], (("fds", "open fds"), ("threads", "threads"))):
         for name in names:
             pts = [(s["t"] / 60, s["processes"][name][key]) for s in samples if name in s["processes"]]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name)
