@@ -121,21 +121,24 @@ class Killer:
         self._kill_service(kill, kill.planned.target)
 
     def _index_state(self) -> str:
-        resp = client().get(self.settings.url("rag") + f"/collections/{self.collection}", headers=self.admin,
-                            timeout=10)
+        """The drill collection's index state (``optimizing``…), or ``HTTP …`` when it cannot be read."""
+        try:
+            resp = client().get(self.settings.url("rag") + f"/collections/{self.collection}", headers=self.admin,
+                                timeout=10)
+        except httpx.HTTPError as exc:
+            return f"HTTP error {type(exc).__name__}"
         return (resp.json().get("index") or {}).get("hnsw", "?") if resp.status_code == 200 else f"HTTP {resp.status_code}"
 
     def _during_optimize(self, kill: Kill) -> None:
+        deadline = time.monotonic() + self.give_up_s  # the writers' first document makes the collection
+        while self._index_state().startswith("HTTP") and time.monotonic() < deadline:
+            time.sleep(0.5)
         resp = client().post(self.settings.url("rag") + f"/admin/optimize/{self.collection}", headers=self.admin,
                              json={}, timeout=30)
         if resp.status_code != 200:
             raise RuntimeError(f"could not start an optimize: HTTP {resp.status_code} {resp.text[:200]}")
         time.sleep(kill.planned.delay_s / 3)  # the copy, the optimizer, the swap: the first second or two
-        try:
-            state = self._index_state()
-        except httpx.HTTPError as exc:
-            state = type(exc).__name__
-        kill.note = f"index {state} when killed"
+        kill.note = f"index {self._index_state()} when killed"
         self._kill_service(kill, "rag")
 
     def _started_writing(self, proc: subprocess.Popen, part: str, within_s: float = 60.0) -> bool:

@@ -205,8 +205,12 @@ class ApprovalWriter(Writer):
 
     service = "tools"
 
+    @property
+    def folder(self) -> str:
+        return f"durability-{self.tag}"
+
     def path(self, n: int) -> str:
-        return f"durability-{self.tag}/a{n:05d}.txt"
+        return f"{self.folder}/a{n:05d}.txt"
 
     def write_one(self, n: int) -> Write | None:
         outcome, _, _ = self.post("/tools/write_file", {"path": self.path(n), "content": "X", "create_dirs": True},
