@@ -70,6 +70,11 @@ class Writer:
         self._thread = threading.Thread(target=self._loop, name=f"durability-{self.service}", daemon=True)
         self._n = 0
 
+    @property
+    def place(self) -> str:
+        """The drill's own project, collection and sandbox folder: nothing of anyone else's is touched."""
+        return f"durability-{self.tag}"
+
     def url(self, path: str, service: str | None = None) -> str:
         return self.settings.url(service or self.service) + path
 
@@ -124,7 +129,7 @@ class MemoryWriter(Writer):
 
     @property
     def project(self) -> str:
-        return f"durability-{self.tag}"
+        return self.place
 
     def text(self, n: int) -> str:
         return f"durability drill {self.tag} note {n:05d}: acknowledged means it is still here after kill -9"
@@ -152,7 +157,7 @@ class RagWriter(Writer):
 
     @property
     def collection(self) -> str:
-        return f"durability-{self.tag}"
+        return self.place
 
     @staticmethod
     def token(doc_id: str, version: int) -> str:
@@ -207,7 +212,7 @@ class ApprovalWriter(Writer):
 
     @property
     def folder(self) -> str:
-        return f"durability-{self.tag}"
+        return self.place
 
     def path(self, n: int) -> str:
         return f"{self.folder}/a{n:05d}.txt"
