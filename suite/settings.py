@@ -304,6 +304,12 @@ class SupervisionSettings(BaseModel):
     log_backups: int = Field(3, ge=0, description="rotated service logs kept")
 
 
+class SigningSettings(BaseModel):
+    key: Path | None = Field(
+        None, description="Ed25519 private key (PEM, 0600) that signs each run's attestation; made by "
+        "`harness keys init`, never under runs/ (default: <data_dir>/signing/harness-ed25519.pem)")
+
+
 class Settings(BaseSettings):
     """Everything a service, the supervisor or the harness needs to know about the stack."""
 
@@ -330,6 +336,7 @@ class Settings(BaseSettings):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -391,6 +398,10 @@ class Settings(BaseSettings):
     def security_db_path(self) -> Path:
         """The tool server's SQLite database (approvals and audit)."""
         return Path(self.tools.security_db or self.data_dir / "tools" / "security.db")
+
+    @property
+    def signing_key_path(self) -> Path:
+        return Path(self.signing.key or self.data_dir / "signing" / "harness-ed25519.pem").expanduser()
 
     @property
     def log_dir(self) -> Path:
