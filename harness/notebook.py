@@ -196,3 +196,13 @@ def _apply_environment(namespace: dict[str, Any] | None, name: str) -> dict[str,
         namespace = shell.user_ns
     return from_environment(namespace, notebook=f"{name}.ipynb")
 
+
+def data_table(rows: list[dict]):
+    """A left-aligned HTML table of plain rows (dicts with the same keys) for a notebook's output."""
+    from IPython.display import HTML
+
+    from harness.tables import html_table
+
+    if not rows:
+        return HTML("<p>(no rows)</p>")
+    return HTML(html_table(list(rows[0]), [list(r.values()) for r in rows]))

@@ -30,6 +30,7 @@ from harness.palette import STATUS_COLORS, WAIVED_COLOR, status_color, status_cs
 from harness.result import CheckResult, Stage, Status, format_interval, format_measure, now_iso
 from harness.review import review
 from harness.verdict import load_run
+from suite.fsio import write_atomic
 
 
 def _duration_chart(results: list[CheckResult]) -> str | None:
@@ -151,8 +152,4 @@ def _scans(run_dir: Path) -> list[dict[str, Any]]:
 
 def write_report(run_dir: Path, title: str = "Completion report") -> Path:
     run_dir = Path(run_dir)
-    target = run_dir / "report.html"
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(render(run_dir, title), encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_atomic(run_dir / "report.html", render(run_dir, title))

@@ -49,6 +49,7 @@ from harness.redact import Redactor, redact_notebook_writes, redact_parameters
 from harness.result import CheckResult, Status, load_results, now_iso
 from harness.rundir import RunDir, new_run_id
 from suite import services
+from suite.fsio import write_atomic
 from suite.settings import Settings, project_root
 
 log = logging.getLogger(__name__)
@@ -454,9 +455,7 @@ def export_html(notebook: Path) -> Path:
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                             require_js_url=NO_SCRIPT, mathjax_url=NO_SCRIPT, log=quiet)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    target = notebook.with_suffix(".html")
-    target.write_text(body, encoding="utf-8")
-    return target
+    return write_atomic(notebook.with_suffix(".html"), body)
 
 
 class _ProgressTail:

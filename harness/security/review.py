@@ -105,7 +105,7 @@ def check_host_checking(settings: Settings) -> CheckResult:
 
 def private_paths(settings: Settings) -> tuple[list[Path], list[Path]]:
     """(folders that must be 0700, files that must be 0600) of the stack's secrets and data."""
-    memory_db = Path(settings.memory.db_path or settings.data_dir / "memory" / "memory.db")
+    memory_db = settings.memory_db_path
     backups = Path(settings.memory.backup_dir or settings.data_dir / "memory" / "backups")
     sets = settings.backup_dir  # `suite backup` sets: copies of the databases
     folders = [settings.data_dir, settings.key_store_path.parent, security_db_path(settings).parent,

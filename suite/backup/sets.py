@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from suite.fsio import fsync_dir, fsync_file, write_json
 from suite.models import sha256_file
-from suite.vectorstore.edge_config import fsync_dir
 
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"
@@ -87,20 +87,15 @@ class SetBuilder:
         files = []
         for path in sorted(p for p in self.folder.rglob("*") if p.is_file()):
             os.chmod(path, 0o600)  # whoever wrote it (a service, this process) and under whatever umask
-            with open(path, "rb+") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(path)
             files.append({"path": path.relative_to(self.folder).as_posix(), "size": path.stat().st_size,
                           "sha256": sha256_file(path)})
+        for folder in sorted(p for p in self.folder.rglob("*") if p.is_dir()):
+            fsync_dir(folder)  # the part folders' own entries (files renamed into them)
         manifest = {"format": FORMAT, "set": self.set_id, "kind": self.kind, "created_at": self.created_at,
                     "created_ts": time.time(), "source": source, "parts": self.parts, "files": files,
                     "bytes": sum(f["size"] for f in files)}
-        tmp = self.folder / f".{MANIFEST}.tmp"
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.folder / MANIFEST)
-        fsync_dir(self.folder)
+        write_json(self.folder / MANIFEST, manifest, mode=0o600)  # fsynced, and the folder with it
         final = self.root / self.set_id
         os.rename(self.folder, final)
         fsync_dir(self.root)
