@@ -39,8 +39,12 @@ def test_a_writer_killed_with_sigkill_never_leaves_half_a_file(tmp_path):
     target = tmp_path / "state.json"
     seen = []
     for round_ in range(8):
+        before = target.stat().st_ino if target.exists() else None
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
-        time.sleep(0.3 + 0.11 * round_)
+        deadline = time.monotonic() + 60  # the writer's start (imports) is slow on a busy box
+        while time.monotonic() < deadline and (not target.exists() or target.stat().st_ino == before):
+            time.sleep(0.01)  # until this round's writer has replaced the file at least once
+        time.sleep(0.013 * round_)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         seen.append(json.loads(target.read_text())["n"])  # parses: old or new, never torn
