@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -36,6 +39,15 @@ from suite.supervisor.liveness import Liveness
 from suite.testing import stack_settings
 
 ROOT = os.geteuid() == 0
+
+
+@pytest.fixture
+def open_tmp():
+    """A scratch folder the containers' user can reach (pytest's own base folder is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="suite-docker-test-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # -- units: no engine --------------------------------------------------------------------------------------
@@ -65,7 +77,8 @@ def test_secrets_are_made_once_owner_only_and_named_in_the_settings(settings):
 
 
 @pytest.mark.skipif(not ROOT, reason="chown needs root")
-def test_hand_over_gives_the_data_dir_to_the_containers_user_and_spots_a_closed_parent(tmp_path):
+def test_hand_over_gives_the_data_dir_to_the_containers_user_and_spots_a_closed_parent(open_tmp):
+    tmp_path = open_tmp
     data = tmp_path / "closed" / "data"
     (data / "auth").mkdir(parents=True)
     (data / "auth" / "keys.db").write_text("x")
@@ -126,10 +139,9 @@ def engine(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def docker_phase2(engine, tmp_path_factory, gemma_path):
-    data = tmp_path_factory.mktemp("docker-phase2")
-    os.chmod(data.parent, 0o755)  # pytest's base temp is 0700: the containers' user must reach the data dir
-    os.chmod(data, 0o755)
+def docker_phase2(engine, gemma_path):
+    # not under pytest's base temp (0700): the containers' user must reach the data dir
+    data = Path(tempfile.mkdtemp(prefix="suite-docker-phase2-", dir="/tmp"))
     settings = stack_settings(data, gemma_path, backend="docker",
                               supervision={"liveness_interval_s": 1, "liveness_timeout_s": 2,
                                            "liveness_failures": 3, "liveness_start_period_s": 120})
@@ -142,6 +154,7 @@ def docker_phase2(engine, tmp_path_factory, gemma_path):
     finally:
         backend.down()
         assert not backend.containers(), "down leaves no container of the project"
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _started(c) -> str:
@@ -234,14 +247,13 @@ def test_hardening_checks_pass_with_evidence(docker_phase2, tmp_path):
 
 
 @pytest.mark.integration
-def test_monitoring_runs_from_the_debian_images(docker_phase2, tmp_path):
+def test_monitoring_runs_from_the_debian_images(docker_phase2, open_tmp):
     from harness.monitor import api
     from harness.monitor.prometheus import MonitorStack
 
     settings, _ = docker_phase2
-    work = tmp_path / "monitoring"
+    work = open_tmp / "monitoring"
     work.mkdir()
-    os.chmod(tmp_path, 0o755)
     with_stack = MonitorStack(settings, ["gateway", "inference-chat"], work)
     with_stack.start()
     try:

@@ -30,7 +30,7 @@ SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/var/run", "/run")
 COMPILERS = ("gcc", "cc", "c++", "g++", "clang", "cmake", "make", "ld", "as", "nvcc", "rustc", "go")
 # run inside a throwaway container of the image: what it holds that a runtime image must not
 PROBE = r"""
-import importlib.util, json, os, shutil
+import importlib.metadata, json, os, shutil
 skip = ("/proc", "/sys", "/dev", "/tmp", "/etc/ssl/certs", "/usr/share/ca-certificates")
 keys, models = [], []
 for root, dirs, files in os.walk("/"):
@@ -46,9 +46,25 @@ for root, dirs, files in os.walk("/"):
 print(json.dumps({
     "compilers": {c: shutil.which(c) for c in COMPILER_NAMES if shutil.which(c)},
     "keys": keys[:20], "models": models[:20],
-    "test_extras": [m for m in ("pytest", "schemathesis", "hypothesis", "bandit", "ruff") if importlib.util.find_spec(m)],
+    "test_extras": [d for d in TEST_DISTS if any(True for _ in importlib.metadata.distributions(name=d))],
     "user": os.getuid()}))
 """.replace("COMPILER_NAMES", repr(list(COMPILERS)))
+
+
+def test_only_packages() -> list[str]:
+    """The ``test`` extra's distributions that no runtime dependency pulls in (pytest itself is one:
+    Locust, a runtime dependency of the harness, requires it)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from suite.containers.images import runtime_closure
+    from suite.settings import project_root
+
+    extra = tomllib.loads((project_root() / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    runtime = set(runtime_closure())
+    return sorted(n for n in (canonicalize_name(Requirement(r).name) for r in extra) if n not in runtime)
 
 
 def _result(check_id: str, title: str, target: str, problems: list[str], ok: str, t: Timer,
@@ -104,7 +120,8 @@ def image_contents(image: str) -> dict:
     """Run ``PROBE`` in a throwaway container of ``image``: no network, read-only, as its own user."""
     from suite.containers.engine import require_client
 
-    out = require_client().containers.run(image, ["python", "-c", PROBE], remove=True, network_mode="none",
+    probe = PROBE.replace("TEST_DISTS", repr(test_only_packages()))
+    out = require_client().containers.run(image, ["python", "-c", probe], remove=True, network_mode="none",
                                           read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"],
                                           security_opt=["no-new-privileges:true"], entrypoint=[])
     return json.loads(out.decode().strip().splitlines()[-1])

@@ -42,7 +42,7 @@ Progress = Callable[[str], None]
 
 OFFICIAL_BASE = "python:3.11-slim-bookworm"  # deploy/Dockerfile's default BUILD_BASE / RUNTIME_BASE
 BASE = "suite-workbench/debian:bookworm"
-BASE_PACKAGES = ("python3", "python3-venv", "libgomp1")
+BASE_PACKAGES = ("python3", "python3-venv", "libgomp1", "git")  # git: the tools service's git tools
 IMAGE = "suite-workbench:latest"
 INFERENCE_IMAGE = "suite-workbench-inference:latest"
 PROMETHEUS = "suite-workbench/prometheus:debian"
