@@ -273,3 +273,36 @@ def test_engine_reused_or_skipped_is_said(tmp_path):
     v = engine.versions()
     assert (v.engine is None) or engine.version_tuple(v.engine) >= (20, 10)
     assert engine.ours(tmp_path) is None and not engine.stop(tmp_path)
+
+
+@pytest.mark.integration
+def test_a_container_run_the_unsafe_way_fails_every_hardening_line(engine, open_tmp):
+    """The attack: root, writable root filesystem, privileges and capabilities kept, the Docker socket
+    mounted, a server listening on every interface of its network namespace (not published: nothing
+    of a test is reachable from outside), a compiler and a key in the image."""
+    from harness.result import Timer
+    from harness.security import containers
+    from suite.containers.images import BASE
+
+    socket = "/var/run/docker.sock"
+    c = engine.containers.run(BASE, ["python3", "-m", "http.server", "--bind", "0.0.0.0", "0"], detach=True,
+                              user="0:0", cap_add=["SYS_ADMIN"], volumes={socket: {"bind": socket, "mode": "rw"}},
+                              labels={"org.suite-workbench.test": "unsafe"})
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            c.reload()
+            info = containers.describe(c)
+            if info["listening"]:
+                break
+            time.sleep(0.3)
+        results = {r.id.rsplit(".", 1)[1]: r for r in containers.judge({"unsafe": info}, Timer(), [])}
+        assert {k for k, r in results.items() if r.status.value == "fail"} == {
+            "non_root", "read_only_rootfs", "no_new_privileges", "caps_dropped", "no_docker_socket", "loopback_only"}
+        assert "process uid ['0']" in results["non_root"].detail and socket in results["no_docker_socket"].detail
+        assert "0.0.0.0" in results["loopback_only"].detail
+    finally:
+        c.remove(force=True)
+    bad = containers.judge_image("unsafe", {"compilers": {"gcc": "/usr/bin/gcc"}, "keys": ["/root/.ssh/id_rsa"],
+                                            "models": [], "test_extras": ["pytest-timeout"], "user": 0}, Timer(), [])
+    assert bad.status.value == "fail" and all(w in bad.detail for w in ("gcc", "id_rsa", "pytest-timeout", "root"))

@@ -16,6 +16,7 @@ On the process backend every line is a skip that says so.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import stat
@@ -75,6 +76,13 @@ def _result(check_id: str, title: str, target: str, problems: list[str], ok: str
                        detail="; ".join(problems) if problems else ok, evidence=evidence, **t.fields())
 
 
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:  # "" (every interface) or a name
+        return False
+
+
 def _proc_status(pid: int) -> dict[str, str]:
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -83,37 +91,36 @@ def _proc_status(pid: int) -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
 
 
+def describe(container) -> dict:
+    """What the checks read of one container: its inspect fields and its process's /proc status."""
+    pid = container.attrs["State"].get("Pid") or 0
+    status = _proc_status(pid)
+    listening = []
+    try:
+        for conn in psutil.Process(pid).net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN:
+                listening.append(f"{conn.laddr.ip}:{conn.laddr.port}")
+    except psutil.Error:
+        pass
+    host = container.attrs["HostConfig"]
+    return {
+        "container": container.name, "image": container.attrs["Config"].get("Image"),
+        "user": container.attrs["Config"].get("User", ""), "uid": status.get("Uid", "").split()[:1],
+        "read_only": bool(host.get("ReadonlyRootfs")), "security_opt": host.get("SecurityOpt") or [],
+        "no_new_privs": status.get("NoNewPrivs"), "cap_drop": host.get("CapDrop") or [],
+        "cap_add": host.get("CapAdd") or [], "cap_eff": status.get("CapEff"),
+        "mounts": [{"source": m.get("Source"), "destination": m.get("Destination"), "rw": m.get("RW")}
+                   for m in container.attrs.get("Mounts", [])],
+        "network_mode": host.get("NetworkMode"), "port_bindings": host.get("PortBindings") or {},
+        "listening": listening, "restart_policy": host.get("RestartPolicy"),
+    }
+
+
 def inspect_containers(settings: Settings) -> dict[str, dict]:
-    """What the checks read, per service container: the inspect fields and the process's /proc status."""
-    from suite import services
+    """``describe`` of every running container of the project, by compose service."""
     from suite.supervisor.docker import DockerBackend
 
-    out = {}
-    for name, c in DockerBackend(settings).containers().items():
-        if c.status != "running":
-            continue
-        pid = c.attrs["State"].get("Pid") or 0
-        status = _proc_status(pid)
-        listening = []
-        try:
-            for conn in psutil.Process(pid).net_connections(kind="inet"):
-                if conn.status == psutil.CONN_LISTEN:
-                    listening.append(f"{conn.laddr.ip}:{conn.laddr.port}")
-        except psutil.Error:
-            pass
-        host = c.attrs["HostConfig"]
-        out[name] = {
-            "container": c.name, "image": c.attrs["Config"].get("Image"), "suite_service": name in services.BY_NAME,
-            "user": c.attrs["Config"].get("User", ""), "uid": status.get("Uid", "").split()[:1],
-            "read_only": bool(host.get("ReadonlyRootfs")), "security_opt": host.get("SecurityOpt") or [],
-            "no_new_privs": status.get("NoNewPrivs"), "cap_drop": host.get("CapDrop") or [],
-            "cap_add": host.get("CapAdd") or [], "cap_eff": status.get("CapEff"),
-            "mounts": [{"source": m.get("Source"), "destination": m.get("Destination"), "rw": m.get("RW")}
-                       for m in c.attrs.get("Mounts", [])],
-            "network_mode": host.get("NetworkMode"), "port_bindings": host.get("PortBindings") or {},
-            "listening": listening, "restart_policy": host.get("RestartPolicy"),
-        }
-    return out
+    return {name: describe(c) for name, c in DockerBackend(settings).containers().items() if c.status == "running"}
 
 
 def image_contents(image: str) -> dict:
@@ -146,6 +153,14 @@ def review(settings: Settings, evidence_dir: Path) -> list[CheckResult]:
 
     contents = image_contents(IMAGE)
     path.write_text(json.dumps({"containers": found, "image": {IMAGE: contents}}, indent=1))
+    checks = judge(found, t, rel)
+    checks.insert(6, _check_secret_modes(settings, t, rel))
+    checks.append(judge_image(IMAGE, contents, t, rel))
+    return checks
+
+
+def judge(found: dict[str, dict], t: Timer, rel: list[str]) -> list[CheckResult]:
+    """The per-container lines over ``describe``'s records."""
     n = f"{len(found)} containers"
     checks = []
 
@@ -171,12 +186,15 @@ def review(settings: Settings, evidence_dir: Path) -> list[CheckResult]:
         lambda i: "mounts " + ", ".join(m["source"] for m in i["mounts"])),
         f"{n}: mounts " + ", ".join(sorted({m['source'] for i in found.values() for m in i['mounts']})), t, rel))
     checks.append(_result("loopback_only", "nothing published beyond loopback", "no port bound beyond 127.0.0.1",
-                          each(lambda i: all(b.get("HostIp") in ("127.0.0.1", "::1")
+                          each(lambda i: all(_loopback(b.get("HostIp", ""))
                                              for bs in i["port_bindings"].values() for b in bs or [])
-                               and all(a.rsplit(":", 1)[0] in ("127.0.0.1", "::1") for a in i["listening"]),
+                               and all(_loopback(a.rsplit(":", 1)[0]) for a in i["listening"]),
                                lambda i: f"published {i['port_bindings']}, listening {i['listening']}"),
                           f"{n}: listening " + ", ".join(a for i in found.values() for a in i["listening"]), t, rel))
-    checks.append(_check_secret_modes(settings, t, rel))
+    return checks
+
+
+def judge_image(image: str, contents: dict, t: Timer, rel: list[str]) -> CheckResult:
     problems = []
     if contents["compilers"]:
         problems.append("compilers: " + ", ".join(f"{k} ({v})" for k, v in contents["compilers"].items()))
@@ -185,11 +203,10 @@ def review(settings: Settings, evidence_dir: Path) -> list[CheckResult]:
             problems.append(f"{what.replace('_', ' ')}: " + ", ".join(contents[what][:5]))
     if contents["user"] == 0:
         problems.append("the image's default user is root")
-    checks.append(_result("image_contents", "image holds no compiler, key, model or test extra",
-                          f"{IMAGE}: none of {', '.join(COMPILERS)}; no key, model or test package", problems,
-                          f"{IMAGE}: no compiler, no key, no model, no test package; default uid {contents['user']}",
-                          t, rel))
-    return checks
+    return _result("image_contents", "image holds no compiler, key, model or test extra",
+                   f"{image}: none of {', '.join(COMPILERS)}; no key, model or test package", problems,
+                   f"{image}: no compiler, no key, no model, no test package; default uid {contents['user']}",
+                   t, rel)
 
 
 def _check_secret_modes(settings: Settings, t: Timer, rel: list[str]) -> CheckResult:

@@ -213,7 +213,7 @@ class DockerBackend:
             self._compose("rm", "-f", *targets)
         if not any(n in services.BY_NAME for n in self.containers()):
             stop_watch(self.settings)
-        return [t for t in targets if present_[t].status in ("running", "restarting")] or targets
+        return [t for t in targets if present_[t].status in ("running", "restarting")]  # exited: removed only
 
     def status(self) -> list[ServiceState]:
         found = self.containers()

@@ -14,23 +14,19 @@ the restart policy brings it back and ``suite status`` shows the exit and the ca
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import signal
-import sys
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 
 from suite import services
-from suite.settings import Settings
 from suite.supervisor.base import probe
 from suite.supervisor.docker import DockerBackend, _watch_paths
-from suite.supervisor.liveness import Liveness
+from suite.supervisor.liveness import Liveness, watch_main_settings
 
 log = logging.getLogger("suite.supervisor.docker_watch")
 
@@ -82,13 +78,7 @@ def kill(backend: DockerBackend, name: str, container, cause: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m suite.supervisor.docker_watch")
-    parser.add_argument("--settings-file", required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = Settings.from_file(Path(args.settings_file))
+    settings = watch_main_settings("python -m suite.supervisor.docker_watch", argv)
     backend = DockerBackend(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -6,9 +6,25 @@ once since it (re)started is left alone during ``liveness_start_period_s`` (a mo
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
 import time
+from pathlib import Path
 
-from suite.settings import SupervisionSettings
+from suite.settings import Settings, SupervisionSettings
+
+
+def watch_main_settings(prog: str, argv: list[str] | None) -> Settings:
+    """A watch's command line (``--settings-file``), its logging (stderr, httpx quiet: one line per
+    probe otherwise), and the settings it watches with."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--settings-file", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return Settings.from_file(Path(args.settings_file))
 
 
 class Liveness:

@@ -20,13 +20,11 @@ supervisord writes to ``logs/supervisor-watch.log``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import threading
 import time
 import xmlrpc.client
-from pathlib import Path
 
 import httpx
 from supervisor import childutils
@@ -36,7 +34,7 @@ from suite.settings import Settings
 from suite.supervisor import journal
 from suite.supervisor.base import probe
 from suite.supervisor.journal import Exit, ServiceRecord
-from suite.supervisor.liveness import Liveness
+from suite.supervisor.liveness import Liveness, watch_main_settings
 from suite.supervisor.supervisord import Client, fault_code, paths
 
 log = logging.getLogger("suite.supervisor.watch")
@@ -176,13 +174,7 @@ class Watch:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m suite.supervisor.watch")
-    parser.add_argument("--settings-file", required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
-    settings = Settings.from_file(Path(args.settings_file))
+    settings = watch_main_settings("python -m suite.supervisor.watch", argv)
     sock = paths(settings).socket
     watch = Watch(settings, lambda: Client(sock, timeout_s=10))
     stop = threading.Event()
