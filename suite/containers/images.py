@@ -10,8 +10,9 @@ monitoring images from Debian's Prometheus and Alertmanager — all built throug
   for this CPU), cached per ``pyproject.toml``. The image installs from it with ``--no-index``: no
   network and no compiler inside the build.
 * **Suite image** (``IMAGE``, also tagged ``INFERENCE_IMAGE``: on the CPU both are one build):
-  ``deploy/Dockerfile`` with the repository (``.dockerignore`` applied) plus the wheelhouse as the
-  context; rebuilt only when the context's digest (a label) changed.
+  ``deploy/Dockerfile``'s ``wheelhouse`` stage, the repository's sources as the context
+  (``.dockerignore`` applied) and the wheelhouse served on 127.0.0.1 while the build runs on the host
+  network; rebuilt only when the sources' and wheels' digest (a label) changed.
 * **Monitoring** (``PROMETHEUS``, ``ALERTMANAGER``): the base plus the binaries of Debian's packages
   (``dpkg -x``), used through ``deploy/compose.debian.yaml``.
 
@@ -21,6 +22,8 @@ cache of pip's folder keeps them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -31,8 +34,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from suite.containers import debs
@@ -235,7 +240,7 @@ def _dockerignore(root: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
-CONTEXT = ("pyproject.toml", "README.md", "deploy/Dockerfile", "scripts/", "suite/", "harness/")
+CONTEXT = ("pyproject.toml", "README.md", "deploy/Dockerfile", "scripts/", "suite/", "harness/")  # COPY sources
 
 
 def context_files(root: Path | None = None) -> list[str]:
@@ -258,16 +263,44 @@ def context_digest(root: Path, files: Iterable[str], extra: Iterable[Path] = ())
     return digest.hexdigest()[:16]
 
 
-def write_context(out, root: Path, files: Iterable[str], wheelhouse: Path | None) -> None:
-    """The build context as a tar stream: the repository's files, the wheelhouse under ``.wheelhouse/``."""
+def write_context(out, root: Path, files: Iterable[str]) -> None:
+    """The build context as a tar stream: the repository's files the Dockerfile copies."""
     with tarfile.open(fileobj=out, mode="w") as tar:
         for rel in files:
             path = root / rel
             if path.is_file() or path.is_dir():
                 tar.add(str(path), arcname=rel, recursive=False)
-        if wheelhouse is not None:
-            for wheel in sorted(wheelhouse.glob("*.whl")):
-                tar.add(str(wheel), arcname=f".wheelhouse/{wheel.name}")
+
+
+@contextlib.contextmanager
+def served(folder: Path) -> Iterator[str]:
+    """``folder`` over HTTP on 127.0.0.1 for the block: the wheelhouse a build reads from the host
+    network, so the wheels never enter the build context or a layer. The port follows from the folder's
+    name (the URL is a build argument, part of the layer cache's key: the same wheelhouse, the same URL,
+    the dependency layer reused); a taken port moves to the next candidate."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    seed = int(hashlib.sha256(folder.name.encode()).hexdigest()[:8], 16)
+    server = None
+    for i in range(20):
+        try:
+            server = ThreadingHTTPServer(("127.0.0.1", 20000 + (seed + i * 7919) % 30000), handler)
+            break
+        except OSError:
+            continue
+    if server is None:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
 
 
 def _stream_build(client, progress: Progress, log: Path | None, **kwargs) -> str:
@@ -307,14 +340,18 @@ def build_suite_image(client, progress: Progress = _quiet, log: Path | None = No
         progress(f"  {IMAGE} is up to date (source {digest})")
         _tag(client, IMAGE, INFERENCE_IMAGE)
         return IMAGE
-    progress(f"  docker build {IMAGE} from {base} ({len(files)} files, {len(wheels)} wheels)")
+    progress(f"  docker build {IMAGE} from {base} ({len(files)} files; {len(wheels)} wheels served on loopback)")
     t0 = time.monotonic()
-    with tempfile.TemporaryFile(dir=cache_dir()) as ctx:
-        write_context(ctx, root, files, house)
+    # what the image installs: the wheelhouse's list minus the model packages (the data dir provides models)
+    models = tuple(m.replace("_", "-") for m in MODEL_WHEELS)
+    pins = (house / "requirements.txt").read_text().splitlines()
+    (house / "image-requirements.txt").write_text("\n".join(x for x in pins if x and not x.startswith(models)) + "\n")
+    with tempfile.TemporaryFile() as ctx, served(house) as url:
+        write_context(ctx, root, files)
         ctx.seek(0)
         _stream_build(client, progress, log, fileobj=ctx, custom_context=True, dockerfile="deploy/Dockerfile",
-                      tag=IMAGE, labels={SOURCE_LABEL: digest},
-                      buildargs={"BUILD_BASE": base, "RUNTIME_BASE": base, "LLAMA_BUILD": "wheelhouse"})
+                      tag=IMAGE, labels={SOURCE_LABEL: digest}, target="wheelhouse", network_mode="host",
+                      buildargs={"BUILD_BASE": base, "RUNTIME_BASE": base, "WHEELHOUSE_URL": url})
     _tag(client, IMAGE, INFERENCE_IMAGE)
     progress(f"  built {IMAGE} in {time.monotonic() - t0:.0f}s")
     return IMAGE
