@@ -109,6 +109,9 @@ def test_liveness_waits_for_the_start_period_then_counts_failures_in_a_row():
     assert live.observe("gateway", "c1", now, True) == 0  # answered once: failures count from now on
     assert [live.observe("gateway", "c1", now, False) for _ in range(3)] == [0, 0, 3]
     assert live.observe("gateway", "c2", now, False) == 0  # a new container starts its own period
+    # the docker watch's instance is (container id, StartedAt): a restart of the same container is new
+    assert live.observe("gateway", ("c1", "t1"), now, True) == 0
+    assert live.observe("gateway", ("c1", "t2"), now, False) == 0
 
 
 def test_exit_codes_name_the_signal():

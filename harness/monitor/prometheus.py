@@ -234,11 +234,11 @@ class MonitorStack:
         for name, proc in list(self._procs.items()):
             if proc.poll() is None:
                 proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            try:
+                proc.wait(timeout=10)  # at once for one that exited (a container is removed then)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
             del self._procs[name]
         if self.sink is not None:
             self.sink.close()

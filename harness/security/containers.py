@@ -9,7 +9,8 @@ host (what the kernel enforces, not only what was asked for) and from a throwawa
 * ``no_docker_socket`` no mount of the Docker socket (or of ``/var/run``, ``/run`` whole)
 * ``loopback_only``    no port published beyond 127.0.0.1, every listening socket on loopback
 * ``secrets_0600``     the secret files and the containers' settings are 0600 (owner: the containers' user)
-* ``image_contents``   no compiler, no private key, no model file, no test extra in the image
+* ``image_contents``   no compiler, no private key (a PEM private key or an ssh key, by content: CA
+                       certificates are public), no model file, no test extra in the image
 
 On the process backend every line is a skip that says so.
 """
@@ -32,18 +33,27 @@ COMPILERS = ("gcc", "cc", "c++", "g++", "clang", "cmake", "make", "ld", "as", "n
 # run inside a throwaway container of the image: what it holds that a runtime image must not
 PROBE = r"""
 import importlib.metadata, json, os, shutil
-skip = ("/proc", "/sys", "/dev", "/tmp", "/etc/ssl/certs", "/usr/share/ca-certificates")
+skip = ("/proc", "/sys", "/dev", "/tmp")
+code = (".py", ".pyc", ".so", ".pyi", ".c", ".h", ".js", ".html", ".txt", ".md", ".rst")
 keys, models = [], []
 for root, dirs, files in os.walk("/"):
     if root.startswith(skip):
         dirs[:] = []
         continue
     for f in files:
-        low = f.lower()
-        if low.endswith((".key", ".pem", ".p12", ".pfx")) or low.startswith(("id_rsa", "id_ed25519", "id_ecdsa")):
-            keys.append(os.path.join(root, f))
+        path, low = os.path.join(root, f), f.lower()
         if low.endswith((".gguf", ".safetensors", ".ggml")) or (low.endswith(".bin") and "model" in low):
-            models.append(os.path.join(root, f))
+            models.append(path)
+        if low.startswith(("id_rsa", "id_ed25519", "id_ecdsa", "id_dsa")) and not low.endswith(".pub"):
+            keys.append(path)
+        elif not low.endswith(code) and os.path.isfile(path) and not os.path.islink(path):
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(65536)
+            except OSError:
+                continue
+            if b"PRIVATE KEY-----" in head:  # PEM: RSA, EC, OpenSSH, PKCS#8 (certificates are public)
+                keys.append(path)
 print(json.dumps({
     "compilers": {c: shutil.which(c) for c in COMPILER_NAMES if shutil.which(c)},
     "keys": keys[:20], "models": models[:20],

@@ -366,6 +366,7 @@ def _tag(client, source: str, target: str) -> None:
 MONITORING_DOCKERFILE = """\
 FROM {base}
 COPY usr/bin/{binary} /usr/bin/{binary}
+COPY usr/share/prometheus /usr/share/prometheus
 {extra}
 USER 65534:65534
 ENTRYPOINT ["/usr/bin/{binary}"]
@@ -381,7 +382,7 @@ def build_monitoring_images(client, progress: Progress = _quiet, log: Path | Non
             (PROMETHEUS, "prometheus", "prometheus", "COPY usr/bin/promtool /usr/bin/promtool"),
             (ALERTMANAGER, "prometheus-alertmanager", "prometheus-alertmanager", "")):
         (deb,) = debs.fetch([package], "bookworm", cache / "debs")
-        label = f"{deb.name} {base}"
+        label = f"{deb.name} {base} {hashlib.sha256(MONITORING_DOCKERFILE.encode()).hexdigest()[:8]}"
         if present(client, image) and client.images.get(image).labels.get(SOURCE_LABEL) == label:
             built[image] = debs.version(deb)
             continue
@@ -395,7 +396,7 @@ def build_monitoring_images(client, progress: Progress = _quiet, log: Path | Non
             tar.addfile(info, io.BytesIO(text))
             for rel in re.findall(r"COPY (\S+) ", MONITORING_DOCKERFILE.format(base=base, binary=binary,
                                                                                 extra=extra)):
-                tar.add(str(tree / rel), arcname=rel)
+                tar.add(str(tree / rel), arcname=rel)  # a folder with what is under it (templates, UI)
         buf.seek(0)
         _stream_build(client, progress, log, fileobj=buf, custom_context=True, tag=image,
                       labels={SOURCE_LABEL: label})

@@ -53,7 +53,9 @@ def watch_once(backend: DockerBackend, liveness: Liveness, http: httpx.Client) -
         spec = services.get(name)
         ok, detail = probe(backend.settings.url(name) + spec.health_path, timeout=sup.liveness_timeout_s,
                            client=http)
-        failed = liveness.observe(name, c.id, _started_at(c), ok)
+        # one instance per start: a restarted container keeps its id, and its new process gets the
+        # start period again
+        failed = liveness.observe(name, (c.id, c.attrs["State"].get("StartedAt")), _started_at(c), ok)
         if not ok and liveness.failures.get(name):
             log.warning("liveness: %s /health failed (%d/%d): %s", name, liveness.failures[name],
                         sup.liveness_failures, detail)
