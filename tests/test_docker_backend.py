@@ -149,9 +149,10 @@ def docker_phase2(engine, gemma_path):
                               supervision={"liveness_interval_s": 1, "liveness_timeout_s": 2,
                                            "liveness_failures": 3, "liveness_start_period_s": 120})
     backend = DockerBackend(settings)
-    t0 = time.monotonic()
+    t0, since = time.monotonic(), time.time() - 1
     backend.up(2, progress=print)
     print(f"phase 2 in containers ready in {time.monotonic() - t0:.0f}s")
+    backend.events = _events(engine, since)  # the bring-up's start and health events, for the gating test
     try:
         yield settings, backend
     finally:
@@ -160,13 +161,16 @@ def docker_phase2(engine, gemma_path):
         shutil.rmtree(data, ignore_errors=True)
 
 
-def _started(c) -> str:
-    return c.attrs["State"]["StartedAt"]
+def _events(client, since: float) -> list[dict]:
+    """The engine's container events of the project since ``since`` (start, health_status: …)."""
+    return list(client.events(since=int(since), until=int(time.time()) + 1, decode=True,
+                              filters={"type": "container", "label": "com.docker.compose.project=suite"}))
 
 
-def _first_healthy(c) -> str:
-    passed = [e["End"] for e in c.attrs["State"]["Health"]["Log"] if e["ExitCode"] == 0]
-    return min(passed) if passed else "9999"
+def _first(events: list[dict], service: str, status: str) -> int:
+    times = [e["timeNano"] for e in events if e.get("status") == status
+             and e["Actor"]["Attributes"].get("com.docker.compose.service") == service]
+    return min(times) if times else 1 << 80
 
 
 @pytest.mark.integration
@@ -180,10 +184,13 @@ def test_phase2_runs_in_containers_gated_by_health(docker_phase2):
         assert c.status == "running", name
         r = httpx.get(settings.url(name) + services.get(name).ready_path, timeout=10)
         assert r.status_code == 200, (name, r.text)
-    # compose started each dependant only once its dependencies' healthchecks had passed
+    # compose started each dependant only once its dependencies' healthchecks had passed (the engine's
+    # own events: `start` of the dependant after the first `health_status: healthy` of each dependency)
     for name in ("gateway", "rag"):
+        started = _first(backend.events, name, "start")
         for dep in services.get(name).depends_on:
-            assert _started(found[name]) > _first_healthy(found[dep]), (name, dep)
+            assert started > _first(backend.events, dep, "health_status: healthy") > 0, (name, dep)
+            assert _first(backend.events, dep, "start") < started
     rows = {s.name: s for s in backend.status()}
     assert all(rows[n].running and rows[n].ready and rows[n].pid for n in names)
     assert rows["qdrant" if "qdrant" in rows else "gateway"].restarts == 0

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from suite import services
@@ -230,6 +231,8 @@ class DockerBackend:
                 st.restarts = int(c.attrs.get("RestartCount", 0))
                 code = int(state.get("ExitCode") or 0)
                 finished = state.get("FinishedAt", "")
+                if st.restarts and st.running:  # a (re)start resets ExitCode: the engine's `die` event keeps it
+                    code = self._last_exit_code(c, code)
                 if (code and not st.running) or st.restarts:
                     st.last_exit = _describe_exit(code)
                     cause = causes.get(c.id)
@@ -245,6 +248,19 @@ class DockerBackend:
                 st.detail = f"container {st.state}" if c is not None else "not running"
             states.append(st)
         return states
+
+    def _last_exit_code(self, container, default: int) -> int:
+        """The exit code of the container's latest ``die`` event (the engine keeps recent events)."""
+        created = container.attrs.get("Created", "")[:19]
+        try:
+            since = int(datetime.fromisoformat(created).replace(tzinfo=UTC).timestamp())
+        except ValueError:
+            since = int(time.time()) - 3600
+        events = self.client.events(since=since, until=int(time.time()) + 1, decode=True,
+                                    filters={"container": container.id, "event": "die"})
+        codes = [e.get("Actor", {}).get("Attributes", {}).get("exitCode") for e in events]
+        codes = [int(c) for c in codes if c is not None and str(c).lstrip("-").isdigit()]
+        return codes[-1] if codes else default
 
     def _logs(self, name: str, lines: int = 200) -> str:
         c = self.container(name)
