@@ -17,13 +17,12 @@ On the process backend every line is a skip that says so.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import stat
 from pathlib import Path
-
-import psutil
 
 from harness.result import CheckResult, Stage, Status, Timer
 from suite.settings import Settings
@@ -93,6 +92,36 @@ def _loopback(address: str) -> bool:
         return False
 
 
+def listening_sockets(pid: int) -> list[str]:
+    """``ip:port`` of every listening TCP socket that process ``pid`` holds, read from its own network
+    namespace (``/proc/<pid>/net/tcp[6]``, host network or not; psutil reads the caller's)."""
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    except OSError:
+        return []
+    found = []
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            addr, port = fields[1].split(":")
+            raw = bytes.fromhex(addr)
+            # the kernel prints each 32-bit word in host (little-endian) order
+            ip = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.append(f"{ipaddress.ip_address(ip)}:{int(port, 16)}")
+    return found
+
+
 def _proc_status(pid: int) -> dict[str, str]:
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -105,13 +134,7 @@ def describe(container) -> dict:
     """What the checks read of one container: its inspect fields and its process's /proc status."""
     pid = container.attrs["State"].get("Pid") or 0
     status = _proc_status(pid)
-    listening = []
-    try:
-        for conn in psutil.Process(pid).net_connections(kind="inet"):
-            if conn.status == psutil.CONN_LISTEN:
-                listening.append(f"{conn.laddr.ip}:{conn.laddr.port}")
-    except psutil.Error:
-        pass
+    listening = listening_sockets(pid)
     host = container.attrs["HostConfig"]
     return {
         "container": container.name, "image": container.attrs["Config"].get("Image"),
