@@ -202,6 +202,21 @@ def test_phase2_runs_in_containers_gated_by_health(docker_phase2):
 
 
 @pytest.mark.integration
+def test_suite_down_and_up_of_one_service_from_another_process(docker_phase2):
+    """What the smoke's failover and the monitoring drill do: `suite down NAME` and `suite up` as separate
+    CLI processes (fresh settings: the Qdrant key compose.yaml requires is found again)."""
+    from harness import stack
+
+    settings, backend = docker_phase2
+    assert stack.down(["inference-chat"], settings) == 0
+    assert "inference-chat" not in backend.running() and "inference-code" in backend.running()
+    outcome = stack.up(2, settings)
+    assert outcome.exit_code == 0 and outcome.started == ["inference-chat"], outcome.lines[-10:]
+    rows = {s.name: s for s in backend.status()}
+    assert rows["inference-chat"].ready and rows["gateway"].ready
+
+
+@pytest.mark.integration
 def test_kill_9_of_a_container_is_restarted_by_its_policy_and_shown_in_status(docker_phase2):
     settings, backend = docker_phase2
     before = {s.name: s for s in backend.status()}

@@ -94,6 +94,7 @@ class DockerBackend:
                                   "(`suite engine start` installs both where it may)")
         files = [a for f in self.compose_files() for a in ("-f", str(f))]
         cmd = [docker, "compose", *files, "-p", PROJECT, *args]
+        ensure_secrets(self.settings)  # compose.yaml requires the Qdrant key for any command, `stop` too
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **compose_env(self.settings)})
         if check and proc.returncode != 0:
