@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from suite import services
@@ -251,17 +250,24 @@ class DockerBackend:
         return states
 
     def _last_exit_code(self, container, default: int) -> int:
-        """The exit code of the container's latest ``die`` event (the engine keeps recent events)."""
-        created = container.attrs.get("Created", "")[:19]
+        """The container's latest exit code as the watch recorded it from the engine's ``die`` events
+        (a restart resets ``ExitCode``; the engine keeps too few events to ask it later)."""
+        import json
+
+        path = _watch_paths(self.settings)[2].with_name("docker-exits.jsonl")
+        code = None
         try:
-            since = int(datetime.fromisoformat(created).replace(tzinfo=UTC).timestamp())
-        except ValueError:
-            since = int(time.time()) - 3600
-        events = self.client.events(since=since, until=int(time.time()) + 1, decode=True,
-                                    filters={"container": container.id, "event": "die"})
-        codes = [e.get("Actor", {}).get("Attributes", {}).get("exitCode") for e in events]
-        codes = [int(c) for c in codes if c is not None and str(c).lstrip("-").isdigit()]
-        return codes[-1] if codes else default
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return default
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("container") == container.id and str(rec.get("exit_code", "")).lstrip("-").isdigit():
+                code = int(rec["exit_code"])
+        return default if code is None else code
 
     def _logs(self, name: str, lines: int = 200) -> str:
         c = self.container(name)

@@ -79,12 +79,35 @@ def kill(backend: DockerBackend, name: str, container, cause: str) -> None:
         log.warning("liveness: killing %s: %s", name, exc)
 
 
+def record_exits(backend: DockerBackend, stop: threading.Event) -> None:
+    """Every ``die`` of the project's containers, as the engine streams it, appended to
+    ``<data_dir>/supervisor/docker-exits.jsonl`` (the engine keeps only its last 256 events, which the
+    healthchecks' own exec events fill within seconds; a restart resets the container's ExitCode)."""
+    path = _watch_paths(backend.settings)[2].with_name("docker-exits.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    while not stop.is_set():
+        try:
+            for event in backend.client.events(decode=True, filters={
+                    "type": "container", "event": "die", "label": "com.docker.compose.project=suite"}):
+                attrs = event.get("Actor", {}).get("Attributes", {})
+                with open(path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"container": event.get("id") or event.get("Actor", {}).get("ID"),
+                                         "service": attrs.get("com.docker.compose.service"),
+                                         "exit_code": attrs.get("exitCode"), "time": event.get("time")}) + "\n")
+                if stop.is_set():
+                    return
+        except Exception:  # the engine restarting: reconnect
+            log.exception("event stream broke; reconnecting")
+            stop.wait(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = watch_main_settings("python -m suite.supervisor.docker_watch", argv)
     backend = DockerBackend(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     liveness, http = Liveness(settings.supervision), httpx.Client()
+    threading.Thread(target=record_exits, args=(backend, stop), name="exits", daemon=True).start()
     empty_rounds = 0
     log.info("watching the %s project's containers every %gs", "suite", settings.supervision.liveness_interval_s)
     while not stop.wait(settings.supervision.liveness_interval_s):
