@@ -4,6 +4,7 @@
 # Safe to run again: each step is skipped when already done.
 #
 #   SUITE_LLAMA_BUILD=auto|avx512|avx2|cuda   CPU variant (auto: avx512 when the CPU has it) or CUDA
+#   SUITE_CUDA_ARCH=89                        with cuda: compile for this compute capability only
 #   SUITE_VENV=.venv                          where the virtual environment lives
 #   SUITE_EXTRAS=test                         extras of the project to install (e.g. "test,bench"; empty: none)
 #   SUITE_EDITABLE=1                          0 installs a copy of the project (the container image)
@@ -94,7 +95,9 @@ noamx="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
 case "$variant" in
   avx2)   flags="$base $cpu -DGGML_AVX512=OFF $noamx" ;;
   avx512) flags="$base $cpu -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX512_VBMI=ON $noamx" ;;
-  cuda)   flags="$base $cpu -DGGML_CUDA=ON $noamx" ;;
+  # SUITE_CUDA_ARCH (e.g. 89 for an RTX 4050, 90 for an H100) compiles for that card only: minutes
+  # instead of the whole architecture list (scripts/gpu_check.sh sets it from nvidia-smi)
+  cuda)   flags="$base $cpu -DGGML_CUDA=ON $noamx${SUITE_CUDA_ARCH:+ -DCMAKE_CUDA_ARCHITECTURES=$SUITE_CUDA_ARCH}" ;;
   *) log "SUITE_LLAMA_BUILD must be auto, avx2, avx512 or cuda (got '$variant')"; exit 2 ;;
 esac
 key=$(printf '%s %s' "$LLAMA_VERSION" "$flags" | sha256sum | cut -c1-12)

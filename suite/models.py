@@ -71,6 +71,26 @@ def minilm_path() -> Path:
     return Path(pkg.get_model_path())
 
 
+MINILM_DIR = "all-MiniLM-L6-v2"
+
+
+def install_minilm(models_dir: Path) -> Path:
+    """A copy of the MiniLM-L6 model dir in ``models_dir`` (the container image holds no model; the
+    docker backend points the embedding service at this copy). Copied once, atomically."""
+    import shutil
+
+    target = models_dir / MINILM_DIR
+    if (target / "model.safetensors").is_file():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = models_dir / f".{MINILM_DIR}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(minilm_path(), tmp, ignore=shutil.ignore_patterns("__pycache__", "*.py", "*.pyc"))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
 def bundled_models(models_dir: Path) -> list[ModelFile]:
     return [
         ModelFile("gemma-3-270m (chat, code)", models_dir / GEMMA_FILE, gemma_expected_sha256()),

@@ -310,6 +310,19 @@ class SigningSettings(BaseModel):
         "`harness keys init`, never under runs/ (default: <data_dir>/signing/harness-ed25519.pem)")
 
 
+class DockerSettings(BaseModel):
+    """The docker backend: which images, which user the containers run as, the liveness watch."""
+
+    images: Literal["auto", "official", "debian"] = Field(
+        "auto", description="official: compose.yaml's images (a registry); debian: add compose.debian.yaml "
+        "(images from Debian's packages, `suite image build`; no Qdrant server, Grafana, Loki); auto: debian "
+        "unless the Qdrant image compose.yaml names is in the engine")
+    container_uid: int = Field(10001, ge=1, description="the containers' user when the host user is root "
+                               "(the data dir is then handed to it); otherwise the host user")
+    watch: bool = Field(True, description="run the liveness watch beside the containers: a container whose "
+                        "/health keeps failing is killed, and its restart policy brings it back")
+
+
 class Settings(BaseSettings):
     """Everything a service, the supervisor or the harness needs to know about the stack."""
 
@@ -337,6 +350,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     signing: SigningSettings = Field(default_factory=SigningSettings)
+    docker: DockerSettings = Field(default_factory=DockerSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -55,6 +55,16 @@ def check_set_id(set_id: str) -> str:
     return set_id
 
 
+def owned_like(path: Path, reference: Path) -> None:
+    """Root making a folder in a data dir that belongs to the containers' user (the docker backend hands
+    it over): the folder takes that owner, so the services can write into it. Nothing otherwise."""
+    if os.geteuid() != 0:
+        return
+    st = reference.stat()
+    if st.st_uid != 0 and os.stat(path).st_uid != st.st_uid:
+        os.chown(path, st.st_uid, st.st_gid)
+
+
 @dataclass
 class SetBuilder:
     """A set being written: parts add files under ``folder``; ``finish`` seals it."""
@@ -69,8 +79,10 @@ class SetBuilder:
     def begin(cls, root: Path, kind: str = "manual") -> SetBuilder:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)  # sets hold copies of every database: private whatever the umask made
+        owned_like(root, root.parent)
         builder = cls(root, new_set_id(kind), kind)
         builder.folder.mkdir(mode=0o700)
+        owned_like(builder.folder, root)
         return builder
 
     @property
@@ -80,6 +92,7 @@ class SetBuilder:
     def part_folder(self, part: str) -> Path:
         path = self.folder / part
         path.mkdir(exist_ok=True, mode=0o700)
+        owned_like(path, self.folder)  # the RAG service writes its part into it
         return path
 
     def finish(self, source: dict[str, Any]) -> Path:
