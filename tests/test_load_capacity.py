@@ -16,7 +16,6 @@ from harness.load import run_scenario, saturation
 from harness.load.capacity import Probe, knee, search
 from harness.load.samples import Sample, read_samples
 from harness.load.scenarios import SCENARIOS
-from harness.load.slo import parse_slo
 from harness.load.verdicts import judge
 from harness.result import Status
 from suite.testing import start_app_process

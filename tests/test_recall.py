@@ -87,3 +87,30 @@ def test_the_info_row_says_why_it_has_no_figure_when_the_embedding_service_is_do
     row = recall.info_row(quiet_settings, chunks=400, queries=40)
     assert row.status is Status.INFO and row.value is None
     assert row.measured == "not measured" and "connection refused" in row.detail
+
+
+def test_the_runbook_measures_recall_only_beside_a_rag_scenario_of_its_phase(quiet_settings, monkeypatch):
+    from harness.load.plan import plan
+
+    asked: list[int] = []
+    monkeypatch.setattr(recall, "info_row", lambda settings, n, progress=None: asked.append(n) or "row")
+    assert recall.rag_info(quiet_settings, plan("code,embedding"), "seed", 10_000) == []
+    assert recall.rag_info(quiet_settings, plan("rag"), "seed", 10_000, phase=1) == []
+    assert recall.rag_info(quiet_settings, plan("rag"), "seed", 0) == []
+    assert recall.rag_info(quiet_settings, plan("", profile="seed"), "seed", 10_000) == ["row"]
+    assert recall.rag_info(quiet_settings, plan("", profile="quick"), "quick", 10_000) == ["row"]
+    assert asked == [10_000, recall.QUICK_CHUNKS]
+
+
+@pytest.mark.integration
+def test_the_info_row_against_the_real_embedding_service(tmp_path):
+    """MiniLM through the embedding service's /embed with the run's guest key, as the runbook does."""
+    from suite.testing import serve, stack_settings
+
+    settings = stack_settings(tmp_path)
+    with serve(settings, "embedding"):
+        row = recall.info_row(settings, chunks=300, queries=30)
+    assert row.status is Status.INFO and row.value is not None, row.detail
+    assert 0.8 <= row.value <= 1.0  # real sentence embeddings: HNSW finds nearly all of the exact top 5
+    cached = list((settings.data_dir / "cache" / "recall").glob("minilm-330-*.npy"))
+    assert len(cached) == 1 and np.load(cached[0]).shape == (330, 384)

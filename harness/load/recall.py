@@ -144,7 +144,11 @@ def service_embedder(settings: Settings) -> Callable[[list[str]], np.ndarray]:
     def embed(batch: list[str]) -> np.ndarray:
         resp = client().post(url, json={"texts": batch}, headers=headers, timeout=300)
         resp.raise_for_status()
-        return np.asarray(resp.json()["embeddings"], dtype=np.float32)
+        vectors = resp.json()["embeddings"]
+        if len(vectors) != len(batch):  # the service drops texts past its max_texts
+            raise RuntimeError(f"the embedding service returned {len(vectors)} vectors for {len(batch)} texts "
+                               "(embedding.max_texts below the batch)")
+        return np.asarray(vectors, dtype=np.float32)
     return embed
 
 
@@ -178,3 +182,19 @@ def info_row(settings: Settings, chunks: int, queries: int = QUERIES,
                 f"{settings.rag.optimize_threshold:,} points) against exact cosine top {K}; worst query "
                 f"{r.worst:.2f}; HNSW built in {r.build_s:.1f} s; query p50 {r.p50_ms:.2f} ms, p95 {r.p95_ms:.2f} ms; "
                 f"benchmarks/vector_recall.py --data minilm measures it at 10k-100k"))
+
+
+QUICK_CHUNKS = 2000  # the quick profile's corpus: a minute of embedding the first time, cached after
+
+
+def rag_info(settings: Settings, scenarios, profile: str, chunks: int, phase: int = 3,
+             progress: Callable[[str], None] | None = None) -> list[CheckResult]:
+    """The load runbook's recall row, beside the RAG scenario: none when no scenario of the plan
+    queries the RAG service in this ``phase`` or ``chunks`` is 0; the quick profile measures at most ``QUICK_CHUNKS``."""
+    if chunks <= 0 or not any(sc.service == "rag" and sc.phase <= phase for sc in scenarios):
+        return []
+    n = min(chunks, QUICK_CHUNKS) if profile == "quick" else chunks
+    if progress:
+        progress(f"rag: recall@{K} of HNSW against exact search over {n:,} real chunks "
+                 "(embedded once by the embedding service, then cached)")
+    return [info_row(settings, n, progress=progress)]
