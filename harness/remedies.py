@@ -171,7 +171,7 @@ REMEDIES: tuple[tuple[str, Remedy], ...] = (
     ("load.*.attainment", Remedy("Fewer requests than the SLO's target met every objective ({detail}): the detail "
                                  "counts the misses per objective and the failed requests (each a miss); the "
                                  "latency chart shows when they happened", "05_load#Latency over time and percentiles",
-                                 "docs/verdicts.md § SLO attainment and goodput")),
+                                 "docs/verdicts.md § SLOs: attainment and goodput")),
     ("load.*.box", Remedy("The box was contended while {name} ran ({detail}): its gates could not pass there; "
                           "rerun when `harness box` says the box is quiet", "05_load#Verdicts",
                           "docs/verdicts.md § Contention made visible")),

@@ -104,6 +104,10 @@ def test_scenarios_carry_slos_whose_attainment_is_one_more_gate_and_objectives_a
     assert with_overrides(chat_sc, slo="p95<1s,attainment>=90%").service_level().target == 0.9
     with pytest.raises(ThresholdError):
         with_overrides(chat_sc, slo="p95>1s")
+    # thresholds replace every target, the attainment gate too, unless an SLO is given with them
+    assert [str(t) for t in with_overrides(chat_sc, thresholds="max<120s").targets()] == ["max<120s"]
+    kept = with_overrides(chat_sc, thresholds="max<120s", slo="p95<9s,attainment>=90%")
+    assert [str(t) for t in kept.targets()] == ["max<120s", "attainment>=90%"]
     poisson = SCENARIOS["chat-poisson"]
     assert poisson.open_model and "Poisson arrivals at 1 req/s (seed 1), at most 8 in flight" in poisson.load_model()
     assert SCENARIOS["seed-100x5"].load_model().startswith("closed loop: 5 user(s)")

@@ -223,6 +223,7 @@ def with_overrides(scenario: Scenario, *, users: int = 0, spawn_rate: float = 0.
     """A copy with the non-empty overrides applied (0 / "" / None keep the scenario's own value).
     ``rate`` > 0 turns the scenario into an open model (``users`` then caps the requests in flight).
 
+    ``thresholds`` replaces every target, the SLO's attainment included, unless ``slo`` is given too.
     Giving ``requests`` or ``duration_s`` replaces the stop condition, so one of them never lingers;
     a new ``requests`` keeps the scenario's budget in proportion (20 of 100 -> 40 of 200).
     """
@@ -239,6 +240,8 @@ def with_overrides(scenario: Scenario, *, users: int = 0, spawn_rate: float = 0.
     if thresholds:
         parse_thresholds(thresholds)  # a bad override fails here, before anything runs
         changes["thresholds"] = thresholds
+        if not slo:  # every target replaced, the SLO's attainment gate too (give ``slo`` to keep one)
+            changes["slo"] = ""
     if max_tokens:
         changes["max_tokens"] = max_tokens
     if slo:
