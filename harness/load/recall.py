@@ -184,7 +184,7 @@ def info_row(settings: Settings, chunks: int, queries: int = QUERIES,
                 f"benchmarks/vector_recall.py --data minilm measures it at 10k-100k"))
 
 
-QUICK_CHUNKS = 2000  # the quick profile's corpus: a minute of embedding the first time, cached after
+QUICK_CHUNKS = 1000  # the quick profile's corpus: about 20 s of embedding on a quiet CPU the first time, cached after
 
 
 def rag_info(settings: Settings, scenarios, profile: str, chunks: int, phase: int = 3,
