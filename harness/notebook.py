@@ -104,6 +104,29 @@ class Runbook:
             self._set_step(Status.FAIL, line)
         raise ServicesDown(line, notebook=self.name)
 
+    def needs_target(self, target, wait_s: float = 0.0) -> None:
+        """``needs_services`` for a target: our own suite by its phase (the same check), a target file's
+        parts by a TCP connection to each ``base_url``."""
+        if target.ours:
+            return self.needs_services(target._settings, target.phase, wait_s)
+        from harness.target.probe import unreachable
+
+        down = unreachable(target, wait_s)
+        if not down:
+            return
+        line = (", ".join(f"{p.name} {p.base_url}" for p in down) + f" not reachable — start them, or fix their "
+                f"base_url in {target.source}")
+        self._stop_down(line, f"the parts of target {target.name} answer", len(down))
+
+    def _stop_down(self, line: str, title: str, count: int) -> None:
+        stage = {s.value.replace("-", "_"): s for s in Stage}.get(self.name.split("_", 1)[-1], Stage.HEALTH)
+        self.record(CheckResult(f"{stage.value}.services", f"{self.name}: {title}", stage, Status.FAIL,
+                                target="every part accepts a connection", measured=f"{count} not reachable",
+                                detail=line))
+        if self.manual:
+            self._set_step(Status.FAIL, line)
+        raise ServicesDown(line, notebook=self.name)
+
     def record(self, results: CheckResult | Iterable[CheckResult]) -> list[CheckResult]:
         """Add results and save them all at once, so a later crash keeps what was measured. A gate
         that passed with less than 20 % of its target left becomes a warning (``with_headroom``)."""

@@ -95,6 +95,7 @@ class RunDir:
     def write_json(self, name: str | Path, data: Any) -> Path:
         """Write ``data`` as JSON atomically; ``name`` is relative to the run directory."""
         target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".tmp")
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
         os.replace(tmp, target)
