@@ -201,6 +201,10 @@ def run_sequence(sequence: Path | None = None, raw_params: dict[str, Any] | None
                         profile=seq.parameter("profile", raw))
         if tgt is not None:
             meta["target"] = _install_target(tgt, run, say)
+        else:  # our own suite: the target generated from the settings, named the same way in the report
+            from harness.target import suite_target
+
+            meta["target"] = suite_target(_settings(settings), int(seq.parameter("phase", raw) or 3)).summary()
         if waivers:
             meta["waivers"] = waivers_mod.install(waivers, run.path)
             _announce_waivers(accepted, waivers_mod.run_date(meta), say)

@@ -52,11 +52,29 @@ def _check(part: Part, line: str, title: str, status: Status, goal: str, measure
                        target=goal, measured=measured, detail=detail, **t.fields())
 
 
-def _request(method: str, url: str, hdrs: dict[str, str] | None = None, **kw: Any) -> int | None:
+AUTH_WORDS = re.compile(r"auth|api[ _-]?key|token|unauthori|credential|permission|forbidden|no connected db",
+                        re.IGNORECASE)
+
+
+def classify(status: int | None, body: str) -> str:
+    """``refused`` (401/403, or an error that says it is about the key), ``unserved`` (no such route,
+    no answer), ``errored`` (a 5xx that says nothing: no data, but no clean refusal either) or
+    ``answered`` (2xx/3xx, or a 4xx from the handler itself: it was reached)."""
+    if status in REFUSED:
+        return "refused"
+    if status is None or status in NOT_SERVED:
+        return "unserved"
+    if status >= 400 and AUTH_WORDS.search(body[:500]):
+        return "refused"
+    return "errored" if status >= 500 else "answered"
+
+
+def _request(method: str, url: str, hdrs: dict[str, str] | None = None, **kw: Any) -> tuple[int | None, str]:
     try:
-        return httpx.request(method, url, headers=hdrs, timeout=TIMEOUT, **kw).status_code
+        r = httpx.request(method, url, headers=hdrs, timeout=TIMEOUT, **kw)
     except httpx.HTTPError:
-        return None
+        return None, ""
+    return r.status_code, r.text
 
 
 def documented_routes(target: Target, part: Part) -> list[tuple[str, str]]:
@@ -88,21 +106,27 @@ def check_auth(target: Target, part: Part) -> CheckResult:
     if part.kind == "mcp":
         return _mcp_auth(target, part, t, goal)
     public = set(part.defaults.public) | {p for p in (part.health, part.ready) if p}
-    open_routes, refused, unserved = [], 0, 0
+    open_routes, errored, refused, unserved, odd = [], [], 0, 0, set()
     wrong = {part.auth.header: f"{part.auth.scheme} wrong-{uuid.uuid4().hex[:8]}".strip()} if part.auth else \
         {"Authorization": f"Bearer wrong-{uuid.uuid4().hex[:8]}"}
     routes = [(m, p) for m, p in documented_routes(target, part) if p not in public]
     for method, path in routes:
         kw = {"json": {}} if method == "POST" else {}
         for who, hdrs in (("no key", {}), ("wrong key", wrong)):
-            status = _request(method, part.url(path), hdrs, **kw)
-            if status in REFUSED:
+            status, body = _request(method, part.url(path), hdrs, **kw)
+            seen = classify(status, body)
+            if seen == "refused":
                 refused += 1
-            elif status in NOT_SERVED or status is None:
+                if status not in REFUSED:
+                    odd.add(f"{method} {path} refuses {who} with HTTP {status}, not 401")
+            elif seen == "unserved":
                 unserved += 1
+            elif seen == "errored":
+                errored.append(f"{method} {path} with {who}: HTTP {status}")
             else:
-                open_routes.append(f"{method} {path} with {who}: HTTP {status}")
-    measured = f"{len(open_routes)} answered, {refused} refused, {unserved} not served of {2 * len(routes)}"
+                open_routes.append(f"{method} {path} with {who}: HTTP {status} {body[:60]!r}")
+    measured = (f"{len(open_routes)} answered, {refused} refused, {len(errored)} errored, {unserved} not served "
+                f"of {2 * len(routes)}")
     if part.auth is None and open_routes:
         return _check(part, "auth", "unauthenticated access refused", Status.FAIL, goal, measured,
                       f"unauthenticated part: {part.name} ({part.defaults.label or part.kind}) takes no key, and "
@@ -110,10 +134,16 @@ def check_auth(target: Target, part: Part) -> CheckResult:
     if open_routes:
         return _check(part, "auth", "unauthenticated access refused", Status.FAIL, goal, measured,
                       "answered without a valid key: " + "; ".join(open_routes[:12]), t)
+    if errored:
+        return _check(part, "auth", "unauthenticated access refused", Status.WARN, goal, measured,
+                      "no data, but no refusal either: an error where a 401 belongs (its auth layer failed): "
+                      + "; ".join(errored[:10]), t)
     if not routes or refused == 0:
         return _check(part, "auth", "unauthenticated access refused", Status.WARN, goal, measured,
                       f"no documented route of {part.kind} answered at all here: nothing to judge", t)
     detail = f"every documented route refused without a valid key; public by design: {', '.join(sorted(public))}"
+    if odd:
+        detail += "; " + "; ".join(sorted(odd)[:6])
     return _check(part, "auth", "unauthenticated access refused", Status.PASS, goal, measured, detail, t)
 
 

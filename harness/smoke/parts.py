@@ -20,7 +20,7 @@ from harness.target import control as ctl
 from harness.vectors import cosine, norm
 
 # the headers a known gateway says which upstream answered with (and that it fell back)
-UPSTREAM_HEADERS = ("x-suite-upstream", "x-litellm-model-id", "x-litellm-model-api-base")
+UPSTREAM_HEADERS = ("x-suite-upstream", "x-litellm-model-api-base", "x-litellm-model-id")
 FALLBACK_HEADERS = ("x-suite-fallback-from", "x-litellm-attempted-fallbacks")
 PAIR = ("A cat is sitting on the mat.", "A kitten sits on a rug.")
 

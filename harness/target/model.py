@@ -100,9 +100,14 @@ KINDS: dict[str, KindDefaults] = {
                           public=("/health", "/ready", "/metrics"), label="Suite Workbench service"),
     "llama-server": KindDefaults("/health", "/health", ("/props", "/v1/models"), _LLAMA_ROUTES,
                                  public=("/health", "/v1/health", "/models", "/v1/models"), label="llama.cpp llama-server"),
-    "litellm": KindDefaults("/health/liveliness", "/health/readiness", ("/health/readiness", "/v1/models"),
-                            (*_OPENAI_ROUTES, ("GET", "/key/list"), ("GET", "/model/info"), ("GET", "/spend/logs")),
-                            public=("/health/liveliness", "/health/readiness", "/health/liveness"), openapi=True,
+    # LiteLLM's /openapi.json lists ~1000 operations (its admin UI's, most needing a database): its
+    # OpenAI surface and the admin routes that read keys, users, models and spend are probed
+    "litellm": KindDefaults("/health/liveliness", "/health/readiness", ("/v1/models",),
+                            (*_OPENAI_ROUTES, ("GET", "/models"), ("POST", "/chat/completions"),
+                             ("POST", "/embeddings"), ("GET", "/model/info"), ("GET", "/v1/model/info"),
+                             ("GET", "/key/list"), ("GET", "/key/info"), ("GET", "/user/list"), ("GET", "/user/info"),
+                             ("GET", "/team/list"), ("GET", "/spend/logs"), ("GET", "/global/spend")),
+                            public=("/health/liveliness", "/health/readiness", "/health/liveness"),
                             label="LiteLLM proxy"),
     "qdrant": KindDefaults("/healthz", "/readyz", ("/",), (("GET", "/collections"), ("GET", "/cluster"),
                                                           ("GET", "/telemetry"), ("GET", "/metrics")),

@@ -67,10 +67,19 @@ def _server_info(session: Any, info: Any) -> str:
     return f"{getattr(info, 'name', 'MCP server')} {getattr(info, 'version', '')}".strip()
 
 
-def _json(part: Part, path: str, auth: dict[str, str]) -> tuple[int | None, Any]:
+VERSION_HEADERS = {"x-litellm-version": "LiteLLM"}  # software that tells its version in a header
+
+
+def _get(part: Part, path: str, auth: dict[str, str]) -> httpx.Response | None:
     try:
-        r = httpx.get(part.url(path), headers=auth, timeout=TIMEOUT)
+        return httpx.get(part.url(path), headers=auth, timeout=TIMEOUT)
     except httpx.HTTPError:
+        return None
+
+
+def _json(part: Part, path: str, auth: dict[str, str]) -> tuple[int | None, Any]:
+    r = _get(part, path, auth)
+    if r is None:
         return None, None
     try:
         return r.status_code, r.json()
@@ -82,8 +91,13 @@ def version_of(part: Part, auth: dict[str, str]) -> str:
     """What the part says it is ("" when it tells nothing we can read)."""
     found = []
     for path in part.defaults.version:
-        status, body = _json(part, path, auth)
-        if status != 200 or body is None:
+        r = _get(part, path, auth)
+        if r is None or r.status_code != 200:
+            continue
+        found += [f"{name} {r.headers[h]}" for h, name in VERSION_HEADERS.items() if r.headers.get(h)]
+        try:
+            body = r.json()
+        except ValueError:
             continue
         text = _version_text(path, body)
         if text:
