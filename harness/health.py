@@ -78,10 +78,13 @@ def _mcp_alive(url: str, timeout_s: float) -> Callable[[int], ProbeOutcome]:
 
 
 def _mcp_ready(url: str, headers: Callable[[], dict[str, str]]) -> Callable[[int], ProbeOutcome]:
-    """An MCP client's handshake and tool list (``mcp`` SDK, Streamable HTTP)."""
-    def once(attempts: int) -> ProbeOutcome:
-        from harness.target.probe import mcp_tools
+    """An MCP client's handshake and tool list (``mcp`` SDK, Streamable HTTP); the client's imports
+    are done before the probe is timed (seconds on a busy box, none of them the server's)."""
+    from mcp.client import streamable_http  # noqa: F401
 
+    from harness.target.probe import mcp_tools
+
+    def once(attempts: int) -> ProbeOutcome:
         t0 = time.perf_counter()
         try:
             names, info = mcp_tools(url, headers())

@@ -88,7 +88,7 @@ def check_offload(settings: Settings, phase: int) -> list[CheckResult]:
 
 def not_applicable(target) -> list[CheckResult]:
     """A target file's inference servers: their layer placement is the suite's own report (its /health)."""
-    return [CheckResult("health.offload", "GPU offload of the inference services", Stage.HEALTH, Status.SKIP,
+    return [CheckResult("gpu.offload.layers", "GPU offload of the inference services", Stage.HEALTH, Status.SKIP,
                         measured="not applicable",
                         detail=f"not applicable: GPU offload is read from the suite's own inference services; "
                                f"target {target.name} has none")]

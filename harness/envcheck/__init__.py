@@ -24,7 +24,7 @@ def validate(settings: Settings, phase: int = 1, min_disk_gb: float = 0.0,
         why = f"not applicable: target {target.name} was deployed by its owner; this run starts nothing"
         return [check_python(), check_packages(),
                 *(CheckResult(cid, title, Stage.ENVIRONMENT, Status.SKIP, measured="not applicable", detail=why)
-                  for cid, title in (("env.models", "the suite's model files"), ("env.ports", "the suite's ports"),
+                  for cid, title in (("env.model.suite", "the suite's model files"), ("env.ports", "the suite's ports"),
                                      ("env.docker", "Docker for the suite's docker backend"))),
                 check_disk(settings.data_dir, min_disk_gb or 5.0), check_gpu(required=False),
                 check_git(require_clean=require_clean_git)]
