@@ -65,7 +65,8 @@ class _Blank(dict):
 
 def _fields(r: CheckResult) -> dict[str, str]:
     parts = r.id.split(".")
-    return {"id": r.id, "name": parts[1] if len(parts) > 1 else r.id, "detail": (r.detail or "").strip()[:400],
+    nested = parts[:2] == ["security", "external"] and len(parts) > 2  # security.external.<part>.<line>
+    return {"id": r.id, "name": parts[2] if nested else parts[1] if len(parts) > 1 else r.id, "detail": (r.detail or "").strip()[:400],
             "target": r.target, "measured": r.measured}
 
 

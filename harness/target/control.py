@@ -61,12 +61,12 @@ def run_command(command: str, timeout_s: float = 120.0) -> CommandOutcome:
 
 def kill(part: Part) -> CommandOutcome:
     """Run the part's ``kill_command`` (the caller checked ``refusal``)."""
-    return run_command(part.kill_command or "false")
+    return run_command(part.kill_command or "false", cwd=part._folder)
 
 
 def restart(part: Part) -> CommandOutcome | None:
     """Run the part's ``restart_command``; None when it has none (it comes back by itself)."""
-    return run_command(part.restart_command) if part.restart_command else None
+    return run_command(part.restart_command, cwd=part._folder) if part.restart_command else None
 
 
 def ready_at(part: Part, deadline: float, every_s: float = 0.25) -> float | None:

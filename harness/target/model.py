@@ -182,10 +182,13 @@ class Part(Strict):
     allow_write: bool = Field(False, description="smoke checks may write (and clean up after themselves)")
     allow_load: bool = Field(False, description="the load runbook may run the seed gates against it")
     allow_kill: bool = Field(False, description="the fault drill may kill it with kill_command")
-    kill_command: str | None = Field(None, description="shell command that kills the part, e.g. docker kill -s KILL NAME")
+    kill_command: str | None = Field(None, description="shell command that kills the part, e.g. docker kill -s KILL "
+                                     "NAME; run in the target file's folder")
     restart_command: str | None = Field(None, description="shell command that starts it again (none: it "
                                         "comes back by itself, e.g. a restart policy)")
     allow_restore: bool = Field(False, description="a backup drill may restore (roll back) its data")
+
+    _folder: str = PrivateAttr("")  # the target file's folder: where its commands run
 
     @field_validator("base_url", "metrics_url")
     @classmethod
@@ -466,6 +469,8 @@ def load(path: str | Path) -> Target:
     except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
         raise TargetError(f"target file {path} does not parse: {exc}") from None
     target = parse(data, str(path))
+    for part in target.parts():
+        part._folder = str(path.resolve().parent)
     target._source = str(path.resolve())
     target._digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     return target

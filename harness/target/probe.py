@@ -150,10 +150,12 @@ def check_key(target: Target, part: Part) -> CheckResult:
             return CheckResult(cid, title, Stage.BRING_UP, Status.FAIL, target="MCP handshake with the key",
                                measured="refused", detail=f"{source}: {type(exc).__name__}: {exc}"[:400], **t.fields())
     path = AUTH_PROBE.get(part.kind) or ("/v1/models" if part.models else "/openapi.json")
-    status, _ = _json(part, path, auth)
+    r = _get(part, path, auth)
+    status = r.status_code if r is not None else None
     ok = status is not None and 200 <= status < 300
-    why = ("no answer" if status is None else f"HTTP {status}" + (
-        f": the key from {source} is refused (wrong key, or one of another stack)" if status in (401, 403) else ""))
+    why = ("no answer" if r is None else f"HTTP {status}" + (
+        f": the key from {source} is refused (wrong key, or one of another stack): {r.text[:160]}"
+        if 400 <= r.status_code < 500 else f": {r.text[:160]}"))
     return CheckResult(cid, title, Stage.BRING_UP, Status.PASS if ok else Status.FAIL,
                        target=f"GET {path} with the key: 2xx", measured=f"HTTP {status}" if status else "no answer",
                        detail=source if ok else why, **t.fields())
