@@ -38,8 +38,12 @@ api_key = "sk-live-123"
 [[inference]]
 kind = "llama-server"
 base_url = "http://user:pw@127.0.0.1:8001"
-allow_kill = true
 auth = { env = "sk-live-123" }
+[[inference]]
+name = "code"
+kind = "llama-server"
+base_url = "http://127.0.0.1:8004"
+allow_kill = true
 """)
     with pytest.raises(TargetError) as err:
         load(path)
@@ -52,7 +56,8 @@ auth = { env = "sk-live-123" }
     assert any(line.startswith("inference[0].base_url:") and "credentials" in line for line in lines)
     assert any(line.startswith("inference[0].auth.env:") and "not an environment variable name" in line
                for line in lines)
-    assert any(line.startswith("inference[0]:") and "kill_command" in line for line in lines)
+    assert any(line.startswith("inference[1]:") and "kill_command" in line for line in lines)
+    assert any(line.startswith("inference[0].name:") or "inference[0]" in line for line in lines)
 
 
 def test_a_file_that_does_not_parse_or_names_no_part_says_so(tmp_path):

@@ -46,12 +46,14 @@ def refusal(target: Target, part: Part, what: str = "kill") -> str:
     return ""
 
 
-def run_command(command: str, timeout_s: float = 120.0) -> CommandOutcome:
+def run_command(command: str, timeout_s: float = 120.0, cwd: str | None = None) -> CommandOutcome:
     """A target's own command, through the shell as the user wrote it (the target file is trusted
-    like a Makefile: it is the operator's); output captured, bounded in time."""
+    like a Makefile: it is the operator's), in the target file's folder; output captured, bounded in
+    time. A command that leaves a server running must detach it (``setsid CMD &``)."""
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=timeout_s,
+                              cwd=cwd or None, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         return CommandOutcome(command, None, out.strip(), round(time.perf_counter() - t0, 2))
