@@ -18,8 +18,8 @@ from harness.health import check_target
 from harness.load import plan, run_plan
 from harness.result import Status
 from harness.smoke import parts
-from harness.target import parse
 from harness.target import control as ctl
+from harness.target import parse
 from harness.target.probe import reach
 from suite.settings import Settings
 
