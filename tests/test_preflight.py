@@ -23,7 +23,7 @@ RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 
 def test_each_runbook_after_bring_up_checks_its_services_first():
     """Through its target: our suite's services of the phase (``needs_services``), or a target file's parts."""
-    for path in sorted(RUNBOOKS.glob("0[2-8]_*.ipynb")):
+    for path in sorted(RUNBOOKS.glob("0[2-8]*_*.ipynb")):  # 06b_durability too
         code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         setup = "".join(code[1]["source"])  # the cell after the parameters
         assert "tgt = open_target(target, settings, phase)" in setup, path.name
@@ -34,7 +34,9 @@ def test_each_runbook_after_bring_up_checks_its_services_first():
 def test_a_target_file_s_part_that_is_down_stops_the_runbook_with_one_line(tmp_path):
     from harness.target import parse, suite_target
 
-    port = free_port_offset() + 20000
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     target = parse({"name": "theirs", "gateway": {"kind": "litellm", "base_url": f"http://127.0.0.1:{port}"}})
     target._source = str(tmp_path / "theirs.toml")
     rb = Runbook.open(str(tmp_path / "by-hand"), "03_smoke")
