@@ -102,7 +102,7 @@ KINDS: dict[str, KindDefaults] = {
                                  public=("/health", "/v1/health", "/models", "/v1/models"), label="llama.cpp llama-server"),
     # LiteLLM's /openapi.json lists ~1000 operations (its admin UI's, most needing a database): its
     # OpenAI surface and the admin routes that read keys, users, models and spend are probed
-    "litellm": KindDefaults("/health/liveliness", "/health/readiness", ("/v1/models",),
+    "litellm": KindDefaults("/health/liveliness", "/health/readiness", ("/health/readiness/details", "/v1/models"),
                             (*_OPENAI_ROUTES, ("GET", "/models"), ("POST", "/chat/completions"),
                              ("POST", "/embeddings"), ("GET", "/model/info"), ("GET", "/v1/model/info"),
                              ("GET", "/key/list"), ("GET", "/key/info"), ("GET", "/user/list"), ("GET", "/user/info"),

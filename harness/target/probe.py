@@ -3,8 +3,8 @@
 ``reach(target)`` is the bring-up stage of a run against a stack it did not start: one result per
 part (reachable, the key accepted, the version it tells), and ``versions.json`` in the run directory
 for the report. Versions come from where the software tells them: llama-server's ``/props``
-(``build_info``) and ``/v1/models``, LiteLLM's ``/health/readiness`` (``litellm_version``), Qdrant's
-``/`` (``version``), TEI's ``/info``, an MCP server's ``initialize`` answer (``serverInfo``), our
+(``build_info``) and ``/v1/models``, LiteLLM's ``/health/readiness/details`` (``litellm_version``, with
+the key), Qdrant's ``/`` (``version``), TEI's ``/info``, an MCP server's ``initialize`` answer (``serverInfo``), our
 services' ``/v1/models`` or ``/openapi.json``.
 """
 
@@ -112,7 +112,7 @@ def _version_text(path: str, body: Any) -> str:
         build = body.get("build_info") or ""
         model = (body.get("model_path") or "").rsplit("/", 1)[-1]
         return " ".join(x for x in (f"llama.cpp {build}" if build else "", f"model {model}" if model else "") if x)
-    if path == "/health/readiness":
+    if path.startswith("/health/readiness"):  # LiteLLM 1.108+: the version only in the keyed details
         return f"LiteLLM {body['litellm_version']}" if body.get("litellm_version") else ""
     if path == "/" and body.get("version"):
         return f"{body.get('title', 'qdrant')} {body['version']}"
