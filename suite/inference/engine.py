@@ -58,25 +58,56 @@ class EngineStopped(EngineError):
     """The engine is not running (not started yet, or shut down)."""
 
 
+MAX_TOP_LOGPROBS = 20  # OpenAI's own limit on top_logprobs
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token's log-probability and the most likely alternatives at its position."""
+
+    token: int  # the chosen token id
+    logprob: float  # its log-probability under the model's raw distribution (log-softmax of the logits row)
+    top: list[tuple[int, float]] = field(default_factory=list)  # the k most likely (token id, logprob), most likely first
+
+
 @dataclass
 class GenerationRequest:
-    """One sequence to generate: prompt tokens, limits, stop strings and sampling."""
+    """One prompt to generate from: prompt tokens, limits, stop strings, sampling, choices.
+
+    ``n`` choices share one prefill of the prompt (its KV cells are shared with
+    ``llama_memory_seq_cp``) and then sample independently; ``logprobs`` (None: off; k >= 0) asks
+    every event for a ``TokenLogprob`` per token with the top k alternatives. ``samplers``: n sampler
+    chains the caller built off the engine's lock (``sampling.build_sampler`` in a worker thread);
+    the engine owns and frees them from the moment ``submit`` is called, also when it refuses the
+    request. None: the engine thread builds them, outside its lock.
+    """
 
     prompt_tokens: list[int]
     max_tokens: int
     stop: list[str] = field(default_factory=list)
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1
+    logprobs: int | None = None
+    samplers: list | None = None
+    metered: bool = True  # False: not counted in the token / time-to-first-token metrics (readiness probes)
 
 
 @dataclass
 class Event:
-    """What the engine tells a request: new text, and at the end a finish reason or an error."""
+    """What the engine tells a request: new text, and at the end a finish reason or an error.
+
+    With ``n`` > 1 every choice has its own events (``index``) and its own final event; the request
+    is done when all n finals arrived. ``logprobs`` (when asked for) has one entry per token of
+    ``tokens``.
+    """
 
     text: str = ""
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     error: str | None = None
     completion_tokens: int = 0
+    index: int = 0
+    logprobs: list[TokenLogprob] | None = None
 
     @property
     def final(self) -> bool:
@@ -303,28 +334,43 @@ class Engine:
 
     # -- requests ---------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, sink: Sink) -> Handle:
-        """Queue a request; raises ``EngineOverloaded`` when slots and waiting list are full and
-        ``EngineStopped`` when the engine cannot serve (stopped, dead or stuck)."""
+        """Queue a request; raises ``ValueError`` for a request no slot could serve,
+        ``EngineOverloaded`` when slots and waiting list are full and ``EngineStopped`` when the
+        engine cannot serve (stopped, dead or stuck). A refused request's samplers are freed."""
+        try:
+            self._check(request)
+            handle = Handle(self, request, sink)
+            with self._cond:
+                if self._stopping or self._thread is None:
+                    raise EngineStopped("inference engine is not running")
+                problem = self.liveness()
+                if problem:
+                    raise EngineStopped(problem)
+                if self._in_flight >= self.slots + self.queue_limit:
+                    raise EngineOverloaded("model overloaded")
+                if self._in_flight == 0:
+                    self._progress_at = time.monotonic()  # an idle engine is not a stuck one
+                self._in_flight += 1
+                self._waiting.append(handle)
+                self._cond.notify_all()
+        except BaseException:
+            _free_all(request.samplers)
+            request.samplers = None
+            raise
+        return handle
+
+    def _check(self, request: GenerationRequest) -> None:
         if not request.prompt_tokens:
             raise ValueError("prompt has no tokens")
         if len(request.prompt_tokens) >= self.n_ctx:
             raise ValueError(f"Requested tokens ({len(request.prompt_tokens)}) exceed context window "
                              f"of {self.n_ctx}")
-        handle = Handle(self, request, sink)
-        with self._cond:
-            if self._stopping or self._thread is None:
-                raise EngineStopped("inference engine is not running")
-            problem = self.liveness()
-            if problem:
-                raise EngineStopped(problem)
-            if self._in_flight >= self.slots + self.queue_limit:
-                raise EngineOverloaded("model overloaded")
-            if self._in_flight == 0:
-                self._progress_at = time.monotonic()  # an idle engine is not a stuck one
-            self._in_flight += 1
-            self._waiting.append(handle)
-            self._cond.notify_all()
-        return handle
+        if not 1 <= request.n <= self.slots:
+            raise ValueError(f"n must be between 1 and {self.slots} (this server's slots), not {request.n}")
+        if request.logprobs is not None and not 0 <= request.logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, not {request.logprobs}")
+        if request.samplers is not None and len(request.samplers) != request.n:
+            raise ValueError(f"{len(request.samplers)} sampler chains for n = {request.n}")
 
     def cancel(self, handle: Handle) -> None:
         with self._cond:
@@ -519,5 +565,10 @@ class Engine:
                 self._waiting.popleft().sink(Event(error=message))
 
 
+def _free_all(samplers: list | None) -> None:
+    for chain in samplers or ():
+        free_sampler(chain)
+
+
 __all__ = ["AsyncSink", "Engine", "EngineError", "EngineHooks", "EngineOverloaded", "EngineStopped",
-           "Event", "GenerationRequest", "Handle"]
+           "Event", "GenerationRequest", "Handle", "MAX_TOP_LOGPROBS", "TokenLogprob"]
