@@ -128,7 +128,7 @@ def test_openai_client_chat_streams(batched):
 
 
 def test_bad_requests_get_400_in_common_shape(batched):
-    for body in ({"prompt": PROMPT, "n": 2}, {"prompt": PROMPT, "logprobs": 3}, {"prompt": PROMPT, "max_tokens": "many"},
+    for body in ({"prompt": PROMPT, "n": 5}, {"prompt": PROMPT, "logprobs": 6}, {"prompt": PROMPT, "max_tokens": "many"},
                  {"prompt": "word " * 2000}, {"prompt": PROMPT, "temperature": "hot"},
                  {"prompt": PROMPT, "logit_bias": {"abc": 1.0}}):
         r = httpx.post(f"{batched}/v1/completions", json=body, timeout=60)
@@ -171,7 +171,8 @@ def test_flood_beyond_slots_and_queue_gets_429(batched_default):
 
 def test_readiness_takes_a_slot_and_a_flood_of_probes_costs_one_check(batched_default):
     """No side door: with both slots and the waiting line taken, /ready says not ready instead of
-    jumping the queue; 40 concurrent probes of an idle service share one 1-token check."""
+    jumping the queue; 40 concurrent probes of an idle service share one 1-token check, which the
+    token metrics do not count."""
 
     def tokens() -> float:
         text = httpx.get(f"{batched_default}/metrics").text
@@ -185,7 +186,7 @@ def test_readiness_takes_a_slot_and_a_flood_of_probes_costs_one_check(batched_de
     time.sleep(1.1)  # let an earlier passing answer expire
     before = tokens()
     assert asyncio.run(flood(40)) == [200] * 40
-    assert tokens() - before <= 2
+    assert tokens() == before  # probes are not inference traffic (issue 27)
 
     async def busy_then_probe():
         body = {"prompt": PROMPT, "max_tokens": 200, "temperature": 0, "stream": True}

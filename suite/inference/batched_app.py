@@ -6,9 +6,8 @@ the model is loaded by ``model.load_llama`` exactly as on the serial path, and t
 context of its own with ``settings.inference.slots`` sequences. Requests beyond the slots wait in a
 bounded line (``queue_limit``); past that, 429 with Retry-After.
 
-Token and time-to-first-token metrics are taken here, per request, from the events a client's
-request receives (``RequestMeter``): the readiness probe's one-token completion is not inference
-traffic and is not counted.
+The readiness probe's one-token completion is not inference traffic: it is submitted unmetered, so
+the token and time-to-first-token metrics count clients' requests only.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from suite.inference.choices import ChoiceStream, TokenText
 from suite.inference.engine import (
     AsyncSink,
     Engine,
+    EngineHooks,
     EngineOverloaded,
     EngineStopped,
     Event,
@@ -73,40 +73,16 @@ class EngineMetrics:
                                 registry=registry)
         self.service = service
 
-    def meter(self, handle: Handle) -> RequestMeter:
-        """Counts one client request's tokens and time to first token as its events arrive."""
-        return RequestMeter(self.tokens.labels(self.service), self.ttft.labels(self.service), handle.submitted)
+    def hooks(self) -> EngineHooks:
+        """The callbacks the engine thread calls (for metered requests)."""
+        tokens, ttft = self.tokens.labels(self.service), self.ttft.labels(self.service)
+        return EngineHooks(first_token=ttft.observe, tokens=tokens.inc)
 
     def watch(self, engine: Engine) -> None:
         """Read the gauges from the engine at scrape time."""
         self.active.labels(self.service).set_function(lambda: engine.active)
         self.waiting.labels(self.service).set_function(lambda: engine.waiting)
         self.slots.labels(self.service).set(engine.slots)
-
-
-class RequestMeter:
-    """Tokens and time to first token of one request, from its events (on the event loop): one
-    counter update per batch of events, as the engine delivers them per step."""
-
-    def __init__(self, tokens: Counter, ttft: Histogram, submitted: float) -> None:
-        self.tokens, self.ttft, self.submitted = tokens, ttft, submitted
-        self.first = True
-        self.counted: dict[int, int] = {}  # tokens counted so far, per choice
-
-    def events(self, events: list[Event]) -> None:
-        n = 0
-        for event in events:
-            if event.error:
-                continue
-            if self.first and (event.tokens or event.final):
-                self.first = False
-                self.ttft.observe(time.perf_counter() - self.submitted)
-            seen = self.counted.get(event.index, 0)
-            now = event.completion_tokens if event.final else seen + len(event.tokens)
-            self.counted[event.index] = max(seen, now)
-            n += max(0, now - seen)
-        if n:
-            self.tokens.inc(n)
 
 
 @dataclass
@@ -117,16 +93,10 @@ class Submission:
     prepared: oai.Prepared
     sink: AsyncSink
     shape: oai.CompletionShape
-    meter: RequestMeter
 
     @property
     def request(self) -> GenerationRequest:
         return self.prepared.request
-
-    async def events(self, timeout: float | None = None) -> list[Event]:
-        events = await self.sink.get_all(timeout)
-        self.meter.events(events)
-        return events
 
 
 def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
@@ -143,7 +113,8 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
             llama = await asyncio.to_thread(load_llama, settings, role)
         state["placement"] = placement(llama, cfg.n_gpu_layers, lines)
         engine = Engine(llama, slots=inf.slots, queue_limit=inf.queue_limit, n_ctx=cfg.n_ctx,
-                        n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant, stall_s=inf.stall_s)
+                        n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant,
+                        hooks=engine_metrics.hooks(), stall_s=inf.stall_s)
         engine.start()
         engine_metrics.watch(engine)
         kv = kv_bytes_per_token(llama)
@@ -170,7 +141,7 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
             raise RuntimeError("model not loaded yet")
         llama = state["llama"]
         request = GenerationRequest(prompt_tokens=oai.completion_prompt_tokens(llama, "Hello"),
-                                    max_tokens=1, sampling=SamplingParams(temperature=0.0))
+                                    max_tokens=1, sampling=SamplingParams(temperature=0.0), metered=False)
         t = time.perf_counter()
         sink = AsyncSink()
         handle = engine.submit(request, sink)  # a slot like any request: full means not ready
@@ -209,9 +180,15 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         engine: Engine | None = state.get("engine")
         if engine is None:
             raise ApiError(503, "model not loaded yet", headers={"Retry-After": "5"})
-        prepared = await asyncio.to_thread(oai.build_request, state["llama"], body, cfg.n_ctx, state["rng"],
-                                           state["template"], inf.max_tokens_cap)
+        building = asyncio.ensure_future(asyncio.to_thread(
+            oai.build_request, state["llama"], body, cfg.n_ctx, state["rng"], state["template"], inf.max_tokens_cap))
+        try:
+            prepared = await asyncio.shield(building)
+        except asyncio.CancelledError:  # the client left while its samplers were built: free them when done
+            building.add_done_callback(lambda task: task.exception() is None and task.result().release())
+            raise
         sink = AsyncSink()
+        prepared.handed_over()  # the engine owns the samplers from here, refused or not
         try:
             handle = engine.submit(prepared.request, sink)
         except EngineOverloaded:
@@ -222,15 +199,10 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         except ValueError as exc:
             raise oai.bad_request(str(exc)) from None
-        finally:
-            if "handle" in locals():
-                prepared.handed_over()
-            else:
-                prepared.release()
         # a request without a model is answered with the alias, never the file's path
         shape = oai.CompletionShape(body.model if body.model is not None else cfg.alias, chat=prepared.chat,
                                     include_usage=prepared.include_usage)
-        return Submission(handle, prepared, sink, shape, engine_metrics.meter(handle))
+        return Submission(handle, prepared, sink, shape)
 
     def choice_streams(sub: Submission) -> list[ChoiceStream]:
         prep = sub.prepared
@@ -305,7 +277,7 @@ async def _collect(request: Request, sub: Submission, on_event) -> list[Event]:
     try:
         while True:
             try:
-                events = await sub.events(DISCONNECT_POLL_S)
+                events = await sub.sink.get_all(DISCONNECT_POLL_S)
             except TimeoutError:
                 if await request.is_disconnected():
                     raise asyncio.CancelledError from None
@@ -337,7 +309,7 @@ async def _stream(sub: Submission) -> AsyncIterator[bytes]:
     try:
         while not done:
             lines = []
-            for event in await sub.events():
+            for event in await sub.sink.get_all():
                 if event.error:
                     lines.append(_error(event.error))
                     done = True
@@ -366,7 +338,7 @@ async def _stream_choices(sub: Submission, streams: list[ChoiceStream]) -> Async
     try:
         while left:
             lines = []
-            for event in await sub.events():
+            for event in await sub.sink.get_all():
                 if event.error:
                     lines.append(_error(event.error))
                     left = 0
@@ -398,4 +370,4 @@ def _sse(body: AsyncIterator[bytes]) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-__all__ = ["EngineMetrics", "RequestMeter", "Submission", "create_batched_app"]
+__all__ = ["EngineMetrics", "Submission", "create_batched_app"]
