@@ -59,7 +59,8 @@ class ModelConfig(BaseModel):
 
     path: Path | None = Field(None, description="GGUF file; empty on the cpu profile = the bundled Gemma 3 270M")
     alias: str = Field("", description="model name clients send (default: the role, 'chat' or 'code')")
-    chat_format: str = Field("gemma", description="llama-cpp-python chat format (Gemma GGUF has no template)")
+    chat_format: str = Field("gemma", description="llama-cpp-python chat format (Gemma GGUF has no template), "
+                             "or 'auto': the GGUF's own Jinja template (tokenizer.chat_template)")
     n_ctx: int = Field(2048, ge=128, description="context length per request")
     n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
     n_gpu_layers: int | None = Field(None, description="layers on the GPU (default: 0 on cpu, -1 on gpu)")
