@@ -337,3 +337,33 @@ def test_fields_that_change_nothing_are_accepted_and_the_rest_refused_by_name():
         oai.check_fields(CompletionRequest(prompt="x", n=2, best_of=3))
     with pytest.raises(Exception, match="echo with logprobs"):
         oai.check_fields(CompletionRequest(prompt="x", echo=True, logprobs=1))
+
+
+@pytest.mark.parametrize("body", [
+    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"$defs": [1], "type": "object"}}}]},
+    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": 3}}}]},
+    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"$ref": "https://x.invalid/s"}}}]},
+    {"tools": [READ_FILE], "tool_choice": {"type": "function", "function": "read_file"}},
+    {"tools": [READ_FILE], "tool_choice": {"type": "code_interpreter"}},
+    {"messages": [{"role": "assistant", "tool_calls": ["x"]}]},
+    {"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": 3}}]}]},
+    {"messages": [{"role": "assistant", "function_call": "read_file"}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+    {"response_format": {"type": "json_schema", "json_schema": {"schema": "not a schema"}}},
+    {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "array", "items": 7}}}},
+    {"response_format": {"type": "json_object", "schema": {"$ref": "#/nowhere"}}},
+    {"response_format": {"type": "xml"}},
+])
+def test_hostile_shapes_are_400s_not_500s(vocab_model, body):
+    """What a fuzzer or a careless client puts in tools, tool_choice, tool_calls, content parts or
+    response_format is read (a meaningless ``$defs`` is ignored) or a 400 from build_request (an
+    ApiError), never another exception."""
+    import random
+
+    from suite.web import ApiError
+
+    request = ChatCompletionRequest(**{"messages": [{"role": "user", "content": "hi"}], **body})
+    try:
+        oai.build_request(vocab_model, request, 512, random.Random(0), gemma()).release()
+    except ApiError as exc:
+        assert exc.status == 400 and exc.message

@@ -124,8 +124,7 @@ class ChatTemplate:
             if role == "user":
                 turn = {"role": "user", "content": text or ""}
             elif role == "assistant":
-                calls = message.get("tool_calls") or (
-                    [{"type": "function", "function": message["function_call"]}] if message.get("function_call") else [])
+                calls = _calls_of(message, f"messages[{i}]")
                 if calls and native:
                     turn = {"role": "assistant", "content": text or "", "tool_calls": _template_calls(calls)}
                 else:
@@ -195,14 +194,36 @@ def _text_of(content: Any, where: str) -> str | None:
     parts = []
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            parts.append(part["text"])
-        elif kind == "refusal" and isinstance(part.get("refusal"), str):
-            parts.append(part["refusal"])
+        if kind in ("text", "refusal"):
+            if not isinstance(part.get(kind), str):
+                raise PromptError(f"{where}.content[{i}].{kind} must be a string")
+            parts.append(part[kind])
         else:
             raise PromptError(f"{where}.content[{i}]: parts of type '{str(kind)[:40]}' are not supported by "
                               "this model (text only)")
     return PART_SEPARATOR.join(parts)
+
+
+def _calls_of(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """An assistant message's ``tool_calls`` (or legacy ``function_call``), checked for their shape."""
+    calls = message.get("tool_calls")
+    if calls is None and message.get("function_call") is not None:
+        if not _is_call(message["function_call"]):
+            raise PromptError(f"{where}.function_call must be {{name: string, arguments: JSON string}}")
+        return [{"type": "function", "function": message["function_call"]}]
+    if calls is None:
+        return []
+    if not isinstance(calls, list):
+        raise PromptError(f"{where}.tool_calls must be a list")
+    for j, call in enumerate(calls):
+        if not isinstance(call, dict) or not _is_call(call.get("function")):
+            raise PromptError(f"{where}.tool_calls[{j}] must be {{type: function, function: {{name: string, "
+                              "arguments: JSON string}}")
+    return calls
+
+
+def _is_call(fn: Any) -> bool:
+    return isinstance(fn, dict) and isinstance(fn.get("name"), str) and isinstance(fn.get("arguments", ""), (str, dict))
 
 
 def _template_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:

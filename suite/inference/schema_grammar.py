@@ -63,6 +63,8 @@ def check_schema(schema: Any, strict: bool, where: str = "schema") -> None:
             here = f"{path}.{key}"
             if key in REPEATS and not (isinstance(value, int) and 0 <= value <= MAX_REPEAT):
                 raise SchemaError(f"{here} must be an integer from 0 to {MAX_REPEAT} (got {str(value)[:40]})")
+            if key == "$ref" and not (isinstance(value, str) and value.startswith("#/")):
+                raise SchemaError(f"{here}: only local references (#/...) are supported, not {str(value)[:80]}")
             if key == "pattern" and isinstance(value, str):
                 for low, high in PATTERN_REPEAT.findall(value):
                     if max(int(low), int(high or 0)) > MAX_REPEAT:

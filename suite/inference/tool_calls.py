@@ -145,7 +145,10 @@ def _choice(tool_choice: Any, names: set[str], legacy: bool) -> tuple[str, str |
     if tool_choice in ("auto", "none", "required"):
         return tool_choice, None
     if isinstance(tool_choice, dict) and tool_choice.get("type", "function") == "function":
-        name = (tool_choice.get("function") or {}).get("name")
+        fn = tool_choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str):
+            raise ToolError(f"{field_name} must name its function: {{type: function, function: {{name: ...}}}}")
         if name not in names:
             raise ToolError(f"{field_name} names '{str(name)[:64]}', which is not among the tools offered")
         return "function", name
@@ -202,7 +205,8 @@ def _hoist_defs(params: dict[str, Any], prefix: str, defs: dict[str, Any]) -> di
 
     params = rename(params)
     for key in ("$defs", "definitions"):
-        for name, sub in (params.pop(key, None) or {}).items():
+        found = params.pop(key, None)
+        for name, sub in (found.items() if isinstance(found, dict) else ()):
             defs[f"{prefix}{name}"] = sub
     return params
 
