@@ -97,6 +97,11 @@ class InferenceSettings(BaseModel):
         "cores to the other services between decodes; libgomp's own 300000 decoded up to 11 % faster "
         "at 8 streams with the service alone on the box and costs others CPU when it does not "
         "(docs/benchmarks.md)")
+    prefix_cache_tokens: int | None = Field(
+        None, ge=0, description="batched engine: most KV cells finished sequences may keep as reusable "
+        "prefixes (none: whatever the idle slots hold; 0: no reuse between requests). Costs no memory: "
+        "the cells are the idle slots' share of the cache (slots x n_ctx, already allocated); without "
+        "flash attention every cached cell adds attention work to each decode step (README: sizing slots)")
     batch_invariant: bool = Field(
         False, description="batched engine: plain (not repacked) CPU weights and one KV stream per "
         "sequence, so a sequence's output does not depend on what else shares its batch (exact "

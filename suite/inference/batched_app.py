@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from llama_cpp.server.types import TokenizeInputCountResponse, TokenizeInputResponse
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from suite.inference import openai_surface as oai
 from suite.inference.chat_prompt import ChatTemplate
@@ -71,6 +72,7 @@ class EngineMetrics:
                               registry=registry)
         self.rejected = Counter("inference_rejected_total", "requests refused with 429", ["service"],
                                 registry=registry)
+        self.registry = registry
         self.service = service
 
     def hooks(self) -> EngineHooks:
@@ -79,10 +81,43 @@ class EngineMetrics:
         return EngineHooks(first_token=ttft.observe, tokens=tokens.inc)
 
     def watch(self, engine: Engine) -> None:
-        """Read the gauges from the engine at scrape time."""
+        """Read the gauges and the prefix cache's counters from the engine at scrape time."""
         self.active.labels(self.service).set_function(lambda: engine.active)
         self.waiting.labels(self.service).set_function(lambda: engine.waiting)
         self.slots.labels(self.service).set(engine.slots)
+        self.registry.register(PrefixCacheCollector(engine, self.service))
+
+
+class PrefixCacheCollector:
+    """The engine's prefix-cache counters, read when /metrics is scraped (``Engine.cache_info``)."""
+
+    COUNTERS = (("lookups", "inference_prefix_cache_lookups", "prompts placed in a slot"),
+                ("hits", "inference_prefix_cache_hits", "prompts that started from reused KV cells"),
+                ("tokens_reused", "inference_prompt_tokens_reused", "prompt tokens whose KV cells were reused"),
+                ("tokens_prefilled", "inference_prompt_tokens_prefilled", "prompt tokens decoded"),
+                ("cells_evicted", "inference_prefix_cache_evicted_cells", "cached KV cells dropped"))
+    GAUGES = (("cells_used", "inference_kv_cells_used", "KV cells held by any sequence id"),
+              ("cells_cached", "inference_prefix_cache_cells", "KV cells held only by cached prefixes"))
+
+    def __init__(self, engine: Engine, service: str) -> None:
+        self.engine = engine
+        self.service = service
+
+    def describe(self):
+        return []  # names are known only once collected; no describe-time checks needed
+
+    def collect(self):
+        info = self.engine.cache_info()
+        if not info:
+            return
+        for key, name, doc in self.COUNTERS:
+            family = CounterMetricFamily(name, doc, labels=["service"])
+            family.add_metric([self.service], info[key])
+            yield family
+        for key, name, doc in self.GAUGES:
+            family = GaugeMetricFamily(name, doc, labels=["service"])
+            family.add_metric([self.service], info[key])
+            yield family
 
 
 @dataclass
@@ -114,7 +149,8 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         state["placement"] = placement(llama, cfg.n_gpu_layers, lines)
         engine = Engine(llama, slots=inf.slots, queue_limit=inf.queue_limit, n_ctx=cfg.n_ctx,
                         n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant,
-                        hooks=engine_metrics.hooks(), stall_s=inf.stall_s)
+                        hooks=engine_metrics.hooks(), stall_s=inf.stall_s,
+                        prefix_cache_tokens=inf.prefix_cache_tokens)
         engine.start()
         engine_metrics.watch(engine)
         kv = kv_bytes_per_token(llama)
@@ -141,7 +177,8 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
             raise RuntimeError("model not loaded yet")
         llama = state["llama"]
         request = GenerationRequest(prompt_tokens=oai.completion_prompt_tokens(llama, "Hello"),
-                                    max_tokens=1, sampling=SamplingParams(temperature=0.0), metered=False)
+                                    max_tokens=1, sampling=SamplingParams(temperature=0.0),
+                                    metered=False)  # a probe is not inference traffic
         t = time.perf_counter()
         sink = AsyncSink()
         handle = engine.submit(request, sink)  # a slot like any request: full means not ready
@@ -167,7 +204,9 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
                                               "model_file": os.path.basename(state.get("model_path", "")),
                                               "load_s": round(state.get("load_s", 0.0), 2),
                                               "gpu_layers": state["placement"].to_dict()
-                                              if "placement" in state else None})
+                                              if "placement" in state else None,
+                                              "prefix_cache": _cache_health(state.get("engine"),
+                                                                            inf.prefix_cache_tokens)})
     engine_metrics = app.state.engine_metrics = EngineMetrics(metrics.registry, name)
 
     async def submit(body: oai.Body) -> Submission:
@@ -261,6 +300,15 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
                 "data": [{"id": cfg.alias, "object": "model", "owned_by": "me", "permissions": []}]}
 
     return app
+
+
+def _cache_health(engine: Engine | None, budget: int | None) -> dict[str, Any] | None:
+    """/health's view of the prefix cache: its counters, its budget and the share of prompt tokens reused."""
+    info = engine.cache_info() if engine is not None else {}
+    if not info:
+        return None
+    prompt = info["tokens_reused"] + info["tokens_prefilled"]
+    return {**info, "budget_cells": budget, "reused_ratio": round(info["tokens_reused"] / prompt, 3) if prompt else None}
 
 
 async def _last_event(sink: AsyncSink) -> Event:
@@ -370,4 +418,4 @@ def _sse(body: AsyncIterator[bytes]) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-__all__ = ["EngineMetrics", "Submission", "create_batched_app"]
+__all__ = ["EngineMetrics", "PrefixCacheCollector", "Submission", "create_batched_app"]
