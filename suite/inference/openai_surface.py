@@ -15,12 +15,12 @@ in an answer, and at which values.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
@@ -231,8 +231,7 @@ def build_samplers(llama: llama_cpp.Llama, params: SamplingParams, n: int) -> li
     chains: list = []
     try:
         for i in range(n):
-            choice = SamplingParams(**{**params.__dict__, "seed": params.seed + i})
-            chains.append(build_sampler(choice, vocab, llama.n_vocab()))
+            chains.append(build_sampler(dataclasses.replace(params, seed=params.seed + i), vocab, llama.n_vocab()))
     except SamplerError as exc:
         free_samplers(chains)
         raise bad_request(f"invalid sampling parameters: {exc}", code="invalid_sampling") from None
@@ -258,7 +257,7 @@ def max_tokens_for(requested: int | None, n_prompt: int, n_ctx: int, cap: int | 
     return min(requested, room, cap or room)
 
 
-@dataclass
+@dataclasses.dataclass
 class Prepared:
     """A request ready for the engine, and how its answer is to be shaped."""
 
@@ -270,7 +269,7 @@ class Prepared:
     tools: ToolPlan | None = None
     include_usage: bool = False
     echo: bool = False
-    samplers: list = field(default_factory=list)  # ours until the engine takes them (``handed_over``)
+    samplers: list = dataclasses.field(default_factory=list)  # ours until the engine takes them (``handed_over``)
 
     @property
     def plain(self) -> bool:
