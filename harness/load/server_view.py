@@ -12,7 +12,6 @@ sent and what the server counted is a warning: requests lost on the way, or coun
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from harness.load.scenarios import Scenario
 from harness.load.verdicts import rel_path
 from harness.monitor.scrape import Snapshot, bucket_deltas, delta, maxima, quantile, scrape_all
 from harness.result import CheckResult, Stage, Status
+from suite.fsio import write_json
 from suite.settings import Settings
 
 STAGE = Stage.LOAD
@@ -235,9 +235,9 @@ def view(scenario: Scenario, run: LoadRun, watch: Watch, shared_with: list[str] 
     elif out.compared and int(server.requests) != out.client_requests:
         out.mismatch = (f"client sent {out.client_requests} request(s), {scenario.service} counted "
                         f"{int(server.requests)}")
-        if run.aborted:
-            out.mismatch += (" (the run was stopped early: requests in flight when Locust stopped are not in "
-                             "its samples, though the server may have served them)")
+        if run.aborted or run.capped:
+            out.mismatch += (" (the run was stopped early: a request cut off in flight is a censored sample, "
+                             "one the server had not counted yet may be missing from its count)")
     return out
 
 
@@ -251,7 +251,7 @@ def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = N
     ``shared_with``: scenarios that ran at the same time and also reach the target service."""
     v = view(scenario, run, watch, shared_with)
     path = run.out_dir / "server.json"
-    path.write_text(json.dumps(asdict(v), indent=2, ensure_ascii=False))
+    write_json(path, asdict(v))
     s = v.server
     classes = ", ".join(f"{k} {int(n)}" for k, n in s.by_class.items() if n) or "none"
     measured = (f"server {_fmt(s.requests)} req ({classes}; 429: {_fmt(s.status_429)}) · "
@@ -314,12 +314,11 @@ def record_group(service: str, runs: list[tuple[Scenario, LoadRun]], watch: Watc
         mismatch = f"no server count for {service}: {server.note or 'not scraped'}"
     elif int(server.requests) != clients:
         mismatch = f"clients sent {clients} request(s), {service} counted {int(server.requests)}"
-        if any(run.aborted for _, run in runs):
+        if any(run.aborted or run.capped for _, run in runs):
             mismatch += " (a run was stopped early: requests in flight then are not in its samples)"
     path = runs[0][1].out_dir.parent / f"{label}.server.json"
-    path.write_text(json.dumps({"service": service, "scenarios": names, "client_requests": clients,
-                                "client_failed": failed, "server": asdict(server), "mismatch": mismatch},
-                               indent=2, ensure_ascii=False))
+    write_json(path, {"service": service, "scenarios": names, "client_requests": clients,
+                      "client_failed": failed, "server": asdict(server), "mismatch": mismatch})
     classes = ", ".join(f"{k} {int(n)}" for k, n in server.by_class.items() if n) or "none"
     detail = [f"{' and '.join(names)} ran together; {service} counted over the whole stage: server p50/p95 "
               f"{_fmt(server.p50_ms, ' ms')}/{_fmt(server.p95_ms, ' ms')} from its histogram"]
