@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.threads} threads, n_ctx 1024 per sequence, flash attention {args.flash_attn}, OpenMP spin count "
             f"{LIBGOMP_SPINCOUNT} (llama-server and the in-process rows too). Default-settings rows: "
             f"inference.slots = {defaults.slots}, n_ctx = {defaults.chat.n_ctx}, threads = all cores, flash "
-            f"attention {'on' if defaults.chat.flash_attn else 'off'}, omp_spincount {defaults.omp_spincount}.\n\n"
+            f"attention {'on' if defaults.chat.flash_attn else 'off'}, omp_spincount {defaults.spincount()}.\n\n"
             f"{out}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     sys.stdout.write(body)
     if args.write:

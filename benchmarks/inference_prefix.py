@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{TOKENS} streamed tokens per request, {STREAMS} streams; tok/s = streamed chunks / wall time of the "
         f"round; each figure the median of {args.rounds} rounds, the servers taking turns in alternating "
         f"order. The suite: default settings (slots {defaults.slots}, n_ctx {defaults.chat.n_ctx}, "
-        f"prefix_cache_tokens {defaults.prefix_cache_tokens}, omp_spincount {defaults.omp_spincount}, "
+        f"prefix_cache_tokens {defaults.prefix_cache_tokens}, omp_spincount {defaults.spincount()}, "
         f"flash attention {'on' if defaults.chat.flash_attn else 'off'}), through the gateway; `same`: the "
         f"batched service as inference_concurrency.py configures it (OpenMP spin count {LIBGOMP_SPINCOUNT}). "
         f"llama-server: `--parallel {STREAMS} --ctx-size {STREAMS * 2048} --flash-attn {args.flash_attn}`, "

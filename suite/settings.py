@@ -71,6 +71,10 @@ class ModelConfig(BaseModel):
     seed: int = Field(4242, description="default sampling seed")
 
 
+ADAPTIVE_SPINCOUNT = 300_000  # libgomp's default: fastest while the threads have the cores
+FIXED_SPINCOUNT = 3_000  # short: leaves the cores to others between decodes (no thread adaptation)
+
+
 class InferenceSettings(BaseModel):
     chat: ModelConfig = Field(default_factory=lambda: ModelConfig(alias="chat"))
     code: ModelConfig = Field(default_factory=lambda: ModelConfig(alias="code"))
@@ -91,12 +95,16 @@ class InferenceSettings(BaseModel):
         30.0, gt=0, description="batched engine: no decode step for this long while requests are in "
         "flight means the engine is stuck; /health then fails (and the supervisor restarts the service)"
     )
-    omp_spincount: int = Field(
-        3000, ge=0, description="GOMP_SPINCOUNT of the inference services (llama.cpp's OpenMP threads spin "
-        "this long at a barrier before they sleep; the environment's GOMP_SPINCOUNT wins). 3000 leaves the "
-        "cores to the other services between decodes; libgomp's own 300000 decoded up to 11 % faster "
-        "at 8 streams with the service alone on the box and costs others CPU when it does not "
-        "(docs/benchmarks.md)")
+    omp_spincount: int | None = Field(
+        None, ge=0, description="GOMP_SPINCOUNT of the inference services (llama.cpp's OpenMP threads spin "
+        "this long at a barrier before they sleep; the environment's GOMP_SPINCOUNT wins). None: libgomp's own "
+        f"{ADAPTIVE_SPINCOUNT} (llama-server's) where the batched engine adapts its threads to the box "
+        f"(adaptive_threads, Linux), else {FIXED_SPINCOUNT}, which leaves the cores to the other services "
+        "between decodes (docs/benchmarks.md)")
+    adaptive_threads: bool = Field(
+        True, description="batched engine: decode with half the CPU threads while other processes keep it "
+        "waiting for a core (more than a quarter of a decode on the runqueue), all of them again once the box "
+        "is quiet (suite/inference/threads.py)")
     prefix_cache_tokens: int | None = Field(
         None, ge=0, description="batched engine: most KV cells finished sequences may keep as reusable "
         "prefixes (none: whatever the idle slots hold; 0: no reuse between requests). Costs no memory: "
@@ -107,6 +115,13 @@ class InferenceSettings(BaseModel):
         "sequence, so a sequence's output does not depend on what else shares its batch (exact "
         "replays under load; about half the throughput at 8 streams)"
     )
+
+    def spincount(self) -> int:
+        """The GOMP_SPINCOUNT the inference services get (``omp_spincount``, or its default)."""
+        if self.omp_spincount is not None:
+            return self.omp_spincount
+        adaptive = self.engine == "batched" and self.adaptive_threads and os.path.exists("/proc/self/schedstat")
+        return ADAPTIVE_SPINCOUNT if adaptive else FIXED_SPINCOUNT
 
     @model_validator(mode="after")
     def _default_aliases(self) -> InferenceSettings:

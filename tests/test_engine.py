@@ -485,3 +485,23 @@ def test_unmetered_requests_are_not_counted(llama):
         assert counted == {"tokens": 3, "first": 1}
     finally:
         engine.stop()
+
+
+def test_adaptive_threads_halve_under_contention_and_keep_the_answer(llama, serial):
+    """With ``adaptive_threads`` the engine decodes with half its threads while its thread waits for a
+    CPU (a fake runqueue: every decode waited its whole time) and gives the same greedy tokens."""
+    engine = make_engine(llama, slots=2, prefix_cache_tokens=0, adaptive_threads=True)
+    try:
+        assert engine.threads_info() == {"now": 2, "configured": 2, "changes": 0}
+        busy = {"waited": 0.0}
+
+        def waited() -> float:  # each read: another second in the runqueue
+            busy["waited"] += 1.0
+            return busy["waited"]
+
+        engine.governor._wait = waited
+        (text, event), = run_all(engine, [request(llama, PROMPTS[0])])
+        assert engine.threads_info()["now"] == 1 and engine.threads_info()["changes"] == 1
+        assert (text, event.completion_tokens) == serial[PROMPTS[0]]
+    finally:
+        engine.stop()

@@ -150,7 +150,7 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         engine = Engine(llama, slots=inf.slots, queue_limit=inf.queue_limit, n_ctx=cfg.n_ctx,
                         n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant,
                         hooks=engine_metrics.hooks(), stall_s=inf.stall_s,
-                        prefix_cache_tokens=inf.prefix_cache_tokens)
+                        prefix_cache_tokens=inf.prefix_cache_tokens, adaptive_threads=inf.adaptive_threads)
         engine.start()
         engine_metrics.watch(engine)
         kv = kv_bytes_per_token(llama)
@@ -206,7 +206,9 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
                                               "gpu_layers": state["placement"].to_dict()
                                               if "placement" in state else None,
                                               "prefix_cache": _cache_health(state.get("engine"),
-                                                                            inf.prefix_cache_tokens)})
+                                                                            inf.prefix_cache_tokens),
+                                              "decode_threads": state["engine"].threads_info()
+                                              if "engine" in state else None})
     engine_metrics = app.state.engine_metrics = EngineMetrics(metrics.registry, name)
 
     async def submit(body: oai.Body) -> Submission:

@@ -60,6 +60,7 @@ from suite.inference.sampling import (
     token_piece,
 )
 from suite.inference.textstream import TextStream
+from suite.inference.threads import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ class Engine:
     def __init__(self, llama: llama_cpp.Llama, *, slots: int, queue_limit: int, n_ctx: int,
                  n_batch: int = 512, prefill_chunk: int = 256, batch_invariant: bool = False,
                  hooks: EngineHooks | None = None, stall_s: float = 30.0,
-                 prefix_cache_tokens: int | None = None) -> None:
+                 prefix_cache_tokens: int | None = None, adaptive_threads: bool = False) -> None:
         self.llama = llama
         self.batch_invariant = batch_invariant
         self.slots = slots
@@ -296,6 +297,8 @@ class Engine:
         self.n_batch = max(n_batch, slots)
         self.prefill_chunk = max(1, prefill_chunk)
         self.prefix_cache_tokens = prefix_cache_tokens  # None: the idle slots' cells; 0: no reuse
+        self.adaptive_threads = adaptive_threads  # halve the decode threads while the box is busy (threads.py)
+        self.governor: ThreadGovernor | None = None
         self.hooks = hooks or EngineHooks()
         self.vocab = llama._model.vocab
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
@@ -356,6 +359,9 @@ class Engine:
             cache = 0  # a recurrent state cannot be cut back to a prefix
         self.kv = KvSlots(self._ctx, self.slots, share=not self.batch_invariant,
                           n_swa=llama_cpp.llama_model_n_swa(model), cache_cells=cache)
+        if self.adaptive_threads:
+            ctx = self._ctx
+            self.governor = ThreadGovernor(params.n_threads, lambda n: llama_cpp.llama_set_n_threads(ctx, n, n))
         self._batch = batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         # ctypes builds a new pointer object on every attribute access of the struct: keep them, and
         # write the one-sequence-per-token count once (llama_decode does not change it).
@@ -439,6 +445,11 @@ class Engine:
     def waiting(self) -> int:
         """Requests waiting for a slot."""
         return len(self._waiting)
+
+    def threads_info(self) -> dict[str, int] | None:
+        """Decode threads now, configured, and how often the governor changed them (None: fixed)."""
+        g = self.governor
+        return None if g is None else {"now": g.current, "configured": g.full, "changes": g.changes}
 
     def cache_info(self) -> dict[str, int | bool]:
         """The prefix cache's counters and how many KV cells are held (for /metrics and /health)."""
@@ -612,7 +623,12 @@ class Engine:
         for t in touched:
             self.kv.before_decode(t.seq.slot)
         batch.n_tokens = n
+        governor = self.governor
+        if governor is not None:
+            governor.begin()
         rc = llama_cpp.llama_decode(self._ctx, batch)
+        if governor is not None:
+            governor.end()
         self.steps += 1
         self._progress_at = time.monotonic()
         if rc != 0:
