@@ -143,6 +143,8 @@ def test_probes_and_metrics(batched):
     health = httpx.get(f"{batched}/health").json()
     assert health["engine"] == "batched" and health["slots"] == 4
     assert health["kv_mib_per_slot"] == 18.0  # Gemma 3 270M: 18 layers x 1 KV head x (256 + 256) x 2 B x 1024
+    threads = health["decode_threads"]  # inference.adaptive_threads is on by default
+    assert 1 <= threads["now"] <= threads["configured"] and threads["changes"] >= 0
     ready = httpx.get(f"{batched}/ready", timeout=60).json()
     assert ready["status"] == "ready" and ready["tokens"] == 1
     text = httpx.get(f"{batched}/metrics").text
