@@ -97,6 +97,8 @@ def test_the_runbook_measures_recall_only_beside_a_rag_scenario_of_its_phase(qui
     assert recall.rag_info(quiet_settings, plan("code,embedding"), "seed", 10_000) == []
     assert recall.rag_info(quiet_settings, plan("rag"), "seed", 10_000, phase=1) == []
     assert recall.rag_info(quiet_settings, plan("rag"), "seed", 0) == []
+    foreign = type("Foreign", (), {"ours": False})()
+    assert recall.rag_info(quiet_settings, plan("rag"), "seed", 10_000, target=foreign) == []
     assert recall.rag_info(quiet_settings, plan("", profile="seed"), "seed", 10_000) == ["row"]
     assert recall.rag_info(quiet_settings, plan("", profile="quick"), "quick", 10_000) == ["row"]
     assert asked == [10_000, recall.QUICK_CHUNKS]

@@ -20,18 +20,28 @@ COLLECTION = "fault-drill"
 
 class BackgroundLoad:
     def __init__(self, settings: Settings, phase: int, out_dir: Path, users: int, pace_s: float,
-                 max_s: float) -> None:
+                 max_s: float, target=None) -> None:
+        """``target``: a stack from a target file; its gateway gets the chat and code load (phase 1 of
+        the locustfile) with its model names and key."""
         self.out_dir = Path(out_dir)
         scenario = Scenario("fault-drill", "fault_drill.py", "gateway", 1, users=users, spawn_rate=users,
                             duration_s=max_s, max_tokens=8, description="light load while services are killed")
-        env = {"LOAD_PACE_S": str(pace_s), "LOAD_RAG_COLLECTION": COLLECTION, **prepare(settings, phase)}
+        env = {"LOAD_PACE_S": str(pace_s), "LOAD_RAG_COLLECTION": COLLECTION}
+        if target is not None and not target.ours:
+            from harness.load.plan import target_env
+
+            env.update(target_env(target, scenario))
+            host, phase, remote = target.gateway.base_url, 1, True
+        else:
+            env.update(prepare(settings, phase))
+            host, remote = settings.url("gateway"), False
         self.run: runner.LoadRun | None = None
         self.error: BaseException | None = None
 
         def go() -> None:
             try:
-                self.run = runner.run_scenario(scenario, settings.url("gateway"), self.out_dir, phase=phase,
-                                               extra_env=env)
+                self.run = runner.run_scenario(scenario, host, self.out_dir, phase=phase, extra_env=env,
+                                               allow_remote=remote)
             except BaseException as exc:  # raised again by stop()
                 self.error = exc
 

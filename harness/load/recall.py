@@ -187,10 +187,13 @@ def info_row(settings: Settings, chunks: int, queries: int = QUERIES,
 QUICK_CHUNKS = 1000  # the quick profile's corpus: about 20 s of embedding on a quiet CPU the first time, cached after
 
 
-def rag_info(settings: Settings, scenarios, profile: str, chunks: int, phase: int = 3,
+def rag_info(settings: Settings, scenarios, profile: str, chunks: int, phase: int = 3, target=None,
              progress: Callable[[str], None] | None = None) -> list[CheckResult]:
     """The load runbook's recall row, beside the RAG scenario: none when no scenario of the plan
-    queries the RAG service in this ``phase`` or ``chunks`` is 0; the quick profile measures at most ``QUICK_CHUNKS``."""
+    queries the RAG service in this ``phase``, ``chunks`` is 0, or the load ran against another
+    stack (a ``target`` that is not ours: its store and embeddings are not the ones measured here); the quick profile measures at most ``QUICK_CHUNKS``."""
+    if target is not None and not target.ours:
+        return []
     if chunks <= 0 or not any(sc.service == "rag" and sc.phase <= phase for sc in scenarios):
         return []
     n = min(chunks, QUICK_CHUNKS) if profile == "quick" else chunks
