@@ -339,14 +339,15 @@ def test_the_dependency_image_is_kept_beside_pips_cache_and_a_fresh_engine_loads
     back from its tarball (untagged here, as on a fresh engine) instead of being installed again."""
     from suite.containers import images
 
-    (tag,) = [t for image in engine.images.list(name=images.DEPS) for t in image.tags]
+    base = images.OFFICIAL_BASE if images.present(engine, images.OFFICIAL_BASE) else images.BASE
+    tag = images.deps_tag(engine, base, images.ensure_wheelhouse())
+    assert [t for image in engine.images.list(name=images.DEPS) for t in image.tags] == [tag], "one deps image"
     tarball = images.deps_tarball(tag)
     assert tarball.is_file() and tarball.stat().st_size > 100e6, f"{tarball} is not the saved image"
     assert [p.name for p in images.cache_dir().glob("deps-*.tar")] == [tarball.name], "one tarball per wheelhouse"
     engine.images.remove(tag)  # the suite image still holds the layers: only the name goes
     assert not images.present(engine, tag)
     said: list[str] = []
-    base = images.OFFICIAL_BASE if images.present(engine, images.OFFICIAL_BASE) else images.BASE
     t0 = time.monotonic()
     assert images.ensure_deps_image(engine, base, images.ensure_wheelhouse(), said.append) == tag
     assert any("docker load" in line for line in said) and not any("docker build" in line for line in said), said

@@ -243,7 +243,8 @@ def _dockerignore(root: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
-CONTEXT = ("pyproject.toml", "README.md", "deploy/Dockerfile", "scripts/", "suite/", "harness/")  # COPY sources
+CONTEXT = ("pyproject.toml", "README.md", "deploy/Dockerfile", "scripts/", "suite/", "harness/",
+           "jupyter-config/")  # COPY sources
 
 
 def context_files(root: Path | None = None) -> list[str]:
@@ -340,14 +341,24 @@ def _image_requirements(house: Path) -> Path:
     return path
 
 
-def deps_tag(base_key: str, house: Path) -> str:
-    """The dependency image's name: a digest of the base, the wheels, their list and the Dockerfile."""
+def deps_tag(client, base: str, house: Path, cache: Path | None = None) -> str:
+    """The dependency image's name: a digest of the base, the wheels, their list and the deps stage."""
+    base_key = base_tarball(cache or cache_dir()).name if base == BASE else client.images.get(base).id
     digest = hashlib.sha256(base_key.encode())
-    for path in [_image_requirements(house), project_root() / "deploy" / "Dockerfile"]:
-        digest.update(path.read_bytes())
+    digest.update(_image_requirements(house).read_bytes())
+    digest.update(deps_stage().encode())
     for wheel in sorted(house.glob("*.whl")):
         digest.update(f"{wheel.name} {wheel.stat().st_size}".encode())
     return f"{DEPS}:{digest.hexdigest()[:16]}"
+
+
+def deps_stage() -> str:
+    """The text of ``deploy/Dockerfile``'s ``deps`` stage (its global ARGs included): an edit elsewhere
+    in the Dockerfile keeps the cached dependency image."""
+    text = (project_root() / "deploy" / "Dockerfile").read_text()
+    start = text.rindex("\nFROM ", 0, text.index(" AS deps\n")) + 1
+    end = text.find("\nFROM ", start)
+    return "\n".join(line for line in text[:start].splitlines() if line.startswith("ARG ")) + "\n" + text[start:end]
 
 
 def deps_tarball(tag: str, cache: Path | None = None) -> Path:
@@ -360,8 +371,7 @@ def ensure_deps_image(client, base: str, house: Path, progress: Progress = _quie
     pip's cache, else built from the wheelhouse (the 10-minute step: torch and the rest installed) and
     saved there, so a fresh engine (a new CI machine with pip's cache kept) loads it in about a minute."""
     cache = cache or cache_dir()
-    base_key = base_tarball(cache).name if base == BASE else client.images.get(base).id
-    tag = deps_tag(base_key, house)
+    tag = deps_tag(client, base, house, cache)
     if present(client, tag):
         return tag
     tarball = deps_tarball(tag, cache)
@@ -400,6 +410,10 @@ def ensure_deps_image(client, base: str, house: Path, progress: Progress = _quie
     for old in cache.glob("deps-*.tar"):  # one wheelhouse, one dependency image
         if old != tarball:
             old.unlink(missing_ok=True)
+    for image in client.images.list(name=DEPS):
+        for old_tag in image.tags:
+            if old_tag != tag:
+                client.images.remove(old_tag)  # the name only: an image built on it keeps its layers
     return tag
 
 
