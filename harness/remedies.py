@@ -158,6 +158,11 @@ REMEDIES: tuple[tuple[str, Remedy], ...] = (
     ("security.config.*", Remedy("Change the setting the check names ({detail})",
                                  "04_security#Deployment settings review",
                                  "docs/security.md § Deployment settings")),
+    ("security.container*", Remedy("A container runs less hardened than deploy/compose.yaml asks ({detail}): "
+                                   "bring it up with `SUITE_BACKEND=docker suite up` (not by hand), rebuild the image "
+                                   "with `suite image build --force`, and compare `docker inspect` with the line",
+                                   "04_security#Container hardening (docker backend)",
+                                   "docs/security.md § Container hardening")),
     ("security.rbac.*", Remedy("A route answered a role it must refuse, or refused one it must serve: the detail "
                                "names route and role ({detail}); the policy is one table, docs/security.md "
                                "§ What each role may do", "04_security#RBAC matrix")),
