@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
 
-from suite import services
+from suite import services, tls
 from suite.settings import Settings
 
 
-def check(url: str, timeout_s: float) -> str | None:
-    """None when ``url`` answers 200, else why not."""
+def check(url: str, timeout_s: float, context: ssl.SSLContext | None = None) -> str | None:
+    """None when ``url`` answers 200, else why not (``context`` verifies an https URL)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # nosec B310: an http URL built from the settings
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as resp:  # nosec B310: an http URL built from the settings
             return None if resp.status == 200 else f"HTTP {resp.status}"
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_file(args.settings_file) if args.settings_file else Settings()
     spec = services.get(args.service)
     url = settings.url(spec.name) + (spec.health_path if args.live else spec.ready_path)
-    problem = check(url, args.timeout)
+    problem = check(url, args.timeout, tls.client_context(settings) if url.startswith("https:") else None)
     if problem:
         print(f"{spec.name} not {'alive' if args.live else 'ready'}: {url}: {problem}", file=sys.stderr)
         return 1

@@ -24,9 +24,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from suite import services
+from suite import services, tls
 from suite.settings import Settings, project_root
-from suite.supervisor.base import Progress, ServiceFailed, ServiceState, SupervisorError, probe, wait_ready
+from suite.supervisor.base import (
+    Progress,
+    ServiceFailed,
+    ServiceState,
+    SupervisorError,
+    probe,
+    selected,
+    wait_ready,
+)
 
 PROJECT = "suite"
 
@@ -88,13 +96,14 @@ class DockerBackend:
         except ValueError:
             return {}
 
-    def up(self, phase: int, progress: Progress | None = None) -> list[str]:
+    def up(self, phase: int, progress: Progress | None = None, only: list[str] | None = None) -> list[str]:
         say = progress or (lambda _m: None)
-        specs = services.for_phase(phase)
+        local, remote = selected(self.settings, phase, only)
+        specs = [s for s in services.for_phase(phase) if s in local or s in remote]
         before = self.running()
         ensure_secrets(self.settings)
         self.settings.dump_file(self.settings.pid_dir / "settings.json")
-        todo = [s.name for s in specs if s.name not in before]
+        todo = [s.name for s in local if s.name not in before]
         if todo:
             profiles = ["--profile", f"phase{phase}"] + (["--profile", "gpu"] if self.settings.profile == "gpu" else [])
             say(f"  docker compose {' '.join(profiles)} up -d {' '.join(todo)}")
@@ -102,10 +111,12 @@ class DockerBackend:
         deadline = time.monotonic() + self.settings.ready_deadline_s
         try:
             for spec in specs:
+                here = spec in local
                 took = wait_ready(spec, self.settings.url(spec.name), deadline,
-                                  exited=lambda n=spec.name: None if n in self.running() else "container not running",
-                                  progress=say,
-                                  log_tail=lambda n=spec.name: self._logs(n, 25))
+                                  exited=lambda n=spec.name, h=here: None if not h or n in self.running()
+                                  else "container not running",
+                                  progress=say, log_tail=lambda n=spec.name, h=here: self._logs(n, 25) if h else "",
+                                  verify=tls.client_context(self.settings))
                 say(f"  ✓ {spec.name} ready in {took:.1f}s")
         except (ServiceFailed, KeyboardInterrupt):
             if todo:
@@ -138,8 +149,9 @@ class DockerBackend:
                     st.last_exit = _describe_exit(int(code or 0))
                     st.last_exit_at = info.get("State", {}).get("FinishedAt", "")
             if st.running:
-                st.healthy, _ = probe(st.url + spec.health_path)
-                st.ready, st.detail = probe(st.url + spec.ready_path, timeout=15.0)
+                st.healthy, _ = probe(st.url + spec.health_path, verify=tls.client_context(self.settings))
+                st.ready, st.detail = probe(st.url + spec.ready_path, timeout=15.0,
+                                           verify=tls.client_context(self.settings))
             else:
                 st.detail = item.get("Status", st.state) if item else "not running"
             states.append(st)

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 from supervisor import childutils
 
-from suite import services
+from suite import services, tls
 from suite.settings import Settings
 from suite.supervisor import journal
 from suite.supervisor.base import probe
@@ -141,7 +141,7 @@ class Watch:
         sup = self.settings.supervision
         failures: dict[str, int] = {}
         answered: dict[str, int] = {}  # pid that has answered /health at least once, per service
-        http = httpx.Client()
+        http = httpx.Client(verify=tls.client_context(self.settings))
         while not stop.wait(sup.liveness_interval_s):
             try:
                 infos = client.infos()
