@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from harness.httpclient import client
 from harness.result import CheckResult, Stage, Status, now_iso
 from suite import services
 from suite.settings import Settings
@@ -34,7 +35,7 @@ def probe_until(url: str, start_period_s: float, timeout_s: float = 10.0,
         attempts += 1
         t0 = time.perf_counter()
         try:
-            r = httpx.get(url, timeout=timeout_s)
+            r = client().get(url, timeout=timeout_s)
             latency = (time.perf_counter() - t0) * 1000
             if r.status_code == 200:
                 return ProbeOutcome(True, 200, latency, attempts, r.text[:300])

@@ -313,15 +313,43 @@ def _has_text(data: str) -> bool:
     return False
 
 
+def stack_ca() -> str | None:
+    """The CA an https stack's certificates are verified against: ``LOAD_CA_FILE``, else the suite's
+    ``tls.ca_file`` when it exists."""
+    explicit = os.environ.get("LOAD_CA_FILE")
+    if explicit:
+        return explicit
+    try:
+        from suite.settings import Settings
+
+        ca = Settings().ca_file
+        return str(ca) if ca.is_file() else None
+    except Exception:  # outside the project (plain `locust -f`): the system's trust store
+        return None
+
+
+def verifying_context(cafile: str | None = None):
+    """FastHttpUser's TLS context: the stack's CA verified, host names checked (Locust's default is
+    ``insecure``, which checks nothing)."""
+    import gevent.ssl
+
+    return gevent.ssl.create_default_context(cafile=STACK_CA or cafile)
+
+
+STACK_CA = stack_ca()
+
+
 class SuiteUser(FastHttpUser):
     """What every user here shares: the host of its ``service``, no wait, generous timeouts, the
-    request budget, and checked JSON / streamed requests that leave raw samples."""
+    request budget, checked JSON / streamed requests that leave raw samples, and verified TLS."""
 
     abstract = True
     service = "gateway"
     wait_time = constant(0)
     network_timeout = 300.0
     connection_timeout = 10.0
+    insecure = False
+    ssl_context_factory = staticmethod(verifying_context)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -47,12 +47,20 @@ def server_files(settings: Settings, service: str) -> tuple[Path, Path]:
 def client_context(settings: Settings) -> ssl.SSLContext:
     """What a client of the stack verifies servers with: ``tls.ca_file`` when it exists, else the
     system's trust store. Cached per CA file (loading one costs milliseconds)."""
-    ca = settings.ca_file
-    return _context(str(ca) if ca.is_file() else None)
+    return trust(settings.ca_file)
+
+
+def trust(ca: Path | str) -> ssl.SSLContext:
+    """A client context trusting the CA certificate at ``ca`` (the system's store when it is absent)."""
+    try:
+        stamp = Path(ca).stat().st_mtime_ns  # a CA made anew at the same path is loaded anew
+    except OSError:
+        return _context(None, 0)
+    return _context(str(ca), stamp)
 
 
 @lru_cache(maxsize=8)
-def _context(cafile: str | None) -> ssl.SSLContext:
+def _context(cafile: str | None, stamp: int) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from harness.httpclient import verify
 from harness.load import runner
 from harness.load import samples as samples_mod
 from harness.load.samples import Sample
@@ -67,7 +68,8 @@ def prepare(settings: Settings, phase: int) -> dict[str, str]:
 
     env = {"LOAD_API_KEY": run_keys(settings).guest}
     if phase >= 2:
-        httpx.post(settings.url("rag") + "/index", timeout=120, headers=headers_for(settings, "developer"), json={
+        httpx.post(settings.url("rag") + "/index", timeout=120, headers=headers_for(settings, "developer"),
+                   verify=verify(settings), json={
             "collection": COLLECTION, "documents": [{"id": "drill", "text": "Backups are kept for seven days."}],
         }).raise_for_status()
     if phase >= 3:

@@ -16,6 +16,7 @@ from harness import stack
 from harness.faults.background import BackgroundLoad
 from harness.faults.records import Drill, Thresholds, dependants
 from harness.faults.verdicts import judge
+from harness.httpclient import verify
 from harness.result import CheckResult
 from suite import services
 from suite.net import port_pid
@@ -38,7 +39,7 @@ def serving_pid(settings: Settings, name: str) -> int | None:
 def wait_ready(settings: Settings, name: str, deadline: float, every_s: float = 0.25) -> float | None:
     """Epoch time at which ``name``'s /ready first passed, or None by ``deadline`` (monotonic)."""
     url = settings.url(name) + services.get(name).ready_path
-    with httpx.Client(timeout=5.0) as client:
+    with httpx.Client(timeout=5.0, verify=verify(settings)) as client:
         while time.monotonic() < deadline:
             try:
                 if client.get(url).status_code == 200:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from harness.httpclient import verify
 from harness.load import runner, server_view, verdicts
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario, named_stages, profile_stages, select_scenarios, with_overrides
@@ -147,7 +148,7 @@ def tools_env(settings: Settings) -> dict[str, str]:
     from harness.keys import headers_for
 
     path = "load/target.txt"
-    resp = httpx.post(f"{settings.url('tools')}/tools/write_file", timeout=30,
+    resp = httpx.post(f"{settings.url('tools')}/tools/write_file", timeout=30, verify=verify(settings),
                       json={"path": path, "content": "load test target\n" * 64, "create_dirs": True},
                       headers=headers_for(settings, "admin"))
     resp.raise_for_status()
