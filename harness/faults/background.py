@@ -20,19 +20,24 @@ COLLECTION = "fault-drill"
 
 
 class BackgroundLoad:
+    """A light load in a thread for as long as a drill needs it: ``fault_drill.py`` by default, or
+    another locustfile (``scenario``, with ``env`` for it) such as the pool drill's."""
+
     def __init__(self, settings: Settings, phase: int, out_dir: Path, users: int, pace_s: float,
-                 max_s: float) -> None:
+                 max_s: float, scenario: Scenario | None = None, env: dict[str, str] | None = None) -> None:
         self.out_dir = Path(out_dir)
-        scenario = Scenario("fault-drill", "fault_drill.py", "gateway", 1, users=users, spawn_rate=users,
-                            duration_s=max_s, max_tokens=8, description="light load while services are killed")
-        env = {"LOAD_PACE_S": str(pace_s), "LOAD_RAG_COLLECTION": COLLECTION, **prepare(settings, phase)}
+        scenario = scenario or Scenario("fault-drill", "fault_drill.py", "gateway", 1, users=users, spawn_rate=users,
+                                        duration_s=max_s, max_tokens=8,
+                                        description="light load while services are killed")
+        env = {"LOAD_PACE_S": str(pace_s), **(env if env is not None else {"LOAD_RAG_COLLECTION": COLLECTION,
+                                                                          **prepare(settings, phase)})}
         self.run: runner.LoadRun | None = None
         self.error: BaseException | None = None
 
         def go() -> None:
             try:
                 self.run = runner.run_scenario(scenario, settings.url("gateway"), self.out_dir, phase=phase,
-                                               extra_env=env)
+                                               extra_env=env, allow_remote="gateway" in settings.urls)
             except BaseException as exc:  # raised again by stop()
                 self.error = exc
 

@@ -89,7 +89,8 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
         with server_view.Watch(settings, names, gpu=gpu, engines=server_view.engines_of(sc)) as watch:
             run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
                                       warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
-                                      phase=phase, max_run_s=max_run_s, extra_env=extra_env, progress=progress)
+                                      phase=phase, max_run_s=max_run_s, extra_env=extra_env, progress=progress,
+                                      allow_remote=sc.service in settings.urls)  # placed there by the operator
         results = verdicts.judge(run, targets, base, sc.figures())
         results.append(server_view.record(sc, run, watch, base, shared_with=shared.get(sc.name, [])))
         if gpu:

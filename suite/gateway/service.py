@@ -161,7 +161,8 @@ class Gateway:
     def health_info(self) -> dict[str, Any]:
         return {
             "upstreams": {r.name: ("cooling" if self.router.cooling(r) else "ok") for r in self.router.replicas()},
-            "pools": {alias: [{"name": r.name, "url": r.base_url, "state": self.router.state(r),
+            "pools": {alias: [{"name": r.name, "url": r.base_url, "ready_path": r.ready_path,
+                               "state": self.router.state(r),
                                "in_flight": r.in_flight,
                                "reported": None if r.capacity is None else
                                {"slots": r.capacity.slots, "busy": r.capacity.busy}} for r in pool]

@@ -1,0 +1,140 @@
+"""The stack split over four "hosts" — network namespaces this test creates, joined by a bridge in a
+fifth, with addresses it assigns (``tests/netns.py``): inference replicas on two (chat and code on
+``a``, a second chat replica on ``b``), the gateway, embedding and RAG on ``c``, the harness on ``d``.
+
+Every service binds its host's address, so ``suite up`` demands TLS and auth; each host runs
+``suite up --only ...`` for its own part with the others in ``urls``. Then, from ``d``: ``openssl
+s_client`` verifies a certificate, a plain-HTTP request to a TLS port gets no answer, and the
+pipeline (bring-up, health, smoke, a quick load, report) says GO across the hosts, with the
+gateway's chat pool spreading requests over both replicas.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from harness.stack import cli_env
+from suite import tls
+from suite.settings import Settings
+from suite.testing import free_port_offset
+from tests import netns
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def net():
+    why = netns.unavailable()
+    if why:
+        pytest.skip(f"network namespaces cannot be made here: {why}")
+    with netns.Network(["a", "b", "c", "d"]) as network:
+        yield network
+
+
+def host_settings(base: Settings, net: netns.Network, host: str, root: Path, runs: list[str]) -> Settings:
+    """``base`` as ``host`` sees it: its own address and data dir, ``urls`` naming the services of the
+    other hosts; the key store and TLS folder shared (on real hosts: copied)."""
+    data = json.loads(base.model_dump_json())
+    data.update(host=net.addr(host), data_dir=str(root / host),
+                urls={k: v for k, v in base.urls.items() if k not in runs})
+    return Settings(**data)
+
+
+@pytest.fixture(scope="module")
+def split(net, tmp_path_factory, gemma_path):
+    root = tmp_path_factory.mktemp("split")
+    offset = free_port_offset()  # any: each namespace has ports of its own
+    a, b, c = (net.addr(h) for h in "abc")
+
+    def https(host: str, service: str) -> str:
+        return f"https://{host}:{Settings(port_offset=offset, data_dir=root).port(service)}"
+
+    model = {"path": str(gemma_path), "n_ctx": 1024}
+    base = Settings(
+        data_dir=root, port_offset=offset, ready_deadline_s=300, tls={"enabled": True, "dir": str(root / "tls")},
+        auth={"key_store": str(root / "keys.db")},
+        inference={"slots": 4, "chat": {"alias": "chat", **model}, "code": {"alias": "code", **model}},
+        urls={"inference-chat": https(a, "inference-chat"), "inference-code": https(a, "inference-code"),
+              "gateway": https(c, "gateway"), "embedding": https(c, "embedding"), "rag": https(c, "rag")},
+        gateway={"pools": {"chat": [{"url": https(a, "inference-chat"), "name": "chat-a"},
+                                    {"url": https(b, "inference-chat"), "name": "chat-b"}]}})
+    made = tls.init(base, sans=[net.addr(h) for h in "abcd"])
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for i in made for p in (i.cert, i.key))
+    parts = {"a": ["inference-chat", "inference-code"], "b": ["inference-chat"], "c": ["gateway", "embedding", "rag"],
+             "d": []}
+    hosts = {h: host_settings(base, net, h, root, parts[h]) for h in "abcd"}
+
+    def up(h: str) -> subprocess.CompletedProcess:
+        only = [arg for name in parts[h] for arg in ("--only", name)]
+        return net.run(h, [PY, "-m", "suite.cli", "up", "--phase", "2", *only], env=cli_env(hosts[h]), timeout=400)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:  # the two inference hosts at once, then the third
+            started = list(pool.map(up, "ab"))
+        started.append(up("c"))
+        for proc in started:
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        yield hosts
+    finally:
+        for h in "abc":
+            net.run(h, [PY, "-m", "suite.cli", "down"], env=cli_env(hosts[h]), timeout=120)
+
+
+def test_a_plain_http_request_to_a_tls_port_is_refused_and_the_certificate_verifies(net, split):
+    d, c = split["d"], net.addr("c")
+    gateway_port = d.port("gateway")
+    plain = net.run("d", [PY, "-c", f"import httpx; httpx.get('http://{c}:{gateway_port}/health', timeout=10)"],
+                    timeout=60)
+    assert plain.returncode != 0 and ("RemoteProtocolError" in plain.stderr or "ReadError" in plain.stderr
+                                      or "ConnectError" in plain.stderr), plain.stderr[-500:]
+    shown = net.run("d", ["openssl", "s_client", "-connect", f"{c}:{gateway_port}", "-CAfile", str(d.ca_file),
+                          "-verify_return_error", "-verify_ip", c], input="", timeout=60)
+    assert shown.returncode == 0 and "Verify return code: 0 (ok)" in shown.stdout
+    unverified = net.run("d", [PY, "-c", f"import httpx; httpx.get('https://{c}:{gateway_port}/health', timeout=10)"],
+                         timeout=60)
+    assert unverified.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in unverified.stderr
+
+
+def test_the_pipeline_says_go_across_the_hosts(net, split, tmp_path):
+    d = split["d"]
+    books = tmp_path / "runbooks"
+    shutil.copytree(ROOT / "runbooks", books)
+    (books / "split.yaml").write_text(
+        "name: split\nrunbooks:\n  - notebook: 01_bring_up.ipynb\n    brings_up: true\n  - 02_health.ipynb\n"
+        "  - 03_smoke.ipynb\n  - 05_load.ipynb\n  - notebook: 09_report.ipynb\n    report: true\n")
+    proc = net.run("d", [PY, "-m", "harness.cli", "run", str(books / "split.yaml"), "--runs-dir", str(tmp_path / "runs"),
+                         "-p", "phase=2", "-p", "failover=false", "-p", "profile=quick"],
+                   env=cli_env(d), timeout=1200, cwd=ROOT)
+    assert proc.returncode == 0 and "verdict: GO" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-3000:]
+    run = next((tmp_path / "runs").iterdir())
+    smoke = json.loads((run / "results" / "03_smoke.json").read_text())
+    assert {"smoke.rag.index", "smoke.gateway.chat"} <= {r["id"] for r in smoke if r["status"] == "pass"}
+    bring = json.loads((run / "results" / "01_bring_up.json").read_text())
+    assert any("already running" in r.get("measured", "") for r in bring)  # started on their own hosts
+    # the harness reached every part at its host, over TLS; the chat pool spread the load
+    metrics = net.run("d", [PY, "-c", "import httpx,ssl,sys; print(httpx.get(sys.argv[1], verify="
+                                      "ssl.create_default_context(cafile=sys.argv[2])).text)",
+                            d.url("gateway") + "/metrics", str(d.ca_file)], timeout=60).stdout
+    served = {name: _sample(metrics, "gateway_upstream_requests_total", upstream=name, outcome="ok")
+              for name in ("chat-a", "chat-b")}
+    assert all(v > 0 for v in served.values()), served
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
