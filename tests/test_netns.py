@@ -5,8 +5,9 @@ fifth, with addresses it assigns (``tests/netns.py``): inference replicas on two
 Every service binds its host's address, so ``suite up`` demands TLS and auth; each host runs
 ``suite up --only ...`` for its own part with the others in ``urls``. Then, from ``d``: ``openssl
 s_client`` verifies a certificate, a plain-HTTP request to a TLS port gets no answer, and the
-pipeline (bring-up, health, smoke, a quick load, report) says GO across the hosts, with the
-gateway's chat pool spreading requests over both replicas.
+pipeline (bring-up, health, smoke, a quick load, the pool drill, report) says GO across the hosts, with the
+gateway's chat pool spreading requests over both replicas; and the pool drill kills chat-b (on its
+own host, through ``pool_kill_command``) under load: ejection, client errors and readmission pass.
 """
 
 from __future__ import annotations
@@ -111,14 +112,23 @@ def test_the_pipeline_says_go_across_the_hosts(net, split, tmp_path):
     shutil.copytree(ROOT / "runbooks", books)
     (books / "split.yaml").write_text(
         "name: split\nrunbooks:\n  - notebook: 01_bring_up.ipynb\n    brings_up: true\n  - 02_health.ipynb\n"
-        "  - 03_smoke.ipynb\n  - 05_load.ipynb\n  - notebook: 09_report.ipynb\n    report: true\n")
+        "  - 03_smoke.ipynb\n  - 05_load.ipynb\n  - 06_pool_drill.ipynb\n  - notebook: 09_report.ipynb\n"
+        "    report: true\n")
+    kill_b = f"ip netns exec {net.ns('b')} {PY} -m harness.faults.pool kill {{url}}"  # run on b's "host"
     proc = net.run("d", [PY, "-m", "harness.cli", "run", str(books / "split.yaml"), "--runs-dir", str(tmp_path / "runs"),
-                         "-p", "phase=2", "-p", "failover=false", "-p", "profile=quick"],
+                         "-p", "phase=2", "-p", "failover=false", "-p", "profile=quick", "-p", "pool_replica=chat-b",
+                         "-p", f"pool_kill_command={kill_b}"],
                    env=cli_env(d), timeout=1200, cwd=ROOT)
     assert proc.returncode == 0 and "verdict: GO" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-3000:]
     run = next((tmp_path / "runs").iterdir())
     smoke = json.loads((run / "results" / "03_smoke.json").read_text())
     assert {"smoke.rag.index", "smoke.gateway.chat"} <= {r["id"] for r in smoke if r["status"] == "pass"}
+    drill = {r["id"]: r for r in json.loads((run / "results" / "06_pool_drill.json").read_text())}
+    assert {i: r["status"] for i, r in drill.items()} == {"pool.chat.ejection": "pass", "pool.chat.errors": "pass",
+                                                          "pool.chat.readmission": "pass"}, drill
+    assert "since its restart" in drill["pool.chat.readmission"]["detail"]  # chat-b's own /metrics, anew
+    report = (run / "report.html").read_text()
+    assert "pool.chat.ejection" in report and "pool drill chat" in report  # the verdicts and the traffic chart
     bring = json.loads((run / "results" / "01_bring_up.json").read_text())
     assert any("already running" in r.get("measured", "") for r in bring)  # started on their own hosts
     # the harness reached every part at its host, over TLS; the chat pool spread the load

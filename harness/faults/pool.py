@@ -21,7 +21,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -152,6 +155,21 @@ def kill_local(replica: dict) -> int:
                             "replica on another host is killed there (PoolDrill(kill=...))")
     os.kill(pid, signal.SIGKILL)
     return pid
+
+
+def kill_command(template: str) -> Callable[[dict], int]:
+    """A kill that runs ``template`` (``{url}`` and ``{name}`` filled in; no shell) on this machine, for
+    a replica on another host, e.g. ``ssh gpu-2 systemctl kill -s KILL suite-chat``; the pid is what
+    the command prints, if a number."""
+    def kill(replica: dict) -> int:
+        argv = [part.format(url=replica["url"], name=replica["name"]) for part in shlex.split(template)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"kill command {argv!r} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+        out = proc.stdout.strip().splitlines()
+        return int(out[-1]) if out and out[-1].isdigit() else 0
+
+    return kill
 
 
 def own_completions(name: str, url: str, client: httpx.Client) -> tuple[float, float | None]:
@@ -373,3 +391,22 @@ def judge(rec: PoolKill, th: PoolThresholds, evidence: list[str]) -> list[CheckR
                                      f"first request served by it {first - rec.killed_at:.1f} s after the kill"
                                      if first else "", counts] if x))
     return [ejection, errors, readmission]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.faults.pool kill URL``: SIGKILL the suite process serving URL's port here and
+    print its pid (what a ``pool_kill_command`` runs on the replica's own host)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] != "kill":
+        sys.stderr.write("usage: python -m harness.faults.pool kill URL\n")
+        return 2
+    try:
+        sys.stdout.write(f"{kill_local({'name': args[1], 'url': args[1]})}\n")
+    except NotApplicable as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

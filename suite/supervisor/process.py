@@ -177,7 +177,11 @@ class ProcessBackend:
                 if rec.start_limit and st.state in ("stopped", "fatal"):
                     st.state, st.detail = "fatal", rec.start_limit
             st.running = st.pid is not None  # starting (within start_secs), running or stopping
-            if st.running:
+            if spec.name in self.settings.urls and not st.running:  # on another host: probed there
+                st.state, st.configured = "remote", True
+                st.healthy, health = probe(url + spec.health_path, verify=verify)
+                st.ready, st.detail = probe(url + spec.ready_path, timeout=15.0, verify=verify)
+            elif st.running:
                 st.healthy, health = probe(url + spec.health_path, verify=verify)
                 st.ready, st.detail = probe(url + spec.ready_path, timeout=15.0, verify=verify)
                 if not st.healthy:
