@@ -110,6 +110,14 @@ class InferenceSettings(BaseModel):
         return self
 
 
+def http_url(value: str, what: str) -> str:
+    """``value`` without a trailing slash when it is an http(s) URL with a host, else ValueError."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} {value!r}: write http(s)://host:port")
+    return value.rstrip("/")
+
+
 class ReplicaConfig(BaseModel):
     """One replica of a gateway pool: an OpenAI-compatible inference server (ours, llama-server, ...)."""
 
@@ -127,10 +135,7 @@ class ReplicaConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"replica url {value!r}: write http(s)://host:port")
-        return value.rstrip("/")
+        return http_url(value, "replica url")
 
 
 MODEL_ALIASES = ("chat", "code")  # the gateway's model aliases (suite.gateway.routing.ALIASES)
@@ -426,9 +431,7 @@ class Settings(BaseSettings):
         for name, url in self.urls.items():
             if name not in BY_NAME:
                 raise ValueError(f"urls.{name}: no such service (services: {', '.join(BY_NAME)})")
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"urls.{name} = {url!r}: write http(s)://host:port")
+            http_url(url, f"urls.{name}")
         return self
 
     # -- derived values -------------------------------------------------------------------------

@@ -38,8 +38,12 @@ def serving_pid(settings: Settings, name: str) -> int | None:
 
 def wait_ready(settings: Settings, name: str, deadline: float, every_s: float = 0.25) -> float | None:
     """Epoch time at which ``name``'s /ready first passed, or None by ``deadline`` (monotonic)."""
-    url = settings.url(name) + services.get(name).ready_path
-    with httpx.Client(timeout=5.0, verify=verify(settings)) as client:
+    return ready_at(settings.url(name) + services.get(name).ready_path, deadline, verify(settings), every_s)
+
+
+def ready_at(url: str, deadline: float, context, every_s: float = 0.25) -> float | None:
+    """Epoch time at which GET ``url`` first answered 200, or None by ``deadline`` (monotonic)."""
+    with httpx.Client(timeout=5.0, verify=context) as client:
         while time.monotonic() < deadline:
             try:
                 if client.get(url).status_code == 200:

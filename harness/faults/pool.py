@@ -37,6 +37,7 @@ import httpx
 import psutil
 
 from harness.faults.background import BackgroundLoad
+from harness.faults.drill import ready_at
 from harness.httpclient import verify
 from harness.load.samples import Sample
 from harness.load.scenarios import Scenario
@@ -280,7 +281,8 @@ class PoolDrill:
                 log.info("pool drill: killed %s (pid %d)", victim["name"], pid)
                 rec.ejected_at = watch.wait(victim["name"], "cooling", rec.killed_at - 0.5, self.th.eject_s * 4)
                 attempts_at_ejection = self._attempts(victim["name"])
-                rec.ready_at = self._wait_ready(victim, context)
+                rec.ready_at = ready_at(victim["url"] + victim.get("ready_path", "/ready"),
+                                        time.monotonic() + self.th.give_up_s, context, every_s=0.1)
                 if rec.ready_at is not None:
                     rec.attempts_while_down = int(self._attempts(victim["name"]) - attempts_at_ejection)
                     rec.readmitted_at = watch.wait(victim["name"], "ok", rec.ready_at - 1.0, self.th.readmit_s * 3)
@@ -295,19 +297,6 @@ class PoolDrill:
             rec.readmitted_at = rec.ready_at  # the gateway's probe passed first: no later than its own
         self.record = rec
         return rec
-
-    def _wait_ready(self, replica: dict, context) -> float | None:
-        url = replica["url"] + replica.get("ready_path", "/ready")
-        deadline = time.monotonic() + self.th.give_up_s
-        with httpx.Client(timeout=5.0, verify=context) as client:
-            while time.monotonic() < deadline:
-                try:
-                    if client.get(url).status_code == 200:
-                        return time.time()
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        return None
 
     def _attempts(self, replica: str) -> float:
         with httpx.Client(verify=verify(self.settings)) as client:
