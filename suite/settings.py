@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 Profile = Literal["cpu", "gpu"]
+WILDCARDS = ("0.0.0.0", "::", "")  # bind addresses that mean every interface: not a name clients reach
 
 
 def project_root() -> Path:
@@ -444,7 +445,7 @@ class Settings(BaseSettings):
         wildcard bind) and its port, https when ``tls.enabled``."""
         if service in self.urls:
             return self.urls[service].rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        host = "127.0.0.1" if self.host in WILDCARDS else self.host
         host = f"[{host}]" if ":" in host else host
         return f"{'https' if self.tls.enabled else 'http'}://{host}:{self.port(service)}"
 

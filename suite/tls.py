@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from suite.settings import Settings
+from suite.settings import WILDCARDS, Settings
 
 LOOPBACK_SANS = ("localhost", "127.0.0.1", "::1")
 CA_NAME = "suite workbench private CA"
@@ -177,7 +177,7 @@ def init(settings: Settings, sans: list[str] | None = None, names: list[str] | N
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     ca_cert, ca_key = ensure_ca(folder, settings.tls.cert_days, force=new_ca)
-    bound = [] if settings.host in ("0.0.0.0", "", "::") else [settings.host]
+    bound = [] if settings.host in WILDCARDS else [settings.host]
     every = [*LOOPBACK_SANS, *bound, *(sans or [])]
     return [issue(folder, name, every, ca_cert, ca_key, days=settings.tls.cert_days)
             for name in names or list(services.BY_NAME)]
