@@ -156,7 +156,9 @@ class GatewaySettings(BaseModel):
         "have run the request, so one request can run twice (each such replay is counted in "
         "gateway_replays_total{reason=\"timeout\"|\"5xx\"}). Off: the client gets the 504 or the 5xx")
     cooldown_s: float = Field(15.0, ge=0, description="a replica that failed (transport error, 5xx) is out of "
-                              "rotation until its ready_path passes, at most this long")
+                              "rotation until its ready_path passes; one whose ready_path answers 4xx (cannot "
+                              "be probed) comes back this long after it failed. Also the Retry-After of a 503 "
+                              "when no replica could serve")
     fallback: dict[str, str] = Field(default_factory=lambda: {"chat": "code", "code": "chat"},
                                      description="alias served instead when every replica of an alias's "
                                      "pool failed")

@@ -26,6 +26,7 @@ class Control:
     retry_after: str | None = None
     delay_s: float = 0.0
     ready: bool = True
+    ready_status: int | None = None  # /ready answers this instead (401: a path that needs a key)
     slots: int | None = None  # reported on /metrics when set
     busy: int = 0
     events: int = 3  # SSE events of a streamed answer
@@ -40,6 +41,8 @@ def replica(name: str, ctl: Control) -> FastAPI:
 
     @app.get("/ready")
     async def ready():
+        if ctl.ready_status is not None:
+            return JSONResponse({"error": {"message": "no", "type": "x", "code": None}}, status_code=ctl.ready_status)
         return JSONResponse({"status": "ready"} if ctl.ready else {"status": "not_ready"},
                             status_code=200 if ctl.ready else 503)
 

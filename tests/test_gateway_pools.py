@@ -137,6 +137,18 @@ def test_a_dead_replica_is_ejected_at_once_and_readmitted_when_its_ready_passes(
             assert ctls["code"].calls == {}
 
 
+def test_readmission_waits_for_ready_however_long_and_falls_back_to_cooldown_only_without_a_probe(tmp_path):
+    with pool_gateway(tmp_path, load_probe_s=0, cooldown_s=0.5) as (url, ctls, _):
+        ctls["chat-1"].status = ctls["chat-2"].status = 500
+        ctls["chat-1"].ready, ctls["chat-2"].ready_status = False, 401
+        for _ in range(2):
+            ask(url)  # both fail once (a 5xx is passed through) and leave the rotation
+        assert health(url)["upstreams"]["chat-1"] == "cooling" and health(url)["upstreams"]["chat-2"] == "cooling"
+        time.sleep(1.5)  # three cooldowns: a replica still loading its model stays out
+        assert health(url)["upstreams"]["chat-1"] == "cooling"
+        assert health(url)["upstreams"]["chat-2"] == "ok"  # its /ready cannot tell: back after cooldown_s
+
+
 def test_the_fallback_alias_serves_only_when_the_whole_pool_is_down(tmp_path):
     with pool_gateway(tmp_path, load_probe_s=0) as (url, ctls, servers):
         servers["chat-1"].stop()

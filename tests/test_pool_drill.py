@@ -100,7 +100,7 @@ def test_the_verdicts_and_the_split_from_a_recorded_drill():
         return Sample(name, start, ms, ok, error=None if ok else "HTTP 503")
 
     rec = PoolKill("chat", "b", "http://b", ["a", "b"], 1, killed_at=100.0, ejected_at=100.05, ready_at=108.0,
-                   readmitted_at=108.6, attempts_while_down=0, cooldown_s=15.0, ended_at=112.0,
+                   readmitted_at=108.6, attempts_while_down=0, ended_at=112.0,
                    samples=[s(98.2, "chat @a"), s(98.7, "chat @b"), s(100.5, "chat @a"), s(101.0, "chat", ok=False),
                             *[s(100.0 + i, "chat @a") for i in range(2, 9)], s(109.2, "chat @b")],
                    own_counts={"a": ((10, 1.0), (20, 1.0)), "b": ((5, 1.0), (1, 2.0))})
@@ -113,6 +113,6 @@ def test_the_verdicts_and_the_split_from_a_recorded_drill():
     assert "a counted 10 completions itself" in readmission.detail and "b counted 1 completions itself since" \
         in readmission.detail
     slow = PoolKill("chat", "b", "http://b", ["a", "b"], 1, killed_at=100.0, ejected_at=None, ready_at=None,
-                    ended_at=200.0, cooldown_s=15.0)
+                    ended_at=200.0, attempts_while_down=2)
     ejection, errors, readmission = judge(slow, PoolThresholds(), [])
     assert (ejection.status, errors.status, readmission.status) == ("fail", "fail", "fail")

@@ -11,7 +11,9 @@ clients' work, from its ``/metrics`` or llama-server's ``/slots``), over its slo
 none, which makes the rule least-in-flight). Ties go round-robin, so an idle pool still spreads.
 
 A replica leaves the rotation on a transport error or a 5xx (**ejected**) and comes back when its
-``/ready`` passes (**readmitted**; probed by the gateway) or ``cooldown_s`` ends, whichever is first.
+``/ready`` passes (**readmitted**; probed by the gateway), never just because time passed: a replica
+still loading its model would take a request and fail it. Only one whose ready path cannot be probed
+(it answers 4xx: a path that needs a key, or none) is readmitted ``cooldown_s`` after it failed.
 A replica that answered 429 stays in rotation but is tried after those that did not, for its
 ``Retry-After``: it gets less traffic, and a client gets its 429 only when no replica had room.
 """
@@ -129,7 +131,12 @@ class Router:
 
     # -- state ----------------------------------------------------------------------------------
     def cooling(self, replica: Replica) -> bool:
-        return replica.failed_at is not None and self.clock() - replica.failed_at < self.cooldown_s
+        """Out of rotation (ejected, not readmitted yet)."""
+        return replica.failed_at is not None
+
+    def cooled_down(self, replica: Replica) -> bool:
+        """Out of rotation for ``cooldown_s`` or longer."""
+        return replica.failed_at is not None and self.clock() - replica.failed_at >= self.cooldown_s
 
     def mark_failed(self, replica: Replica) -> bool:
         """Take ``replica`` out of rotation; True when it was in rotation until now (an ejection)."""

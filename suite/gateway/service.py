@@ -337,7 +337,8 @@ class Gateway:
         log.info("replica %s back in rotation", replica.name)
 
     async def _recover(self, replica: Replica) -> None:
-        """While ``replica`` is out of rotation, probe its ready path; readmit it once that passes."""
+        """While ``replica`` is out of rotation, probe its ready path; readmit it once that passes (or,
+        when the path cannot be probed — a 4xx —, once ``cooldown_s`` has passed since it failed)."""
         while self.router.cooling(replica):
             await asyncio.sleep(self.cfg.recovery_probe_s)
             try:
@@ -345,10 +346,12 @@ class Gateway:
                                             self.settings.inference.ready_timeout_s)
             except RETRYABLE:
                 continue
-            if status == 200 and self.router.mark_ok(replica):
+            unprobeable = 400 <= status < 500 and status != 429
+            if (status == 200 or (unprobeable and self.router.cooled_down(replica))) and self.router.mark_ok(replica):
+                if unprobeable:
+                    log.warning("replica %s: %s answers HTTP %d; readmitted after cooldown_s", replica.name,
+                                replica.ready_path, status)
                 self._readmitted(replica)
-        if replica.failed_at is not None and self.router.mark_ok(replica):  # cooldown_s ran out
-            self._readmitted(replica)
 
     async def _probe_loads(self, replicas: list[Replica]) -> None:
         """Every ``load_probe_s``: what each replica in rotation reports about its own load."""
