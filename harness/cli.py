@@ -1,4 +1,5 @@
-"""``harness`` command: run and resume runbook sequences, list and compare runs, rebuild a report."""
+"""``harness`` command: run and resume runbook sequences, list and compare runs, rebuild a report,
+sign and verify runs (``keys``, ``verify``), check a waiver file."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from harness.history import NOISE_PCT
 EXIT_CODES = """exit codes of run and resume:
   0    GO: every required runbook passed and no gate failed
   1    NO-GO: the run finished (report written) and something failed or did not run
-  2    refused before anything started: bad parameter, bad sequence file, or another run holds
-       this stack (the message names its pid)
+  2    refused before anything started: bad parameter, bad sequence file, a waiver file that
+       waives a whole stage or has no expiry, or another run holds this stack (the message names
+       its pid)
   130  interrupted (Ctrl-C or SIGTERM): the report, results so far and ledger are still written,
        services the run started are stopped; `harness resume RUN` continues it"""
 
@@ -25,13 +27,19 @@ def _say(message: str) -> None:
 
 
 def _finish(run_dir: Path, junit: Path | None) -> int:
-    """Print the verdict of a run, write its JUnit file if asked; 0 for GO, 1 for NO-GO."""
-    from harness.verdict import verdict_of
+    """Print the verdict of a run (each reason with its next step), write its JUnit file if asked; 0
+    for GO, 1 for NO-GO."""
+    from harness.review import review_run
 
-    verdict = verdict_of(run_dir)
+    review = review_run(run_dir)
+    verdict = review.verdict
     _say(f"verdict: {verdict.label}")
-    for reason in verdict.reasons[:10]:
-        _say(f"  - {reason}")
+    for finding in review.findings[:10]:
+        _say(f"  - {finding.reason}")
+        if finding.remedy:
+            _say(f"    next: {finding.remedy.text()}")
+    for used in review.waivers.used if review.waivers else []:
+        _say(f"  waived by {used.waiver.label}: {', '.join(f'{r.id} ({r.measured})' for r in used.waived)}")
     if junit:
         from harness.junit import write_junit
 
@@ -56,7 +64,8 @@ def cmd_run(args) -> int:
     run_id = args.run_id or new_run_id()
     run_dir = Path(args.runs_dir or default_runs_dir()).resolve() / run_id
     try:
-        run_sequence(args.sequence, raw, args.runs_dir, keep_up=args.keep_up, progress=_say, run_id=run_id)
+        run_sequence(args.sequence, raw, args.runs_dir, keep_up=args.keep_up, progress=_say, run_id=run_id,
+                     waivers=args.waivers)
     except KeyboardInterrupt:
         return _interrupted(run_dir, args.junit)
     return _finish(run_dir, args.junit)
@@ -94,6 +103,7 @@ def cmd_params(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from harness import attest
     from harness.history import resolve_run
     from harness.report import write_report
 
@@ -101,9 +111,73 @@ def cmd_report(args) -> int:
         run_dir = resolve_run(args.run, args.runs_dir)
     except FileNotFoundError as exc:
         raise RunbookError(str(exc)) from None
+    signed = (run_dir / attest.FILE_NAME).is_file()
+    changed = attest.tampered(run_dir) if signed else []
     write_report(run_dir)
+    if signed and changed:
+        _say("not re-signed: the run changed since it was signed (`harness verify` names what); the "
+             "attestation is left as it was")
+    elif signed:
+        from harness.ledger import write_ledger
+
+        write_ledger(run_dir)
+        _say(attest.close_run(run_dir))
     _finish(run_dir, args.junit)
     return 0
+
+
+def cmd_verify(args) -> int:
+    from harness import attest, signing
+    from harness.history import resolve_run
+
+    try:
+        run_dir = resolve_run(args.run, args.runs_dir)
+    except FileNotFoundError as exc:
+        raise RunbookError(str(exc)) from None
+    trusted = [signing.load_public(k) for k in args.key] if args.key else attest.trusted_local()
+    if not trusted:
+        raise RunbookError(f"no key to verify with: pass --key PUBLIC_KEY_FILE (the signer's .pub), or make "
+                           f"this machine's with `harness keys init` ({attest.signing_key_path()})")
+    check = attest.verify_run(run_dir, trusted)
+    _say(f"run: {run_dir}")
+    for line in check.lines():
+        _say(line)
+    return 0 if check.ok else 1
+
+
+def cmd_keys(args) -> int:
+    from harness import signing
+    from harness.rundir import default_runs_dir
+    from suite.settings import Settings
+
+    path = Path(args.key) if args.key else Settings().signing_key_path
+    forbidden = [default_runs_dir(), *([args.runs_dir] if args.runs_dir else [])]
+    if args.action == "init":
+        key, made = signing.init_key(path, forbidden)
+        _say(("made" if made else "kept the existing") + f" signing key {key.path} (0600), key id {key.keyid}")
+    else:
+        key = signing.load_key(path, forbidden)
+        _say(f"signing key {key.path}")
+    if args.brief:
+        return 0
+    _say(f"key id (fingerprint): {key.keyid}")
+    _say(f"public key ({key.public_path}; give it to whoever verifies: harness verify RUN --key FILE):")
+    _say(signing.public_pem(key.public).decode().rstrip())
+    return 0
+
+
+def cmd_waivers(args) -> int:
+    from datetime import UTC, datetime
+
+    from harness import waivers
+
+    today = datetime.now(UTC).date()
+    found = waivers.load(args.file)
+    for w in found:
+        state = f"EXPIRED on {w.expires}" if w.expired(today) else f"in force until {w.expires}"
+        _say(f"{w.label}: {state}\n    {w.justification}")
+    _say(f"{len(found)} waiver(s) accepted by `harness run --waivers {args.file}`")
+    return 1 if any(w.expired(today) for w in found) else 0
 
 
 def cmd_list(args) -> int:
@@ -157,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs_dir(run)
     run.add_argument("--run-id", help="name of the run directory (default: timestamp + random)")
     run.add_argument("--keep-up", action="store_true", help="leave services this run started running")
+    run.add_argument("--waivers", type=Path, metavar="FILE",
+                     help="accepted exceptions (waivers.toml: check pattern, justification, owner, expires); "
+                          "copied into the run; a waiver of a whole stage or without expiry is refused")
     junit(run)
     run.set_defaults(func=cmd_run)
 
@@ -191,6 +268,28 @@ def build_parser() -> argparse.ArgumentParser:
     runs_dir(rep)
     junit(rep)
     rep.set_defaults(func=cmd_report)
+
+    ver = sub.add_parser("verify", help="check a run against its signed attestation: signature and every file's hash",
+                         epilog="exit 0: verified; 1: the signature or a file does not match (each named); "
+                                "2: no attestation or no key to check it with")
+    ver.add_argument("run", help="run directory or run id (`last`: the newest run)")
+    ver.add_argument("--key", action="append", type=Path, metavar="PUBLIC_KEY",
+                     help="the signer's public key file (PEM; repeatable); default: this machine's signing key")
+    runs_dir(ver)
+    ver.set_defaults(func=cmd_verify)
+
+    key = sub.add_parser("keys", help="the Ed25519 key that signs each run's attestation")
+    key.add_argument("action", choices=["init", "show"],
+                     help="init: make the key unless one exists (private 0600); show: its id and public key")
+    key.add_argument("--key", type=Path, metavar="FILE", help="private key file (default: the settings' signing.key, "
+                                                             "<data_dir>/signing/harness-ed25519.pem)")
+    key.add_argument("--brief", action="store_true", help="one line (scripts/run.sh)")
+    runs_dir(key)
+    key.set_defaults(func=cmd_keys)
+
+    wai = sub.add_parser("waivers", help="check a waiver file as `harness run --waivers` will (exit 1: one expired)")
+    wai.add_argument("file", type=Path)
+    wai.set_defaults(func=cmd_waivers)
     return p
 
 

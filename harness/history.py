@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.result import LOWER_IS_BETTER, CheckResult, Stage, Status, format_measure, summarize
 from harness.rundir import RunDir, default_runs_dir
-from harness.verdict import Verdict, decide, load_run
+from harness.verdict import Verdict, judge, load_run
 
 KEY_FIGURES = ("p95", "rps", "ttft_p95")  # per load scenario, in this order, for `harness list`
 # Two GO runs of the same pipeline on the same quiet 2-core box moved probe latencies by up to 70 % and
@@ -64,7 +64,7 @@ def _short(r: CheckResult) -> str:
 def summarize_run(path: Path) -> RunSummary:
     run = RunDir(Path(path))
     record = load_run(run.path)
-    return RunSummary(run, record.meta, decide(record.steps, record.results), summarize(record.results),
+    return RunSummary(run, record.meta, judge(record), summarize(record.results),
                       key_figures(record.results))
 
 
@@ -166,7 +166,7 @@ def diff(before: Path, after: Path, noise_pct: float = NOISE_PCT) -> RunDiff:
     ra, rb = load_run(Path(before)), load_run(Path(after))
     a, b = {r.id: r for r in ra.results}, {r.id: r for r in rb.results}
     out = RunDiff(ra.meta.get("run_id", Path(before).name), rb.meta.get("run_id", Path(after).name),
-                  verdicts=(decide(ra.steps, ra.results).label, decide(rb.steps, rb.results).label))
+                  verdicts=(judge(ra).label, judge(rb).label))
     for cid, new in b.items():
         old = a.get(cid)
         if old is None:

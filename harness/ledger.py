@@ -44,7 +44,7 @@ def environment_fingerprint() -> dict:
             "llama_build": variant.read_text().strip() if variant.exists() else None}
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -56,8 +56,8 @@ def write_ledger(run_dir: Path) -> Path:
     run = RunDir(Path(run_dir))
     artifacts = {}
     for path in sorted(run.path.rglob("*")):
-        if path.is_file() and path != run.ledger_file and not path.name.endswith(".tmp"):
-            artifacts[str(path.relative_to(run.path))] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        if path.is_file() and path not in (run.ledger_file, run.attestation_file) and not path.name.endswith(".tmp"):
+            artifacts[str(path.relative_to(run.path))] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     ledger = {"run_id": run.run_id, "git_sha": git_sha(), "environment": environment_fingerprint(),
               "artifacts": artifacts}
     return run.write_json(run.ledger_file, ledger)

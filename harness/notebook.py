@@ -17,8 +17,9 @@ from pathlib import Path
 
 import psutil
 
+from harness import waivers
 from harness.errors import ChecksFailed
-from harness.palette import status_color
+from harness.palette import WAIVED_COLOR, status_color
 from harness.result import CheckResult, Status, now_iso, save_results, summarize
 from harness.rundir import RunDir, default_runs_dir
 
@@ -88,22 +89,35 @@ class Runbook:
         from IPython.display import HTML
 
         rows = []
+        judged = self._waivers()
         for r in (self.results if results is None else list(results)):
+            waived = judged.waiver_for(r) is not None
+            label, color = ("WAIVED", WAIVED_COLOR) if waived else (r.status.label, status_color(r.status))
             rows.append(
-                f"<tr><td style='color:{status_color(r.status)};font-weight:bold'>{r.status.label}</td>"
+                f"<tr><td style='color:{color};font-weight:bold'>{label}</td>"
                 f"<td>{html.escape(r.id)}</td><td>{html.escape(r.title)}</td>"
                 f"<td>{html.escape(str(r.target))}</td><td>{html.escape(str(r.measured))}</td>"
                 f"<td>{html.escape(r.detail)}</td><td>{r.duration_s:.2f}s</td></tr>")
         head = "".join(f"<th>{h}</th>" for h in ("status", "id", "check", "target", "measured", "detail", "took"))
         return HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
+    def _waivers(self) -> waivers.Judgement:
+        """The run's waivers (its ``waivers.toml``) laid over this runbook's results."""
+        meta = self.run.read_json(self.run.meta_file, default={}) or {}
+        return waivers.for_run(self.run.path, meta, self.results)
+
     def summary(self) -> dict[str, int]:
         return summarize(self.results)
 
     def gate(self) -> dict[str, int]:
-        """Fail the runbook (after saving) when any check failed; warnings, skips and info pass."""
+        """Fail the runbook (after saving) when any check failed that no waiver in force covers (the
+        run's ``waivers.toml``, ``harness.waivers``); warnings, skips and info pass."""
         save_results(self.results, self.results_file)
-        failed = [r.id for r in self.results if r.status is Status.FAIL]
+        judged = self._waivers()
+        for r in self.results:
+            if (w := judged.waiver_for(r)) is not None:
+                self.say(f"WAIVED {r.id} ({r.measured}): {w.label}: {w.justification}")
+        failed = [r.id for r in self.results if r.status is Status.FAIL and not judged.waived(r)]
         if self.manual:
             self._set_step(Status.FAIL if failed else Status.PASS, f"{len(failed)} check(s) failed" if failed else "")
         if failed:

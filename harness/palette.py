@@ -14,6 +14,7 @@ STATUS_COLORS: dict[Status, str] = {
     Status.RUNNING: "#57606a",
     Status.NOT_RUN: "#8250df",  # not grey: a runbook that never ran must not read like a skip
 }
+WAIVED_COLOR = "#bc4c00"  # a failure accepted by a waiver: neither the pass green nor the fail red
 ACCENT = "#0969da"  # neutral series (histograms, plain bars)
 MUTED = "#8c959f"  # context that is not judged (warm-up samples, reference lines)
 
@@ -24,4 +25,5 @@ def status_color(status: Status | str) -> str:
 
 def status_css() -> str:
     """``.s-<status>`` rules for HTML that shows statuses (the report)."""
-    return " ".join(f".s-{s.value} {{ color: {c}; font-weight: 700; }}" for s, c in STATUS_COLORS.items())
+    return " ".join([*(f".s-{s.value} {{ color: {c}; font-weight: 700; }}" for s, c in STATUS_COLORS.items()),
+                     f".s-waived {{ color: {WAIVED_COLOR}; font-weight: 700; }}"])

@@ -11,17 +11,20 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
-from harness import history
+from harness import attest, history, summary
 from harness.ledger import environment_fingerprint, git_sha
-from harness.palette import STATUS_COLORS, status_color, status_css
-from harness.result import CheckResult, Stage, Status, format_measure, now_iso, summarize
-from harness.verdict import decide, load_run
+from harness.palette import STATUS_COLORS, WAIVED_COLOR, status_color, status_css
+from harness.result import CheckResult, Stage, Status, format_measure, now_iso
+from harness.review import review
+from harness.verdict import load_run
 
 
 def _duration_chart(results: list[CheckResult]) -> str | None:
@@ -78,12 +81,16 @@ def render(run_dir: Path, title: str = "Completion report") -> str:
     record = load_run(run_dir)
     meta, steps, results, by_runbook = record.meta, record.steps, record.results, record.by_runbook
     # the report step is running while this renders: the run is judged by the steps before it
-    verdict = decide(steps, results)
+    seen = review(record, meta.get("run_id", run_dir.name))
+    verdict = seen.verdict
+    since = _since_last_run(run_dir)
+    key_figures = history.key_figures(results)
     groups: dict[Stage, list[CheckResult]] = defaultdict(list)
     for r in results:
         groups[r.stage].append(r)
     order = [stage for stage in Stage if stage in groups]
     env = Environment(loader=PackageLoader("harness", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["code"] = _code
     template = env.get_template("report.html.j2")
 
     def evidence_link(item: str) -> dict[str, Any]:
@@ -92,13 +99,21 @@ def render(run_dir: Path, title: str = "Completion report") -> str:
 
     return template.render(
         title=title, meta=meta, run_id=meta.get("run_id", run_dir.name), generated_at=now_iso(),
-        verdict=verdict, counts=summarize(results), steps=steps, status_css=status_css(),
+        verdict=verdict, counts=seen.counts, steps=steps, status_css=status_css(),
         go_color=STATUS_COLORS[Status.PASS], nogo_color=STATUS_COLORS[Status.FAIL],
-        groups=[(stage.value, groups[stage], summarize(groups[stage])) for stage in order], by_runbook=by_runbook,
+        groups=[(stage.value, groups[stage], seen.counts_of(groups[stage])) for stage in order], by_runbook=by_runbook,
         chart=_duration_chart(results), figures=_figures(run_dir), evidence_link=evidence_link,
         env=environment_fingerprint(), git_sha=meta.get("git_sha") or git_sha(), json=json, scans=_scans(run_dir),
-        since=_since_last_run(run_dir), format_measure=format_measure, key_figures=history.key_figures(results),
+        since=since, format_measure=format_measure, key_figures=key_figures,
+        # the first screen, waivers and next steps (harness.review, harness.summary, harness.attest)
+        review=seen, signer=attest.signer_info(), figure_rows=summary.figure_rows(key_figures),
+        headroom=summary.headroom, changes=summary.changes(since), waived_color=WAIVED_COLOR,
     )
+
+
+def _code(text: str) -> Markup:
+    """Escape ``text`` and show its `backquoted` commands and settings as code (next steps, waivers)."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
 
 
 def _scans(run_dir: Path) -> list[dict[str, Any]]:

@@ -76,6 +76,11 @@ class RunDir:
         return self.path / "ledger.json"
 
     @property
+    def attestation_file(self) -> Path:
+        """``attestation.intoto.jsonl``: the signed in-toto statement over every other file (``harness.attest``)."""
+        return self.path / "attestation.intoto.jsonl"
+
+    @property
     def progress_file(self) -> Path:
         """``progress.log``: lines runbooks print for the terminal of `harness run` (load progress)."""
         return self.path / "progress.log"

@@ -13,7 +13,10 @@ fail / skip), so a run that stops half-way shows where it stopped, and ``resume_
 from the first runbook that did not pass, keeping what passed. After a failed step the rest are
 skipped, except ``always`` ones. At the end (also after Ctrl-C): secret values swept out of the
 run directory, a report if the report step did not write one, teardown of the services the run
-started (unless ``keep_up``), ``ledger.json``. One run per stack at a time (``harness.lock``).
+started (unless ``keep_up``), ``ledger.json``, and the signed attestation over every file of the run
+(``harness.attest``; when a signing key is configured). One run per stack at a time (``harness.lock``).
+A waiver file (``harness.waivers``) is checked before anything starts and copied into the run
+directory, where every runbook's gate, the verdict and the report read it.
 
 Kernels talk to papermill over IPC (unix sockets), not TCP: no port is opened, and ipykernel has no
 "running over TCP without encryption" warning to print.
@@ -37,6 +40,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from harness import keys
 from harness import params as params_mod
+from harness import waivers as waivers_mod
 from harness.errors import ParameterError, RunbookError, SequenceError
 from harness.ledger import git_sha
 from harness.lock import RunLock
@@ -170,19 +174,24 @@ class RunOutcome:
 
 def run_sequence(sequence: Path | None = None, raw_params: dict[str, Any] | None = None,
                  runs_dir: Path | None = None, keep_up: bool = False, progress: Progress | None = None,
-                 run_id: str | None = None, settings: Settings | None = None) -> RunOutcome:
-    """Validate parameters and take the stack's run lock (refusing before anything starts), then
-    execute each runbook; see the module docstring for the lifecycle."""
+                 run_id: str | None = None, settings: Settings | None = None,
+                 waivers: Path | None = None) -> RunOutcome:
+    """Validate parameters and the waiver file and take the stack's run lock (refusing before anything
+    starts), then execute each runbook; see the module docstring for the lifecycle."""
     say = progress or (lambda m: log.info("%s", m))
     raw = dict(raw_params or {})
     seq = load_sequence(sequence)
     typed = params_mod.resolve(seq.notebook_paths(), raw)  # refuses before any kernel
     secret = params_mod.secret_names(seq.notebook_paths())
+    accepted = waivers_mod.load(waivers) if waivers else []  # refuses a whole-stage or endless waiver
     run_id = run_id or new_run_id()
     with _locked(settings, run_id, say):
         run = RunDir.create(runs_dir, run_id)
         meta = run_meta(run, seq.path, raw, secret=secret, keep_up=keep_up,
                         profile=seq.parameter("profile", raw))
+        if waivers:
+            meta["waivers"] = waivers_mod.install(waivers, run.path)
+            _announce_waivers(accepted, waivers_mod.run_date(meta), say)
         run.write_json(run.meta_file, meta)
         say(f"run {run.run_id}: {len(seq.steps)} runbooks from {seq.path.name} -> {run.path}")
         return _drive(seq, run, typed, _redactor(raw, secret), meta, say, keep_up=keep_up)
@@ -203,6 +212,11 @@ def resume_sequence(run_dir: Path, raw_params: dict[str, Any] | None = None, kee
     meta = run.read_json(run.meta_file, default=None)
     if not meta or meta.get("manual"):
         raise SequenceError(f"{run.path} is not a run directory of `harness run` (no run.json, or a manual run)")
+    from harness import attest
+
+    if changed := attest.tampered(run.path):
+        raise SequenceError(f"{run.path} changed since it was signed ({'; '.join(changed[:5])}): resuming would "
+                            f"sign those changes; start a new run")
     seq = load_sequence(Path(meta["sequence_file"]))
     saved = {s["notebook"]: Step.from_dict(s) for s in run.read_json(run.steps_file, default=[])}
     seq.steps = [saved.get(s.notebook, s) for s in seq.steps]
@@ -226,6 +240,13 @@ def resume_sequence(run_dir: Path, raw_params: dict[str, Any] | None = None, kee
         kept = ", ".join(s.notebook for i, s in enumerate(seq.steps) if i not in todo) or "nothing"
         say(f"resuming run {run.run_id} from {first}; keeping {kept}")
         return _drive(seq, run, typed, _redactor(raw, secret), meta, say, todo=todo, keep_up=keep_up)
+
+
+def _announce_waivers(accepted: list[waivers_mod.Waiver], today: Any, say: Progress) -> None:
+    for w in accepted:
+        state = (f"EXPIRED on {w.expires.isoformat()}: a failure of this run" if w.expired(today)
+                 else f"in force until {w.expires.isoformat()}")
+        say(f"{w.label}: {state}")
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -328,9 +349,13 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
         _revoke_run_keys(key_state, meta, say)
         meta["finished_at"] = now_iso()
         run.write_json(run.meta_file, meta)
-        from harness import ledger
+        from harness import attest, ledger
 
         ledger.write_ledger(run.path)
+        try:
+            say(attest.close_run(run.path))
+        except Exception as exc:  # the run's files are all written: an unsigned run says why, never hides
+            say(f"not signed: {type(exc).__name__}: {exc}")
     return RunOutcome(run, seq.steps, collect_results(run))
 
 

@@ -5,15 +5,35 @@
 GO only when every required runbook passed (the report step is judged by the others, never by
 itself), no check failed, and at least one check was recorded. So a report written by hand after
 only ``00_validate_env`` says NO-GO, naming every runbook that never ran.
+
+Waivers (``harness.waivers``, the run's ``waivers.toml``) lay a judgement over the results: a failed
+check that a waiver in force covers does not make NO-GO; an expired waiver, or one refused because
+it covers a whole stage of the run, does. Each reason is a ``Reason``: a string that also says what
+it is about (``check``, ``notebook`` or ``waiver``), so the report and the CLI can put the next step
+beside it (``harness.remedies``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import waivers as waivers_mod
 from harness.result import CheckResult, Status, load_results
 from harness.rundir import RunDir
+
+
+class Reason(str):
+    """A reason for NO-GO: its text, and the check, runbook or waiver it is about."""
+
+    check: str = ""
+    notebook: str = ""
+    waiver: int = 0
+
+    def __new__(cls, text: str, *, check: str = "", notebook: str = "", waiver: int = 0) -> Reason:
+        self = super().__new__(cls, text)
+        self.check, self.notebook, self.waiver = check, notebook, waiver
+        return self
 
 
 @dataclass
@@ -34,6 +54,7 @@ class RunRecord:
     steps: list[dict]
     results: list[CheckResult]
     by_runbook: dict[str, list[CheckResult]]
+    waivers: waivers_mod.Judgement | None = field(default=None)
 
 
 def load_run(run_dir: Path) -> RunRecord:
@@ -54,25 +75,34 @@ def load_run(run_dir: Path) -> RunRecord:
     order = list(planned)
     steps.sort(key=lambda s: order.index(s["notebook"]) if s["notebook"] in planned else len(order))
     by_runbook = {path.stem: load_results(path) for path in sorted(run.results.glob("*.json"))}
-    return RunRecord(meta, steps, [r for rs in by_runbook.values() for r in rs], by_runbook)
+    results = [r for rs in by_runbook.values() for r in rs]
+    return RunRecord(meta, steps, results, by_runbook, waivers_mod.for_run(run.path, meta, results))
 
 
-def decide(steps: list[dict], results: list[CheckResult]) -> Verdict:
-    """GO when every required runbook (the report step aside) passed and no check failed."""
+def decide(steps: list[dict], results: list[CheckResult], waivers: waivers_mod.Judgement | None = None) -> Verdict:
+    """GO when every required runbook (the report step aside) passed, no check failed unwaived, and
+    no waiver is expired or refused."""
     reasons = []
     for s in steps:
         status = Status.parse(s.get("status", Status.PENDING))
         if s.get("report") or status is Status.PASS or not s.get("required", True):
             continue
-        reasons.append(f"runbook {s['notebook'].removesuffix('.ipynb')} {status.label.lower()}"
-                       + (f": {s['error']}" if s.get("error") else ""))
-    failed = [r for r in results if r.status is Status.FAIL]
-    reasons += [f"check {r.id} failed (target {r.target}, measured {r.measured})" for r in failed]
+        reasons.append(Reason(f"runbook {s['notebook'].removesuffix('.ipynb')} {status.label.lower()}"
+                              + (f": {s['error']}" if s.get("error") else ""), notebook=s["notebook"]))
+    failed = [r for r in results if r.status is Status.FAIL and not (waivers and waivers.waived(r))]
+    reasons += [Reason(f"check {r.id} failed (target {r.target}, measured {r.measured})", check=r.id)
+                for r in failed]
+    if waivers is not None:
+        reasons += [Reason(text, waiver=index) for text, index in waivers.problems()]
     if not results:
-        reasons.append("no check results were recorded")
+        reasons.append(Reason("no check results were recorded"))
     return Verdict(not reasons, reasons)
 
 
+def judge(record: RunRecord) -> Verdict:
+    """The verdict of a run directory as read (its steps, results and waivers)."""
+    return decide(record.steps, record.results, record.waivers)
+
+
 def verdict_of(run_dir: Path) -> Verdict:
-    record = load_run(Path(run_dir))
-    return decide(record.steps, record.results)
+    return judge(load_run(Path(run_dir)))

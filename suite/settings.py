@@ -365,6 +365,12 @@ class TlsSettings(BaseModel):
     cert_days: int = Field(397, ge=1, le=3650, description="validity of the certificates `suite tls init` issues")
 
 
+class SigningSettings(BaseModel):
+    key: Path | None = Field(
+        None, description="Ed25519 private key (PEM, 0600) that signs each run's attestation; made by "
+        "`harness keys init`, never under runs/ (default: <data_dir>/signing/harness-ed25519.pem)")
+
+
 class Settings(BaseSettings):
     """Everything a service, the supervisor or the harness needs to know about the stack."""
 
@@ -395,6 +401,7 @@ class Settings(BaseSettings):
         default_factory=dict, description="base URLs of services that run on other hosts, by service name "
         "(e.g. {embedding = \"https://10.0.0.4:8003\"}): clients call them there, and `suite up` waits for "
         "them instead of starting them")
+    signing: SigningSettings = Field(default_factory=SigningSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -466,6 +473,10 @@ class Settings(BaseSettings):
     @property
     def key_store_path(self) -> Path:
         return Path(self.auth.key_store or self.data_dir / "auth" / "keys.db")
+
+    @property
+    def signing_key_path(self) -> Path:
+        return Path(self.signing.key or self.data_dir / "signing" / "harness-ed25519.pem").expanduser()
 
     @property
     def log_dir(self) -> Path:
