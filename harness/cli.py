@@ -13,8 +13,9 @@ from harness.errors import RunbookError
 from harness.history import NOISE_PCT
 
 EXIT_CODES = """exit codes of run and resume:
-  0    GO: every required runbook passed and no gate failed
-  1    NO-GO: the run finished (report written) and something failed or did not run
+  0    GO: every required runbook passed and no gate failed or was left indeterminate
+  1    NO-GO: the run finished (report written) and something failed, was left indeterminate
+       (a percentile interval straddling its target, a gate measured on a contended box) or did not run
   2    refused before anything started: bad parameter, bad sequence file, a waiver file that
        waives a whole stage or has no expiry, or another run holds this stack (the message names
        its pid)
@@ -201,7 +202,15 @@ def cmd_diff(args) -> int:
         before, after = resolve_run(args.before, args.runs_dir), resolve_run(args.after, args.runs_dir)
     except FileNotFoundError as exc:
         raise RunbookError(str(exc)) from None
-    for line in diff(before, after, noise_pct=args.noise).lines():
+    for line in diff(before, after, noise_pct=args.noise).lines(every=args.all):
+        _say(line)
+    return 0
+
+
+def cmd_box(args) -> int:
+    from harness.envcheck.contention import box_lines
+
+    for line in box_lines(args.seconds, args.rounds):
         _say(line)
     return 0
 
@@ -255,9 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     dif.add_argument("before", help="run directory or run id")
     dif.add_argument("after", help="run directory or run id (`last`: the newest run)")
     dif.add_argument("--noise", type=float, default=NOISE_PCT, metavar="PCT",
-                     help="changes smaller than this many percent are run-to-run noise, not listed (default 10; 0 lists all)")
+                     help="the noise floor of figures judged by percent (throughput, failure ratios; default 10); "
+                          "load percentiles are judged by their 95 %% intervals, one-shot latencies by earlier runs' spread")
+    dif.add_argument("--all", action="store_true", help="list every measurement, with how its noise was judged")
     runs_dir(dif)
     dif.set_defaults(func=cmd_diff)
+
+    box = sub.add_parser("box", help="is the box quiet? CPU steal, CPU outside the stack and the harness, a CPU benchmark")
+    box.add_argument("seconds", type=float, nargs="?", default=10.0, help="sampling window of each round (default 10)")
+    box.add_argument("rounds", type=int, nargs="?", default=3, help="rounds (default 3)")
+    box.set_defaults(func=cmd_box)
 
     prm = sub.add_parser("params", help="list the parameters the runbooks of a sequence accept")
     prm.add_argument("sequence", nargs="?", type=Path)

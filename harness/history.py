@@ -5,8 +5,18 @@ Everything is read from the run directories themselves (``run.json``, ``steps.js
 load profile on the same settings profile (cpu / gpu); ``previous_run`` picks the latest such run that
 started before a given one. A diff matches checks by id: gates whose status changed, the change of
 every typed measurement both runs have (with its direction: lower is better for times and failure
-ratios, higher for throughput; a change smaller than ``NOISE_PCT`` is run-to-run noise and judged
-neither), warnings that are new, checks only one run has.
+ratios, higher for throughput), warnings that are new, checks only one run has.
+
+**A change is called better or worse only beyond its own noise** (``Delta.better``):
+
+- a figure estimated from samples (a load percentile, with its 95 % ``interval`` in both runs) only
+  when the two intervals do not overlap — the distributions moved, not the draw;
+- a one-shot figure (a health probe's latency, a smoke request's: one measurement each run) only when
+  at least ``MIN_HISTORY`` earlier comparable runs measured it and the new value lies beyond their
+  range by more than that range again (and by ``NOISE_PCT``): two GO runs of the same pipeline on the
+  same quiet box moved probe latencies by up to 70 %, so a single pair says nothing;
+- any other figure (throughput, failure ratios, the box's readings) when it moved more than
+  ``NOISE_PCT``.
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ KEY_FIGURES = ("p95", "rps", "ttft_p95")  # per load scenario, in this order, fo
 # Two GO runs of the same pipeline on the same quiet 2-core box moved probe latencies by up to 70 % and
 # load p95s by 5-17 %: smaller changes are not called better or worse (`harness diff --noise` changes it).
 NOISE_PCT = 10.0
+MIN_HISTORY = 3  # earlier runs that must have measured a one-shot figure before a change of it is called
+HISTORY_RUNS = 10  # the latest earlier comparable runs a one-shot figure's spread is taken from
 
 
 @dataclass
@@ -101,6 +113,8 @@ class Delta:
     before: float
     after: float
     noise_pct: float = NOISE_PCT
+    intervals: tuple[list, list] | None = None  # both runs' 95 % intervals: a figure estimated from samples
+    history: list[float] | None = None  # a one-shot figure: its values in earlier comparable runs
 
     @property
     def change(self) -> float:
@@ -112,18 +126,45 @@ class Delta:
 
     @property
     def better(self) -> bool | None:
-        """True when the change is an improvement, False when a regression, None when unchanged."""
+        """True when the change is an improvement, False when a regression, None when it is within its
+        noise (module docstring)."""
         if math.isclose(self.after, self.before, rel_tol=1e-9, abs_tol=1e-12):
             return None
+        improved = (self.change < 0) == (self.unit in LOWER_IS_BETTER)
+        if self.intervals is not None:
+            (b_low, b_high), (a_low, a_high) = self.intervals
+            below = a_high is not None and b_low is not None and a_high < b_low
+            above = a_low is not None and b_high is not None and a_low > b_high
+            return improved if below or above else None
         if self.percent is not None and abs(self.percent) < self.noise_pct:
             return None
-        return (self.change < 0) == (self.unit in LOWER_IS_BETTER)
+        if self.history is not None:
+            if len(self.history) < MIN_HISTORY:
+                return None
+            low, high = min(self.history), max(self.history)
+            width = high - low
+            if low - width <= self.after <= high + width:
+                return None
+        return improved
+
+    @property
+    def noise(self) -> str:
+        """How this change was judged: ``95 % intervals overlap``, ``within 4 earlier runs' spread``."""
+        if self.intervals is not None:
+            return "95 % intervals " + ("overlap" if self.better is None else "apart")
+        if self.history is not None:
+            if len(self.history) < MIN_HISTORY:
+                return f"one-shot, {len(self.history)} earlier run(s): too few to know its spread"
+            low, high = min(self.history), max(self.history)
+            return (f"one-shot; {len(self.history)} earlier runs {format_measure(low, self.unit)} – "
+                    f"{format_measure(high, self.unit)}")
+        return f"{self.noise_pct:g} % noise floor"
 
     def text(self) -> str:
         pct = f" ({self.percent:+.1f} %)" if self.percent is not None else ""
         word = {True: "better", False: "worse", None: "within noise"}[self.better]
         return (f"{self.id}: {format_measure(self.before, self.unit)} -> {format_measure(self.after, self.unit)}"
-                f"{pct} {word}")
+                f"{pct} {word} ({self.noise})")
 
 
 @dataclass
@@ -137,18 +178,20 @@ class RunDiff:
     only_after: list[str] = field(default_factory=list)
     verdicts: tuple[str, str] = ("", "")
 
-    def lines(self) -> list[str]:
+    def lines(self, every: bool = False) -> list[str]:
+        """What ``harness diff`` prints; ``every``: also the measurements within their noise."""
         out = [f"{self.before} -> {self.after}: verdict {self.verdicts[0]} -> {self.verdicts[1]}"]
         if self.status_changes:
             out.append("gates that changed status:")
             out += [f"  {cid}: {a.label} -> {b.label}" for cid, a, b in self.status_changes]
-        changed = [d for d in self.deltas if d.better is not None]
+        changed = [d for d in self.deltas if every or d.better is not None]
         if changed:
             out.append("measurements:")
             out += [f"  {d.text()}" for d in changed]
-        if quiet := len(self.deltas) - len(changed):
-            noise = self.deltas[0].noise_pct
-            out.append(f"{quiet} measurement(s) moved less than {noise:g} % (run-to-run noise), not listed")
+        if not every and (quiet := len(self.deltas) - len(changed)):
+            out.append(f"{quiet} measurement(s) within their noise (load percentiles whose 95 % intervals overlap, "
+                       f"one-shot figures within the spread of earlier runs, others under {self.deltas[0].noise_pct:g} %),"
+                       " not listed (--all lists them)")
         if self.new_warnings:
             out.append("new warnings:")
             out += [f"  {r.id}: {r.measured} ({r.detail[:120]})" for r in self.new_warnings]
@@ -161,10 +204,31 @@ class RunDiff:
         return out
 
 
+def earlier_values(path: Path, limit: int = HISTORY_RUNS) -> dict[str, list[float]]:
+    """Every check's values in the latest ``limit`` finished runs comparable with ``path``'s run that
+    started before it (in the same runs folder): the spread a one-shot figure is judged against."""
+    this = summarize_run(path)
+    earlier = [s for s in list_runs(Path(path).resolve().parent) if s.run_id != this.run_id
+               and s.started_at < this.started_at and s.comparable_key == this.comparable_key
+               and s.meta.get("finished_at")][-limit:]
+    values: dict[str, list[float]] = {}
+    for summary in earlier:
+        for r in load_run(summary.run.path).results:
+            if r.value is not None:
+                values.setdefault(r.id, []).append(r.value)
+    return values
+
+
+def _one_shot(r: CheckResult) -> bool:
+    """Measured once per run (a probe, a smoke request), not estimated from samples or a load aggregate."""
+    return r.stage is not Stage.LOAD and r.unit in ("ms", "s")
+
+
 def diff(before: Path, after: Path, noise_pct: float = NOISE_PCT) -> RunDiff:
     """What changed from run ``before`` to run ``after`` (see the module docstring)."""
     ra, rb = load_run(Path(before)), load_run(Path(after))
     a, b = {r.id: r for r in ra.results}, {r.id: r for r in rb.results}
+    spread: dict[str, list[float]] | None = None
     out = RunDiff(ra.meta.get("run_id", Path(before).name), rb.meta.get("run_id", Path(after).name),
                   verdicts=(judge(ra).label, judge(rb).label))
     for cid, new in b.items():
@@ -177,7 +241,13 @@ def diff(before: Path, after: Path, noise_pct: float = NOISE_PCT) -> RunDiff:
         if new.status is Status.WARN and old.status is not Status.WARN:
             out.new_warnings.append(new)
         if old.value is not None and new.value is not None and old.unit == new.unit:
-            out.deltas.append(Delta(cid, new.title, new.unit, old.value, new.value, noise_pct))
+            delta = Delta(cid, new.title, new.unit, old.value, new.value, noise_pct)
+            if old.interval is not None and new.interval is not None:
+                delta.intervals = (old.interval, new.interval)
+            elif _one_shot(new):
+                spread = earlier_values(after) if spread is None else spread
+                delta.history = spread.get(cid, [])
+            out.deltas.append(delta)
     out.only_before = [cid for cid in a if cid not in b]
     return out
 

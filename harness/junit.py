@@ -2,7 +2,8 @@
 
 One ``<testsuite>`` per runbook (its results file), one ``<testcase>`` per check: ``classname`` the
 stage, ``name`` the check id, ``time`` its duration. A failed check carries ``<failure>`` with target
-vs measured; a skipped one ``<skipped>``; warnings and info figures pass and say so in
+vs measured, an indeterminate one ``<failure type="indeterminate">`` (the run is NO-GO: a CI view must
+not show it green); a skipped one ``<skipped>``; warnings and info figures pass and say so in
 ``<system-out>``. Runbooks that did not pass without a failed check to show for it (a cell error, an
 interruption, a required runbook that never ran) are ``<error>`` cases of one more suite,
 ``runbooks``, so the CI view never says green for a NO-GO run. A check waived by the run's waivers
@@ -31,9 +32,10 @@ def _case(suite: ET.Element, r: CheckResult, seen: Review) -> None:
         ET.SubElement(case, "skipped", type="waived", message=(
             f"WAIVED ({r.status.label} as measured: {r.measured}, target {r.target}) by {w.label}: "
             f"{w.justification}")).text = said
-    elif r.status is Status.FAIL:
+    elif r.status in (Status.FAIL, Status.INDETERMINATE):
         failure = ET.SubElement(case, "failure", message=f"target {r.target}, measured {r.measured}"
-                                + (f"; next: {shown.remedy.step}" if shown.remedy else ""), type="fail")
+                                + (f": {r.caveat}" if r.caveat else "")
+                                + (f"; next: {shown.remedy.step}" if shown.remedy else ""), type=r.status.value)
         failure.text = said
     elif r.status is Status.SKIP:
         ET.SubElement(case, "skipped", message=r.detail or "skipped")
@@ -48,7 +50,8 @@ def build(run_dir: Path) -> ET.ElementTree:
     for stem, results in record.by_runbook.items():
         waived = [r for r in results if seen.shown(r).waiver is not None]
         suite = ET.SubElement(root, "testsuite", name=stem, tests=str(len(results)),
-                              failures=str(sum(r.status is Status.FAIL and r not in waived for r in results)),
+                              failures=str(sum(r.status in (Status.FAIL, Status.INDETERMINATE) and r not in waived
+                                               for r in results)),
                               errors="0", skipped=str(sum(r.status is Status.SKIP for r in results) + len(waived)),
                               time=f"{sum(r.duration_s for r in results):.3f}")
         for r in results:

@@ -5,6 +5,11 @@ Under ``harness run`` the notebook gets the run's directory as a parameter. Open
 id>``, listed by ``harness list``: results of one session never mix with another's, and the runbook
 records its own step state there, so a report written in that directory says "not run" for every
 runbook the session did not run (and NO-GO when a required one is missing).
+
+A runbook that needs the stack calls ``rb.needs_services(settings, phase)`` first: with a service of
+its phase not answering it records one failed check and stops the notebook with one line (no
+traceback: ``ServicesDown`` renders as its message in Jupyter and in papermill's error), so a runbook
+run by hand never measures closed ports.
 """
 
 from __future__ import annotations
@@ -18,12 +23,19 @@ from pathlib import Path
 import psutil
 
 from harness import waivers
-from harness.errors import ChecksFailed
+from harness.errors import ChecksFailed, RunbookError
 from harness.palette import WAIVED_COLOR, status_color
-from harness.result import CheckResult, Status, now_iso, save_results, summarize
+from harness.result import CheckResult, Stage, Status, now_iso, save_results, summarize, with_headroom
 from harness.rundir import RunDir, default_runs_dir
 
 log = logging.getLogger(__name__)
+
+
+class ServicesDown(RunbookError):
+    """A runbook's services do not answer: shown as its one line, without a traceback."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook: what a notebook (and papermill) shows
+        return [f"{type(self).__name__}: {self}"]
 
 
 class Runbook:
@@ -75,9 +87,27 @@ class Runbook:
     def results_file(self) -> Path:
         return self.run.results / f"{self.name}.json"
 
+    def needs_services(self, settings, phase: int, wait_s: float = 0.0) -> None:
+        """Stop here with one line when a service of ``phase`` does not answer (module docstring);
+        ``wait_s``: keep trying that long (a stack still starting)."""
+        from harness.preflight import down_line, unreachable
+
+        down = unreachable(settings, phase, wait_s)
+        if not down:
+            return
+        line = down_line(down, settings, phase)
+        stage = {s.value.replace("-", "_"): s for s in Stage}.get(self.name.split("_", 1)[-1], Stage.HEALTH)
+        self.record(CheckResult(f"{stage.value}.services", f"{self.name}: the services of phase {phase} answer",
+                                stage, Status.FAIL, target="every service of the phase accepts a connection",
+                                measured=f"{len(down)} not reachable", detail=line))
+        if self.manual:
+            self._set_step(Status.FAIL, line)
+        raise ServicesDown(line, notebook=self.name)
+
     def record(self, results: CheckResult | Iterable[CheckResult]) -> list[CheckResult]:
-        """Add results and save them all at once, so a later crash keeps what was measured."""
-        new = [results] if isinstance(results, CheckResult) else list(results)
+        """Add results and save them all at once, so a later crash keeps what was measured. A gate
+        that passed with less than 20 % of its target left becomes a warning (``with_headroom``)."""
+        new = [with_headroom(r) for r in ([results] if isinstance(results, CheckResult) else results)]
         self.results.extend(new)
         save_results(self.results, self.results_file)
         return new
@@ -97,7 +127,8 @@ class Runbook:
                 f"<tr><td style='color:{color};font-weight:bold'>{label}</td>"
                 f"<td>{html.escape(r.id)}</td><td>{html.escape(r.title)}</td>"
                 f"<td>{html.escape(str(r.target))}</td><td>{html.escape(str(r.measured))}</td>"
-                f"<td>{html.escape(r.detail)}</td><td>{r.duration_s:.2f}s</td></tr>")
+                f"<td>{'<b>' + html.escape(r.caveat) + '</b><br>' if r.caveat else ''}{html.escape(r.detail)}</td>"
+                f"<td>{r.duration_s:.2f}s</td></tr>")
         head = "".join(f"<th>{h}</th>" for h in ("status", "id", "check", "target", "measured", "detail", "took"))
         return HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
@@ -111,7 +142,9 @@ class Runbook:
 
     def gate(self) -> dict[str, int]:
         """Fail the runbook (after saving) when any check failed that no waiver in force covers (the
-        run's ``waivers.toml``, ``harness.waivers``); warnings, skips and info pass."""
+        run's ``waivers.toml``, ``harness.waivers``); warnings, skips, info and indeterminate gates
+        pass it (an indeterminate gate makes the run NO-GO, not the runbook fail: the runbooks after
+        it still leave their evidence)."""
         save_results(self.results, self.results_file)
         judged = self._waivers()
         for r in self.results:

@@ -10,6 +10,7 @@ STATUS_COLORS: dict[Status, str] = {
     Status.WARN: "#9a6700",
     Status.SKIP: "#57606a",
     Status.INFO: "#0969da",  # shown, never judged
+    Status.INDETERMINATE: "#bc4c00",  # not a pass and not proven a failure: orange, apart from warn's amber
     Status.PENDING: "#57606a",
     Status.RUNNING: "#57606a",
     Status.NOT_RUN: "#8250df",  # not grey: a runbook that never ran must not read like a skip

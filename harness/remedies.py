@@ -96,6 +96,9 @@ REMEDIES: tuple[tuple[str, Remedy], ...] = (
                           "README.md § Containers and a GPU box")),
     ("env.git", Remedy("Commit or stash what `git status` lists ({detail}): a release is certified from a "
                        "clean tree", "00_validate_env")),
+    ("env.cpu.contention", Remedy("Something else uses this box's CPU ({detail}): stop it or wait until it is "
+                                  "done (`harness box` says when the box is quiet); no load gate passes on a "
+                                  "contended box", "00_validate_env", "docs/verdicts.md § Contention made visible")),
     ("env.gpu.offload", Remedy("Rebuild llama-cpp-python for CUDA: `SUITE_LLAMA_BUILD=cuda bash "
                                "scripts/install.sh`, or run the cpu profile (`SUITE_PROFILE=cpu`)",
                                "00_validate_env", "README.md § Configuration")),
@@ -160,6 +163,9 @@ REMEDIES: tuple[tuple[str, Remedy], ...] = (
                                "harness/security/bandit_accepted.toml", "04_security#Scans",
                                "docs/security.md § Scans")),
     # load (runbook 05)
+    ("load.*.box", Remedy("The box was contended while {name} ran ({detail}): its gates could not pass there; "
+                          "rerun when `harness box` says the box is quiet", "05_load#Verdicts",
+                          "docs/verdicts.md § Contention made visible")),
     ("load.*.fail_ratio*", Remedy("Failed requests are in load/{name}/ (Locust's failures CSV, samples.jsonl): "
                                   "429s mean the waiting line overflowed (`inference.queue_limit`, "
                                   "`inference.slots`), 5xx `suite logs gateway -n 100`",
@@ -169,9 +175,9 @@ REMEDIES: tuple[tuple[str, Remedy], ...] = (
                              "05_load#Server-side view beside the client", "README.md § Monitoring")),
     ("load.*.gpu_memory", Remedy("GPU memory ran high under load: lower `inference.slots` or `n_ctx`",
                                  "05_load#Server-side view beside the client", "README.md § Sizing slots")),
-    ("load.*.run", Remedy("The scenario did not run to its end ({detail}); a threshold that can no longer "
-                          "pass stops it early (`-p abort_on_fail=false` runs it out)",
-                          "05_load#Verdicts", "README.md § Runbooks")),
+    ("load.*.run", Remedy("The scenario did not complete its count ({detail}): its time cap (`-p max_run_s=`, "
+                          "per stated count) or a gate decided against (`-p abort_on_fail=false` runs it out) "
+                          "ended it", "05_load#Verdicts", "docs/verdicts.md § No PASS on evidence the run does not have")),
     ("load.*.rps*", Remedy("Throughput under its floor: the server-side view shows CPU seconds and slots busy "
                            "per service; on a shared box rerun when it is quiet, else more slots or GPU layers",
                            "05_load#Server-side view beside the client", "README.md § Sizing slots")),
@@ -200,6 +206,16 @@ REMEDIES: tuple[tuple[str, Remedy], ...] = (
     ("monitor.*", Remedy("`suite status` for targets that are down; the runbook's output has Prometheus' and "
                          "Alertmanager's answers ({detail})", "08_monitoring", "README.md § Monitoring")),
 )
+# the preflight of every runbook after bring-up (Runbook.needs_services): <stage>.services
+SERVICES = ("*.services", Remedy("The stack is not up ({detail}): run 01_bring_up or the `suite up` command named, "
+                                 "then this runbook again", "01_bring_up", "README.md § Using it"))
+REMEDIES = (SERVICES, *REMEDIES)
+# a gate left undecided: by its interval, or by the box it was measured on
+UNDECIDED = Remedy("Its 95 % interval straddles the target ({detail}): more requests decide it (`-p requests=N` "
+                   "for the scenario, up to its budget; a p95 needs 72 samples to pass)", "05_load#Verdicts",
+                   "docs/verdicts.md § Percentiles with their uncertainty")
+CONTENDED = Remedy("It was measured while the box was contended ({detail}): rerun when `harness box` says the "
+                   "box is quiet", "05_load#Verdicts", "docs/verdicts.md § Contention made visible")
 GENERIC = Remedy("Open the executed notebook at this check: its detail says what was measured ({detail})")
 
 
@@ -212,7 +228,11 @@ def remedy_for(check_id: str) -> tuple[str, Remedy]:
 
 
 def next_step(result: CheckResult) -> Remedy | None:
-    """What to do about a failed or warning check (None for one that passed, was skipped or is a figure)."""
+    """What to do about a failed, indeterminate or warning check (None for one that passed, was skipped
+    or is a figure)."""
+    if result.status is Status.INDETERMINATE:
+        remedy = CONTENDED if "contended" in result.caveat else UNDECIDED
+        return remedy.fill(result, detail=result.caveat[:400])
     if result.status not in (Status.FAIL, Status.WARN):
         return None
     pattern, remedy = remedy_for(result.id)

@@ -1,9 +1,14 @@
 """The completion report: one offline HTML file with the verdict, every gate, charts and links.
 
 It reads only files of the run directory (``run.json``, ``steps.json``, ``results/*.json``,
-``figures/*``) and, for its "since last run" section, the previous comparable run beside it
+``figures/*``) and, for its "since last run" section, the comparable runs beside it
 (``harness.history``), so it can be rebuilt at any time with ``harness report RUN_DIR``. Everything
 is inline (CSS, SVG, PNG as data URIs, no script, no web font): it renders the same offline.
+
+Its key figures are every load gate with its 95 % interval, measured ÷ target (headroom: a pass
+with less than 20 % left is a warning) and what limits its evidence (contention, extra load, the
+requests that would decide it); beside them, the box: CPU steal, CPU outside the stack and the
+CPU benchmark of the environment check and of every load scenario.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from markupsafe import Markup, escape
 from harness import attest, history, summary
 from harness.ledger import environment_fingerprint, git_sha
 from harness.palette import STATUS_COLORS, WAIVED_COLOR, status_color, status_css
-from harness.result import CheckResult, Stage, Status, format_measure, now_iso
+from harness.result import CheckResult, Stage, Status, format_interval, format_measure, now_iso
 from harness.review import review
 from harness.verdict import load_run
 
@@ -73,7 +78,24 @@ def _since_last_run(run_dir: Path) -> dict[str, Any] | None:
     change = history.diff(previous.run.path, run_dir)
     deltas = [d for d in change.deltas if d.better is not None]
     return {"previous": previous, "diff": change, "href": f"../{previous.run_id}/report.html",
-            "deltas": deltas, "quiet": len(change.deltas) - len(deltas), "noise_pct": f"{history.NOISE_PCT:g}"}
+            "deltas": deltas, "quiet": len(change.deltas) - len(deltas), "noise_pct": f"{history.NOISE_PCT:g}",
+            "min_history": history.MIN_HISTORY}
+
+
+def load_gates(results: list[CheckResult]) -> list[CheckResult]:
+    """The key figures: every load gate and figure with a value (not the server view or the box)."""
+    return [r for r in results if r.stage is Stage.LOAD and r.value is not None
+            and not r.id.endswith((".server", ".box", ".gpu_memory")) and r.status is not Status.SKIP]
+
+
+def box_rows(results: list[CheckResult]) -> list[CheckResult]:
+    """What the box did: the environment's contention check and each load scenario's reading."""
+    return [r for r in results if r.id == "env.cpu.contention" or (r.stage is Stage.LOAD and r.id.endswith(".box"))]
+
+
+def ratio_text(r: CheckResult) -> str:
+    """``88 %`` (measured ÷ target) for a gate with one numeric bound, else ``""``."""
+    return "" if r.ratio is None else f"{r.ratio * 100:.0f} %"
 
 
 def render(run_dir: Path, title: str = "Completion report") -> str:
@@ -108,6 +130,9 @@ def render(run_dir: Path, title: str = "Completion report") -> str:
         # the first screen, waivers and next steps (harness.review, harness.summary, harness.attest)
         review=seen, signer=attest.signer_info(), figure_rows=summary.figure_rows(key_figures),
         headroom=summary.headroom, changes=summary.changes(since), waived_color=WAIVED_COLOR,
+        # every load gate with its interval and caveat, and the box (docs/verdicts.md)
+        load_gates=load_gates(results), box=box_rows(results), format_interval=format_interval,
+        ratio_text=ratio_text,
     )
 
 

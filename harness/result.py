@@ -7,7 +7,14 @@ word "phase" is kept for the stack's tier (1-3, ``suite up --phase N``).
 A measurement is typed: ``value`` (a float, or None when the check measures nothing numeric) in
 ``unit`` (``ms``, ``s``, ``req/s``, ``tok/s``, ``ratio``, ``GB``, ...), so runs can be compared
 (``harness diff``). ``measured`` is the text shown to people: derived from value and unit when not
-given, or an observation that is not a number ("3.11.2", "2 free, 1 ours").
+given, or an observation that is not a number ("3.11.2", "2 free, 1 ours"). A value estimated from
+samples carries its 95 % ``interval`` (``[low, high]``, None for an unbounded end); ``caveat`` says what
+limits a result's evidence (measured while the box was contended, beside other load, how many more
+requests would decide it) and is repeated in the verdict's reasons.
+
+**Headroom**: a target with one numeric bound (``< 5000 ms``, ``p95<3000ms``, ``>= 5 GB``) is read
+back as a number (``Bound``), so every such gate shows measured ÷ target; ``with_headroom`` turns a
+PASS with less than ``HEADROOM_WARN`` (20 %) left into a WARN that says so.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ class Status(StrEnum):
     """Outcome of a check, and state of a runbook step.
 
     A check ends ``pass``, ``fail``, ``warn`` or ``skip``, or ``info``: a figure measured and shown
-    (TTFT beside a latency gate, server-side counters), never a gate. A step of a run is ``pending``, then
+    (TTFT beside a latency gate, server-side counters), never a gate; or ``indeterminate``: a gate the
+    evidence cannot decide (a percentile whose confidence interval straddles the target, or one
+    measured while the box was contended). An indeterminate gate does not fail its runbook, but the
+    run is NO-GO (``harness.verdict``). A step of a run is ``pending``, then
     ``running``, then ``pass``, ``fail`` or ``skip`` (not run because an earlier runbook failed);
     ``not-run`` marks a runbook the run has no record of at all (e.g. never opened in a manual run).
     """
@@ -40,6 +50,7 @@ class Status(StrEnum):
     WARN = "warn"
     SKIP = "skip"
     INFO = "info"
+    INDETERMINATE = "indeterminate"
     PENDING = "pending"
     RUNNING = "running"
     NOT_RUN = "not-run"
@@ -62,7 +73,8 @@ class Status(StrEnum):
         return self in CHECK_OUTCOMES
 
 
-CHECK_OUTCOMES = (Status.PASS, Status.FAIL, Status.WARN, Status.SKIP, Status.INFO)  # in display order
+CHECK_OUTCOMES = (Status.PASS, Status.FAIL, Status.INDETERMINATE, Status.WARN, Status.SKIP, Status.INFO)  # display order
+GATE_OUTCOMES = (Status.PASS, Status.FAIL, Status.INDETERMINATE, Status.WARN)  # judged, not skipped or shown
 _LEGACY = {"passed": "pass", "failed": "fail", "skipped": "skip"}  # steps.json before one vocabulary
 
 
@@ -125,6 +137,8 @@ class CheckResult:
     detail: str = ""
     started_at: str = field(default_factory=now_iso)
     duration_s: float = 0.0
+    interval: list[float | None] | None = None  # 95 % confidence interval of value, [low, high]; None: unbounded end
+    caveat: str = ""  # what limits the evidence (contention, extra load, more requests needed); in the verdict
 
     def __post_init__(self) -> None:
         self.stage = Stage.parse(self.stage)
@@ -140,6 +154,8 @@ class CheckResult:
         if self.value is not None:
             self.value = float(self.value)
             self.measured = self.measured or format_measure(self.value, self.unit)
+        if self.interval is not None:  # an unbounded end is None (JSON has no infinity)
+            self.interval = [None if x is None or math.isinf(x) else float(x) for x in self.interval]
 
     @property
     def ok(self) -> bool:
@@ -147,11 +163,36 @@ class CheckResult:
 
     @property
     def is_gate(self) -> bool:
-        """Judged (pass/fail/warn decide), as opposed to skipped or shown for information."""
-        return self.status in (Status.PASS, Status.FAIL, Status.WARN)
+        """Judged (pass/fail/indeterminate/warn), as opposed to skipped or shown for information."""
+        return self.status in GATE_OUTCOMES
+
+    @property
+    def bound(self) -> Bound | None:
+        """The target as a number in ``unit`` (``parse_bound``), or None when it has none."""
+        return parse_bound(self.target, self.unit) if self.value is not None else None
+
+    @property
+    def ratio(self) -> float | None:
+        """Measured ÷ target (p95 2.63 s of 3 s -> 0.88), for a gate with one numeric bound."""
+        bound = self.bound
+        if bound is None or not bound.limit or self.value is None:
+            return None
+        return self.value / bound.limit
+
+    @property
+    def headroom(self) -> float | None:
+        """How much of the target is left: 1 - measured/target for an upper bound, 1 - target/measured
+        for a lower bound (``rps>1`` at 1.1 req/s: 9 %); negative when the gate is lost."""
+        bound, ratio = self.bound, self.ratio
+        if ratio is None or bound is None:
+            return None
+        if bound.upper:
+            return 1 - ratio
+        return 1 - 1 / ratio if ratio > 0 else -math.inf
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+
         d["stage"], d["status"] = self.stage.value, self.status.value
         return d
 
@@ -165,6 +206,62 @@ class CheckResult:
 
     def __str__(self) -> str:
         return f"[{self.status.label:4}] {self.id}: {self.title} — {self.measured} ({self.detail})"
+
+
+HEADROOM_WARN = 0.20  # a gate that passed with less than this much of its target left is a warning
+_BOUND = re.compile(r"(<=|>=|≤|≥|<|>)\s*(-?\d+(?:\.\d+)?)\s*(ms|s|%|GB|MB)?(?![\w.])")
+_SCALE = {("s", "ms"): 1000.0, ("ms", "s"): 0.001, ("%", "ratio"): 0.01}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A target's one numeric bound, in the unit of the measured value."""
+
+    op: str  # <, <=, >, >=
+    limit: float
+
+    @property
+    def upper(self) -> bool:
+        return self.op in ("<", "<=")
+
+
+def parse_bound(target: str, unit: str) -> Bound | None:
+    """``"p95<3000ms"``, ``"< 5000 ms"``, ``"≤ 900 s"``, ``">= 5 GB"`` -> a ``Bound`` in ``unit``; None
+    when the target has no bound, several, or one in a unit that does not convert to ``unit``."""
+    found = _BOUND.findall(target or "")
+    if len(found) != 1:
+        return None
+    op, number, target_unit = found[0]
+    op = {"≤": "<=", "≥": ">="}.get(op, op)
+    limit = float(number)
+    if target_unit and target_unit != unit:
+        if (target_unit, unit) not in _SCALE:
+            return None
+        limit *= _SCALE[(target_unit, unit)]
+    elif not target_unit and unit in ("ms", "s", "GB", "MB", "%"):
+        if unit != "ms":  # a bare number is milliseconds only for times (k6's habit, the load thresholds')
+            return None
+    return Bound(op, limit)
+
+
+def with_headroom(result: CheckResult) -> CheckResult:
+    """A PASS with less than ``HEADROOM_WARN`` of its target left becomes a WARN saying so (in place)."""
+    headroom = result.headroom
+    if result.status is Status.PASS and headroom is not None and headroom < HEADROOM_WARN:
+        result.status = Status.WARN
+        note = (f"passed with {max(headroom, 0) * 100:.0f} % headroom (measured ÷ target {result.ratio * 100:.0f} %; "
+                f"a warning under {HEADROOM_WARN * 100:.0f} %)")
+        result.detail = f"{note}; {result.detail}" if result.detail else note
+    return result
+
+
+def format_interval(result: CheckResult) -> str:
+    """``1.21 s – 1.98 s``-style text of a result's 95 % interval (``∞`` for an unbounded end)."""
+    if result.interval is None:
+        return ""
+    low, high = result.interval
+    return (f"{'0' if low is None else format_measure(low, result.unit)} – "
+            f"{'∞' if high is None else format_measure(high, result.unit)}")
 
 
 class Timer:

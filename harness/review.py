@@ -74,7 +74,8 @@ class Review:
 
 def _remedy(reason: Reason, record: RunRecord, run_id: str) -> Remedy | None:
     if reason.check:
-        result = next((r for r in record.results if r.id == reason.check and r.status is Status.FAIL), None)
+        result = next((r for r in record.results if r.id == reason.check
+                       and r.status in (Status.FAIL, Status.INDETERMINATE)), None)
         return next_step(result) if result is not None else None
     if reason.notebook:
         step = next((s for s in record.steps if s["notebook"] == reason.notebook), None)

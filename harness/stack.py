@@ -94,9 +94,8 @@ def running(settings: Settings | None = None) -> dict[str, dict]:
     return {s["name"]: s for s in status(settings) if s.get("running")}
 
 
-def stop_command(names: list[str], settings: Settings | None = None) -> str:
-    """The shell command that stops ``names`` of this stack (for a user who started them by hand)."""
-    settings = settings or Settings()
+def _env_prefix(settings: Settings) -> list[str]:
+    """The environment a ``suite`` command typed by hand needs to reach this stack."""
     env = []
     if settings.port_offset:
         env.append(f"SUITE_PORT_OFFSET={settings.port_offset}")
@@ -104,4 +103,14 @@ def stop_command(names: list[str], settings: Settings | None = None) -> str:
         env.append(f"SUITE_DATA_DIR={settings.data_dir}")
     if settings.backend != "process":
         env.append(f"SUITE_BACKEND={settings.backend}")
-    return " ".join([*env, "suite", "down", *names])
+    return env
+
+
+def stop_command(names: list[str], settings: Settings | None = None) -> str:
+    """The shell command that stops ``names`` of this stack (for a user who started them by hand)."""
+    return " ".join([*_env_prefix(settings or Settings()), "suite", "down", *names])
+
+
+def up_command(phase: int, settings: Settings | None = None) -> str:
+    """The shell command that brings this stack up to ``phase``."""
+    return " ".join([*_env_prefix(settings or Settings()), "suite", "up", "--phase", str(phase)])

@@ -1,34 +1,27 @@
 """The report's first screen: key figures with their headroom, and the changes since the last run, in
 the few lines a reviewer reads before deciding to scroll.
 
-Headroom is the gate's own figure when a result carries one (a ``headroom`` attribute), otherwise
-measured ÷ target where the target is a simple bound: a load threshold (``p95<3000ms``, ``rps>1``,
-``fail_ratio<0.03``) or ``OP NUMBER UNIT`` in the result's own unit (``>= 5 GB``). Under an upper
-bound the ratio is the share of the budget used (0.41: 41 % used); over a lower bound, how many
-times the floor was reached (2.5×).
+Headroom is measured ÷ target where the target has one numeric bound (``CheckResult.bound``, the
+one parser: ``p95<3000ms``, ``rps>1``, ``fail_ratio<0.03``, ``>= 5 GB`` in the result's own unit).
+Under an upper bound the ratio is the share of the budget used (0.41: 41 % used); over a lower bound,
+how many times the floor was reached (2.5×).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.result import CheckResult, Status, format_measure
-
-_BOUND = re.compile(r"^\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d+)?)\s*([A-Za-z/%]*)\s*$")
 
 
 @dataclass(frozen=True)
 class Headroom:
     ratio: float  # measured ÷ target
     upper: bool  # the target is an upper bound (lower is better)
-    given: bool = False  # the gate computed it (not measured ÷ target here)
 
     @property
     def text(self) -> str:
-        if self.given:
-            return f"headroom {self.ratio:.2f}"
         return f"{self.ratio:.0%} of limit" if self.upper else f"{self.ratio:.2f}× floor"
 
     @property
@@ -42,33 +35,10 @@ class Headroom:
         return max(0, min(100, round(self.ratio * 100)))
 
 
-def bound(target: str, unit: str) -> tuple[str, float] | None:
-    """(operator, value in the result's unit) of a simple bound, or None."""
-    from harness.load.thresholds import ThresholdError, parse_threshold
-
-    try:
-        th = parse_threshold(target)
-        if th.unit == unit or (unit in ("", "ratio") and th.metric == "fail_ratio"):
-            return th.op, th.value
-    except ThresholdError:
-        pass
-    m = _BOUND.match(target or "")
-    if m and m.group(3) in ("", unit):
-        return m.group(1), float(m.group(2))
-    return None
-
-
 def headroom(r: CheckResult) -> Headroom | None:
-    given = getattr(r, "headroom", None)
-    if isinstance(given, (int, float)):
-        return Headroom(float(given), True, given=True)
-    if r.value is None or not r.is_gate:
+    if r.value is None or not r.is_gate or r.ratio is None:
         return None
-    found = bound(r.target, r.unit)
-    if found is None or not found[1]:
-        return None
-    op, value = found
-    return Headroom(r.value / value, op.startswith("<"))
+    return Headroom(r.ratio, r.bound.upper)
 
 
 @dataclass
@@ -81,7 +51,7 @@ class FigureRow:
     @property
     def worst(self) -> Status:
         statuses = [r.status for r in self.figures.values()]
-        for s in (Status.FAIL, Status.WARN, Status.PASS):
+        for s in (Status.FAIL, Status.INDETERMINATE, Status.WARN, Status.PASS):
             if s in statuses:
                 return s
         return Status.INFO
@@ -107,7 +77,7 @@ def changes(since: dict[str, Any] | None, limit: int = 5) -> dict[str, Any] | No
     diff = since["diff"]
     worse = [d for d in since["deltas"] if d.better is False]
     better = [d for d in since["deltas"] if d.better]
-    lines = [(f"{cid}: {a.label} → {b.label}", "worse" if b is Status.FAIL else "better" if b is Status.PASS else "",
+    lines = [(f"{cid}: {a.label} → {b.label}", "worse" if b in (Status.FAIL, Status.INDETERMINATE) else "better" if b is Status.PASS else "",
               f"{cid}: {a.label} → {b.label}") for cid, a, b in diff.status_changes]
     lines += [(f"{d.id} {d.percent:+.0f} %" if d.percent is not None else d.id, "worse" if d.better is False else "better",
                f"{d.id}: {format_measure(d.before, d.unit)} → {format_measure(d.after, d.unit)}")

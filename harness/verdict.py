@@ -3,8 +3,10 @@
 ``run.json`` lists the runbooks of the run's sequence (``runbooks``: notebook, required, report);
 ``steps.json`` says what happened to each. A runbook with no step record is ``not-run``. The run is
 GO only when every required runbook passed (the report step is judged by the others, never by
-itself), no check failed, and at least one check was recorded. So a report written by hand after
-only ``00_validate_env`` says NO-GO, naming every runbook that never ran.
+itself), no check failed or was left indeterminate, and at least one check was recorded. So a report
+written by hand after only ``00_validate_env`` says NO-GO, naming every runbook that never ran; a
+load gate whose interval straddles its target, or that was measured while the box was contended,
+says NO-GO with its caveat (how many more requests would decide it, what contended the box).
 
 Waivers (``harness.waivers``, the run's ``waivers.toml``) lay a judgement over the results: a failed
 check that a waiver in force covers does not make NO-GO; an expired waiver, or one refused because
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import waivers as waivers_mod
-from harness.result import CheckResult, Status, load_results
+from harness.result import CheckResult, Status, format_interval, load_results
 from harness.rundir import RunDir
 
 
@@ -80,8 +82,8 @@ def load_run(run_dir: Path) -> RunRecord:
 
 
 def decide(steps: list[dict], results: list[CheckResult], waivers: waivers_mod.Judgement | None = None) -> Verdict:
-    """GO when every required runbook (the report step aside) passed, no check failed unwaived, and
-    no waiver is expired or refused."""
+    """GO when every required runbook (the report step aside) passed, no check failed or was left
+    indeterminate unwaived, and no waiver is expired or refused."""
     reasons = []
     for s in steps:
         status = Status.parse(s.get("status", Status.PENDING))
@@ -89,9 +91,13 @@ def decide(steps: list[dict], results: list[CheckResult], waivers: waivers_mod.J
             continue
         reasons.append(Reason(f"runbook {s['notebook'].removesuffix('.ipynb')} {status.label.lower()}"
                               + (f": {s['error']}" if s.get("error") else ""), notebook=s["notebook"]))
-    failed = [r for r in results if r.status is Status.FAIL and not (waivers and waivers.waived(r))]
-    reasons += [Reason(f"check {r.id} failed (target {r.target}, measured {r.measured})", check=r.id)
-                for r in failed]
+    for r in results:
+        if r.status not in (Status.FAIL, Status.INDETERMINATE) or (waivers and waivers.waived(r)):
+            continue
+        word = "failed" if r.status is Status.FAIL else "indeterminate"
+        interval = f", 95 % interval {format_interval(r)}" if r.interval is not None else ""
+        reasons.append(Reason(f"check {r.id} {word} (target {r.target}, measured {r.measured}{interval})"
+                              + (f": {r.caveat}" if r.caveat else ""), check=r.id))
     if waivers is not None:
         reasons += [Reason(text, waiver=index) for text, index in waivers.problems()]
     if not results:

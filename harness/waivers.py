@@ -9,7 +9,7 @@ A waiver file (``waivers.toml``, given to ``harness run --waivers FILE``) lists 
     owner = "release-manager@example.org"
     expires = 2026-12-31          # a TOML date: the waiver applies through this day (UTC)
 
-A failed or warning check that a waiver in force matches is *waived*: shown as WAIVED with its
+A failed, indeterminate or warning check that a waiver in force matches is *waived*: shown as WAIVED with its
 measured value and the waiver's reason, and it does not make the run NO-GO. The result files keep
 the check as measured (``fail``); the waiver is a judgement laid over them, by the verdict, the
 report, JUnit and the attestation alike.
@@ -43,7 +43,7 @@ from harness.result import CheckResult, Status
 
 FILE_NAME = "waivers.toml"  # the run's copy, in the run directory
 KEYS = ("check", "justification", "owner", "expires")
-WAIVABLE = (Status.FAIL, Status.WARN)
+WAIVABLE = (Status.FAIL, Status.INDETERMINATE, Status.WARN)
 _WILD = re.compile(r"\[[^\]]*\]|[*?]")
 
 

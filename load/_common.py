@@ -16,11 +16,20 @@ variable                      meaning                                           
                               run each write their own file)
 ``LOAD_REQUESTS``             stop the run after this many measured (non warm-up)          0 (no budget)
                               requests
+``LOAD_BUDGET_FILE``          the request budget as the harness moves it: JSON             (none: the
+                              ``{"allowed": N, "final": bool}``. Tickets are handed        budget is
+                              out up to ``allowed``; the run stops once they are all       final)
+                              done and ``final`` is true (until then the users wait:
+                              the harness may extend an undecided scenario)
 ``LOAD_WARMUP_S``             requests started in the first seconds are marked             0
-                              ``warmup`` (recorded, never judged)
+                              ``warmup`` (recorded, never judged); the warm-up ends at
+                              its first connection error (nothing listens: warming
+                              up is pointless, and thousands of refused requests
+                              would be fired in a second)
 ``LOAD_STOP_FILE``            when this file appears the run stops (how the harness        (none)
-                              aborts a run whose threshold is already lost; one quit
-                              path, so Locust still writes complete reports)
+                              aborts a run whose threshold is decided against, or
+                              one past its time cap; one quit path, so Locust still
+                              writes complete reports)
 ``LOAD_MAX_TOKENS``           completion length the LLM users ask for                      16
 ``LOAD_PHASE``                stack phase: ``mixed.py`` adds embedding and RAG from 2      1
 ``LOAD_API_KEY``              sent as ``Authorization: Bearer`` and ``X-API-Key``          (none)
@@ -34,7 +43,9 @@ variable                      meaning                                           
 
 A raw sample (what ``harness/load/samples.py`` reads): ``name``, ``type`` (HTTP method), ``start``
 (epoch s), ``ms`` (full duration), ``ok``, ``bytes``, ``error``, ``warmup``, ``pid`` and, for streamed
-answers, ``ttft_ms``, ``itl_ms``, ``tps``, ``tokens``.
+answers, ``ttft_ms``, ``itl_ms``, ``tps``, ``tokens``. A measured request still running when the run
+stopped (Locust kills it after ``--stop-timeout``) is written as the process stops, ``ok`` false and
+``censored`` true, with the time it had run as ``ms``: never silently dropped.
 
 Streamed requests are timed to their last byte (Locust's own time covers only the headers), and their
 time to first token, inter-token latency and output tokens per second are fired as extra rows of
@@ -43,6 +54,7 @@ request type ``METRIC`` so the Locust UI shows them too.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -69,6 +81,7 @@ class LoadConfig:
 
     samples_dir: str = ""
     requests: int = 0
+    budget_file: str = ""
     warmup_s: float = 0.0
     stop_file: str = ""
     max_tokens: int = 16
@@ -86,6 +99,7 @@ class LoadConfig:
 
         d = cls()
         return cls(samples_dir=get("LOAD_SAMPLES_DIR", d.samples_dir), requests=get("LOAD_REQUESTS", d.requests),
+                   budget_file=get("LOAD_BUDGET_FILE", d.budget_file),
                    warmup_s=get("LOAD_WARMUP_S", d.warmup_s), stop_file=get("LOAD_STOP_FILE", d.stop_file),
                    max_tokens=get("LOAD_MAX_TOKENS", d.max_tokens), phase=get("LOAD_PHASE", d.phase),
                    api_key=get("LOAD_API_KEY", d.api_key),
@@ -104,6 +118,12 @@ def service_url(service: str) -> str:
         return f"http://127.0.0.1:{BASE_PORTS[service] + offset}"
 
 
+def is_connection_error(exception: BaseException | None) -> bool:
+    """No HTTP answer at all (refused, reset, unreachable): ``_status_problem``'s "no answer"."""
+    return exception is not None and (isinstance(exception, (ConnectionError, OSError))
+                                      or str(exception).startswith("no answer"))
+
+
 class Recorder:
     """One per Locust process: writes the raw samples, hands out the request budget, stops the run.
 
@@ -118,6 +138,10 @@ class Recorder:
         self.started = 0  # measured requests handed out (local runner)
         self.completed = 0  # measured requests finished
         self.quitting = False
+        self.in_flight: dict[int, tuple[str, float]] = {}  # ticket -> (request name, start): cut off if left
+        self.numbers = itertools.count(1)
+        self._budget = (config.requests, True)
+        self._budget_mtime = 0
         if config.samples_dir and not isinstance(environment.runner, MasterRunner):
             os.makedirs(config.samples_dir, exist_ok=True)
             self.file = open(os.path.join(config.samples_dir, f"samples-{os.getpid()}.jsonl"), "a",
@@ -125,6 +149,7 @@ class Recorder:
         ev = environment.events
         ev.test_start.add_listener(self.on_test_start)
         ev.request.add_listener(self.on_request)
+        ev.test_stop.add_listener(self.on_test_stop)
         ev.quitting.add_listener(self.on_quitting)
         ev.quit.add_listener(self.on_quit)
 
@@ -133,29 +158,46 @@ class Recorder:
         return self.environment.runner
 
     # -- the request budget ---------------------------------------------------------------------
-    def ticket(self) -> dict[str, Any]:
-        """A ticket for one request: its ``context=``.
+    def budget(self) -> tuple[int, bool]:
+        """``(allowed, final)``: the requests that may be handed out now, and whether that is the end
+        (``LOAD_BUDGET_FILE``, re-read when it changes; without it ``LOAD_REQUESTS``, final)."""
+        path = self.config.budget_file
+        if path:
+            try:
+                mtime = os.stat(path).st_mtime_ns
+                if mtime != self._budget_mtime:
+                    with open(path, encoding="utf-8") as fh:
+                        data = json.load(fh)
+                    self._budget, self._budget_mtime = (int(data["allowed"]), bool(data["final"])), mtime
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # mid-replace or unreadable: the last budget read stands
+        return self._budget
+
+    def ticket(self, name: str = "") -> dict[str, Any]:
+        """A ticket for one request named ``name``: its ``context=``.
 
         When the budget is spent the task is skipped (``RescheduleTask`` after a short pause) until the
-        requests in flight finish and the run stops. In a single process the budget is exact; on
-        workers the master stops the run instead.
+        requests in flight finish and the run stops, or the harness extends the budget. In a single
+        process the budget is exact; on workers the master stops the run instead.
         """
         if time.time() < self.warm_until:
             return {"warmup": True}
         if self.config.requests and not isinstance(self.runner, WorkerRunner):
-            if self.started >= self.config.requests:
+            if self.started >= self.budget()[0]:
                 gevent.sleep(0.2)
                 raise RescheduleTask()
             self.started += 1
-        return {"warmup": False}
+        number = next(self.numbers)
+        self.in_flight[number] = (name, time.time())
+        return {"warmup": False, "ticket": number}
 
     # -- Locust events --------------------------------------------------------------------------
     def on_test_start(self, environment, **_kw) -> None:
         self.warm_until = time.time() + self.config.warmup_s
         if self.config.requests and isinstance(self.runner, MasterRunner):
             gevent.spawn(self._master_watch)
-        if self.config.stop_file and not isinstance(self.runner, WorkerRunner):
-            gevent.spawn(self._stop_file_watch)
+        if not isinstance(self.runner, WorkerRunner):
+            gevent.spawn(self._watch)
 
     def on_request(self, request_type, name, response_time, response_length, exception=None, context=None,
                    start_time=None, **_kw) -> None:
@@ -163,6 +205,7 @@ class Recorder:
             return
         context = context or {}
         warmup = bool(context.get("warmup", False))
+        self.in_flight.pop(context.get("ticket"), None)
         if self.file is not None:
             sample = {
                 "name": name, "type": request_type, "start": start_time or time.time() - response_time / 1000,
@@ -173,14 +216,24 @@ class Recorder:
             for key in StreamTiming.FIELDS:
                 if context.get(key) is not None:
                     sample[key] = context[key]
-            self.file.write(json.dumps(sample) + "\n")
-            self.file.flush()
+            self._write(sample)
         if warmup:
+            if is_connection_error(exception) and time.time() < self.warm_until:
+                log.warning("warm-up ended at its first connection error: %s", exception)
+                self.warm_until = time.time()
             return
         self.completed += 1
-        if (self.config.requests and self.completed >= self.config.requests
-                and self.runner is not None and not isinstance(self.runner, (WorkerRunner, MasterRunner))):
-            self.quit(f"request budget of {self.config.requests} reached")
+        self._maybe_done()
+
+    def on_test_stop(self, environment, **_kw) -> None:
+        """Measured requests still in flight were killed (past ``--stop-timeout``): written as censored."""
+        now = time.time()
+        for name, started in list(self.in_flight.values()):
+            self._write({"name": name or "(request)", "type": "POST", "start": started,
+                         "ms": round((now - started) * 1000, 3), "ok": False, "censored": True, "bytes": 0,
+                         "error": f"cut off: still running after {now - started:.1f} s when the run stopped",
+                         "warmup": False, "pid": os.getpid()})
+        self.in_flight.clear()
 
     def on_quitting(self, environment, **_kw) -> None:
         # Locust rewrites its CSV once a second but not at shutdown: give its writer one more pass
@@ -193,6 +246,11 @@ class Recorder:
             self.file.close()
             self.file = None
 
+    def _write(self, sample: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(sample) + "\n")
+            self.file.flush()
+
     # -- stopping -------------------------------------------------------------------------------
     def quit(self, why: str) -> None:
         """The one way a run is ended from here (budget reached, or asked to stop), at most once."""
@@ -202,30 +260,41 @@ class Recorder:
         log.info("stopping: %s", why)
         gevent.spawn(self.runner.quit)  # not inline: quitting kills the calling greenlet
 
-    def _stop_file_watch(self) -> None:
+    def _maybe_done(self) -> None:
+        """Quit once the final budget is done (a local runner; the master watches its workers)."""
+        if not self.config.requests or self.runner is None or isinstance(self.runner, (WorkerRunner, MasterRunner)):
+            return
+        allowed, final = self.budget()
+        if final and self.completed >= allowed:
+            self.quit(f"request budget of {allowed} reached")
+
+    def _watch(self) -> None:
+        """The stop file, and a budget the harness made final after every ticket was done."""
         path = self.config.stop_file
         while not self.quitting:
-            if os.path.exists(path):
+            if path and os.path.exists(path):
                 with open(path, encoding="utf-8") as fh:
                     self.quit(fh.read().strip() or "stop file found")
                 return
+            self._maybe_done()
             gevent.sleep(0.25)
 
     def _master_watch(self) -> None:
-        """Distributed mode: quit once the workers' reported measured requests reach the budget.
+        """Distributed mode: quit once the workers' reported measured requests reach the final budget.
 
         Workers report every few seconds, so a distributed run may overshoot by the requests in flight
         or finished since the last report; the harness judges every recorded sample.
         """
-        baseline, budget = None, self.config.requests
+        baseline = None
         while not self.quitting:
             gevent.sleep(0.5)
             done = sum(e.num_requests for (_name, method), e in self.runner.stats.entries.items()
                        if method != METRIC)
             if baseline is None and time.time() >= self.warm_until:
                 baseline = done  # requests of the warm-up do not count towards the budget
-            if baseline is not None and done - baseline >= budget:
-                self.quit(f"request budget of {budget} reached ({done - baseline} reported)")
+            allowed, final = self.budget()
+            if baseline is not None and final and done - baseline >= allowed:
+                self.quit(f"request budget of {allowed} reached ({done - baseline} reported)")
 
 
 @events.init.add_listener
@@ -371,7 +440,7 @@ class SuiteUser(FastHttpUser):
     def post_json(self, path: str, body: dict[str, Any], name: str, expect: str | None = None,
                   headers: dict[str, str] | None = None) -> None:
         """POST JSON within the budget; a non-2xx answer, or JSON lacking ``expect``, is a failure."""
-        with self.client.post(path, json=body, catch_response=True, name=name, context=self.load.ticket(),
+        with self.client.post(path, json=body, catch_response=True, name=name, context=self.load.ticket(name),
                               headers={**self.auth_headers(), **(headers or {})}) as resp:
             problem = _status_problem(resp)
             if problem:
@@ -394,7 +463,7 @@ class SuiteUser(FastHttpUser):
         """
         timing = StreamTiming(time.perf_counter())
         with self.client.post(path, json=body, stream=True, catch_response=True, name=name,
-                              context=self.load.ticket(), headers=self.auth_headers()) as resp:
+                              context=self.load.ticket(name), headers=self.auth_headers()) as resp:
             meta = resp.request_meta  # what Locust reports when the block ends
             problem = _status_problem(resp)
             if problem:

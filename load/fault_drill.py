@@ -70,7 +70,7 @@ class FaultDrill(SuiteUser):
     def post(self, url: str, body: dict, name: str) -> None:
         """POST JSON with the run's key; no answer or a 4xx/5xx is a failure; an answer the gateway
         took from the other model is reported as ``NAME (fallback)``."""
-        with self.client.post(url, json=body, catch_response=True, name=name, context=self.load.ticket(),
+        with self.client.post(url, json=body, catch_response=True, name=name, context=self.load.ticket(name),
                               headers=self.auth_headers()) as resp:
             problem = _status_problem(resp)
             if problem:

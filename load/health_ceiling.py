@@ -18,4 +18,4 @@ class HealthCeiling(SuiteUser):
 
     @task
     def health(self) -> None:
-        self.client.get("/health", name="health", context=self.load.ticket())
+        self.client.get("/health", name="health", context=self.load.ticket("health"))

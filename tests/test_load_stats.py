@@ -6,7 +6,7 @@ import pytest
 
 from harness.load.samples import Sample, merge_samples, read_samples, sample_files, split_warmup
 from harness.load.scenarios import SCENARIOS, select_scenarios, with_overrides
-from harness.load.stats import already_lost, measure, percentile, table, window_s
+from harness.load.stats import measure, percentile, table, window_s
 from harness.load.thresholds import parse_threshold
 
 # 20 known durations (ms), shuffled
@@ -87,23 +87,14 @@ def test_warmup_split():
     assert len(measured) == 3 and len(warm) == 1
 
 
-def test_already_lost():
-    fail = parse_threshold("fail_ratio<0.1")  # 20 planned: at most 1 failure passes (2/20 = 0.1 fails)
-    assert not already_lost(samples([1], ok=[False]), fail, planned=20)
-    assert already_lost(samples([1, 1], ok=[False, False]), fail, planned=20)
-    p95 = parse_threshold("p95<100ms")  # 20 planned: rank 19, so one sample >= 100 may pass
-    assert not already_lost(samples([150, 10]), p95, planned=20)
-    assert already_lost(samples([150, 10, 100]), p95, planned=20)
-    assert not already_lost(samples([150, 150]), p95, planned=0)  # duration-bounded: never decided
-    assert not already_lost(samples([1] * 5), parse_threshold("rps>100"), planned=20)
-
-
 def test_scenario_selection_and_overrides():
     assert [s.name for s in select_scenarios("seed")] == ["seed-100x5", "seed-50x3", "seed-20x2"]
     with pytest.raises(ValueError, match="unknown load scenario 'nope'"):
         select_scenarios("code,nope")
     sc = with_overrides(SCENARIOS["code"], users=4, duration_s=10, thresholds="p95<1ms")
     assert (sc.users, sc.spawn_rate, sc.requests, sc.duration_s, sc.thresholds) == (4, 4, 0, 10, "p95<1ms")
+    assert sc.budget == 0  # a timed run has nothing to extend
+    assert with_overrides(SCENARIOS["code"], requests=40).budget == 200  # the budget keeps its proportion (20 of 100)
     with pytest.raises(ValueError):
         with_overrides(SCENARIOS["code"], thresholds="p95 soon")
     for scenario in SCENARIOS.values():  # every default target parses and every locustfile exists

@@ -152,3 +152,45 @@ def test_a_quick_profile_report_says_it_is_not_the_release_pipeline(tmp_path):
     run = RunDir.create(tmp_path / "runs", "20260101-120000-abcd")
     run.write_json(run.meta_file, run_meta(run, default_sequence(), {}, profile="seed"))
     assert 'id="profile-note"' not in write_report(run.path).read_text()
+
+
+def test_key_figures_show_each_gates_interval_headroom_and_caveat_and_the_box(tmp_path):
+    """An indeterminate gate is NO-GO with how many requests would decide it, a pass with little
+    headroom is a warning, the box's readings stand beside the gates, JUnit counts the undecided."""
+    from harness import junit
+    from harness.notebook import Runbook
+    from harness.palette import STATUS_COLORS
+    from harness.verdict import verdict_of
+
+    rb = Runbook.open(str(tmp_path / "run"), "05_load")
+    rb.record([
+        CheckResult("load.seed-20x2.p95", "seed-20x2: p95<70s", Stage.LOAD, Status.INDETERMINATE, target="p95<70s",
+                    value=17300.0, unit="ms", interval=[16100.0, None],
+                    caveat="about 52 more request(s) would decide it (72 in all; the scenario's budget is 100)"),
+        CheckResult("load.seed-100x5.p95", "seed-100x5: p95<3000ms", Stage.LOAD, Status.PASS, target="p95<3000ms",
+                    value=2630.0, unit="ms", interval=[2400.0, 2900.0]),
+        CheckResult("load.seed-100x5.box", "seed-100x5: the box", Stage.LOAD, Status.WARN, target="outside < 20 %",
+                    value=48.0, unit="%", measured="outside 48 %, steal 0.2 %",
+                    detail="box contended: processes outside the stack and the harness took 48 % of 2 cores"),
+    ])
+    results = {r.id: r for r in rb.results}
+    assert results["load.seed-100x5.p95"].status is Status.WARN  # 88 % of its target: 12 % headroom
+    assert "passed with 12 % headroom" in results["load.seed-100x5.p95"].detail
+    rb.gate()  # indeterminate and warnings pass the runbook ...
+    verdict = verdict_of(rb.run.path)  # ... but not the run
+    reason = next(r for r in verdict.reasons if "seed-20x2" in r)
+    assert reason == ("check load.seed-20x2.p95 indeterminate (target p95<70s, measured 17300.0 ms, 95 % interval "
+                      "16100.0 ms – ∞): about 52 more request(s) would decide it (72 in all; the scenario's budget is 100)")
+    html = write_report(rb.run.path).read_text()
+    key = html[html.index('id="key-figures"'):html.index('id="box"')]
+    assert "16100.0 ms – ∞" in key and "88 %" in key and "about 52 more request(s)" in key and ">INDETERMINATE<" in key
+    assert "48 % of 2 cores" in html[html.index('id="box"'):]
+    assert "more requests decide it (<code>-p requests=N</code>" in html  # the next step beside the undecided gate
+    from harness.remedies import next_step
+
+    contended = results["load.seed-100x5.box"]
+    contended.status, contended.caveat = Status.INDETERMINATE, "measured while the box was contended: 48 %"
+    assert next_step(contended).step.startswith("It was measured while the box was contended")
+    assert f".s-indeterminate {{ color: {STATUS_COLORS[Status.INDETERMINATE]}" in html
+    case = junit.build(rb.run.path).getroot().find("./testsuite/testcase[@name='load.seed-20x2.p95']/failure")
+    assert case.get("type") == "indeterminate" and "about 52 more" in case.get("message")

@@ -135,7 +135,7 @@ def test_diff_directions_and_previous_run(tmp_path):
     c = _fake_run(runs, "c", "2026-01-01T12:00:00+00:00", [_p95(3300, Status.FAIL), _rps(5.2)])
     quiet = history.diff(b, c)  # +6 % and +4 %: run-to-run noise, judged neither way
     assert [d.better for d in quiet.deltas] == [None, None]
-    assert "2 measurement(s) moved less than 10 % (run-to-run noise), not listed" in quiet.lines()
+    assert any(line.startswith("2 measurement(s) within their noise") for line in quiet.lines())
     assert [d.better for d in history.diff(b, c, noise_pct=0).deltas] == [False, True]
     assert change.status_changes == [("load.seed-100x5.p95", Status.PASS, Status.FAIL)]
     assert change.verdicts == ("GO", "NO-GO")
@@ -143,6 +143,39 @@ def test_diff_directions_and_previous_run(tmp_path):
     assert history.previous_run(a) is None
     assert [s.run_id for s in history.list_runs(runs)] == ["a", "quick", "b", "c"]
     assert "p95 1200.0 ms" in history.list_runs(runs)[0].line().replace("seed-100x5 ", "")
+
+
+def _probe(value: float) -> CheckResult:
+    return CheckResult("health.inference-chat.ready", "ready", Stage.HEALTH, Status.PASS, target="< 5000 ms",
+                       value=value, unit="ms")
+
+
+def test_changes_are_called_only_beyond_their_own_noise(tmp_path):
+    """The issue's case: a GO run after a NO-GO one listed health.inference-chat.ready 100 -> 61 ms
+    "better". A one-shot probe is within noise until earlier runs show its spread; a load percentile
+    is called only when the two runs' 95 % intervals do not overlap."""
+    runs = tmp_path / "runs"
+
+    def p95(value, low, high):
+        r = _p95(value)
+        r.interval = [low, high]
+        return r
+
+    a = _fake_run(runs, "a", "2026-01-01T10:00:00+00:00", [_probe(100), p95(1450, 1300, 1700)])
+    b = _fake_run(runs, "b", "2026-01-01T11:00:00+00:00", [_probe(61), p95(1900, 1600, 2300)])
+    deltas = {d.id: d for d in history.diff(a, b).deltas}
+    probe, load = deltas["health.inference-chat.ready"], deltas["load.seed-100x5.p95"]
+    assert probe.better is None and "too few to know its spread" in probe.noise  # -39 %, one earlier run
+    assert load.better is None and load.noise == "95 % intervals overlap"  # +31 %, intervals overlap
+    c = _fake_run(runs, "c", "2026-01-01T12:00:00+00:00", [_probe(80), p95(2900, 2500, 3400)])
+    assert {d.id: d for d in history.diff(b, c).deltas}["load.seed-100x5.p95"].better is False  # apart
+    # a probe's spread from earlier runs: 100, 61, 80 -> 61..100 (39 wide); 120 is within it, 190 is far
+    d = _fake_run(runs, "d", "2026-01-01T13:00:00+00:00", [_probe(120)])
+    assert {x.id: x for x in history.diff(c, d).deltas}["health.inference-chat.ready"].better is None
+    e = _fake_run(runs, "e", "2026-01-01T14:00:00+00:00", [_probe(190)])
+    far = {x.id: x for x in history.diff(d, e).deltas}["health.inference-chat.ready"]
+    assert far.better is False and far.noise.startswith("one-shot; 4 earlier runs 61.0 ms – 120.0 ms")
+    assert "worse (one-shot; 4 earlier runs" in far.text()
 
 
 def test_a_run_missing_a_required_runbook_is_no_go_and_junit_says_so(tmp_path):

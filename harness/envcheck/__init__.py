@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness.envcheck.contention import check_contention
 from harness.envcheck.disk import check_disk
 from harness.envcheck.docker import check_docker
 from harness.envcheck.git import check_git
@@ -32,5 +33,5 @@ def validate(settings: Settings, phase: int = 1, min_disk_gb: float = 0.0,
     ]
 
 
-__all__ = ["validate", "check_disk", "check_docker", "check_git", "check_gpu", "check_gpu_offload", "check_models",
+__all__ = ["validate", "check_contention", "check_disk", "check_docker", "check_git", "check_gpu", "check_gpu_offload", "check_models",
            "check_packages", "check_ports", "check_python"]

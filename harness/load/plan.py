@@ -1,10 +1,14 @@
 """A runbook's load plan: select scenarios, apply overrides, skip those outside the phase, run the rest.
 
 A plan runs in stages (``scenarios``: a profile's stages, or for scenarios named one by one each heavy
-one alone with the light ones beside the last); the scenarios of a stage run at the same time. Each
-scenario is judged on its own samples. The server-side view compares a service's request count with
+one alone, the light ones together after them); the scenarios of a stage run at the same time. Each
+scenario is judged on its own samples (``verdicts``), extended while a gate is undecided and stopped
+early only when one is decided against (``runner``), with the box it ran on beside its gates: a CPU
+benchmark before each stage and CPU steal and outside CPU sampled every second while it runs
+(``harness.envcheck.contention``). The server-side view compares a service's request count with
 the client's only where one scenario of the stage reaches that service; where several enter the same
-service together (``seed-50x3`` and ``seed-20x2`` at the gateway) one more line compares the sum.
+service together (``seed-50x3`` and ``seed-20x2`` at the gateway, with ``overlap``) one more line
+compares the sum.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
 
+from harness.envcheck.contention import OUTSIDE_PCT, Benchmark, CpuWatch, cpu_benchmark
 from harness.httpclient import verify
 from harness.load import runner, server_view, verdicts
 from harness.load.runner import LoadRun
@@ -54,14 +60,15 @@ class LoadPlan(list):
 
 
 def plan(names: str, *, profile: str = "seed", users: int = 0, spawn_rate: float = 0.0, requests: int = 0,
-         duration_s: float = 0.0, thresholds: str = "", max_tokens: int = 0) -> LoadPlan:
+         duration_s: float = 0.0, thresholds: str = "", max_tokens: int = 0, overlap: bool = False) -> LoadPlan:
     """The selected scenarios (empty ``names``: the profile's stages) with overrides applied; raises
-    on unknown names or bad thresholds."""
+    on unknown names or bad thresholds. ``overlap``: the shorter plan whose stages run scenarios
+    side by side (``harness.load.scenarios``)."""
     if names.strip():
         named = [s.name for s in select_scenarios(names)]
-        stages = named_stages(list(dict.fromkeys(named)))
+        stages = named_stages(list(dict.fromkeys(named)), overlap)
     else:
-        stages = profile_stages(profile)
+        stages = profile_stages(profile, overlap)
     return LoadPlan([[with_overrides(s, users=users, spawn_rate=spawn_rate, requests=requests,
                                      duration_s=duration_s, thresholds=thresholds, max_tokens=max_tokens)
                       for s in select_scenarios(stage)] for stage in stages])
@@ -69,13 +76,15 @@ def plan(names: str, *, profile: str = "seed", users: int = 0, spawn_rate: float
 
 def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, phase: int = 1,
              processes: int = 1, warmup_s: float = 0.0, abort_on_fail: bool = False,
-             max_run_s: float = 300.0, base: Path | None = None, overlap: bool = True,
+             max_run_s: float = 300.0, base: Path | None = None, extend: bool = True,
+             outside_cpu_limit_pct: float = OUTSIDE_PCT, benchmark: bool = True,
              progress: Callable[[str], None] | None = None) -> Iterator[ScenarioOutcome]:
     """Run the plan stage by stage and yield each scenario's verdicts as it finishes (module
-    docstring); ``overlap=False`` runs every scenario alone. A plain list runs as ``named_stages``."""
-    if not overlap:
-        stages = [[sc] for sc in scenarios]
-    elif isinstance(scenarios, LoadPlan):
+    docstring). A plain list runs as ``named_stages``. ``extend``: a count-bounded scenario may grow
+    to its budget while a gate is undecided; ``outside_cpu_limit_pct``: the share of the box's CPU
+    outside processes may take before its gates cannot pass; ``benchmark``: run the CPU benchmark
+    before each stage."""
+    if isinstance(scenarios, LoadPlan):
         stages = scenarios.stages
     else:
         by_name = {sc.name: sc for sc in scenarios}
@@ -83,16 +92,21 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
     names = [s.name for s in services.for_phase(phase)]
     gpu = settings.profile == "gpu"
 
-    def one(sc: Scenario, shared: dict[str, list[str]]) -> ScenarioOutcome:
+    def one(sc: Scenario, stage: list[Scenario], bench: Benchmark | None) -> ScenarioOutcome:
         targets = sc.targets()
-        extra_env = load_env(settings, sc)  # before the watch: its setup is not load
-        with server_view.Watch(settings, names, gpu=gpu, engines=server_view.engines_of(sc)) as watch:
+        extra_env = load_env(settings, sc)  # before the watches: its setup is not load
+        beside = [o.name for o in stage if o is not sc]
+        with CpuWatch(settings, benchmark=bench, outside_limit_pct=outside_cpu_limit_pct) as box, \
+                server_view.Watch(settings, names, gpu=gpu, engines=server_view.engines_of(sc)) as watch:
             run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
                                       warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
-                                      phase=phase, max_run_s=max_run_s, extra_env=extra_env, progress=progress,
+                                      extend_on=targets if extend else None, phase=phase, max_run_s=max_run_s,
+                                      extra_env=extra_env, progress=progress, contended=box.contended,
                                       allow_remote=sc.service in settings.urls)  # placed there by the operator
-        results = verdicts.judge(run, targets, base, sc.figures())
-        results.append(server_view.record(sc, run, watch, base, shared_with=shared.get(sc.name, [])))
+        reading = box.reading()
+        results = verdicts.judge(run, targets, base, sc.figures(), box=reading, beside=beside)
+        shared = server_view.sharing(stage).get(sc.name, [])
+        results.append(server_view.record(sc, run, watch, base, shared_with=shared))
         if gpu:
             results.append(server_view.gpu_memory(sc, run, watch))
         return ScenarioOutcome(sc, run, results)
@@ -105,17 +119,20 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
                 yield ScenarioOutcome(sc, None, [verdicts.skipped(sc, reason)])
             else:
                 runnable.append(sc)
+        if not runnable:
+            continue
+        bench = cpu_benchmark() if benchmark else None  # the box just before the stage, its stack idle
         if len(runnable) == 1:
-            yield one(runnable[0], {})
-        elif runnable:
-            yield from _together(runnable, one, settings, load_dir, base, progress)
+            yield one(runnable[0], runnable, bench)
+        else:
+            yield from _together(runnable, partial(one, stage=runnable, bench=bench), settings, load_dir, base,
+                                 progress)
 
 
 def _together(stage: list[Scenario], one: Callable, settings: Settings, load_dir: Path, base: Path | None,
               progress: Callable[[str], None] | None) -> Iterator[ScenarioOutcome]:
     """The scenarios of one stage at the same time; then, for a service several of them entered, the
     server's count against their clients' sum (taken over the whole stage)."""
-    shared = server_view.sharing(stage)
     groups = server_view.entry_groups(stage)
     if progress:
         progress("running together: " + ", ".join(sc.name for sc in stage))
@@ -124,7 +141,7 @@ def _together(stage: list[Scenario], one: Callable, settings: Settings, load_dir
     try:
         # before/after of the shared services only: each scenario's own Watch samples the engines
         with server_view.Watch(settings, list(groups)) as stage_watch:
-            futures = [pool.submit(one, sc, shared) for sc in stage]
+            futures = [pool.submit(one, sc) for sc in stage]
             for future in as_completed(futures):
                 outcome = future.result()
                 outcomes.append(outcome)
@@ -177,11 +194,11 @@ def load_env(settings: Settings, scenario: Scenario) -> dict[str, str]:
 
 
 def tools_pace(settings: Settings, scenario: Scenario, within_s: float = 10.0) -> float:
-    """Calls per second per tools user for a key of its own. The scenario's calls (its requests, plus
-    warm-up and those still in flight at its end) are spread over ``within_s`` when they all fit in
+    """Calls per second per tools user for a key of its own. The scenario's calls (its requests or the
+    budget it may extend to, plus warm-up and those still in flight at its end) are spread over ``within_s`` when they all fit in
     80 % of the key's per-minute budget; otherwise the pace is 80 % of the budget, so the limiter is
     never what the scenario measures."""
     budget = 0.8 * settings.tools.rate_limit_per_minute
-    calls = (scenario.requests or budget) + 4 * scenario.users
+    calls = (max(scenario.requests, scenario.budget) or budget) + 4 * scenario.users  # extended to its budget
     per_s = calls / within_s if calls <= budget else budget / 60
     return math.floor(per_s / scenario.users * 1000) / 1000  # rounded down: never above the budget

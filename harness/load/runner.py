@@ -3,8 +3,22 @@
 Locust is never imported here: inside a Jupyter kernel its gevent monkey-patching hangs the kernel,
 so it always runs as ``python -m locust`` in a child process. Outputs go to ``<out_dir>/``:
 ``locust_stats.csv`` (+ history, failures, exceptions; rewritten by Locust once a second), ``locust.html``, ``locust.json``,
-``locust.log``, the per-process ``samples-<pid>.jsonl``, the merged ``samples.jsonl`` and
-``scenario.json`` (the scenario as run).
+``locust.log``, the per-process ``samples-<pid>.jsonl``, the merged ``samples.jsonl``,
+``scenario.json`` (the scenario as run) and ``budget`` (the request budget as the run moved it).
+
+While Locust runs, the harness reads the samples every half second and judges the scenario's gates
+over them (``harness.load.gates``, the requests not yet done counted as unknown). A count-bounded
+run is
+
+- **stopped early** only when a gate is decided against (``abort_on``): whatever the remaining
+  requests do, it fails;
+- **extended** while a percentile gate is undecided (``extend_on``; a maximum or a ratio is decided
+  by the requests allowed, not by more) and the box is not contended: once the stated count is (nearly) done,
+  the budget grows to the count the samples so far project would decide it, up to the scenario's
+  ``budget`` (more requests at the same concurrency; the users wait at most half a second for it);
+- **capped** at ``max_run_s`` for the stated count, growing in proportion when the budget grows
+  (``max_run_s × allowed / requests``): past it the run is stopped and the requests not done are
+  failures (never run, or cut off and written as censored samples by the locustfile).
 """
 
 from __future__ import annotations
@@ -24,11 +38,12 @@ from urllib.parse import urlparse
 from harness.errors import RunbookError
 from harness.load import samples as samples_mod
 from harness.load import stats
+from harness.load.gates import Evidence, evaluate
 from harness.load.progress import progress_line
 from harness.load.samples import Sample
 from harness.load.scenarios import Scenario
 from harness.load.thresholds import Threshold
-from harness.result import now_iso
+from harness.result import Status, now_iso
 from suite.net import free_port
 
 log = logging.getLogger(__name__)
@@ -36,6 +51,8 @@ log = logging.getLogger(__name__)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 SATURATION_MARK = "CPU usage above 90%"  # Locust's own warning when the generator is the bottleneck
 SCENARIO_FILE = "scenario.json"  # the scenario as run (users, targets, ...), for later readers
+BUDGET_FILE = "budget"  # {"allowed": N, "final": bool}: read by load/_common.py
+CAP_MARGIN_S = 15.0  # Locust's -t past the harness's cap of a count-bounded run
 
 
 class LoadError(RunbookError):
@@ -56,9 +73,31 @@ class LoadRun:
     duration_s: float
     samples: list[Sample] = field(default_factory=list)  # measured (warm-up excluded)
     warmup_samples: list[Sample] = field(default_factory=list)
-    aborted: str = ""  # why the run was stopped early, if it was
+    aborted: str = ""  # why the run was stopped early (a gate decided against, an interruption), if it was
     generator_saturated: bool = False
     locust_percentiles: dict[str, dict[str, float]] = field(default_factory=dict)
+    planned: int = 0  # measured requests the run was to complete at its end (the stated count, or extended)
+    capped: str = ""  # the time cap that ended the run before its count, if one did
+    extensions: list[str] = field(default_factory=list)  # "20 -> 72: p95<70s undecided (...)" per extension
+
+    @property
+    def count_bounded(self) -> bool:
+        return bool(self.scenario.requests)
+
+    @property
+    def completed(self) -> int:
+        """Measured requests that finished (a cut-off one did not)."""
+        return sum(not s.censored for s in self.samples)
+
+    @property
+    def incomplete(self) -> bool:
+        """A count-bounded run that did not complete its count."""
+        return self.count_bounded and self.completed < self.planned
+
+    def evidence(self) -> Evidence:
+        """What the gates judge: the samples, and what is missing of the count (failures unless the run
+        was stopped early on purpose)."""
+        return Evidence(self.samples, self.planned if self.count_bounded else 0, missing_failed=not self.aborted)
 
     @property
     def samples_file(self) -> Path:
@@ -99,13 +138,13 @@ def check_host(host: str, allow_remote: bool = False) -> str:
 
 
 def locust_command(scenario: Scenario, host: str, out_dir: Path, processes: int, run_time_s: float,
-                   loglevel: str = "INFO") -> list[str]:
+                   loglevel: str = "INFO", stop_timeout_s: float = 30.0) -> list[str]:
     """The ``python -m locust`` command line of a headless run of ``scenario``."""
     cmd = [sys.executable, "-m", "locust", "-f", str(scenario.locustfile_path), "--headless",
            "-u", str(scenario.users), "-r", str(scenario.spawn_rate), "-t", f"{int(max(1, run_time_s))}s",
            "--host", host, "--csv", str(out_dir / "locust"), "--html", str(out_dir / "locust.html"),
            "--json-file", str(out_dir / "locust"), "--only-summary", "--exit-code-on-error", "0",
-           "--stop-timeout", "30", "--loglevel", loglevel, "--logfile", str(out_dir / "locust.log")]
+           "--stop-timeout", f"{stop_timeout_s:g}", "--loglevel", loglevel, "--logfile", str(out_dir / "locust.log")]
     if processes > 1:
         port = free_port()  # not 5557: several runs (tests, engineers) may share this box
         cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1",
@@ -114,17 +153,20 @@ def locust_command(scenario: Scenario, host: str, out_dir: Path, processes: int,
 
 
 def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int = 1, warmup_s: float = 0.0,
-                 abort_on: list[Threshold] | None = None, phase: int = 1, max_run_s: float = 300.0,
-                 allow_remote: bool = False, extra_env: dict[str, str] | None = None,
-                 progress: Callable[[str], None] | None = None, progress_every_s: float = 5.0) -> LoadRun:
+                 abort_on: list[Threshold] | None = None, extend_on: list[Threshold] | None = None,
+                 phase: int = 1, max_run_s: float = 300.0, allow_remote: bool = False,
+                 extra_env: dict[str, str] | None = None, progress: Callable[[str], None] | None = None,
+                 progress_every_s: float = 5.0, stop_timeout_s: float = 30.0,
+                 contended: Callable[[], str] | None = None) -> LoadRun:
     """Run ``scenario`` against ``host`` and return its samples; never raises for a bad result.
 
-    The stop condition is the scenario's request count and/or duration; ``max_run_s`` caps a
-    count-bounded run. With ``abort_on``, a count-bounded run is stopped (through a stop file the
-    locustfile watches, so Locust still writes its reports) as soon as one of those thresholds can
-    no longer pass. ``progress`` gets a line every ``progress_every_s`` (requests so far, failures,
-    current p95, rate, ETA) computed from the samples written so far. The scenario as run goes to
-    ``scenario.json`` beside the samples.
+    The stop condition is the scenario's request count and/or duration. For a count-bounded run,
+    ``abort_on`` stops it as soon as one of those thresholds is decided against, ``extend_on`` extends
+    it up to ``scenario.budget`` while one of them is undecided, and ``max_run_s`` caps it (module
+    docstring). ``progress`` gets a line every ``progress_every_s`` (requests so far, failures,
+    current p95, rate, ETA) computed from the samples written so far. When the run stops, requests
+    in flight get ``stop_timeout_s`` to finish; those still running then are cut off (censored
+    samples). The scenario as run goes to ``scenario.json`` beside the samples.
     """
     host = check_host(host, allow_remote)
     if not scenario.locustfile_path.is_file():
@@ -135,20 +177,26 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in [*samples_mod.sample_files(out_dir), out_dir / samples_mod.MERGED, out_dir / "stop"]:
         old.unlink(missing_ok=True)  # a rerun into the same folder must not mix in old samples
-    run_time = (scenario.duration_s or max_run_s) + warmup_s
-    cmd = locust_command(scenario, host, out_dir, processes, run_time)
+    budget = Budget(scenario, out_dir / BUDGET_FILE, max_run_s, extend=bool(extend_on), progress=progress,
+                    contended=contended)
+    # a count-bounded run is capped by the harness (a clear reason, the cap growing with extensions);
+    # Locust's own run time is the backstop, a little later
+    run_time = (scenario.duration_s or budget.cap_s(budget.most) + CAP_MARGIN_S) + warmup_s
+    cmd = locust_command(scenario, host, out_dir, processes, run_time, stop_timeout_s=stop_timeout_s)
     (out_dir / SCENARIO_FILE).write_text(json.dumps(
-        {**asdict(scenario), "host": host, "processes": processes, "warmup_s": warmup_s, "phase": phase}, indent=2))
+        {**asdict(scenario), "host": host, "processes": processes, "warmup_s": warmup_s, "phase": phase,
+         "max_run_s": max_run_s}, indent=2))
     env = {**os.environ, "LOAD_SAMPLES_DIR": str(out_dir), "LOAD_REQUESTS": str(scenario.requests),
-           "LOAD_WARMUP_S": str(warmup_s), "LOAD_MAX_TOKENS": str(scenario.max_tokens),
-           "LOAD_PHASE": str(phase), "LOAD_STOP_FILE": str(out_dir / "stop"), **(extra_env or {})}
+           "LOAD_BUDGET_FILE": str(budget.path), "LOAD_WARMUP_S": str(warmup_s),
+           "LOAD_MAX_TOKENS": str(scenario.max_tokens), "LOAD_PHASE": str(phase),
+           "LOAD_STOP_FILE": str(out_dir / "stop"), **(extra_env or {})}
     log.info("load %s: %s", scenario.name, " ".join(cmd))
     started_at, t0 = now_iso(), time.perf_counter()
-    aborted = ""
+    aborted = capped = ""
     with open(out_dir / "locust.out", "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(out_dir),
                                 start_new_session=True)
-        deadline = time.monotonic() + run_time + 60  # Locust's own -t plus time to write reports
+        deadline = time.monotonic() + run_time + stop_timeout_s + 60  # Locust's -t, its stop timeout, its reports
         next_note = time.monotonic() + progress_every_s
         try:
             while proc.poll() is None:
@@ -158,18 +206,27 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
                     _kill(proc)
                     aborted = aborted or "locust overran its run time and was killed"
                     break
-                watch = bool(abort_on and not aborted and scenario.requests)
+                elapsed = time.perf_counter() - t0
+                past_cap = bool(scenario.requests) and elapsed > warmup_s + budget.cap_s(budget.allowed)
+                watch = bool(scenario.requests and not (aborted or capped)
+                             and (abort_on or not budget.final or past_cap))
                 note = progress is not None and now >= next_note
                 if watch or note:
                     measured, _ = samples_mod.split_warmup(samples_mod.merge_samples(samples_mod.sample_files(out_dir)))
-                    lost = next((str(th) for th in abort_on or [] if watch
-                                 and stats.already_lost(measured, th, scenario.requests)), "")
-                    if lost:
-                        aborted = f"stopped early: {lost} can no longer pass"
-                        log.warning("load %s: %s", scenario.name, aborted)
-                        (out_dir / "stop").write_text(aborted)  # the locustfile quits cleanly on it
+                    if watch:
+                        why = _lost(measured, abort_on or [], budget.allowed) or budget.steer(measured, extend_on or [])
+                        if why:
+                            aborted = f"stopped early: {why}"
+                        elif past_cap and len(measured) < budget.allowed:
+                            capped = (f"time cap reached: {budget.cap_s(budget.allowed):g} s for {budget.allowed} "
+                                      f"requests (max_run_s {max_run_s:g} s per {scenario.requests}), "
+                                      f"{len(measured)} done")
+                        if aborted or capped:
+                            log.warning("load %s: %s", scenario.name, aborted or capped)
+                            (out_dir / "stop").write_text(aborted or capped)  # the locustfile quits cleanly on it
                     if note:
-                        progress(progress_line(scenario, measured, time.perf_counter() - t0, warmup_s, max_run_s))
+                        progress(progress_line(scenario, measured, elapsed, warmup_s, budget.cap_s(budget.allowed),
+                                               planned=budget.allowed))
                         next_note = now + progress_every_s
                 time.sleep(0.5)
             proc.wait(timeout=60)
@@ -180,8 +237,93 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     merged = samples_mod.merge_samples(samples_mod.sample_files(out_dir), out_dir / samples_mod.MERGED)
     measured, warm = samples_mod.split_warmup(merged)
     log_text = (out_dir / "locust.log").read_text(errors="replace") if (out_dir / "locust.log").exists() else ""
-    return LoadRun(scenario, host, out_dir, processes, warmup_s, proc.returncode, started_at, duration,
-                   measured, warm, aborted, SATURATION_MARK in log_text, _locust_percentiles(out_dir))
+    run = LoadRun(scenario, host, out_dir, processes, warmup_s, proc.returncode, started_at, duration,
+                  measured, warm, aborted, SATURATION_MARK in log_text, _locust_percentiles(out_dir),
+                  planned=budget.allowed if scenario.requests else 0, capped=capped, extensions=budget.extensions)
+    if run.incomplete and not (run.aborted or run.capped):
+        run.capped = (f"Locust's run time ({run_time:g} s) ran out" if "--run-time limit reached" in log_text
+                      else f"locust ended after {duration:g} s") + f" with {run.completed} of {run.planned} requests done"
+    return run
+
+
+def _lost(measured: list[Sample], gates: list[Threshold], allowed: int) -> str:
+    """The first gate decided against, whatever the requests still to come do; "" when none is."""
+    evidence = Evidence(measured, allowed, missing_failed=False)
+    for th in gates:
+        judged = evaluate(evidence, th)
+        if judged.status is Status.FAIL:
+            return f"{th} decided against ({judged.note or 'whatever the rest of the requests do'})"
+    return ""
+
+
+class Budget:
+    """The request budget of a count-bounded run as the harness moves it (``budget`` file, module
+    docstring): ``allowed`` requests so far, ``final`` once no extension will follow."""
+
+    def __init__(self, scenario: Scenario, path: Path, max_run_s: float, extend: bool,
+                 progress: Callable[[str], None] | None = None, contended: Callable[[], str] | None = None) -> None:
+        self.scenario, self.path, self.max_run_s, self.progress = scenario, path, max_run_s, progress
+        self.contended = contended
+        self.allowed = scenario.requests
+        self.most = max(scenario.budget, scenario.requests) if extend and scenario.requests else scenario.requests
+        self.final = self.most <= self.allowed
+        self.extensions: list[str] = []
+        self._write()
+
+    def cap_s(self, allowed: int) -> float:
+        """The time cap for ``allowed`` requests: ``max_run_s`` per stated count, in proportion."""
+        if not self.scenario.requests:
+            return self.max_run_s
+        return self.max_run_s * max(1.0, allowed / self.scenario.requests)
+
+    def steer(self, measured: list[Sample], gates: list[Threshold]) -> str:
+        """Make the budget final once every percentile gate is decided (other gates are decided by the
+        allowed requests themselves); extend it while one is undecided and the allowed requests are
+        (nearly) done, unless the box is contended. Never stops the run itself: returns ""."""
+        if self.final:
+            return ""
+        evidence = Evidence(measured, self.allowed, missing_failed=False)
+        undecided = [(th, evaluate(evidence, th)) for th in gates]
+        undecided = [(th, j) for th, j in undecided if j.status is Status.INDETERMINATE]
+        # only a percentile is decided by more requests (other gates are by the allowed ones coming in):
+        # with every percentile decided, whatever the rest do, no extension will follow
+        undecided = [(th, j) for th, j in undecided if th.is_percentile or th.stat == "med"]
+        if not undecided:
+            self.final = True
+            self._write()
+            return ""
+        users = self.scenario.users
+        if len(measured) < self.allowed - users:
+            return ""  # the stated tickets are still going out: judge when they are nearly done
+        busy = self.contended() if self.contended is not None else ""
+        if busy:  # its gates cannot pass on this box: more requests would only take longer
+            self.final = True
+            self._write()
+            self.extensions.append(f"not extended past {self.allowed}: the box is contended ({busy})")
+            if self.progress is not None:
+                self.progress(f"{self.scenario.name}: not extended, the box is contended: {busy}")
+            return ""
+        projected = [j.to_decide for _, j in undecided]
+        want = self.most if None in projected else max(projected)
+        if want <= self.allowed and len(measured) < self.allowed:
+            return ""  # the samples so far say the allowed count decides it: wait for the last ones
+        new = min(self.most, max(want, self.allowed + users))
+        th, judged = undecided[0]
+        lo, hi = judged.interval or (None, None)
+        self.extensions.append(f"{self.allowed} -> {new}: {th} undecided at {len(measured)} requests "
+                               f"(95 % interval {th.format_value(lo)} – {'∞' if hi is None else th.format_value(hi)})")
+        log.info("load %s: extended to %d requests: %s", self.scenario.name, new, self.extensions[-1])
+        if self.progress is not None:
+            self.progress(f"{self.scenario.name}: extending to {new} requests (budget {self.most}) to decide: "
+                          + self.extensions[-1].split(": ", 1)[1])
+        self.allowed, self.final = new, new >= self.most
+        self._write()
+        return ""
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"allowed": self.allowed, "final": self.final}))
+        os.replace(tmp, self.path)
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -20,7 +20,11 @@ MERGED = "samples.jsonl"
 
 @dataclass(frozen=True)
 class Sample:
-    """One request as the load generator saw it. ``start`` is epoch seconds, ``ms`` the full duration."""
+    """One request as the load generator saw it. ``start`` is epoch seconds, ``ms`` the full duration.
+
+    ``censored``: the request was still running when the run stopped (cut off at the time cap, or
+    stopped early) and was written by the locustfile as it quit: a failure whose true duration is at
+    least ``ms``."""
 
     name: str
     start: float
@@ -35,6 +39,7 @@ class Sample:
     itl_ms: float | None = None
     tps: float | None = None
     tokens: int | None = None
+    censored: bool = False
 
     @property
     def end(self) -> float:
@@ -79,7 +84,10 @@ def write_samples(samples: Iterable[Sample], target: Path) -> Path:
     tmp = target.with_suffix(target.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for s in samples:
-            fh.write(json.dumps({k: v for k, v in asdict(s).items() if v is not None}) + "\n")
+            row = {k: v for k, v in asdict(s).items() if v is not None}
+            if not s.censored:
+                del row["censored"]  # the usual case: the raw files stay as the locustfiles write them
+            fh.write(json.dumps(row) + "\n")
     os.replace(tmp, target)
     return target
 

@@ -218,9 +218,9 @@ def view(scenario: Scenario, run: LoadRun, watch: Watch, shared_with: list[str] 
     elif out.compared and int(server.requests) != out.client_requests:
         out.mismatch = (f"client sent {out.client_requests} request(s), {scenario.service} counted "
                         f"{int(server.requests)}")
-        if run.aborted:
-            out.mismatch += (" (the run was stopped early: requests in flight when Locust stopped are not in "
-                             "its samples, though the server may have served them)")
+        if run.aborted or run.capped:
+            out.mismatch += (" (the run was stopped early: a request cut off in flight is a censored sample, "
+                             "one the server had not counted yet may be missing from its count)")
     return out
 
 
@@ -294,7 +294,7 @@ def record_group(service: str, runs: list[tuple[Scenario, LoadRun]], watch: Watc
         mismatch = f"no server count for {service}: {server.note or 'not scraped'}"
     elif int(server.requests) != clients:
         mismatch = f"clients sent {clients} request(s), {service} counted {int(server.requests)}"
-        if any(run.aborted for _, run in runs):
+        if any(run.aborted or run.capped for _, run in runs):
             mismatch += " (a run was stopped early: requests in flight then are not in its samples)"
     path = runs[0][1].out_dir.parent / f"{label}.server.json"
     path.write_text(json.dumps({"service": service, "scenarios": names, "client_requests": clients,

@@ -143,6 +143,7 @@ class DockerBackend:
                 info = details.get(item.get("Name", ""), {})
                 st.configured, st.state = True, item.get("State", "unknown")
                 st.running = st.state == "running"
+                st.pid = int(info.get("State", {}).get("Pid") or 0) or None  # the container's init, host pid space
                 st.restarts = int(info.get("RestartCount", 0))
                 code = info.get("State", {}).get("ExitCode", item.get("ExitCode"))
                 if (code and st.state != "running") or st.restarts:
