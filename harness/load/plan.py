@@ -78,12 +78,13 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
              processes: int = 1, warmup_s: float = 0.0, abort_on_fail: bool = False,
              max_run_s: float = 300.0, base: Path | None = None, extend: bool = True,
              outside_cpu_limit_pct: float = OUTSIDE_PCT, benchmark: bool = True,
-             progress: Callable[[str], None] | None = None) -> Iterator[ScenarioOutcome]:
+             progress: Callable[[str], None] | None = None,
+             workers: runner.Workers | None = None) -> Iterator[ScenarioOutcome]:
     """Run the plan stage by stage and yield each scenario's verdicts as it finishes (module
     docstring). A plain list runs as ``named_stages``. ``extend``: a count-bounded scenario may grow
     to its budget while a gate is undecided; ``outside_cpu_limit_pct``: the share of the box's CPU
     outside processes may take before its gates cannot pass; ``benchmark``: run the CPU benchmark
-    before each stage."""
+    before each stage; ``workers``: every scenario as a distributed run (``runner.Workers``)."""
     if isinstance(scenarios, LoadPlan):
         stages = scenarios.stages
     else:
@@ -102,7 +103,8 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
                                       warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
                                       extend_on=targets if extend else None, phase=phase, max_run_s=max_run_s,
                                       extra_env=extra_env, progress=progress, contended=box.contended,
-                                      allow_remote=sc.service in settings.urls)  # placed there by the operator
+                                      allow_remote=sc.service in settings.urls,  # placed there by the operator
+                                      workers=workers)
         reading = box.reading()
         results = verdicts.judge(run, targets, base, sc.figures(), box=reading, beside=beside)
         shared = server_view.sharing(stage).get(sc.name, [])
