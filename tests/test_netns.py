@@ -8,6 +8,8 @@ s_client`` verifies a certificate, a plain-HTTP request to a TLS port gets no an
 pipeline (bring-up, health, smoke, a quick load, the pool drill, report) says GO across the hosts, with the
 gateway's chat pool spreading requests over both replicas; and the pool drill kills chat-b (on its
 own host, through ``pool_kill_command``) under load: ejection, client errors and readmission pass.
+Locust distributed: the master on ``d``, one worker in ``a`` and one in ``b``, against a small target
+on ``c`` that counts requests per client address.
 """
 
 from __future__ import annotations
@@ -154,3 +156,59 @@ def _sample(text: str, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return s.value
     return 0.0
+
+
+TARGET = """
+import asyncio, collections
+from fastapi import FastAPI, Request
+app = FastAPI()
+seen = collections.Counter()
+
+@app.get("/seen")
+async def get_seen():
+    return dict(seen)
+
+@app.post("/v1/completions")
+async def completions(request: Request):
+    seen[request.client.host] += 1
+    await asyncio.sleep(0.02)
+    return {"choices": [{"text": "x", "index": 0}]}
+"""
+
+DISTRIBUTED = """
+import json, sys
+from dataclasses import replace
+from pathlib import Path
+from harness.load import SCENARIOS, run_scenario
+from harness.load.runner import Workers
+host, out, master, launch = sys.argv[1], Path(sys.argv[2]), sys.argv[3], tuple(sys.argv[4:])
+sc = replace(SCENARIOS["code"], users=4, spawn_rate=4, requests=60)
+run = run_scenario(sc, host, out, allow_remote=True, max_run_s=120, workers=Workers(2, launch, bind=master))
+print(json.dumps({"exit": run.exit_code, "measured": len(run.samples), "log": run.log_tail()}))
+"""
+
+
+def test_locust_workers_in_two_namespaces_send_every_sample_to_the_master(net, tmp_path):
+    from harness.load.samples import read_samples
+
+    (tmp_path / "target_app.py").write_text(TARGET)
+    c, d = net.addr("c"), net.addr("d")
+    net.popen("c", [PY, "-m", "uvicorn", "target_app:app", "--host", c, "--port", "18080", "--log-level", "warning"],
+              cwd=tmp_path)
+    seen_url = f"http://{c}:18080/seen"
+    probe = [PY, "-c", "import httpx, sys; print(httpx.get(sys.argv[1], timeout=5).text)", seen_url]
+    for _ in range(100):
+        if net.run("d", probe, timeout=30).returncode == 0:
+            break
+    out = tmp_path / "load"
+    proc = net.run("d", [PY, "-c", DISTRIBUTED, f"http://{c}:18080", str(out), d,
+                         f"ip netns exec {net.ns('a')}", f"ip netns exec {net.ns('b')}"], cwd=ROOT, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["exit"] == 0 and result["measured"] >= 60, result
+    seen = json.loads(net.run("d", probe, timeout=30).stdout)
+    assert set(seen) == {net.addr("a"), net.addr("b")}, seen  # the load came from both namespaces
+    every = read_samples(out / "samples.jsonl")
+    counted = sum(e["num_requests"] for e in json.loads((out / "locust.json").read_text()) if e["method"] != "METRIC")
+    assert sum(seen.values()) == counted == sum(not s.censored for s in every), (seen, counted, len(every))
+    assert sorted(f.name for f in out.glob("samples-*.jsonl")) == ["samples-worker-1.jsonl", "samples-worker-2.jsonl"]
