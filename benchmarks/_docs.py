@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from suite.fsio import write_atomic
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
@@ -20,4 +22,4 @@ def write_section(title: str, body: str, path: Path = DOC) -> None:
     else:
         text = text.rstrip() + f"\n\n## {title}\n\n{block}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_atomic(path, text)

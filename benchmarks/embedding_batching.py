@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -34,6 +33,7 @@ import httpx
 
 from suite.embedding.app import create_app
 from suite.embedding.model import default_model_path, load_model
+from suite.fsio import write_json
 from suite.settings import Settings
 from suite.testing import ServerThread, auth
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run(args.texts, args.clients, args.repeat)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     sys.stdout.write(markdown(result) + "\n")
     sys.stdout.write(f"load average (1/5/15 min) before {result['load_average_before']}, "
                      f"after {result['load_average_after']}; {result['cpu_count']} CPUs\n")

@@ -14,7 +14,6 @@ Prints a Markdown table for docs/benchmarks.md and writes JSON next to the Locus
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 from harness.load.runner import run_scenario
 from harness.load.scenarios import SCENARIOS
 from harness.load.stats import percentile, window_s
+from suite.fsio import write_json
 from suite.testing import start_app_process
 
 APP = '''
@@ -67,7 +67,7 @@ def main() -> int:
         app.wait(10)
     meta = {"cores": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg(),
             "seconds": args.seconds}
-    (out / "ceiling.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_json(out / "ceiling.json", {"meta": meta, "rows": rows})
     print(f"cores {meta['cores']}, load average {', '.join(f'{x:.1f}' for x in meta['load_average'])}, "
           f"{args.seconds:g} s per row, outputs in {out}\n")
     print("| Locust processes | users | requests | failed | req/s | p50 ms | p95 ms | generator CPU > 90 % |")

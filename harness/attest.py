@@ -37,6 +37,7 @@ from harness.ledger import git_sha, sha256_file
 from harness.result import Status
 from harness.rundir import RunDir
 from harness.verdict import judge, load_run
+from suite.fsio import write_atomic
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://in-toto.io/attestation/test-result/v0.1"
@@ -157,11 +158,7 @@ def sign_run(run_dir: Path, key: signing.SigningKey | None = None) -> Path:
     signing.check_location(key.path, [run_dir.parent])
     payload = _canonical(statement(run_dir))
     envelope = signing.sign(payload, key)
-    target = run_dir / FILE_NAME
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(envelope, separators=(",", ":")) + "\n", encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_atomic(run_dir / FILE_NAME, json.dumps(envelope, separators=(",", ":")) + "\n")
 
 
 def close_run(run_dir: Path) -> str:

@@ -284,7 +284,8 @@ def check_retention(settings: Settings, keep_last: int, keep_days: float) -> Che
     now = time.time()
     newest = set(sorted(before, key=before.get)[-keep_last:])
     expected = sorted(n for n, ts in before.items() if n in newest or now - ts < keep_days * 86400)
-    left = sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file())
+    left = sorted(p.name for p in root.iterdir()  # a killed backup's `.partial` is no set, manifest or not
+                  if (p / "manifest.json").is_file() and not p.name.endswith(".partial"))
     ok = rc == 0 and left == expected
     return CheckResult("backup.retention", f"Retention keeps the newest {keep_last} and sets younger than "
                        f"{keep_days} days", STAGE, Status.PASS if ok else Status.FAIL,

@@ -1,5 +1,6 @@
 """``harness`` command: run and resume runbook sequences, list and compare runs, rebuild a report,
-sign and verify runs (``keys``, ``verify``), check a waiver file."""
+sign and verify runs (``keys``, ``verify``), check a waiver file, and name the run that runbooks opened
+by hand write into (``harness manual``)."""
 
 from __future__ import annotations
 
@@ -215,6 +216,28 @@ def cmd_box(args) -> int:
     return 0
 
 
+def cmd_manual(args) -> int:
+    from harness import manual
+
+    if args.action == "start":
+        try:
+            path = manual.start(args.runs_dir, args.name or "")
+        except ValueError as exc:
+            raise RunbookError(str(exc)) from None
+        _say(f"manual run: {path}")
+        _say(f"every runbook opened by hand now writes here (named in {manual.pointer_file(args.runs_dir)}); "
+             "`harness manual stop` ends it")
+    elif args.action == "stop":
+        closed = manual.stop(args.runs_dir)
+        _say(f"closed manual run {closed}; the next runbook opened by hand starts a new one" if closed
+             else "no manual run to close")
+    else:
+        chosen = manual.choose(args.runs_dir)
+        _say(f"{'a new run' if chosen.new else 'run'}: {chosen.path}")
+        _say(f"why: {chosen.reason}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description="Run executable runbooks and report on them.",
                                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -278,6 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     prm = sub.add_parser("params", help="list the parameters the runbooks of a sequence accept")
     prm.add_argument("sequence", nargs="?", type=Path)
     prm.set_defaults(func=cmd_params)
+
+    man = sub.add_parser("manual", help="the run that runbooks opened by hand write into (JupyterLab, nbmake)",
+                         description="Runbooks opened by hand join one manual run: HARNESS_RUN_DIR, else the run "
+                                     "named in runs/current (start / stop), else the newest open manual run active "
+                                     "in the last HARNESS_MANUAL_HOURS hours (8), else a new one.")
+    man.add_argument("action", choices=["show", "start", "stop"], nargs="?", default="show",
+                     help="show (default): which run a runbook opened now would use, and why; start: a new "
+                          "manual run every runbook opened by hand joins; stop: close it")
+    man.add_argument("--name", help="run id of the run `start` makes (default: manual-<date>-<time>)")
+    runs_dir(man)
+    man.set_defaults(func=cmd_manual)
 
     rep = sub.add_parser("report", help="(re)build report.html of a run directory")
     rep.add_argument("run", help="run directory or run id (`last`: the newest run)")

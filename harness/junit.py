@@ -14,11 +14,13 @@ next step (``harness.remedies``).
 
 from __future__ import annotations
 
+import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.result import CheckResult, Status
 from harness.review import Review, review_run
+from suite.fsio import write_atomic
 
 
 def _case(suite: ET.Element, r: CheckResult, seen: Review) -> None:
@@ -93,5 +95,6 @@ def _waiver_cases(root: ET.Element, seen: Review) -> None:
 def write_junit(run_dir: Path, target: Path) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    build(run_dir).write(target, encoding="utf-8", xml_declaration=True)
-    return target
+    buf = io.BytesIO()
+    build(run_dir).write(buf, encoding="utf-8", xml_declaration=True)
+    return write_atomic(target, buf.getvalue())

@@ -86,10 +86,31 @@ def run_keys(settings: Settings) -> RunKeys:
         if keys.key_store == store:
             return keys
     if store not in _OWN:
-        run_id = f"manual-{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
+        run_id = process_run_id()
         _OWN[store] = mint_run_keys(settings, run_id)
         atexit.register(_revoke_quietly, settings, run_id)
     return _OWN[store]
+
+
+def process_run_id(pid: int | None = None, at: float | None = None) -> str:
+    """``manual-<host>-<pid>-<epoch s>``: the owner of the keys a process mints by hand."""
+    return f"manual-{socket.gethostname()}-{pid or os.getpid()}-{int(time.time() if at is None else at)}"
+
+
+def held_by_live_process(run_id: str) -> bool:
+    """True when ``run_id`` names keys a process of this host minted by hand and that process still
+    runs: a kernel still open in JupyterLab, whose keys go when it exits (not a leftover)."""
+    import psutil
+
+    prefix = f"manual-{socket.gethostname()}-"
+    if not run_id.startswith(prefix):
+        return False
+    try:
+        pid, minted = (int(part) for part in run_id[len(prefix):].split("-"))
+        process = psutil.Process(pid)
+        return process.create_time() <= minted + 1 and process.status() != psutil.STATUS_ZOMBIE
+    except (ValueError, psutil.Error):
+        return False
 
 
 def bearer(key: str) -> dict[str, str]:

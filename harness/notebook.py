@@ -1,10 +1,12 @@
 """What a runbook cell calls: open the run directory, record results, show them, gate on failures.
 
 Under ``harness run`` the notebook gets the run's directory as a parameter. Opened by hand (empty
-``run_dir``), each kernel session gets a run directory of its own, ``runs/manual-<kernel start>-<kernel
-id>``, listed by ``harness list``: results of one session never mix with another's, and the runbook
-records its own step state there, so a report written in that directory says "not run" for every
-runbook the session did not run (and NO-GO when a required one is missing).
+``run_dir``: JupyterLab, nbmake, any kernel), the runbook joins the session's manual run
+(``harness.manual``: ``HARNESS_RUN_DIR``, ``runs/current``, or the newest manual run active in the
+last hours), so 00 → 09 by hand write one run that ``09_report`` can judge GO; ``HARNESS_PARAM_<NAME>``
+in the kernel's environment replaces a parameter's value (``harness.params.from_environment``). A
+manual run records each runbook's step state itself, so its report says "not run" for every runbook
+the session did not run.
 
 A runbook that needs the stack calls ``rb.needs_services(settings, phase)`` first: with a service of
 its phase not answering it records one failed check and stops the notebook with one line (no
@@ -15,18 +17,23 @@ run by hand never measures closed ports.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-import psutil
-
-from harness import waivers
+from harness import manual, waivers
 from harness.errors import ChecksFailed, RunbookError
-from harness.palette import WAIVED_COLOR, status_color
-from harness.result import CheckResult, Stage, Status, now_iso, save_results, summarize, with_headroom
-from harness.rundir import RunDir, default_runs_dir
+from harness.result import (
+    CHECK_OUTCOMES,
+    CheckResult,
+    Stage,
+    Status,
+    now_iso,
+    save_results,
+    summarize,
+    with_headroom,
+)
+from harness.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -48,32 +55,34 @@ class Runbook:
         self.results: list[CheckResult] = []
 
     @classmethod
-    def open(cls, run_dir: str, name: str) -> Runbook:
-        """Use the run directory ``harness run`` passed in; by hand (empty), this kernel session's own."""
-        run = RunDir.create(Path(run_dir).resolve().parent, Path(run_dir).name) if run_dir else \
-            RunDir.create(default_runs_dir(), kernel_session_run_id())
-        meta = run.read_json(run.meta_file, default=None)
-        if meta is None:  # a directory `harness run` did not make: a manual run
-            from harness.sequence import default_sequence, run_meta
+    def open(cls, run_dir: str, name: str, namespace: dict[str, Any] | None = None) -> Runbook:
+        """Use the run directory ``harness run`` passed in; by hand (empty), the manual session's run.
 
-            meta = run_meta(run, default_sequence(), {}, manual=True)
-            run.write_json(run.meta_file, meta)
-        rb = cls(run, name, manual=bool(meta.get("manual")))
-        if rb.manual:
-            rb._set_step(Status.RUNNING)
-            rb.say(f"manual run: {run.path}  (results of this kernel session go here; `harness list` lists it)")
+        By hand, ``HARNESS_PARAM_<NAME>`` values from the environment are applied to ``namespace``
+        (default: the kernel's globals, where the parameters cell put its values)."""
+        if run_dir:
+            run, why = manual.open_run(Path(run_dir).resolve()), ""
+        else:
+            chosen = manual.choose()
+            run, why = manual.open_run(chosen.path), chosen.reason
+        meta = run.read_json(run.meta_file, default={}) or {}
+        rb = cls(run, name, manual=not run_dir or bool(meta.get("manual")))
+        if rb.manual:  # run again by hand, a runbook replaces what it recorded before
+            rb.results_file.unlink(missing_ok=True)
+            manual.update_step(run, f"{name}.ipynb", started_at=now_iso(), status=Status.RUNNING.value, error="",
+                               output=None, html=None)  # the executed copy of an earlier attempt: until saved
+            rb.say(f"manual run: {run.path}" + (f"  ({why})" if why else ""))
+            applied = _apply_environment(namespace, name)
+            if applied:
+                from harness.params import describe_applied
+
+                rb.say(f"parameters from the environment: {describe_applied(applied)}")
         return rb
 
     def _set_step(self, status: Status, error: str = "") -> None:
         """A manual run keeps its own ``steps.json`` (under `harness run` the sequence owns it)."""
-        steps = self.run.read_json(self.run.steps_file, default=[])
-        notebook = f"{self.name}.ipynb"
-        step = next((s for s in steps if s["notebook"] == notebook), None)
-        if step is None:
-            step = {"notebook": notebook, "started_at": now_iso()}
-            steps.append(step)
-        step.update(status=status.value, error=error)
-        self.run.write_json(self.run.steps_file, steps)
+        started = {"started_at": now_iso()} if status is Status.RUNNING else {}
+        manual.update_step(self.run, f"{self.name}.ipynb", **started, status=status.value, error=error)
 
     def say(self, line: str) -> None:
         """A progress line: in the notebook's output (the cell's stdout is what a runbook shows) and,
@@ -113,24 +122,13 @@ class Runbook:
         return new
 
     def table(self, results: Iterable[CheckResult] | None = None):
-        """An HTML table of results for the notebook's output."""
-        import html
-
+        """The results as a left-aligned HTML table, detail folded under each row (``harness.tables``)."""
         from IPython.display import HTML
 
-        rows = []
+        from harness.tables import results_table
+
         judged = self._waivers()
-        for r in (self.results if results is None else list(results)):
-            waived = judged.waiver_for(r) is not None
-            label, color = ("WAIVED", WAIVED_COLOR) if waived else (r.status.label, status_color(r.status))
-            rows.append(
-                f"<tr><td style='color:{color};font-weight:bold'>{label}</td>"
-                f"<td>{html.escape(r.id)}</td><td>{html.escape(r.title)}</td>"
-                f"<td>{html.escape(str(r.target))}</td><td>{html.escape(str(r.measured))}</td>"
-                f"<td>{'<b>' + html.escape(r.caveat) + '</b><br>' if r.caveat else ''}{html.escape(r.detail)}</td>"
-                f"<td>{r.duration_s:.2f}s</td></tr>")
-        head = "".join(f"<th>{h}</th>" for h in ("status", "id", "check", "target", "measured", "detail", "took"))
-        return HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        return HTML(results_table(self.results if results is None else results, waived=judged.waived))
 
     def _waivers(self) -> waivers.Judgement:
         """The run's waivers (its ``waivers.toml``) laid over this runbook's results."""
@@ -140,11 +138,11 @@ class Runbook:
     def summary(self) -> dict[str, int]:
         return summarize(self.results)
 
-    def gate(self) -> dict[str, int]:
+    def gate(self) -> GateSummary:
         """Fail the runbook (after saving) when any check failed that no waiver in force covers (the
         run's ``waivers.toml``, ``harness.waivers``); warnings, skips, info and indeterminate gates
         pass it (an indeterminate gate makes the run NO-GO, not the runbook fail: the runbooks after
-        it still leave their evidence)."""
+        it still leave their evidence). The counts it returns show as one sentence."""
         save_results(self.results, self.results_file)
         judged = self._waivers()
         for r in self.results:
@@ -155,16 +153,56 @@ class Runbook:
             self._set_step(Status.FAIL if failed else Status.PASS, f"{len(failed)} check(s) failed" if failed else "")
         if failed:
             raise ChecksFailed(failed, notebook=self.name)
-        return self.summary()
+        return GateSummary(self.name, self.summary())
+
+    def done(self) -> None:
+        """End a runbook that records no checks of its own (the report): by hand, its step passes."""
+        if self.manual:
+            self._set_step(Status.PASS)
 
 
-def kernel_session_run_id() -> str:
-    """``manual-<kernel start time>-<kernel id>``: the same for every call in one kernel session."""
-    started = datetime.fromtimestamp(psutil.Process().create_time()).strftime("%Y%m%d-%H%M%S")
-    try:
-        from ipykernel.connect import get_connection_file
+class GateSummary(dict):
+    """A passed gate's counts by status (a dict), shown as a sentence:
+    ``02_health passed: 9 checks (7 pass, 2 skip), none failed.``"""
 
-        kernel = Path(get_connection_file()).stem.removeprefix("kernel-")[:8]
-    except Exception:  # not in a kernel (a plain interpreter): the process identifies the session
-        kernel = f"pid{os.getpid()}"
-    return f"manual-{started}-{kernel}"
+    def __init__(self, name: str, counts: dict[str, int]) -> None:
+        super().__init__(counts)
+        self.name = name
+
+    def __str__(self) -> str:
+        total = sum(self.values())
+        if not total:
+            return f"{self.name} passed: no check was recorded."
+        parts = ", ".join(f"{self[s.value]} {s.value}" for s in CHECK_OUTCOMES if self.get(s.value))
+        return f"{self.name} passed: {total} check{'s' if total != 1 else ''} ({parts}), none failed."
+
+    __repr__ = __str__
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's display of a cell's last value
+        printer.text(str(self))
+
+
+def _apply_environment(namespace: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    from harness.params import from_environment
+
+    if namespace is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return {}
+        shell = get_ipython()
+        if shell is None:
+            return {}
+        namespace = shell.user_ns
+    return from_environment(namespace, notebook=f"{name}.ipynb")
+
+
+def data_table(rows: list[dict]):
+    """A left-aligned HTML table of plain rows (dicts with the same keys) for a notebook's output."""
+    from IPython.display import HTML
+
+    from harness.tables import html_table
+
+    if not rows:
+        return HTML("<p>(no rows)</p>")
+    return HTML(html_table(list(rows[0]), [list(r.values()) for r in rows]))

@@ -161,3 +161,49 @@ def effective(notebook: Path, raw: dict[str, Any]) -> dict[str, Any]:
     declared = declared_parameters(notebook)
     given = resolve([notebook], {k: v for k, v in raw.items() if k in declared})[notebook.name]
     return {name: given[name] if name in given else p.default_value() for name, p in declared.items()}
+
+
+# -- by hand: parameters from the kernel's environment ---------------------------------------------------
+ENV_PREFIX = "HARNESS_PARAM_"
+
+
+def _annotation_name(annotation: Any) -> str:
+    """``int`` -> ``"int"``, ``list[str]`` -> ``"list[str]"``, a string annotation as written."""
+    import types
+
+    if isinstance(annotation, str):
+        return annotation
+    if isinstance(annotation, types.GenericAlias):
+        return str(annotation)
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def from_environment(namespace: dict[str, Any], environ: dict[str, str] | None = None,
+                     notebook: str = "") -> dict[str, Any]:
+    """Apply ``HARNESS_PARAM_<NAME>=VALUE`` from the environment to ``namespace`` (a kernel's globals,
+    after its parameters cell ran): what papermill's injected cell does under ``harness run``, for
+    notebooks run by hand, by nbmake or in JupyterLab started with that environment. Only parameters
+    the parameters cell declared (annotated) are set, each converted to its declared type (a value that
+    does not fit raises ``ParameterError``); ``run_dir`` and ``run_id`` are not (``HARNESS_RUN_DIR``
+    names the run). Returns what was applied."""
+    import os
+
+    env = os.environ if environ is None else environ
+    declared = namespace.get("__annotations__") or {}
+    applied: dict[str, Any] = {}
+    for key, raw in sorted(env.items()):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name in RESERVED or name not in declared:
+            continue
+        param = Parameter(name, _annotation_name(declared[name]), "")
+        namespace[name] = applied[name] = param.convert(raw, notebook or "this notebook")
+    return applied
+
+
+def describe_applied(applied: dict[str, Any]) -> str:
+    """``profile=quick, users=2`` with secret values redacted."""
+    from harness.redact import is_secret
+
+    return ", ".join(f"{k}=[redacted]" if is_secret(k) else f"{k}={v!r}" for k, v in applied.items())

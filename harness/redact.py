@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from suite.fsio import write_atomic
+
 MASK = "[redacted]"
 MIN_LENGTH = 4
 SECRET_WORDS = frozenset({"key", "token", "password", "passwd", "passphrase", "secret", "credential",
@@ -88,9 +90,7 @@ class Redactor:
         cleaned = self.text(original)
         if cleaned == original:
             return False
-        tmp = Path(path).with_name(Path(path).name + ".redact.tmp")
-        tmp.write_text(cleaned, encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, cleaned)
         return True
 
     def tree(self, folder: Path) -> list[Path]:
@@ -107,7 +107,8 @@ def redact_parameters(parameters: Mapping[str, Any], secret_names: Iterable[str]
 
 
 class RedactingHandler:
-    """A papermill I/O handler that writes notebooks through a ``Redactor`` (reads pass through)."""
+    """A papermill I/O handler that writes notebooks through a ``Redactor`` and ``suite.fsio`` (reads
+    pass through)."""
 
     def __init__(self, redactor: Redactor) -> None:
         from papermill.iorw import LocalHandler
@@ -122,7 +123,9 @@ class RedactingHandler:
         return self.local.listdir(path)
 
     def write(self, buf: str, path: str) -> None:
-        return self.local.write(self.redactor.text(buf), path)
+        # papermill rewrites the notebook after every cell: crash-safe, so a killed run leaves the
+        # notebook as of its last finished cell, never half a JSON file
+        write_atomic(path, self.redactor.text(buf))
 
     def pretty_path(self, path: str) -> str:
         return self.local.pretty_path(path)

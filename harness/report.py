@@ -30,6 +30,7 @@ from harness.palette import STATUS_COLORS, WAIVED_COLOR, status_color, status_cs
 from harness.result import CheckResult, Stage, Status, format_interval, format_measure, now_iso
 from harness.review import review
 from harness.verdict import load_run
+from suite.fsio import write_atomic
 
 
 def _duration_chart(results: list[CheckResult]) -> str | None:
@@ -37,21 +38,20 @@ def _duration_chart(results: list[CheckResult]) -> str | None:
     timed = [r for r in results if r.duration_s and r.duration_s > 0]
     if not timed:
         return None
-    import matplotlib
+    from harness.charts import pyplot, scale_to_data
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     height = max(2.0, 0.28 * len(timed) + 0.8)
     fig, ax = plt.subplots(figsize=(8, height))
     ax.barh([r.id for r in timed][::-1], [r.duration_s for r in timed][::-1],
             color=[status_color(r.status) for r in timed][::-1])
-    ax.set_xlabel("seconds")
+    log = scale_to_data(ax, [r.duration_s for r in timed], axis="x")
+    ax.set_xlabel("seconds" + (" (log scale)" if log else ""))
     ax.set_title("Time per check")
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     buf = io.StringIO()
-    fig.savefig(buf, format="svg")
+    fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     svg = buf.getvalue()
     return svg[svg.find("<svg"):]
@@ -152,8 +152,4 @@ def _scans(run_dir: Path) -> list[dict[str, Any]]:
 
 def write_report(run_dir: Path, title: str = "Completion report") -> Path:
     run_dir = Path(run_dir)
-    target = run_dir / "report.html"
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(render(run_dir, title), encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_atomic(run_dir / "report.html", render(run_dir, title))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -31,6 +30,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from suite.fsio import write_json
 
 
 class Status(StrEnum):
@@ -292,13 +293,10 @@ def timed() -> Iterator[Timer]:
 
 
 def save_results(results: Iterable[CheckResult], path: Path) -> Path:
-    """Write results as JSON atomically (a reader never sees half a file)."""
+    """Write results as JSON crash-safe (``suite.fsio``: a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False, default=str))
-    os.replace(tmp, path)
-    return path
+    return write_json(path, [r.to_dict() for r in results], default=str)
 
 
 def load_results(path: Path) -> list[CheckResult]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from suite.fsio import write_json
 from suite.settings import project_root
 
 
@@ -93,12 +93,8 @@ class RunDir:
         self.write_json(self.started_services_file, record)
 
     def write_json(self, name: str | Path, data: Any) -> Path:
-        """Write ``data`` as JSON atomically; ``name`` is relative to the run directory."""
-        target = self.path / name
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-        os.replace(tmp, target)
-        return target
+        """Write ``data`` as JSON crash-safe (``suite.fsio``); ``name`` is relative to the run directory."""
+        return write_json(self.path / name, data, default=str)
 
     def read_json(self, name: str | Path, default: Any = None) -> Any:
         try:

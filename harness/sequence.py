@@ -24,6 +24,7 @@ Kernels talk to papermill over IPC (unix sockets), not TCP: no port is opened, a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -48,6 +49,7 @@ from harness.redact import Redactor, redact_notebook_writes, redact_parameters
 from harness.result import CheckResult, Status, load_results, now_iso
 from harness.rundir import RunDir, new_run_id
 from suite import services
+from suite.fsio import write_atomic
 from suite.settings import Settings, project_root
 
 log = logging.getLogger(__name__)
@@ -360,13 +362,42 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
 
 
 class IPCKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernels listen on unix sockets in a private temp folder, not on TCP."""
+    """A kernel manager whose kernels listen on unix sockets in a private temp folder, not on TCP,
+    and are shut down without an interrupt when they are idle.
+
+    jupyter_client's shutdown sends SIGINT to the kernel's whole process group *before* it asks the
+    kernel to shut down. A kernel that is still finishing a message then logs ``[IPKernelApp] ERROR |
+    KeyboardInterrupt caught in kernel.`` (seen during 02_health and 03_smoke of a GO run), and the
+    kernel's children (a Locust or ``suite`` process) get the SIGINT as well. Here the kernel is asked
+    first; ipykernel then stops its children and exits. Only a kernel still running code after
+    ``shutdown_wait_time`` gets jupyter_client's interrupt, request, SIGTERM and SIGKILL.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._ipc_dir = tempfile.mkdtemp(prefix="harness-kernel-")
         self.transport = "ipc"
         self.ip = os.path.join(self._ipc_dir, "k")
+
+    async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        if now or restart or not self.owns_kernel or not self.has_kernel:
+            await super()._async_shutdown_kernel(now=now, restart=restart)
+            return
+        self.shutting_down = True
+        self.stop_restarter()
+        await self._async_request_shutdown()
+        try:
+            await asyncio.wait_for(self._async_wait(pollinterval=0.05), timeout=self.shutdown_wait_time)
+        except TimeoutError:  # still busy: interrupt it, ask again, then terminate and kill
+            log.debug("kernel still running %.0f s after the shutdown request; interrupting it",
+                      self.shutdown_wait_time)
+            await super()._async_shutdown_kernel()
+            return
+        if self.has_kernel and self.provisioner is not None:
+            await self.provisioner.wait()
+        await self._async_cleanup_resources()
+
+    shutdown_kernel = _async_shutdown_kernel  # AsyncKernelManager binds the base class's coroutine
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
@@ -405,7 +436,7 @@ def _execute(seq: Sequence, step: Step, run: RunDir, parameters: dict[str, Any],
     finally:
         step.duration_s = round(time.perf_counter() - t0, 2)
         if output.exists():
-            step.html = str(_export_html(output).relative_to(run.path))
+            step.html = str(export_html(output).relative_to(run.path))
         redactor.tree(run.path)
         save_steps()
 
@@ -413,7 +444,7 @@ def _execute(seq: Sequence, step: Step, run: RunDir, parameters: dict[str, Any],
 NO_SCRIPT = "data:text/javascript,"  # instead of require.js and MathJax from a CDN: the HTML stays offline
 
 
-def _export_html(notebook: Path) -> Path:
+def export_html(notebook: Path) -> Path:
     """A code-free HTML rendering of an executed notebook, for reviewers; it loads nothing from the
     network (our runbooks use neither widgets nor math)."""
     import nbformat
@@ -424,9 +455,7 @@ def _export_html(notebook: Path) -> Path:
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                             require_js_url=NO_SCRIPT, mathjax_url=NO_SCRIPT, log=quiet)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    target = notebook.with_suffix(".html")
-    target.write_text(body, encoding="utf-8")
-    return target
+    return write_atomic(notebook.with_suffix(".html"), body)
 
 
 class _ProgressTail:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from harness.errors import RunbookError
+from suite.fsio import write_atomic
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
@@ -110,14 +110,11 @@ def init_key(path: Path, forbidden: list[Path] = ()) -> tuple[SigningKey, bool]:
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    # created 0600 (O_EXCL: never over a file someone slipped in), written, then named
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
-        fh.write(pem)
-    os.replace(tmp, path)
+    # created 0600 (suite.fsio: a temporary file opened O_EXCL|O_NOFOLLOW, never over a file someone
+    # slipped in), fsynced, then named
+    write_atomic(path, pem, mode=0o600)
     pub = public_path(path)
-    pub.write_bytes(public_pem(private.public_key()))
+    write_atomic(pub, public_pem(private.public_key()), mode=0o644)
     pub.chmod(0o644)
     return SigningKey(path, private), True
 

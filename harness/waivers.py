@@ -40,6 +40,7 @@ from pathlib import Path
 
 from harness.errors import RunbookError
 from harness.result import CheckResult, Status
+from suite.fsio import write_atomic
 
 FILE_NAME = "waivers.toml"  # the run's copy, in the run directory
 KEYS = ("check", "justification", "owner", "expires")
@@ -149,10 +150,7 @@ def install(source: Path, run_dir: Path) -> dict[str, object]:
     source = Path(source)
     waivers = load(source)  # refuses before the copy
     data = source.read_bytes()
-    target = Path(run_dir) / FILE_NAME
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    write_atomic(Path(run_dir) / FILE_NAME, data)
     return {"source": str(source.resolve()), "file": FILE_NAME, "sha256": hashlib.sha256(data).hexdigest(),
             "count": len(waivers)}
 

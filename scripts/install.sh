@@ -4,6 +4,7 @@
 # Safe to run again: each step is skipped when already done.
 #
 #   SUITE_LLAMA_BUILD=auto|avx512|avx2|cuda   CPU variant (auto: avx512 when the CPU has it) or CUDA
+#   SUITE_CUDA_ARCH=89                        with cuda: compile for this compute capability only
 #   SUITE_VENV=.venv                          where the virtual environment lives
 #   SUITE_EXTRAS=test                         extras of the project to install (e.g. "test,bench"; empty: none)
 #   SUITE_EDITABLE=1                          0 installs a copy of the project (the container image)
@@ -50,8 +51,9 @@ if [ "${SUITE_MONITORING_TOOLS:-1}" != 0 ]; then
            "(sudo apt-get install --no-install-recommends prometheus prometheus-alertmanager)"
   fi
 fi
-# Chromium, for the test that renders a report with the network off (tests/test_report.py); optional
-# in the same way: installed with the test extra where we may, else that test skips.
+# Chromium, for the browser tests (tests/test_report.py, tests/test_browser.py: the report with the
+# network off, JupyterLab driven by Playwright through this binary); optional in the same way: installed
+# with the test extra where we may, else those tests skip.
 case ",$EXTRAS," in *,test,*)
   if ! command -v chromium >/dev/null; then
     if $as_root_with_apt; then need_apt+=(chromium); else log "note: chromium absent; the offline report test will skip"; fi
@@ -93,7 +95,9 @@ noamx="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
 case "$variant" in
   avx2)   flags="$base $cpu -DGGML_AVX512=OFF $noamx" ;;
   avx512) flags="$base $cpu -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX512_VBMI=ON $noamx" ;;
-  cuda)   flags="$base $cpu -DGGML_CUDA=ON $noamx" ;;
+  # SUITE_CUDA_ARCH (e.g. 89 for an RTX 4050, 90 for an H100) compiles for that card only: minutes
+  # instead of the whole architecture list (scripts/gpu_check.sh sets it from nvidia-smi)
+  cuda)   flags="$base $cpu -DGGML_CUDA=ON $noamx${SUITE_CUDA_ARCH:+ -DCMAKE_CUDA_ARCHITECTURES=$SUITE_CUDA_ARCH}" ;;
   *) log "SUITE_LLAMA_BUILD must be auto, avx2, avx512 or cuda (got '$variant')"; exit 2 ;;
 esac
 key=$(printf '%s %s' "$LLAMA_VERSION" "$flags" | sha256sum | cut -c1-12)
@@ -125,6 +129,16 @@ if [ "$(cat "$VENV/.project-stamp" 2>/dev/null || true)" != "$stamp" ]; then
   pip_ install -q "torch==2.13.0" "${editable[@]}" "$project"
   echo "$stamp" > "$VENV/.project-stamp"
 fi
+
+# --- notebooks are committed without outputs: the nbstripout git filter (harness.gitfilter), and
+# the harness.lab Jupyter server extension, which saves the runbooks clean from JupyterLab and keeps
+# their outputs in the run (enabled by a config file in the venv: an editable install does not copy
+# pyproject's data-files, and `jupyter server extension enable` refuses a module it has no config for)
+if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  quiet "$VENV/bin/python" -m harness.gitfilter install --python "$VENV/bin/python"
+fi
+mkdir -p "$VENV/etc/jupyter/jupyter_server_config.d"
+cp jupyter-config/jupyter_server_config.d/harness.lab.json "$VENV/etc/jupyter/jupyter_server_config.d/"
 
 # --- models into the data directory ---------------------------------------------------------------
 if [ "${SUITE_SKIP_MODELS:-0}" != 1 ]; then quiet "$VENV/bin/suite" models install; fi

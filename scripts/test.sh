@@ -2,8 +2,10 @@
 # The test job: install if needed (test extras included), ruff, the security scans (Bandit over suite/
 # and harness/ against its reviewed baseline, pip-audit of the environment: skipped, saying so, when the
 # advisory source is out of reach), then pytest over tests/ — unit tests, integration tests against real
-# services and models, and the runbooks executed through papermill.
-# Arguments go to pytest, e.g.:  bash scripts/test.sh -k gateway -x
+# services and models, the runbooks executed through papermill — then, in the same pytest session,
+# every notebook of runbooks/ and notebooks/ run top to bottom by nbmake as a person would run it
+# (conftest.py: one phase-3 stack, one manual run runs/nbmake-<time>/, the quick profile).
+# Arguments go to pytest, e.g.:  bash scripts/test.sh -k gateway -x   (tests/test_x.py: only that file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -13,7 +15,7 @@ echo "[test] ruff check" >&2
 echo "[test] security scans (bandit, pip-audit)" >&2
 .venv/bin/python -m harness.security.scans
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --nbmake --nbmake-timeout=900 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

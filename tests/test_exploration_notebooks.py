@@ -127,6 +127,38 @@ def test_latency_explorer_says_when_there_are_no_samples(tmp_path):
     assert "no run under" in info.value.evalue and "has load samples" in info.value.evalue
 
 
+def _samples(folder: Path, ok: bool, n: int, t0: float) -> None:
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"name": "code completion", "start": t0 + i, "ms": 120.0 + i, "ok": ok,
+                         "error": None if ok else "ConnectError: [Errno 111] Connection refused"}) for i in range(n)]
+    (folder / "samples.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_latency_explorer_passes_over_runs_whose_requests_all_failed_and_says_so(tmp_path):
+    """A load runbook run by hand against no stack leaves only refused connections: not 'the newest run'."""
+    from harness.load.explore import NoLoadSamples, choose_run
+
+    runs_root = tmp_path / "runs"
+    _samples(runs_root / "good" / "load" / "code", ok=True, n=6, t0=1000.0)
+    _samples(runs_root / "refused" / "load" / "code", ok=False, n=40, t0=2000.0)
+    os.utime(runs_root / "good" / "load" / "code" / "samples.jsonl", (time.time() - 600, time.time() - 600))
+    choice = choose_run("", runs_root)
+    assert choice.run == (runs_root / "good").resolve()
+    assert choice.passed_over == ["refused: all 40 samples failed (mostly: ConnectError: [Errno 111] Connection refused)"]
+    assert "1 newer run(s) passed over" in choice.reason
+    named = choose_run(str(runs_root / "refused"), runs_root)  # named explicitly: shown, with a note
+    assert named.run == (runs_root / "refused").resolve() and "all 40 samples failed" in named.reason
+
+    nb = execute(LATENCY, tmp_path / "out.ipynb", runs_root=str(runs_root))
+    _, text = outputs(nb)
+    assert f"run: {(runs_root / 'good').resolve()}" in text
+    assert "passed over refused: all 40 samples failed" in text and "code: 6 measured" in text
+
+    shutil.rmtree(runs_root / "good")
+    with pytest.raises(NoLoadSamples, match="has only failed requests .*refused: all 40 samples failed"):
+        choose_run("", runs_root)
+
+
 # -- against a real stack -------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_rag_playground_on_a_phase_2_stack(phase2, tmp_path, monkeypatch):

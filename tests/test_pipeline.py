@@ -83,6 +83,11 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     assert sorted(drill) == sorted(f"fault.{name}" for name in STACK)  # every service killed once
     assert {k: r["status"] for k, r in drill.items()} == dict.fromkeys(drill, "pass"), drill
     assert (run / "figures" / "fault_drill_timeline.svg").is_file()
+    durability = {r["id"]: r for r in json.loads((run / "results" / "06b_durability.json").read_text())}
+    assert {k: r["status"] for k, r in durability.items()} == dict.fromkeys(durability, "pass"), durability
+    assert {"durability.memory", "durability.rag", "durability.tools.approvals", "durability.sqlite"} <= set(durability)
+    assert all(durability[k]["value"] == 0 for k in ("durability.memory", "durability.rag", "durability.tools.audit"))
+    assert json.loads((run / "faults" / "durability.json").read_text())["kills"]  # the seed's kills, recorded
     backup = {r["id"]: r for r in json.loads((run / "results" / "07_backup.json").read_text())}
     assert {"backup.create", "backup.drill.counts", "backup.drill.tamper", "backup.rto", "backup.retention"} <= set(backup)
     manifest_copy = next((run / "backups").glob("*.manifest.json"))  # every file still matches its sha256

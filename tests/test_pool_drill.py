@@ -32,10 +32,11 @@ def pool(tmp_path_factory, gemma_path):
     root = tmp_path_factory.mktemp("pool")
     second = stack_settings(root / "replica-2", gemma_path, auth={"key_store": str(root / "keys.db")})
     first = stack_settings(root / "main", gemma_path, auth={"key_store": str(root / "keys.db")})
-    # the first replica is the main stack's own inference-chat; code is served by it too (one model less)
+    # the first replica is the main stack's own inference-chat; code is served by it too (one model less:
+    # `urls` says where inference-code is, so the runbooks' preflight of phase 1 finds it there)
     first = Settings(**{**json.loads(first.model_dump_json()), "gateway": {
         "pools": {"chat": [first.url("inference-chat"), second.url("inference-chat")],
-                  "code": [first.url("inference-chat")]}}})
+                  "code": [first.url("inference-chat")]}}, "urls": {"inference-code": first.url("inference-chat")}})
     try:
         up(second, "inference-chat")
         up(first, "inference-chat", "gateway")
@@ -77,7 +78,7 @@ def test_the_runbook_drills_the_pool_through_papermill(pool, tmp_path, monkeypat
     book = Path(__file__).parents[1] / "runbooks" / "06_pool_drill.ipynb"
     run_dir = tmp_path / "run"
     papermill.execute_notebook(str(book), str(tmp_path / book.name), kernel_name="python3", progress_bar=False,
-                               parameters={"run_dir": str(run_dir), "run_id": "test", "pool_users": 3},
+                               parameters={"run_dir": str(run_dir), "run_id": "test", "phase": 1, "pool_users": 3},
                                cwd=str(book.parent))
     results = {r.id: r for r in load_results(run_dir / "results" / "06_pool_drill.json")}
     assert set(results) == {"pool.chat.ejection", "pool.chat.errors", "pool.chat.readmission"}

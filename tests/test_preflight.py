@@ -22,7 +22,7 @@ RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 
 
 def test_each_runbook_after_bring_up_checks_its_services_first():
-    for path in sorted(RUNBOOKS.glob("0[2-8]_*.ipynb")):
+    for path in sorted(RUNBOOKS.glob("0[2-8]*_*.ipynb")):  # 06b_durability too
         code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         setup = "".join(code[1]["source"])  # the cell after the parameters
         assert "rb.needs_services(settings, phase" in setup, path.name

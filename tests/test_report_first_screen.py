@@ -104,3 +104,13 @@ def test_verdict_figures_waivers_and_changes_are_above_the_fold(tmp_path):
     for part in ("verdict", "fs-figures", "fs-waivers", "fs-changes"):
         assert box[part][1] <= box["height"], (part, box)
     assert box["runbooks"][0] >= box["fs-figures"][1]  # the details come after
+
+
+def test_backquoted_text_in_next_steps_and_waivers_cannot_inject_markup():
+    """A waiver reason or a result's message is untrusted: `_code` escapes before it adds <code>."""
+    from harness.report import _code
+
+    shown = str(_code('run `harness run --target <img src=x onerror=alert(1)>` then "<script>alert(2)</script>"'))
+    assert "<script>" not in shown and "<img" not in shown
+    assert "<code>harness run --target &lt;img src=x onerror=alert(1)&gt;</code>" in shown
+    assert "&lt;script&gt;" in shown

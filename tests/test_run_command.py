@@ -16,7 +16,7 @@ from suite.tools.errors import ToolError
 from suite.tools.execution import Limits, clean_env, run_limited
 from suite.tools.sandbox import Sandbox
 from suite.tools.spec import ToolContext
-from suite.tools.system import git_log, git_status, run_command
+from suite.tools.system import check_run_command, git_log, git_status, run_command
 
 SECRET = "outside-secret-5d1e"
 
@@ -85,6 +85,19 @@ def test_argument_injection_is_refused(ctx, argv, status):
         run(ctx, argv)
     assert info.value.status == status, info.value.message
     assert info.value.message and SECRET not in info.value.message
+
+
+def test_the_string_form_has_the_list_forms_limit(ctx):
+    """The attack: one string split into 1,991 operands where the list form stopped at 64."""
+    flood = "echo " + " ".join(["a"] * 1990)
+    for command in (flood, ["echo"] + ["a"] * 64, "echo " + " ".join(["a"] * 64)):
+        with pytest.raises(ToolError) as exc:
+            run(ctx, command)
+        assert exc.value.status == 400 and exc.value.code == "too_many_arguments"
+        with pytest.raises(ToolError):  # refused when requested, before it could wait for an approval
+            check_run_command(ctx, {"command": command})
+    assert run(ctx, "echo " + " ".join(["a"] * 63))["stdout"].split() == ["a"] * 63
+    assert run(ctx, ["echo"] + ["a"] * 63)["stdout"].split() == ["a"] * 63
 
 
 def test_allowed_uses_work_and_operands_are_passed_resolved_after_our_own_double_dash(ctx):

@@ -15,7 +15,7 @@ import pytest
 from harness import history, junit
 from harness import params as params_mod
 from harness.lock import RunLock, RunLocked, lock_files
-from harness.notebook import Runbook, kernel_session_run_id
+from harness.notebook import Runbook
 from harness.redact import MASK, Redactor, is_secret, redact_parameters
 from harness.result import CheckResult, Stage, Status, save_results
 from harness.rundir import RunDir
@@ -193,9 +193,7 @@ def test_a_run_missing_a_required_runbook_is_no_go_and_junit_says_so(tmp_path):
     ET.fromstring(ET.tostring(tree))  # well-formed
 
 
-def test_manual_runbook_directories_are_per_kernel_session_and_record_their_own_steps(tmp_path):
-    assert kernel_session_run_id() == kernel_session_run_id()
-    assert kernel_session_run_id().startswith("manual-") and f"pid{os.getpid()}" in kernel_session_run_id()
+def test_a_folder_harness_run_did_not_make_is_a_manual_run_that_records_its_own_steps(tmp_path):
     rb = Runbook.open(str(tmp_path / "by-hand"), "00_validate_env")  # a folder harness run did not make
     assert rb.manual
     meta = json.loads(rb.run.meta_file.read_text())
@@ -228,5 +226,6 @@ def test_pipeline_profiles_are_checked_and_quick_trims_by_name():
         profiles.check("fast")
     assert set(profiles.PROFILES) == set(LOAD_PROFILES)  # every pipeline profile has its load plan
     declared = {nb: params_mod.declared_parameters(default_sequence().parent / nb)
-                for nb in ("04_security.ipynb", "05_load.ipynb", "06_fault_drill.ipynb", "08_monitoring.ipynb")}
+                for nb in ("04_security.ipynb", "05_load.ipynb", "06_fault_drill.ipynb", "06b_durability.ipynb",
+                           "08_monitoring.ipynb")}
     assert all(p["profile"].default_value() == "seed" for p in declared.values())

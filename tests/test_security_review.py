@@ -70,6 +70,34 @@ def test_a_misconfigured_deployment_fails_each_line_with_the_fix(tmp_path):
     assert results["auth"].status is Status.PASS
 
 
+def test_keys_of_a_kernel_still_running_here_are_not_an_earlier_runs_leftovers(tmp_path):
+    """By hand, each kernel mints its own keys and revokes them when it exits: 04_security opened while
+    02_health's kernel is still open in JupyterLab must not fail on that kernel's keys; a dead one's do."""
+    import subprocess as sp
+
+    from harness.keys import held_by_live_process, process_run_id
+
+    settings = prepared(Settings(data_dir=tmp_path / "data"))
+    other_kernel = sp.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive = process_run_id(other_kernel.pid, at=time.time() + 1)
+        gone = process_run_id(2**22 + 17)  # above pid_max: no such process
+        recycled = process_run_id(other_kernel.pid, at=time.time() - 3600)  # pid reused since the keys were minted
+        store = KeyStore.open(settings.key_store_path)
+        for run_id in (alive, gone, recycled):
+            store.create("guest", "by hand", ttl_s=3600, run_id=run_id)
+        store.close()
+        assert held_by_live_process(alive) and not held_by_live_process(gone)
+        assert not held_by_live_process(recycled) and not held_by_live_process("20260101-100000-abcd")
+        line = by_id(review.review(settings, current_run=process_run_id()))["run_keys"]
+        assert line.status is Status.FAIL and line.measured == "2 stale key(s)"
+        assert f"revoke-run {gone}" in line.detail and f"revoke-run {recycled}" in line.detail
+        assert alive not in line.detail
+    finally:
+        other_kernel.kill()
+        other_kernel.wait()
+
+
 @pytest.mark.parametrize(("overrides", "line", "fix"), [
     ({"auth": {"enabled": False}}, "auth", "auth.enabled = true"),
     ({"host": "0.0.0.0"}, "bind", "SUITE_HOST=127.0.0.1"),

@@ -73,6 +73,10 @@ def test_a_service_serves_https_verified_and_refuses_plain_http(secured):
             httpx.get(url + "/health", timeout=10)  # the system's trust store does not know our CA
         with pytest.raises(httpx.TransportError):  # a plain-HTTP request to the TLS port gets no HTTP answer
             httpx.get(url.replace("https://", "http://") + "/health", timeout=10)
+        settings_file = secured.dump_file(secured.data_dir / "healthcheck.json")  # the container healthcheck
+        check = subprocess.run([sys.executable, "-m", "suite.healthcheck", "memory", "--live", "--settings-file",
+                                str(settings_file)], capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, check.stderr
         port = secured.port("memory")
         shown = s_client(port, secured.ca_file)
         assert shown.returncode == 0 and "Verify return code: 0 (ok)" in shown.stdout, shown.stdout[-800:]
@@ -151,6 +155,22 @@ def test_tls_on_without_certificates_says_how_to_make_them(tmp_path):
     settings = stack_settings(tmp_path, tls={"enabled": True})
     with pytest.raises(tls.TlsMissing, match="suite tls init"):
         tls.uvicorn_options(settings, "gateway")
+
+
+def test_the_container_healthcheck_reads_the_settings_dump_as_settings_do(tmp_path):
+    """``suite.healthcheck`` reads the settings file as JSON (no pydantic import every few seconds):
+    the same URL and CA as ``Settings.url`` and ``Settings.ca_file``."""
+    from suite import healthcheck
+    from suite.settings import WILDCARDS, Settings
+
+    assert healthcheck.WILDCARDS == WILDCARDS
+    for extra in ({}, {"host": "0.0.0.0", "tls": {"enabled": True}}, {"host": "::1", "port_offset": 40},
+                  {"host": "10.1.2.3", "tls": {"enabled": True, "dir": str(tmp_path / "t")},
+                   "urls": {"rag": "https://rag.internal:8002/"}}):
+        settings = Settings(data_dir=tmp_path, **extra)
+        dumped = str(settings.dump_file(tmp_path / "settings.json"))
+        for name in ("gateway", "rag", "inference-chat"):
+            assert healthcheck.target(name, dumped) == (settings.url(name), str(settings.ca_file)), extra
 
 
 def test_client_context_verifies_hostnames_and_follows_a_new_ca(tmp_path):

@@ -223,6 +223,17 @@ def test_rate_limit_burst_gets_429(stack):
     assert call(stack, key, "file_info", {"path": "docs/hello.txt"}).status_code == 200
 
 
+def test_anonymous_requests_do_not_grow_the_audit_log(stack):
+    """Issue 32's attack on the real app: 100 unauthenticated requests added 100 audit rows."""
+    since = time.time()
+    codes = [call(stack, None, "read_file", {"path": "docs/hello.txt"}).status_code for _ in range(100)]
+    assert set(codes) <= {401, 429}
+    rows = admin_get(stack, cli_key(stack, "admin"), "/audit", since=since - 60, limit=1000).json()["entries"]
+    anonymous = [r for r in rows if r["decision"] == "unauthenticated"]
+    # one by one: at most the minute's allowance (earlier tests of this module may have spent some)
+    assert anonymous and len([r for r in anonymous if r["ts"] >= since]) <= stack.tools.audit_refusals_per_minute
+
+
 def test_every_call_is_audited(stack):
     key = cli_key(stack, "developer")
     key_id = key.split("_")[2]

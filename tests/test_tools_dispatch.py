@@ -65,6 +65,25 @@ def test_audit_rows_stay_bounded(service):
     assert len(service.audit.recent(1)[0]["tool"]) == 100
 
 
+def test_refused_requests_cost_a_bounded_number_of_audit_rows(service):
+    """The attack: 100 unauthenticated requests added 100 audit rows. Now a client's refusals of one
+    minute are its first five rows plus one summary row with the count."""
+    t0 = time.time()
+    for n in range(100):
+        service.audit_refusal("rest", f"/tools/read_file?{n}", 401, "no API key", None, client="10.0.0.1")
+    for _ in range(3):
+        service.audit_refusal("rest", "/tools", 401, "invalid API key", "abc", client="10.0.0.2")
+    rows = service.audit.recent(1000, since=t0)
+    assert len(rows) == 5 + 3 and {r["decision"] for r in rows} == {"unauthenticated"}
+    assert service.refusals.flush(now=t0 + 1) == 0  # the minute is not over: nothing summed up yet
+    assert service.refusals.flush(now=t0 + 61) == 2  # both windows end; only one folded refusals
+    rows = service.audit.recent(1000, since=t0)
+    [summary] = [r for r in rows if r["tool"] == "(refused requests)"]
+    assert len(rows) == 9 and "95 more refused requests (401) from 10.0.0.1" in summary["detail"]
+    service.audit_refusal("rest", "/tools", 401, "no API key", None, client="10.0.0.1")  # a new minute
+    assert len(service.audit.recent(1000, since=t0)) == 10
+
+
 def test_oversized_or_impossible_destructive_calls_are_refused_when_requested(service):
     dev, _ = key(service, "developer")
     r = call(service, dev, "write_file", {"path": "big.txt", "content": "x" * 1001})

@@ -13,11 +13,15 @@ evidence and no further service is killed.
 ``drill`` runs the kills, ``background`` the load, ``records`` holds what a kill left,
 ``verdicts`` turns it into a ``CheckResult``, ``charts`` draws the timeline. Nothing here imports locust or a service's code: the suite is reached
 through its CLI (``harness.stack``), HTTP and the process table.
+
+The durability drill (runbook ``06b_durability``) lives beside it: ``durability`` runs it, ``writers``
+write and keep ledgers, ``kills`` kills at seeded moments, ``tally`` counts what survived.
 """
 
 from harness.faults.charts import timeline_chart
 from harness.faults.drill import FaultDrill
+from harness.faults.durability import DEFAULT_PLAN, DurabilityDrill, plan_for
 from harness.faults.records import ROUTES, Drill, Thresholds, affected, dependants, parse_recovery
 
-__all__ = ["ROUTES", "Drill", "FaultDrill", "Thresholds", "affected", "dependants", "parse_recovery",
+__all__ = ["DEFAULT_PLAN", "ROUTES", "Drill", "DurabilityDrill", "FaultDrill", "plan_for", "Thresholds", "affected", "dependants", "parse_recovery",
            "timeline_chart"]

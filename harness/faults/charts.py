@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.charts import legend_outside, pyplot, save, scale_to_data
 from harness.faults.records import FALLBACK, Drill
 from harness.load.samples import Sample
 from harness.palette import ACCENT, MUTED, status_color
@@ -12,12 +13,7 @@ from harness.palette import ACCENT, MUTED, status_color
 def timeline_chart(drills: list[Drill], path: Path):
     """One panel per killed service: each request of the window as a point (x: seconds from the
     kill, y: its duration), the outage shaded up to the moment the service was ready again."""
-    import matplotlib
-
-    if "inline" not in matplotlib.get_backend().lower():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(max(1, len(drills)), 1, figsize=(8, 1.9 * max(1, len(drills)) + 0.4), squeeze=False)
     bad, good = status_color("fail"), status_color("pass")
     styles = {"other requests": (MUTED, "."), "needed it, ok": (ACCENT, "o"),
@@ -38,15 +34,12 @@ def timeline_chart(drills: list[Drill], path: Path):
             ax.text(d.recovery_s, 0.8, f" ready {d.recovery_s:.1f} s", transform=ax.get_xaxis_transform(),
                     va="top", fontsize=7, color=good)
         ax.set_title(d.summary(), fontsize=9)
-        ax.set_ylabel("s", fontsize=8)
-        ax.set_ylim(bottom=0)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="upper right")
+        ax.set_ylabel("request duration, s", fontsize=8)
+        scale_to_data(ax, [s.ms / 1000 for s in d.around], log=False)
+        legend_outside(ax, fontsize=6)
     axes[-1, 0].set_xlabel("seconds from the kill", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="svg")
+    save(fig, path)
     return fig
 
 

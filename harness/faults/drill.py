@@ -36,6 +36,23 @@ def serving_pid(settings: Settings, name: str) -> int | None:
     return pid if "suite.serve" in cmdline and name in cmdline else None
 
 
+def kill(settings: Settings, name: str, pid: int) -> None:
+    """SIGKILL the process serving ``name``: on the docker backend the process of its container (found
+    through the engine; ``docker kill`` would count as a manual stop, which the restart policy honours)."""
+    if settings.backend == "docker":
+        from suite.supervisor.docker import DockerBackend
+
+        backend = DockerBackend(settings)
+        container = backend.container(name)
+        if container is None or container.attrs["State"].get("Pid") != pid:
+            raise RuntimeError(f"{name}: pid {pid} on its port is not its container's process")
+        backend.kill(name)
+        log.info("fault drill: killed %s (container %s, pid %d)", name, container.name, pid)
+        return
+    os.kill(pid, signal.SIGKILL)
+    log.info("fault drill: killed %s (pid %d)", name, pid)
+
+
 def wait_ready(settings: Settings, name: str, deadline: float, every_s: float = 0.25) -> float | None:
     """Epoch time at which ``name``'s /ready first passed, or None by ``deadline`` (monotonic)."""
     return ready_at(settings.url(name) + services.get(name).ready_path, deadline, verify(settings), every_s)
@@ -109,8 +126,7 @@ class FaultDrill:
             raise RuntimeError(f"no suite process serves {name} on port {self.settings.port(name)}")
         others = {d: serving_pid(self.settings, d) for d in dependants(name, self.phase)}
         drill = Drill(name, self.phase, pid, time.time())
-        os.kill(pid, signal.SIGKILL)
-        log.info("fault drill: killed %s (pid %d)", name, pid)
+        kill(self.settings, name, pid)
         deadline = time.monotonic() + self.th.give_up_s
         drill.ready_at = wait_ready(self.settings, name, deadline)
         if drill.ready_at is None:

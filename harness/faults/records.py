@@ -20,9 +20,11 @@ ROUTES: dict[str, tuple[str, ...]] = {
 
 
 # Services whose cold start is longer than the others', and by how much they may take to come back.
-# The embedding service's start is import-bound: `import sentence_transformers` (torch, transformers,
-# scikit-learn, scipy) takes 6.5 s on a quiet 2-core box and was measured at 31 s while the drill's
-# load kept both cores on inference (ready again in 12 s in one run, 36 s in the next).
+# The embedding service's start is import-bound: it was `import sentence_transformers` (torch,
+# transformers, scikit-learn, scipy: 6.5 s on a quiet 2-core box, 31 s while the drill's load kept both
+# cores on inference; ready again in 12 s in one run, 36 s in the next). Since issue 32 MiniLM loads on
+# transformers alone (suite.embedding.plain: 0.60x the start measured on a busy box); the budget stays
+# until quiet-box figures are in (docs/benchmarks.md, "Embedding service cold start").
 RECOVERY_BY_SERVICE = {"embedding": 60.0}
 
 

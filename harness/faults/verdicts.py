@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness.faults.records import Drill, Thresholds, dependants
 from harness.result import CheckResult, Stage
+from suite.fsio import write_atomic
 
 INFERENCE = ("inference-chat", "inference-code")  # the gateway's failover covers their outage
 
@@ -26,7 +27,7 @@ def judge(drill: Drill, before: dict, after: dict, th: Thresholds, evidence_dir:
     if drill.recovery_s is None:
         problems.append(f"not ready again within {th.give_up_s:g} s; the drill stopped here")
         path = Path(evidence_dir) / f"{name}.log.txt"
-        path.write_text(drill.log_tail + "\n")
+        write_atomic(path, drill.log_tail + "\n")
         evidence.append(str(path))
         measured = "not restored"
     else:

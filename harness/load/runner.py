@@ -45,6 +45,7 @@ from harness.load.samples import Sample
 from harness.load.scenarios import Scenario
 from harness.load.thresholds import Threshold
 from harness.result import Status, now_iso
+from suite.fsio import write_json
 from suite.net import free_port
 
 log = logging.getLogger(__name__)
@@ -215,9 +216,9 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     port = free_port(workers.bind) if workers is not None else 0
     cmd = locust_command(scenario, host, out_dir, processes, run_time, stop_timeout_s=stop_timeout_s,
                          workers=workers, master_port=port)
-    (out_dir / SCENARIO_FILE).write_text(json.dumps(
-        {**asdict(scenario), "host": host, "processes": workers.count if workers else processes, "warmup_s": warmup_s,
-         "phase": phase, "max_run_s": max_run_s, "workers": asdict(workers) if workers else None}, indent=2))
+    write_json(out_dir / SCENARIO_FILE, {
+        **asdict(scenario), "host": host, "processes": workers.count if workers else processes, "warmup_s": warmup_s,
+        "phase": phase, "max_run_s": max_run_s, "workers": asdict(workers) if workers else None})
     env = {**os.environ, "LOAD_SAMPLES_DIR": str(out_dir), "LOAD_REQUESTS": str(scenario.requests),
            "LOAD_BUDGET_FILE": str(budget.path), "LOAD_WARMUP_S": str(warmup_s),
            "LOAD_MAX_TOKENS": str(scenario.max_tokens), "LOAD_PHASE": str(phase),
@@ -365,9 +366,8 @@ class Budget:
         return ""
 
     def _write(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"allowed": self.allowed, "final": self.final}))
-        os.replace(tmp, self.path)
+        # read by the Locust processes while they run; worth nothing after a crash: atomic, no fsync
+        write_json(self.path, {"allowed": self.allowed, "final": self.final}, indent=None, durable=False)
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from suite.fsio import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,13 @@ def merge_samples(files: Iterable[Path], target: Path | None = None) -> list[Sam
 
 def write_samples(samples: Iterable[Sample], target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for s in samples:
-            row = {k: v for k, v in asdict(s).items() if v is not None}
-            if not s.censored:
-                del row["censored"]  # the usual case: the raw files stay as the locustfiles write them
-            fh.write(json.dumps(row) + "\n")
-    os.replace(tmp, target)
-    return target
+    lines = []
+    for s in samples:
+        row = {k: v for k, v in asdict(s).items() if v is not None}
+        if not s.censored:
+            del row["censored"]  # the usual case: the raw files stay as the locustfiles write them
+        lines.append(json.dumps(row) + "\n")
+    return write_atomic(target, "".join(lines))
 
 
 def split_warmup(samples: Iterable[Sample]) -> tuple[list[Sample], list[Sample]]:

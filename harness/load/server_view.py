@@ -10,7 +10,6 @@ sent and what the server counted is a warning: requests lost on the way, or coun
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from harness.load.scenarios import Scenario
 from harness.load.verdicts import rel_path
 from harness.monitor.scrape import Snapshot, bucket_deltas, delta, maxima, quantile, scrape_all
 from harness.result import CheckResult, Stage, Status
+from suite.fsio import write_json
 from suite.settings import Settings
 
 STAGE = Stage.LOAD
@@ -234,7 +234,7 @@ def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = N
     ``shared_with``: scenarios that ran at the same time and also reach the target service."""
     v = view(scenario, run, watch, shared_with)
     path = run.out_dir / "server.json"
-    path.write_text(json.dumps(asdict(v), indent=2, ensure_ascii=False))
+    write_json(path, asdict(v))
     s = v.server
     classes = ", ".join(f"{k} {int(n)}" for k, n in s.by_class.items() if n) or "none"
     measured = (f"server {_fmt(s.requests)} req ({classes}; 429: {_fmt(s.status_429)}) · "
@@ -297,9 +297,8 @@ def record_group(service: str, runs: list[tuple[Scenario, LoadRun]], watch: Watc
         if any(run.aborted or run.capped for _, run in runs):
             mismatch += " (a run was stopped early: requests in flight then are not in its samples)"
     path = runs[0][1].out_dir.parent / f"{label}.server.json"
-    path.write_text(json.dumps({"service": service, "scenarios": names, "client_requests": clients,
-                                "client_failed": failed, "server": asdict(server), "mismatch": mismatch},
-                               indent=2, ensure_ascii=False))
+    write_json(path, {"service": service, "scenarios": names, "client_requests": clients,
+                      "client_failed": failed, "server": asdict(server), "mismatch": mismatch})
     classes = ", ".join(f"{k} {int(n)}" for k, n in server.by_class.items() if n) or "none"
     detail = [f"{' and '.join(names)} ran together; {service} counted over the whole stage: server p50/p95 "
               f"{_fmt(server.p50_ms, ' ms')}/{_fmt(server.p95_ms, ' ms')} from its histogram"]

@@ -19,6 +19,7 @@ from harness.monitor.prometheus import MonitorStack, MonitorStackError
 from harness.monitor.rules import alert_names
 from harness.result import CheckResult, Stage, Status, now_iso, timed
 from suite import services
+from suite.fsio import write_atomic
 from suite.settings import Settings
 
 STAGE = Stage.MONITORING
@@ -196,7 +197,7 @@ def log_paths(settings: Settings, phase: int, copy_dir: Path) -> dict[str, Path]
         proc = suite_stack.run_suite(["logs", name, "-n", "1000000"], settings, timeout=300)
         out[name] = copy_dir / f"{name}.log"
         if proc.returncode == 0:
-            out[name].write_text(proc.stdout)
+            write_atomic(out[name], proc.stdout)
     return out
 
 

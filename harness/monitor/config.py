@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from harness.monitor.dashboard import write_dashboard
 from harness.monitor.rules import QDRANT_JOB, SUITE_JOB, dump_yaml, write_rules
 from suite import services
+from suite.fsio import write_atomic
 from suite.settings import Settings
 
 GPU_JOB = "gpu"
@@ -125,11 +126,11 @@ def write_configs(settings: Settings, out_dir: Path, names: list[str], *, timing
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prom = out_dir / "prometheus.yml"
-    prom.write_text(dump_yaml(prometheus_config(settings, names, timing=timing, alertmanager=alertmanager,
+    write_atomic(prom, dump_yaml(prometheus_config(settings, names, timing=timing, alertmanager=alertmanager,
                                                 qdrant=qdrant, qdrant_key_file=qdrant_key_file,
                                                 gpu_exporter=gpu_exporter), header))
     am = out_dir / "alertmanager.yml"
-    am.write_text(dump_yaml(alertmanager_config(timing, webhook_url), header))
+    write_atomic(am, dump_yaml(alertmanager_config(timing, webhook_url), header))
     rules = write_rules(settings, out_dir / RULES_PATH, for_override)
     return {"prometheus": prom, "alertmanager": am, "rules": rules}
 

@@ -9,11 +9,11 @@ per-service panels.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from harness.monitor.rules import up
+from suite.fsio import write_json
 from suite.settings import project_root
 
 SHIPPED = project_root() / "deploy" / "monitoring" / "grafana" / "dashboards" / "suite.json"
@@ -120,5 +120,4 @@ def promql_exprs() -> list[str]:
 
 def write_dashboard(path: Path = SHIPPED) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n")
-    return path
+    return write_json(path, dashboard())

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from harness.result import CheckResult, Stage, Status, timed
+from suite.fsio import write_json
 
 LEVELS = ("ERROR", "CRITICAL")
 RAW_ERROR = re.compile(r"^(Traceback \(most recent call last\)|Fatal Python error|\w*Error: )")
@@ -87,8 +88,8 @@ def scan_logs(logs: dict[str, Path], since: datetime, evidence_file: Path | None
     evidence = []
     if evidence_file is not None:
         evidence_file.parent.mkdir(parents=True, exist_ok=True)
-        evidence_file.write_text(json.dumps({"since": since.isoformat(), "counts": counts,
-                                             "lines": [asdict(e) for e in every[:500]]}, indent=2, ensure_ascii=False))
+        write_json(evidence_file, {"since": since.isoformat(), "counts": counts,
+                                   "lines": [asdict(e) for e in every[:500]]})
         evidence.append(str(evidence_file))
     missing = [name for name, path in logs.items() if not path.is_file()]
     status = Status.PASS if not every else (Status.FAIL if fail_on_errors else Status.WARN)

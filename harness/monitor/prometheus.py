@@ -14,6 +14,7 @@ import atexit
 import ctypes
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -114,10 +115,15 @@ class MonitorStack:
     def alertmanager(self) -> str:
         return f"http://{self.settings.host}:{self.settings.port('alertmanager')}"
 
+    @property
+    def in_containers(self) -> bool:
+        """On the docker backend both run from their images (Debian's packages, `suite image build`)."""
+        return self.settings.backend == "docker"
+
     def start(self) -> MonitorStack:
-        absent = promtool.missing("prometheus", "alertmanager")
+        absent = self._missing()
         if absent:
-            raise MonitorStackError(f"not installed: {', '.join(absent)} ({promtool.INSTALL_HINT})")
+            raise MonitorStackError(f"not available: {', '.join(absent)} ({self._hint()})")
         host = self.settings.host
         for name in ("prometheus", "alertmanager"):
             port = self.settings.port(name)
@@ -152,7 +158,25 @@ class MonitorStack:
             raise
         return self
 
+    def _missing(self) -> list[str]:
+        if not self.in_containers:
+            return promtool.missing("prometheus", "alertmanager")
+        from suite.containers import images
+        from suite.containers.engine import client
+
+        c = client(timeout=20)
+        if c is None:
+            return ["a Docker engine"]
+        return [img for img in (images.PROMETHEUS, images.ALERTMANAGER) if not images.present(c, img)]
+
+    def _hint(self) -> str:
+        return "`suite image build` makes the images from Debian's packages" if self.in_containers \
+            else promtool.INSTALL_HINT
+
     def _spawn(self, name: str, cmd: list[str]) -> None:
+        if self.in_containers:
+            self._spawn_container(name, cmd)
+            return
         out = open(self.work_dir / f"{name}.log", "w")
         try:
             self._procs[name] = subprocess.Popen(
@@ -160,6 +184,24 @@ class MonitorStack:
                 start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         finally:
             out.close()
+
+    def _spawn_container(self, name: str, cmd: list[str]) -> None:
+        """``cmd`` (binary and flags) as a container of the image; config and scratch dirs mounted at their
+        own paths and handed to the containers' user."""
+        from suite.containers import images
+        from suite.containers.procs import ContainerProcess
+        from suite.supervisor.docker import container_user, hand_over
+
+        uid, gid = container_user(self.settings)
+        if self._scratch is not None:
+            (self._scratch / name).mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            for path in (self.work_dir, self._scratch):
+                hand_over(path, uid, gid)
+        image = images.PROMETHEUS if name == "prometheus" else images.ALERTMANAGER
+        self._procs[name] = ContainerProcess(  # type: ignore[assignment]
+            image, cmd[1:], name=f"suite-monitor-{name}-{self.settings.port(name)}", user=f"{uid}:{gid}",
+            log=self.work_dir / f"{name}.log", ro=[self.work_dir], rw=[self._scratch])
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_deadline_s
@@ -178,6 +220,9 @@ class MonitorStack:
                 time.sleep(0.2)
 
     def log_tail(self, name: str, lines: int = 8) -> str:
+        proc = self._procs.get(name)
+        if hasattr(proc, "logs_now"):
+            return "\n".join(proc.logs_now().splitlines()[-lines:])
         path = self.work_dir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
@@ -189,11 +234,11 @@ class MonitorStack:
         for name, proc in list(self._procs.items()):
             if proc.poll() is None:
                 proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            try:
+                proc.wait(timeout=10)  # at once for one that exited (a container is removed then)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
             del self._procs[name]
         if self.sink is not None:
             self.sink.close()

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from suite import services
+from suite.fsio import write_atomic
 from suite.settings import Settings, project_root
 
 # Every target of these jobs carries `service` and `phase` labels (see harness.monitor.config).
@@ -164,5 +165,4 @@ def render_rules(settings: Settings, for_override: str | None = None) -> str:
 def write_rules(settings: Settings, path: Path, for_override: str | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_rules(settings, for_override))
-    return path
+    return write_atomic(path, render_rules(settings, for_override))

@@ -19,7 +19,6 @@ schema cannot be read.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from harness.result import CheckResult, Stage, Status, Timer
 from suite import services
 from suite.auth import policy
 from suite.auth.roles import has
+from suite.fsio import write_json
 from suite.settings import Settings
 
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)
@@ -199,5 +199,4 @@ def run_matrix(settings: Settings, phase: int, keys: MatrixKeys,
 
 def write_evidence(path, cells: list[dict]) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cells, indent=1), encoding="utf-8")
-    return str(path)
+    return str(write_json(path, cells, indent=1))

@@ -141,7 +141,7 @@ def check_host_checking(settings: Settings) -> CheckResult:
 
 def private_paths(settings: Settings) -> tuple[list[Path], list[Path]]:
     """(folders that must be 0700, files that must be 0600) of the stack's secrets and data."""
-    memory_db = Path(settings.memory.db_path or settings.data_dir / "memory" / "memory.db")
+    memory_db = settings.memory_db_path
     backups = Path(settings.memory.backup_dir or settings.data_dir / "memory" / "backups")
     sets = settings.backup_dir  # `suite backup` sets: copies of the databases
     folders = [settings.data_dir, settings.key_store_path.parent, security_db_path(settings).parent,
@@ -202,14 +202,22 @@ def check_admin_keys(settings: Settings, now: float | None = None) -> CheckResul
 
 
 def check_run_keys(settings: Settings, current_run: str | None) -> CheckResult:
+    """Keys of earlier runs must be revoked or expired. Keys of a kernel that still runs on this host
+    (another runbook of the session open in JupyterLab) are not earlier runs' leftovers: that kernel
+    revokes them when it exits."""
+    from harness.keys import held_by_live_process
+
     t = Timer()
-    stale = [k for k in _keys(settings) if k["run_id"] and k["run_id"] != current_run and k["state"] == "active"]
+    active = [k for k in _keys(settings) if k["run_id"] and k["run_id"] != current_run and k["state"] == "active"]
+    live = {k["run_id"] for k in active if held_by_live_process(k["run_id"])}
+    stale = [k for k in active if k["run_id"] not in live]
     runs = sorted({k["run_id"] for k in stale})
     problems = [f"{len([k for k in stale if k['run_id'] == r])} key(s) minted by run {r} are still active: "
                 f"`suite keys revoke-run {r}`" for r in runs]
+    ok = "every earlier run's keys are revoked or expired" + (
+        f"; {len(live)} kernel(s) still running here hold keys they revoke when they exit" if live else "")
     return _result("run_keys", "no key of an earlier run left active", problems, t,
-                   "keys minted by earlier runs revoked", "every earlier run's keys are revoked or expired",
-                   measured=f"{len(stale)} stale key(s)")
+                   "keys minted by earlier runs revoked", ok, measured=f"{len(stale)} stale key(s)")
 
 
 def _sandbox_roots(settings: Settings) -> list[Path]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.result import CheckResult, Stage, Status
+from suite.fsio import write_json as write_json_file
 from suite.settings import project_root
 
 ACCEPTED_FILE = Path(__file__).with_name("bandit_accepted.toml")
@@ -175,8 +176,7 @@ def run_scans(paths: list[str] | None = None) -> list[ScanResult]:
 def write_json(results: list[ScanResult], path: Path) -> Path:
     """The scans as JSON (the run's ``security/scans.json``, read by the report)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(r) for r in results], indent=1), encoding="utf-8")
-    return path
+    return write_json_file(path, [asdict(r) for r in results], indent=1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from suite.auth.db import Database
+from suite.auth.db import SYNCHRONOUS, Database
 from suite.auth.roles import ROLES
 
 SCHEMA = """
@@ -81,7 +81,7 @@ class KeyStore:
 
     @classmethod
     def open(cls, path: Path) -> KeyStore:
-        return cls(Database(path))
+        return cls(Database(path, synchronous=SYNCHRONOUS["keys"]))
 
     def close(self) -> None:
         self.db.close()

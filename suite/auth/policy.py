@@ -54,7 +54,9 @@ POLICY: dict[str, dict[tuple[str, str], str]] = {
         ("POST", "/query"): r.QUERY,
         ("GET", "/collections"): r.READ,
         ("GET", "/collections/{name}"): r.READ,
+        ("GET", "/collections/{name}/documents/{doc_id}"): r.READ,
         ("POST", "/admin/backup"): r.BACKUP,
+        ("POST", "/admin/optimize/{name}"): r.MAINTAIN,
     },
     "memory": {
         ("GET", "/v1/memory/health"): r.READ,

@@ -40,7 +40,9 @@ from suite.backup.sets import (
 )
 from suite.backup.sqlite import copy_database, install_database
 from suite.backup.vectors import backup_vectors, restore_vectors
+from suite.faultpoints import crash_point
 from suite.settings import Settings, project_root
+from suite.storage import SpaceGuard, is_disk_full, mib, tree_bytes
 from suite.vectorstore import EdgeStore, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
@@ -92,11 +94,46 @@ def admin_headers(settings: Settings) -> Iterator[dict[str, str]]:
 
 
 # -- create ---------------------------------------------------------------------------------------
+def estimate_set(settings: Settings) -> dict[str, int]:
+    """Bytes a new set will take, per part, from what is on disk now: each database (and its WAL: the
+    copy holds the committed pages), and for the embedded vector store twice the blocks its shards
+    take (the snapshot is a sparse tar of them; the portable export holds the same vectors and
+    payloads again, gzipped). A server store's snapshot is downloaded at whatever size the server
+    makes it: not estimated."""
+    out: dict[str, int] = {}
+    for part, path in database_paths(settings).items():
+        if path.is_file():
+            wal = path.with_name(path.name + "-wal")
+            out[part] = path.stat().st_size + (wal.stat().st_size if wal.is_file() else 0)
+    chosen = settings.vector_store()
+    if chosen["kind"] != "server" and Path(chosen["location"]).exists():
+        out["rag"] = 2 * tree_bytes(Path(chosen["location"]))
+    return out
+
+
+def check_room(settings: Settings, progress: Progress) -> dict[str, int]:
+    """Refuse (``BackupError``) before anything is written when the set will not fit above the reserve."""
+    estimate = estimate_set(settings)
+    need = sum(estimate.values())
+    guard = SpaceGuard(settings.backup_dir, settings.storage.reserve_bytes, "the backup dir")
+    reason = guard.refusal(need)
+    if reason is not None:
+        parts = ", ".join(f"{k} {mib(v)}" for k, v in estimate.items())
+        raise BackupError(f"a backup set of about {mib(need)} ({parts}) will not fit: {reason}. Nothing was "
+                          f"written; free space or set backup.dir to a larger disk")
+    progress(f"estimated size {mib(need)}; {mib(guard.usage()[0])} free in {settings.backup_dir}")
+    return estimate
+
+
 def create_set(settings: Settings, kind: str = "manual", progress: Progress = log.info,
                apply_retention: bool = True) -> Path:
+    """A sealed set, or an exception and no set: refused up front when it will not fit
+    (``check_room``), and a partial set removed when anything fails on the way (a disk that fills
+    up meanwhile included)."""
     root = settings.backup_dir
     for leftover in clean_partials(root, settings.backup.partial_max_age_s):
         progress(f"removed the leftover of an unfinished backup: {leftover}")
+    check_room(settings, progress)
     builder = SetBuilder.begin(root, kind)
     progress(f"backup set {builder.set_id} -> {root}")
     try:
@@ -113,11 +150,15 @@ def create_set(settings: Settings, kind: str = "manual", progress: Progress = lo
                                    "source": str(path), **copied}
             progress(f"  {part}: {path.name} copied ({copied['bytes']} bytes, integrity {copied['integrity']}, "
                      f"{copied['tables']}) in {time.monotonic() - t0:.2f}s")
+        crash_point("backup.parts_written")
         final = builder.finish(source={"suite_version": suite_version(), "host": socket.gethostname(),
                                        "python": platform.python_version(), "data_dir": str(settings.data_dir),
                                        "vector_store": settings.vector_store()})
-    except BaseException:
+    except BaseException as exc:
         builder.abandon()
+        if is_disk_full(exc):
+            raise BackupError(f"the disk filled up while set {builder.set_id} was written ({exc}); the partial "
+                              f"set was removed, nothing else changed. Free space and retry") from exc
         raise
     if apply_retention:
         pruned = prune(root, settings.backup.keep_last, settings.backup.keep_days)

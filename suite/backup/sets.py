@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from suite.fsio import fsync_dir, fsync_file, write_json
 from suite.models import sha256_file
-from suite.vectorstore.edge_config import fsync_dir
 
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"
@@ -55,6 +55,16 @@ def check_set_id(set_id: str) -> str:
     return set_id
 
 
+def owned_like(path: Path, reference: Path) -> None:
+    """Root making a folder in a data dir that belongs to the containers' user (the docker backend hands
+    it over): the folder takes that owner, so the services can write into it. Nothing otherwise."""
+    if os.geteuid() != 0:
+        return
+    st = reference.stat()
+    if st.st_uid != 0 and os.stat(path).st_uid != st.st_uid:
+        os.chown(path, st.st_uid, st.st_gid)
+
+
 @dataclass
 class SetBuilder:
     """A set being written: parts add files under ``folder``; ``finish`` seals it."""
@@ -69,8 +79,10 @@ class SetBuilder:
     def begin(cls, root: Path, kind: str = "manual") -> SetBuilder:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)  # sets hold copies of every database: private whatever the umask made
+        owned_like(root, root.parent)
         builder = cls(root, new_set_id(kind), kind)
         builder.folder.mkdir(mode=0o700)
+        owned_like(builder.folder, root)
         return builder
 
     @property
@@ -80,6 +92,7 @@ class SetBuilder:
     def part_folder(self, part: str) -> Path:
         path = self.folder / part
         path.mkdir(exist_ok=True, mode=0o700)
+        owned_like(path, self.folder)  # the RAG service writes its part into it
         return path
 
     def finish(self, source: dict[str, Any]) -> Path:
@@ -87,20 +100,15 @@ class SetBuilder:
         files = []
         for path in sorted(p for p in self.folder.rglob("*") if p.is_file()):
             os.chmod(path, 0o600)  # whoever wrote it (a service, this process) and under whatever umask
-            with open(path, "rb+") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(path)
             files.append({"path": path.relative_to(self.folder).as_posix(), "size": path.stat().st_size,
                           "sha256": sha256_file(path)})
+        for folder in sorted(p for p in self.folder.rglob("*") if p.is_dir()):
+            fsync_dir(folder)  # the part folders' own entries (files renamed into them)
         manifest = {"format": FORMAT, "set": self.set_id, "kind": self.kind, "created_at": self.created_at,
                     "created_ts": time.time(), "source": source, "parts": self.parts, "files": files,
                     "bytes": sum(f["size"] for f in files)}
-        tmp = self.folder / f".{MANIFEST}.tmp"
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.folder / MANIFEST)
-        fsync_dir(self.folder)
+        write_json(self.folder / MANIFEST, manifest, mode=0o600)  # fsynced, and the folder with it
         final = self.root / self.set_id
         os.rename(self.folder, final)
         fsync_dir(self.root)

@@ -16,6 +16,7 @@ from typing import Any
 
 from suite.auth.db import private_file
 from suite.backup.sets import BackupError
+from suite.fsio import fsync_dir
 
 
 def integrity(path: Path) -> str:
@@ -89,4 +90,5 @@ def install_database(copy: Path, dest: Path) -> dict[str, Any]:
     for suffix in ("-wal", "-shm"):
         dest.with_name(dest.name + suffix).unlink(missing_ok=True)
     os.replace(staged, dest)
+    fsync_dir(dest.parent)
     return {"integrity": check, "tables": counts}

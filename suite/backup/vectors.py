@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from suite.backup.sets import BackupError, sha256_file
+from suite.fsio import write_json
 from suite.vectorstore import EdgeStore, Point, ServerQdrantStore
 from suite.vectorstore.base import point_from_payload
 
@@ -66,8 +67,8 @@ def export_collection(store, name: str, dimension: int | None, folder: Path) -> 
                 fh.write(json.dumps({"id": p.id, "vector": p.vector, "payload": p.payload()},
                                     ensure_ascii=False) + "\n")
                 n += 1
-    (folder / f"{name}.config.json").write_text(json.dumps(
-        {"name": name, "dimension": dimension, "distance": "Cosine", "points": n}, indent=2))
+    write_json(folder / f"{name}.config.json",
+               {"name": name, "dimension": dimension, "distance": "Cosine", "points": n})
     return n
 
 

@@ -1,4 +1,10 @@
-"""Loading a sentence-transformers model from a local directory, offline, and encoding with it."""
+"""Loading a sentence-transformers model from a local directory, offline, and encoding with it.
+
+A folder that is Transformer → mean Pooling → Normalize (the default MiniLM-L6) is run by
+``suite.embedding.plain`` with transformers and torch alone, so a (re)start does not import
+sentence-transformers (its trainers, cross-encoders, scikit-learn); any other folder (or
+``embedding.loader = "sentence-transformers"``) loads through sentence-transformers itself.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from suite.embedding.plain import PlainEncoder, plain_layout
 from suite.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,12 +32,15 @@ class LoadedModel:
     dimension: int
     device: str
     load_s: float
-    st: Any  # sentence_transformers.SentenceTransformer
+    st: Any  # sentence_transformers.SentenceTransformer, or suite.embedding.plain.PlainEncoder
+    loader: str = "sentence-transformers"  # or "plain"
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Blocking: unit-length float32 vectors, one row per text. Call it from a worker thread."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.loader == "plain":
+            return self.st.encode(texts, batch_size=batch_size)
         vectors = self.st.encode(texts, batch_size=batch_size, convert_to_numpy=True,
                                  normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
@@ -54,13 +64,24 @@ def default_model_path(settings: Settings) -> Path:
     return minilm_path()
 
 
-def load_model(path: Path, device: str, name: str | None = None) -> LoadedModel:
-    """Load a sentence-transformers model directory without touching any hub (blocking, seconds)."""
+def load_model(path: Path, device: str, name: str | None = None, loader: str = "auto") -> LoadedModel:
+    """Load a sentence-transformers model directory without touching any hub (blocking, seconds).
+    ``loader``: ``auto`` (the plain path when the folder allows it) or ``sentence-transformers``."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"embedding model directory not found: {path}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    layout = plain_layout(path) if loader == "auto" else None
+    if layout is not None:
+        t0 = time.perf_counter()
+        plain = PlainEncoder(path, device, layout)
+        took = time.perf_counter() - t0
+        log.info("embedding model %s loaded in %.1fs (dim %d, %s, transformers + mean pooling)", path, took,
+                 plain.dimension, device)
+        return LoadedModel(name=name or path.name, path=str(path), dimension=plain.dimension, device=device,
+                           load_s=round(took, 2), st=plain, loader="plain")
     from sentence_transformers import SentenceTransformer
 
     t0 = time.perf_counter()

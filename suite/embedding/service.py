@@ -60,7 +60,7 @@ class EmbeddingService:
     async def open(cls, settings: Settings, metrics: EmbeddingMetrics) -> EmbeddingService:
         cfg = settings.embedding
         model = await asyncio.to_thread(load_model, default_model_path(settings), cfg.device or "cpu",
-                                        cfg.model_name if cfg.model_path is None else None)
+                                        cfg.model_name if cfg.model_path is None else None, cfg.loader)
         return cls(settings, model, metrics)
 
     async def close(self) -> None:
@@ -72,7 +72,7 @@ class EmbeddingService:
         # /health is open: the model folder's name, not where it lies on disk
         return {"model": m.name, "dimension": m.dimension, "device": m.device,
                 "model_dir": os.path.basename(str(m.path)),
-                "load_s": m.load_s, "batches": b.batches, "texts": b.texts,
+                "load_s": m.load_s, "loader": m.loader, "batches": b.batches, "texts": b.texts,
                 "limits": {"max_texts": self.cfg.max_texts, "max_chars": self.cfg.max_chars}}
 
     async def ready(self) -> dict[str, Any]:
@@ -137,7 +137,7 @@ class EmbeddingService:
         async with self.reload_lock:  # one load at a time
             previous = self.model
             try:
-                new = await asyncio.to_thread(load_model, path, self.device, name)
+                new = await asyncio.to_thread(load_model, path, self.device, name, self.cfg.loader)
             except Exception as exc:
                 log.exception("reload of %s failed; keeping %s", path, previous.name)
                 raise ApiError(400, f"could not load a sentence-transformers model from {path}: "

@@ -27,6 +27,7 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.memory.close()
 
     app = FastAPI(title="suite memory", lifespan=lifespan)
-    instrument(app, "memory", ready=lambda: app.state.memory.ready(), ready_timeout_s=10, settings=settings)
+    instrument(app, "memory", ready=lambda: app.state.memory.ready(), ready_timeout_s=10, settings=settings,
+               storage=lambda: getattr(getattr(app.state, "memory", None), "space", None))
     app.include_router(router)
     return app

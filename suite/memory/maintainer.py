@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from suite.backup.sets import expired
 from suite.memory.store import MemoryStore
 from suite.settings import Settings
+from suite.storage import SpaceGuard, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class Maintainer:
         return {"deleted": deleted, "deleted_total": total}
 
     def _backup(self) -> dict[str, Any]:
+        SpaceGuard(self.backup_dir, self.settings.storage.reserve_bytes, "the memory backups").check(
+            self.store.path.stat().st_size)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{int(time.time() * 1000) % 1000:03d}Z"
         path = self.store.backup(self.backup_dir / f"memory-{stamp}.db")
         size = path.stat().st_size
@@ -108,7 +111,11 @@ class Maintainer:
                 log.info("memory %s done: %s", job, {k: v for k, v in record.items() if k != "started_at"})
             except Exception as exc:  # a failed job is logged and counted; the loop goes on
                 record.update(outcome="error", error=f"{type(exc).__name__}: {exc}")
-                log.exception("memory %s failed", job)
+                if is_disk_full(exc):
+                    record["disk_full"] = True
+                    log.error("memory %s skipped: %s", job, exc)
+                else:
+                    log.exception("memory %s failed", job)
             record["duration_s"] = round(time.perf_counter() - t0, 3)
             self.metrics.runs.labels(job, record["outcome"]).inc()
             self.history = (self.history + [record])[-20:]

@@ -40,7 +40,7 @@ async def list_projects(memory: Memory) -> dict:
 async def create_project(body: ProjectIn, memory: Memory, request: Request) -> dict:
     if body.retention_days is not None:  # a short retention deletes a project's notes: admin only
         require(request, RETENTION, "set retention_days")
-    return await memory.call(memory.store.ensure_project, body.name, body.description, body.retention_days)
+    return await memory.write(memory.store.ensure_project, body.name, body.description, body.retention_days)
 
 
 @router.get("/projects/{name}")
@@ -50,7 +50,7 @@ async def get_project(name: Annotated[str, Path(max_length=64)], memory: Memory)
 
 @router.post("/notes", status_code=201)
 async def add_note(body: NoteIn, memory: Memory) -> dict:
-    return (await memory.call(memory.store.add_note, body.project, body.text, body.tags)).to_dict()
+    return (await memory.write(memory.store.add_note, body.project, body.text, body.tags)).to_dict()
 
 
 @router.get("/notes")
@@ -86,7 +86,8 @@ async def search_post(body: SearchIn, memory: Memory) -> dict:
 
 async def _run_job(job: str, memory: MemoryService) -> JSONResponse:
     record = await memory.run_job(job)
-    return JSONResponse(record, status_code=200 if record["outcome"] == "ok" else 500)
+    status = 200 if record["outcome"] == "ok" else 507 if record.get("disk_full") else 500
+    return JSONResponse(record, status_code=status)
 
 
 # one route per job, so the policy table gives each its own permission (suite.auth.policy)

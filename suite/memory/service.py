@@ -17,13 +17,14 @@ from prometheus_client import CollectorRegistry
 from suite.memory.maintainer import Maintainer, MaintainerMetrics
 from suite.memory.store import MemoryStore, MemoryStoreError
 from suite.settings import Settings
+from suite.storage import SpaceGuard
 from suite.web import ApiError
 
 JOBS = ("maintain", "backup")
 
 
 def db_path(settings: Settings) -> Path:
-    return Path(settings.memory.db_path or settings.data_dir / "memory" / "memory.db")
+    return settings.memory_db_path
 
 
 class MemoryService:
@@ -33,6 +34,7 @@ class MemoryService:
         self.settings = settings
         self.store = store
         self.maintainer = maintainer
+        self.space = SpaceGuard(store.path.parent, settings.storage.reserve_bytes, "the memory database")
         self.started = time.time()
         self._task: asyncio.Task | None = None
 
@@ -50,6 +52,11 @@ class MemoryService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self.store.close()
+
+    async def write(self, fn, *args, **kwargs):
+        """A store call that writes: refused with 507 first when the disk cannot take it."""
+        await asyncio.to_thread(self.space.check)
+        return await self.call(fn, *args, **kwargs)
 
     async def call(self, fn, *args, **kwargs):
         """Run a store call in a thread; its errors become the common error shape."""

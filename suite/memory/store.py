@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from suite.auth.db import connect_private, private_file
+from suite.auth.db import SYNCHRONOUS, connect_private, private_file
+from suite.fsio import fsync_dir, fsync_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -100,7 +101,7 @@ class MemoryStore:
         self.path = Path(path)
         self.max_note_chars = max_note_chars
         self._lock = threading.RLock()
-        self._db = connect_private(self.path)  # 0600 in a 0700 folder, WAL
+        self._db = connect_private(self.path, SYNCHRONOUS["memory"])  # 0600 in a 0700 folder, WAL
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
 
@@ -228,7 +229,9 @@ class MemoryStore:
                 self._db.backup(target)
         finally:
             target.close()
+        fsync_file(tmp)
         tmp.replace(dest)
+        fsync_dir(dest.parent)
         return dest
 
     def counts(self) -> dict[str, int]:

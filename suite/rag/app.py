@@ -29,7 +29,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="suite rag", lifespan=lifespan)
     instrument(app, "rag", ready=lambda: app.state.rag.ready(), ready_timeout_s=settings.rag.embedding_timeout_s,
-               health_info=lambda: app.state.rag.health_info(), settings=settings)
+               health_info=lambda: app.state.rag.health_info(), settings=settings,
+               storage=lambda: getattr(getattr(getattr(app.state, "rag", None), "store", None), "space", None))
     install_rag_error_handlers(app, settings.rag.retry_after_s)
     app.include_router(router)
     install_rag_backup_route(app, settings)

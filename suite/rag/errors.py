@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from suite.rag.deps import DependencyDown, DependencyError
+from suite.storage import is_disk_full
 from suite.vectorstore import (
     CollectionNotFound,
     DimensionMismatch,
@@ -19,7 +20,7 @@ from suite.vectorstore import (
     StoreError,
     StoreUnavailable,
 )
-from suite.web.errors import error_response
+from suite.web.errors import disk_full_response, error_response
 
 log = logging.getLogger(__name__)
 
@@ -59,5 +60,8 @@ def install_rag_error_handlers(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, exc: StoreError) -> JSONResponse:
+        if is_disk_full(exc):
+            log.error("vector store write failed, the disk is full: %s", exc)
+            return disk_full_response(exc)
         log.error("vector store error: %s", exc)
         return error_response(502, f"vector store error: {exc}", type="upstream_error", code="store_error")

@@ -17,7 +17,7 @@ from pathlib import Path
 from suite import services, tls
 from suite.net import port_free, port_holder
 from suite.settings import Settings
-from suite.supervisor import journal, supervisord
+from suite.supervisor import journal, orphans, supervisord
 from suite.supervisor.base import (
     PortInUse,
     Progress,
@@ -74,6 +74,8 @@ class ProcessBackend:
         if not specs:
             return []
         client = self._client()
+        if client is None:
+            self._replace_orphans(say)
         infos = client.infos() if client else {}
         running = {n for n, i in infos.items() if i["statename"] in ALIVE}
         todo = [s for s in specs if s.name not in running]
@@ -121,6 +123,18 @@ class ProcessBackend:
             raise
         return started
 
+    def _replace_orphans(self, say: Progress) -> list[str]:
+        """No supervisord answers, yet services of this data dir may run: left by one that died. They
+        cannot be adopted; they are stopped cleanly so ``up`` starts them under a new supervisor."""
+        found = orphans.find(self.settings)
+        if not found:
+            return []
+        say(f"  ! supervisord of {self.settings.data_dir} is gone; these still run unsupervised: "
+            f"{orphans.describe(found)}")
+        stopped = orphans.stop(self.settings, found, say)
+        supervisord.paths(self.settings).socket.unlink(missing_ok=True)  # the dead daemon's
+        return stopped
+
     def _start(self, client: Client, name: str) -> int:
         try:
             client.call("startProcess", name, False)
@@ -140,8 +154,9 @@ class ProcessBackend:
 
     def down(self, names: list[str] | None = None) -> list[str]:
         client = self._client()
-        if client is None:
-            return []
+        if client is None:  # a dead supervisord's services are stopped too
+            left = [o for o in orphans.find(self.settings) if names is None or o.name in names or o.name == "watch"]
+            return [n for n in orphans.stop(self.settings, left) if n != "watch"]
         infos = client.infos()
         stopped = []
         for spec in reversed(services.SERVICES):
@@ -161,6 +176,7 @@ class ProcessBackend:
         infos = client.infos() if client else {}
         records = journal.read_state(self.paths.state) if client else {}
         phase = self._configured_phase() if client else 0
+        unsupervised = {o.name: o for o in orphans.find(self.settings)} if client is None else {}
         states = []
         verify = tls.client_context(self.settings)
         for spec in services.SERVICES:
@@ -176,6 +192,9 @@ class ProcessBackend:
                     st.last_exit, st.last_exit_at = rec.last_exit.describe(), rec.last_exit.at
                 if rec.start_limit and st.state in ("stopped", "fatal"):
                     st.state, st.detail = "fatal", rec.start_limit
+            if spec.name in unsupervised:
+                st.state, st.pid = "orphaned", unsupervised[spec.name].pid
+                st.configured = True
             st.running = st.pid is not None  # starting (within start_secs), running or stopping
             if spec.name in self.settings.urls and not st.running:  # on another host: probed there
                 st.state, st.configured = "remote", True
@@ -186,6 +205,8 @@ class ProcessBackend:
                 st.ready, st.detail = probe(url + spec.ready_path, timeout=15.0, verify=verify)
                 if not st.healthy:
                     st.detail = f"health: {health}"
+                elif st.state == "orphaned":
+                    st.detail = "runs without a supervisor (supervisord died); `suite up` replaces it"
             elif not st.detail:
                 st.detail = (info or {}).get("spawnerr") or ("supervisor not running" if client is None else st.state)
             states.append(st)

@@ -24,6 +24,7 @@ from typing import Any
 from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
 
 from suite import services
+from suite.fsio import write_atomic
 from suite.settings import Settings
 from suite.supervisor.base import SupervisorError
 
@@ -263,12 +264,8 @@ def shutdown(settings: Settings, client: Client, wait: bool = False) -> None:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    """Write a file readable by its owner only, crash-safe (``suite.fsio``)."""
+    write_atomic(path, text, mode=0o600)
 
 
 def tail(path: Path, lines: int = 25) -> str:

@@ -20,13 +20,11 @@ supervisord writes to ``logs/supervisor-watch.log``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import threading
 import time
 import xmlrpc.client
-from pathlib import Path
 
 import httpx
 from supervisor import childutils
@@ -36,6 +34,7 @@ from suite.settings import Settings
 from suite.supervisor import journal
 from suite.supervisor.base import probe
 from suite.supervisor.journal import Exit, ServiceRecord
+from suite.supervisor.liveness import Liveness, watch_main_settings
 from suite.supervisor.supervisord import Client, fault_code, paths
 
 log = logging.getLogger("suite.supervisor.watch")
@@ -139,8 +138,7 @@ class Watch:
     def liveness_loop(self, stop: threading.Event) -> None:
         client = self.client_factory()  # its own connection: this runs beside the event loop
         sup = self.settings.supervision
-        failures: dict[str, int] = {}
-        answered: dict[str, int] = {}  # pid that has answered /health at least once, per service
+        liveness = Liveness(sup)
         http = httpx.Client(verify=tls.client_context(self.settings))
         while not stop.wait(sup.liveness_interval_s):
             try:
@@ -150,23 +148,18 @@ class Watch:
                 continue
             for name, info in infos.items():
                 if info["statename"] != "RUNNING":
-                    failures.pop(name, None)
+                    liveness.forget(name)
                     continue
                 spec = services.get(name)
                 ok, detail = probe(self.settings.url(name) + spec.health_path, timeout=sup.liveness_timeout_s,
                                    client=http)
-                if ok:
-                    failures[name], answered[name] = 0, info["pid"]
-                    continue
-                if answered.get(name) != info["pid"] and time.time() - info["start"] < sup.liveness_start_period_s:
-                    continue  # still starting: its first answer has not come yet
-                failures[name] = failures.get(name, 0) + 1
-                log.warning("liveness: %s /health failed (%d/%d): %s", name, failures[name],
-                            sup.liveness_failures, detail)
-                if failures[name] >= sup.liveness_failures:
-                    self._kill_unresponsive(client, name, info["pid"], f"{failures[name]} failed /health "
+                failed = liveness.observe(name, info["pid"], info["start"], ok)
+                if not ok and liveness.failures.get(name):
+                    log.warning("liveness: %s /health failed (%d/%d): %s", name, liveness.failures[name],
+                                sup.liveness_failures, detail)
+                if failed:
+                    self._kill_unresponsive(client, name, info["pid"], f"{failed} failed /health "
                                             f"probes in a row, last: {detail}")
-                    failures[name] = 0
 
     def _kill_unresponsive(self, client: Client, name: str, pid: int, why: str) -> None:
         with self.lock:
@@ -181,13 +174,7 @@ class Watch:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m suite.supervisor.watch")
-    parser.add_argument("--settings-file", required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
-    settings = Settings.from_file(Path(args.settings_file))
+    settings = watch_main_settings("python -m suite.supervisor.watch", argv)
     sock = paths(settings).socket
     watch = Watch(settings, lambda: Client(sock, timeout_s=10))
     stop = threading.Event()

@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            service.refusals.flush(force=True)
             await http.aclose()
             stores.close()
 
@@ -57,10 +58,12 @@ def create_app(settings: Settings) -> FastAPI:
         service: ToolService | None = getattr(app.state, "tools", None)
         if service is not None:
             transport = "mcp" if scope["path"] == "/mcp" else "rest"
-            service.audit_refusal(transport, scope["path"], status, reason, key_id)
+            client = (scope.get("client") or ("unknown",))[0]
+            service.audit_refusal(transport, scope["path"], status, reason, key_id, client)
 
     instrument(app, "tools", ready=lambda: asyncio.to_thread(app.state.tools.ready), ready_timeout_s=10,
-               settings=settings, on_refusal=audit_refusal)
+               settings=settings, on_refusal=audit_refusal,
+               storage=lambda: getattr(getattr(app.state, "tools", None), "space", None))
     app.router.add_route("/mcp", McpEndpoint(app), include_in_schema=False)
     app.include_router(router)
     return app

@@ -20,10 +20,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from suite.auth.keys import KeyStore, Principal
 from suite.auth.ratelimit import RateLimiter
 from suite.settings import Settings
+from suite.storage import SpaceGuard, is_disk_full
 from suite.tools import approvals as approvals_mod
 from suite.tools import rbac
 from suite.tools.approvals import ApprovalError, ApprovalStore
-from suite.tools.audit import AuditLog, AuditRecord, args_digest
+from suite.tools.audit import AuditLog, AuditRecord, RefusalAudit, args_digest
 from suite.tools.errors import ToolError
 from suite.tools.registry import TOOLS_BY_NAME
 from suite.tools.spec import ToolContext, ToolSpec
@@ -74,6 +75,8 @@ class ToolService:
         self.audit = audit
         self.metrics = metrics
         self.limiter = RateLimiter(settings.tools.rate_limit_per_minute)
+        self.refusals = RefusalAudit(audit, settings.tools.audit_refusals_per_minute)
+        self.space = SpaceGuard(audit.db.path.parent, settings.storage.reserve_bytes, "the tool server's data")
         self.validators = {name: jsonschema.Draft202012Validator(spec.input_schema)
                            for name, spec in TOOLS_BY_NAME.items()}
 
@@ -89,11 +92,18 @@ class ToolService:
         return {"tools": len(TOOLS_BY_NAME), "sandbox_roots": len(roots)}
 
     # -- authentication (done by suite.auth.layer; its refusals are audited here) ------------------
-    def audit_refusal(self, transport: str, target: str, status: int, reason: str, key_id: str | None) -> None:
-        """A request the auth layer refused (no key, bad key, a role outside the route's policy)."""
-        self.metrics.rbac.labels("unauthenticated" if status == 401 else "denied", "none").inc()
-        self._audit(transport, target, None, None, "unauthenticated" if status == 401 else "denied",
-                    "refused", status, 0.0, detail=reason, key_id=key_id)
+    def audit_refusal(self, transport: str, target: str, status: int, reason: str, key_id: str | None,
+                      client: str = "unknown") -> None:
+        """A request the auth layer refused (no key, bad key, a role outside the route's policy): audited
+        through ``RefusalAudit``, so one client adds a bounded number of rows a minute."""
+        decision = "unauthenticated" if status == 401 else "denied"
+        self.metrics.rbac.labels(decision, "none").inc()
+        rec = AuditRecord(transport=transport, tool=target, decision=decision, outcome="refused", status=status,
+                          key_id=key_id, detail=reason, request_id=request_id.get())
+        try:
+            self.refusals.refused(client, rec)
+        except Exception:  # the audit must not turn a refusal into a 500; it is logged loudly
+            log.exception("audit write failed for a refused request to %s", target)
 
     def require(self, principal: Principal, permission: str, transport: str, target: str) -> None:
         """403 (audited) unless the principal's role holds ``permission``."""
@@ -128,6 +138,10 @@ class ToolService:
         problem = self._invalid(spec, args)
         if problem:
             return self._refuse(transport, name, principal, digest, "invalid", t0, problem)
+        full = None if spec.read_only else self.space.refusal()  # reads go on when the disk is full
+        if full:
+            return self._refuse(transport, name, principal, digest, "insufficient_storage", t0,
+                                ToolError(507, full, "insufficient_storage", headers={"Retry-After": "30"}))
         if decision is rbac.Decision.APPROVAL:
             return self._park(transport, spec, principal, args, digest, t0)
         outcome = await self._run(spec, args)
@@ -183,6 +197,10 @@ class ToolService:
         except ToolError as exc:
             return CallOutcome.refused(exc)
         except OSError as exc:  # a path or file the caller named that the OS refuses
+            if is_disk_full(exc):
+                return CallOutcome.refused(ToolError(507, f"{spec.name}: insufficient storage ({exc.strerror}); "
+                                                          "nothing was written. Free space and retry",
+                                                     "insufficient_storage", headers={"Retry-After": "30"}))
             return CallOutcome.refused(ToolError(400, f"{spec.name}: {exc.strerror or exc}", "os_error"))
         except Exception as exc:
             log.exception("tool %s crashed", spec.name)
@@ -264,7 +282,10 @@ class ToolService:
         return rec
 
     async def execute_approved(self, approval_id: str) -> dict[str, Any]:
-        """Run an approved request if nobody has yet (atomic claim); return its record."""
+        """Run an approved request if nobody has yet (atomic claim); return its record. While the disk is
+        full it stays approved, unclaimed (run by the poller once space is back, or expired)."""
+        if self.space.refusal():
+            return self.approvals.get(approval_id)
         rec = self.approvals.claim(approval_id)
         if rec is None:
             return self.approvals.get(approval_id)
@@ -300,9 +321,11 @@ class ToolService:
             raise ApprovalError(409, message, "requester_key_revoked")
 
     async def poll_approvals(self) -> None:
-        """Expire stale requests and run those approved elsewhere (the CLI), forever."""
+        """Expire stale requests and run those approved elsewhere (the CLI), and write the summary rows
+        of ended refusal windows, forever."""
         while True:
             try:
+                self.refusals.flush()
                 for _ in self.approvals.expire():
                     self.metrics.approvals.labels("expired").inc()
                 for approval_id in self.approvals.approved_ids():

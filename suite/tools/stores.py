@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from suite.auth.db import Database
+from suite.auth.db import SYNCHRONOUS, Database
 from suite.auth.keys import KeyStore
 from suite.settings import Settings
 from suite.tools.approvals import ApprovalStore
@@ -14,7 +14,7 @@ from suite.tools.audit import AuditLog
 
 
 def security_db_path(settings: Settings) -> Path:
-    return Path(settings.tools.security_db or settings.data_dir / "tools" / "security.db")
+    return settings.security_db_path
 
 
 @dataclass
@@ -30,6 +30,6 @@ class Stores:
 
 
 def open_stores(settings: Settings) -> Stores:
-    db = Database(security_db_path(settings))
+    db = Database(security_db_path(settings), synchronous=SYNCHRONOUS["security"])
     return Stores(db, KeyStore.open(settings.key_store_path),
                   ApprovalStore(db, settings.tools.approval_ttl_s, settings.tools.approved_ttl_s), AuditLog(db))

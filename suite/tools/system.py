@@ -55,13 +55,31 @@ async def git_log(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"repository": result["repository"], "commits": commits}
 
 
-async def run_command(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    """An allow-listed program on sandbox paths only (see commands: the sandbox parses the arguments)."""
-    command = args["command"]
+MAX_ARGV = 64  # words of one command (program, options, operands), whichever form it is given in
+
+
+def command_argv(command: str | list[str]) -> list[str]:
+    """The argv of ``run_command``'s ``command``: a list as given, a string split like a shell would.
+    Both forms have the same limit: a string of 4,000 characters once split into 1,991 operands
+    where the list form stopped at 64."""
     try:
         argv = shlex.split(command) if isinstance(command, str) else list(command)
     except ValueError as exc:
         raise ToolError(400, f"cannot parse command: {exc}", "invalid_command") from None
+    if len(argv) > MAX_ARGV:
+        raise ToolError(400, f"command has {len(argv)} words; at most {MAX_ARGV} (program, options and "
+                             f"operands together), as a list or as a string", "too_many_arguments")
+    return argv
+
+
+def check_run_command(ctx: ToolContext, args: dict[str, Any]) -> None:
+    """At request time: the command parses within the limits (the sandbox checks run with the call)."""
+    command_argv(args["command"])
+
+
+async def run_command(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """An allow-listed program on sandbox paths only (see commands: the sandbox parses the arguments)."""
+    argv = command_argv(args["command"])
     cwd = ctx.sandbox.resolve(args.get("cwd", "."), must_exist=True)
     if not cwd.is_dir():
         raise ToolError(400, "cwd is not a directory", "not_a_directory")
@@ -96,14 +114,16 @@ TOOLS = (
              "limits; only the options of the command's table are accepted, every operand must be a path "
              "inside the sandbox, and output beyond the cap stops the command.",
              run_command, schema(("command",),
-                                 command={"description": "argv list, or a string split like a shell would",
-                                          "anyOf": [{"type": "array", "items": {"type": "string"},
-                                                     "minItems": 1, "maxItems": 64},
+                                 command={"description": "argv list, or a string split like a shell would "
+                                                         "(at most 64 words either way)",
+                                          "anyOf": [{"type": "array",
+                                                     "items": {"type": "string", "maxLength": 4000},
+                                                     "minItems": 1, "maxItems": MAX_ARGV},
                                                     {"type": "string", "minLength": 1, "maxLength": 4000}]},
                                  cwd=string("working folder inside the sandbox", default="."),
                                  timeout_s={"type": "number", "exclusiveMinimum": 0, "maximum": 600,
                                             "description": "capped by settings.tools.command_timeout_s"}),
-             read_only=False, destructive=False),
+             read_only=False, destructive=False, check=check_run_command),
     ToolSpec("system_info", "System info", "Platform, CPU, memory and sandbox disk usage.",
              system_info, schema(), read_only=True, idempotent=False),
 )

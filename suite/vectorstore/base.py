@@ -143,7 +143,12 @@ class VectorStore(Protocol):
     def collections(self) -> list[CollectionInfo]: ...
 
     def replace_document(self, collection: str, doc_id: str, points: list[Point]) -> int:
-        """Delete the document's old points, then upsert these; returns the points written."""
+        """Make these points the document's (its old version's go); returns the points written. A
+        crash leaves the old version or the new one, never a mix (edge: always; server and local: up
+        to the old chunks past a shrunk new version's end)."""
+
+    def document(self, collection: str, doc_id: str) -> list[Hit]:
+        """The document's chunks, by chunk number (score 1.0): what a reader of it gets back."""
 
     def delete_document(self, collection: str, doc_id: str) -> None: ...
 
@@ -163,6 +168,9 @@ class VectorStore(Protocol):
 
     def writes_paused(self) -> AbstractContextManager[Any]:
         """Hold this process's writes to the store (a backup's snapshot and export see one state)."""
+
+    def flush(self, collection: str) -> None:
+        """Make the collection's acknowledged writes survive a power cut (a server does it itself)."""
 
     def drop_collection(self, name: str) -> bool: ...
 

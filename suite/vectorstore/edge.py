@@ -24,6 +24,16 @@ Design, with the measurement behind each choice (this machine, 2 cores, 384-dim 
   wins (the swap did not finish) and copies are removed; either way no acknowledged write is lost.
 * Segments smaller than the threshold stay plain (searched exactly): at 5,000 points that costs about
   1 ms, so an index is *current* while fewer points than the threshold wait for an optimize.
+* A document is replaced whole or not at all. Its new chunks go in as **one** upsert operation (one
+  WAL record, replayed whole or not at all after a crash; chunk ``n`` has the same point id in every
+  version, so the new version overwrites the old one's chunks). Only a document that shrinks needs a
+  second operation, deleting the old version's chunks past the new end; before the first, the
+  store notes the intent (``intents.json``: old and new chunk counts, and a revision the new chunks
+  carry in their payload) and clears it after the second. At open, an intent whose new chunks all
+  carry its revision has its old tail deleted; otherwise the upsert never landed and the old version
+  stands. Either way one version, never a mix.
+* Every acknowledged write is in the shard's WAL (a process crash loses nothing). ``flush`` (the RAG
+  service calls it once per ``/index``) also makes it survive a power cut.
 """
 
 from __future__ import annotations
@@ -47,6 +57,9 @@ from typing import Any
 
 import qdrant_edge as qe
 
+from suite.faultpoints import crash_point
+from suite.fsio import fsync_dir, write_json
+from suite.storage import MiB, SpaceGuard, tree_bytes
 from suite.vectorstore.base import (
     CollectionInfo,
     CollectionNotFound,
@@ -59,13 +72,13 @@ from suite.vectorstore.base import (
     check_where,
     hit_from_payload,
     point_from_payload,
+    point_id,
 )
 from suite.vectorstore.edge_config import (
     META_FILE,
     SHARD_DIR,
     CollectionMeta,
     engine_version,
-    fsync_dir,
     now_iso,
     shard_config,
 )
@@ -77,8 +90,11 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")  # the RAG API's collec
 UPSERT_BATCH = 256
 OPTIMIZE_TIMEOUT_S = 3600.0
 
-# An operation as written to a shard, kept to replay onto a swapped-in copy: ("delete", doc_id) or
-# ("upsert", [Point, ...]).
+INTENTS_FILE = "intents.json"  # per collection: shrinking replacements under way (see the docstring)
+REV = "rev"  # payload key: the replacement a shrunk document's chunks were written by
+
+# An operation as written to a shard, kept to replay onto a swapped-in copy: ("delete", doc_id),
+# ("delete_ids", [point id, ...]) or ("upsert", [Point, ...]).
 Op = tuple[str, Any]
 
 
@@ -98,10 +114,28 @@ def _apply(shard: qe.EdgeShard, op: Op) -> None:
     kind, arg = op
     if kind == "delete":
         shard.update(qe.UpdateOperation.delete_points_by_filter(_filter(doc_id=arg)))
-        return
-    for start in range(0, len(arg), UPSERT_BATCH):
-        batch = [qe.Point(p.id, p.vector, p.payload()) for p in arg[start:start + UPSERT_BATCH]]
-        shard.update(qe.UpdateOperation.upsert_points(batch))
+    elif kind == "delete_ids":
+        shard.update(qe.UpdateOperation.delete_points(list(arg)))
+    elif kind == "upsert_whole":  # one document: one operation, so a crash leaves all of it or none
+        points, rev = arg
+        extra = {REV: rev} if rev else {}
+        shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.id, p.vector, {**p.payload(), **extra})
+                                                       for p in points]))
+    else:
+        for start in range(0, len(arg), UPSERT_BATCH):
+            batch = [qe.Point(p.id, p.vector, p.payload()) for p in arg[start:start + UPSERT_BATCH]]
+            shard.update(qe.UpdateOperation.upsert_points(batch))
+
+
+
+def _op_bytes(ops: list[Op]) -> int:
+    """About what the operations add on disk: WAL record and segment copy of each point (vector as
+    float32, text and metadata as JSON), twice."""
+    total = 0
+    for kind, arg in ops:
+        points = arg[0] if kind == "upsert_whole" else arg if kind == "upsert" else []
+        total += sum(len(p.vector) * 4 + len(p.text.encode()) + 200 for p in points)
+    return 2 * total
 
 
 def _vector(record_vector: Any) -> list[float]:
@@ -150,8 +184,9 @@ class EdgeStore:
     kind = "edge"
 
     def __init__(self, path: str | Path, optimize_threshold: int = 5000, optimize_threads: int = 1,
-                 auto_optimize: bool = True) -> None:
+                 auto_optimize: bool = True, reserve_bytes: int = 64 * MiB) -> None:
         self.root = Path(path)
+        self.space = SpaceGuard(self.root, reserve_bytes, "the vector store")
         self.location = str(self.root)
         self.threshold = optimize_threshold
         self.threads = optimize_threads
@@ -198,6 +233,7 @@ class EdgeStore:
             except Exception as exc:
                 raise StoreUnavailable(f"cannot open the edge shard of collection '{folder.name}' at "
                                        f"{folder / SHARD_DIR}: {exc}") from None
+            self._finish_intents(folder, shard)
             info = shard.info()
             # after a crash the persisted counter may be behind: the shard's own counts bound it
             meta.pending_points = max(meta.pending_points, info.points_count - info.indexed_vectors_count)
@@ -218,12 +254,35 @@ class EdgeStore:
                          *folder.glob(".trash-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
 
+    def _finish_intents(self, folder: Path, shard: qe.EdgeShard) -> None:
+        """Complete or drop the shrinking replacements a crash cut off (see the module docstring)."""
+        path = folder / INTENTS_FILE
+        try:
+            intents = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except ValueError:  # written atomically, so never torn; refuse to guess
+            raise StoreUnavailable(f"{path} is unreadable; restore the collection from a backup") from None
+        for doc_id, intent in intents.items():
+            new = [point_id(doc_id, n) for n in range(intent["chunks"])]
+            records = shard.retrieve(new, True, False)
+            landed = len(records) == len(new) and all((r.payload or {}).get(REV) == intent["rev"] for r in records)
+            if landed:
+                shard.update(qe.UpdateOperation.delete_points(
+                    [point_id(doc_id, n) for n in range(intent["chunks"], intent["old"])]))
+            self.notices.append(f"collection '{folder.name}': the replacement of document '{doc_id}' was "
+                                f"interrupted; {'the new' if landed else 'the old'} version stands, whole")
+            log.warning(self.notices[-1])
+        shard.flush()
+        path.unlink()
+        fsync_dir(folder)
+
     def _read_meta(self, folder: Path) -> CollectionMeta:
         try:
             return CollectionMeta.load(folder)
         except (OSError, ValueError, TypeError) as exc:
             meta = CollectionMeta.rebuild(folder)
-            meta.save(folder, durable=True)
+            meta.save(folder)
             self.notices.append(f"collection '{folder.name}': {META_FILE} was unreadable ({exc}); "
                                 f"rebuilt from the shard")
             log.warning(self.notices[-1])
@@ -288,6 +347,7 @@ class EdgeStore:
                 return False
             if not NAME.match(name):
                 raise StoreError(f"invalid collection name {name!r}")
+            self.space.check()  # a new shard's files are sparse and filled through mmap
             self._create(name, dimension)
             log.info("created collection %s (%d dims, edge store)", name, dimension)
             return True
@@ -300,7 +360,7 @@ class EdgeStore:
         shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.PayloadSchemaType.Keyword))
         shard.close()
         meta = CollectionMeta(name=name, dimension=dimension)
-        meta.save(staging, durable=True)
+        meta.save(staging)
         target = self.root / name
         _remove(target)  # a stray folder without a shard (ignored at open) must not block the name
         os.rename(staging, target)  # the collection appears whole or not at all
@@ -346,6 +406,8 @@ class EdgeStore:
 
     # -- writes ---------------------------------------------------------------------------------
     def _write_ops(self, collection: str, ops: list[Op], points: int) -> None:
+        # a write the disk cannot take is refused before it reaches the mmap'd WAL (see suite.storage)
+        self.space.check(_op_bytes(ops))
         with self._write:
             c = self._get(collection)
             with c.lock.shared():
@@ -358,10 +420,50 @@ class EdgeStore:
                 self._start_optimize(c)
 
     def replace_document(self, collection: str, doc_id: str, points: list[Point]) -> int:
+        """The document's new version, whole or not at all (see the module docstring)."""
         if any(p.doc_id != doc_id for p in points):
             raise StoreError(f"replace_document({doc_id!r}) was given points of another document")
-        self._write_ops(collection, [("delete", doc_id), ("upsert", list(points))], len(points))
+        if [p.chunk_no for p in points] != list(range(len(points))):
+            raise StoreError(f"replace_document({doc_id!r}): chunks must be numbered 0..n-1 in order")
+        if not points:
+            self._write_ops(collection, [("delete", doc_id)], 0)
+            return 0
+        self.space.check(_op_bytes([("upsert", points)]))  # before the intent is noted
+        with self._write:
+            c = self._get(collection)
+            old = self.count(collection, doc_id)
+            if old <= len(points):  # every old chunk id is overwritten: one operation
+                self._write_ops(collection, [("upsert_whole", (list(points), None))], len(points))
+                return len(points)
+            rev = uuid.uuid4().hex
+            intents = self._read_intents(c)
+            intents[doc_id] = {"old": old, "chunks": len(points), "rev": rev}
+            write_json(c.folder / INTENTS_FILE, intents)
+            self._write_ops(collection, [("upsert_whole", (list(points), rev))], len(points))
+            crash_point("edge.replace.upserted")
+            self._write_ops(collection, [("delete_ids", [point_id(doc_id, n) for n in range(len(points), old)])], 0)
+            del intents[doc_id]
+            if intents:
+                write_json(c.folder / INTENTS_FILE, intents)
+            else:
+                (c.folder / INTENTS_FILE).unlink(missing_ok=True)
         return len(points)
+
+    def _read_intents(self, c: _Collection) -> dict[str, Any]:
+        try:
+            return json.loads((c.folder / INTENTS_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+
+    def document(self, collection: str, doc_id: str) -> list[Hit]:
+        c = self._get(collection)
+        request = qe.ScrollRequest(limit=100_000, filter=_filter(doc_id=doc_id), with_payload=True,
+                                   with_vector=False)
+        with c.lock.shared():
+            if c.closed:
+                raise CollectionNotFound(collection)
+            records, _ = c.shard.scroll(request)
+        return sorted((hit_from_payload(r.payload or {}, 1.0) for r in records), key=lambda h: h.chunk_no)
 
     def delete_document(self, collection: str, doc_id: str) -> None:
         self._write_ops(collection, [("delete", doc_id)], 0)
@@ -462,6 +564,7 @@ class EdgeStore:
         """
         if not NAME.match(collection):
             raise StoreError(f"invalid collection name {collection!r}")
+        self.space.check(2 * Path(archive).stat().st_size)
         with self._write:
             c = self._colls.get(collection)
             folder = c.folder if c is not None else self.root / f".creating-{uuid.uuid4().hex[:12]}"
@@ -481,7 +584,7 @@ class EdgeStore:
             if c is None:
                 os.rename(incoming, folder / SHARD_DIR)
                 meta = CollectionMeta(name=collection, dimension=int(dimension))
-                meta.save(folder, durable=True)
+                meta.save(folder)
                 target = self.root / collection
                 _remove(target)
                 os.rename(folder, target)
@@ -543,6 +646,7 @@ class EdgeStore:
             with self._write:  # writes wait for flush + copy; queries go on
                 if c.closed or self._closing:
                     return
+                self.space.check(2 * tree_bytes(c.shard_path))  # the copy, and the optimizer's new segments
                 with c.lock.shared():
                     c.shard.flush()
                 shutil.copytree(c.shard_path, copy)
@@ -575,7 +679,8 @@ class EdgeStore:
     def _run_optimizer(self, copy: Path, dimension: int, job: _Optimize) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "suite.vectorstore.edge_optimize", str(copy), str(dimension),
                str(self.threshold), str(self.threads)]
-        job.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = dict(os.environ, SUITE_OPTIMIZE_PARENT=str(os.getpid()))
+        job.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
             out, err = job.proc.communicate(timeout=OPTIMIZE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -595,14 +700,17 @@ class EdgeStore:
         with c.lock.exclusive():
             c.shard.close()
             os.rename(live, old)
+            crash_point("edge.swap.live_moved")
             os.rename(incoming, live)
             fsync_dir(c.folder)
+            crash_point("edge.swap.incoming_in")
             shard = None
             try:
                 shard = qe.EdgeShard.load(str(live))
                 for op in replay:
                     _apply(shard, op)
                 shard.flush()
+                crash_point("edge.swap.replayed")
             except Exception:
                 if shard is not None:
                     shard.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import qdrant_edge
+
+from suite.fsio import write_json
 
 META_FILE = "collection.json"
 SHARD_DIR = "shard"
@@ -78,9 +79,9 @@ class CollectionMeta:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def save(self, folder: Path, durable: bool = False) -> None:
-        """Write ``collection.json`` atomically (tmp + rename); ``durable`` adds the fsyncs."""
-        write_json_atomic(folder / META_FILE, self.to_dict(), durable=durable)
+    def save(self, folder: Path) -> None:
+        """Write ``collection.json`` crash-safe (``suite.fsio``: temp file, fsync, rename)."""
+        write_json(folder / META_FILE, self.to_dict())
 
     @classmethod
     def load(cls, folder: Path) -> CollectionMeta:
@@ -97,22 +98,3 @@ class CollectionMeta:
                    created_at="unknown (rebuilt from the shard)")
 
 
-def write_json_atomic(path: Path, data: Any, durable: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, ensure_ascii=False)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    if durable:
-        fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make renames inside ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -4,16 +4,36 @@ Run by ``EdgeStore`` as ``python -m suite.vectorstore.edge_optimize SHARD_DIR DI
 on a copy of a live shard; prints one JSON line. It exists because qdrant-edge-py 0.9.0's
 ``optimize()`` holds the GIL for its whole run (see ``suite.vectorstore.edge``): in the service's own
 process it would stop every request for seconds to minutes.
+
+It dies with its parent (``PR_SET_PDEATHSIG``): a RAG service killed with SIGKILL mid-optimize used
+to leave the optimizer running on, writing into a copy the restarted service was deleting.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import signal
 import sys
 import time
 
+PARENT_ENV = "SUITE_OPTIMIZE_PARENT"  # the pid the child must not outlive
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (Linux); exit now if it died already."""
+    parent = int(os.environ.get(PARENT_ENV, "0") or 0)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's close() still kills it
+        return
+    if parent and os.getppid() != parent:
+        os._exit(3)
+
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()  # first: the imports below take seconds on a busy box
     from suite.vectorstore.edge_config import shard_config  # after argv, so `-h` needs no engine
 
     args = sys.argv[1:] if argv is None else argv

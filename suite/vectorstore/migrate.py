@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from suite.fsio import write_json
 from suite.vectorstore.base import Hit, StoreUnavailable
 from suite.vectorstore.edge import EdgeStore
-from suite.vectorstore.edge_config import now_iso, write_json_atomic
+from suite.vectorstore.edge_config import now_iso
 from suite.vectorstore.qdrant import EmbeddedQdrantStore
 from suite.vectorstore.select import MIGRATED_MARKER, find_local_store
 
@@ -101,9 +102,9 @@ def migrate_local_to_edge(local_path: Path, edge_path: Path, *, optimize_thresho
         target.close()
         source.close()
     if report.ok and any(c.status != "skipped" for c in report.collections):
-        write_json_atomic(local_path / MIGRATED_MARKER, {
+        write_json(local_path / MIGRATED_MARKER, {
             "at": now_iso(), "to": str(edge_path),
-            "collections": {c.name: c.target_points for c in report.collections}}, durable=True)
+            "collections": {c.name: c.target_points for c in report.collections}})
     return report
 
 

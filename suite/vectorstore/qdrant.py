@@ -34,6 +34,7 @@ from suite.vectorstore.base import (
     check_where,
     hit_from_payload,
     point_from_payload,
+    point_id,
 )
 
 log = logging.getLogger(__name__)
@@ -103,10 +104,33 @@ class QdrantStore:
             collection, points_selector=models.FilterSelector(filter=_filter(doc_id)), wait=True))
 
     def replace_document(self, collection: str, doc_id: str, points: list[Point]) -> int:
+        """One upsert request for the whole document (Qdrant applies a request as one operation, so
+        a crash leaves the old version or the new one), then the old version's chunks past the new
+        one's end. Only that second step, after a shrink, can be cut off; the edge store journals it."""
         if any(p.doc_id != doc_id for p in points):
             raise StoreError(f"replace_document({doc_id!r}) was given points of another document")
-        self.delete_document(collection, doc_id)
-        return self.upsert(collection, points)
+        old = self.count(collection, doc_id)
+        if not points:
+            self.delete_document(collection, doc_id)
+            return 0
+        structs = [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload()) for p in points]
+        self._call(lambda: self.client.upsert(collection, points=structs, wait=True))
+        if old > len(points):
+            tail = [point_id(doc_id, n) for n in range(len(points), old)]
+            self._call(lambda: self.client.delete(collection, points_selector=models.PointIdsList(points=tail),
+                                                  wait=True))
+        return len(points)
+
+    def document(self, collection: str, doc_id: str) -> list[Hit]:
+        self._require(collection)
+        out, offset = [], None
+        while True:
+            records, offset = self._call(lambda o=offset: self.client.scroll(
+                collection, scroll_filter=_filter(doc_id), limit=256, offset=o, with_payload=True,
+                with_vectors=False))
+            out += [hit_from_payload(r.payload or {}, 1.0) for r in records]
+            if offset is None:
+                return sorted(out, key=lambda h: h.chunk_no)
 
     def upsert(self, collection: str, points: list[Point]) -> int:
         self._require(collection)
@@ -141,6 +165,9 @@ class QdrantStore:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "location": self.location, "state": "open"}
+
+    def flush(self, collection: str) -> None:
+        """A server (and local mode's SQLite) persists each acknowledged write itself."""
 
     def writes_paused(self) -> AbstractContextManager[Any]:
         """A server orders its own writes; the caller (the RAG service's write lock) keeps ours out."""

@@ -89,7 +89,7 @@ def open_store(settings: Settings):
     if chosen["kind"] == "local":
         return EmbeddedQdrantStore(chosen["location"])
     store = EdgeStore(chosen["location"], optimize_threshold=settings.rag.optimize_threshold,
-                      optimize_threads=settings.rag.optimize_threads)
+                      optimize_threads=settings.rag.optimize_threads, reserve_bytes=settings.storage.reserve_bytes)
     legacy = find_local_store(settings.local_store_path)
     if legacy is not None:
         store.notices.append(legacy.notice())

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from suite.storage import InsufficientStorage, is_disk_full
 from suite.web.disconnect import ClientGone
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ _TYPES = {
     502: "upstream_error",
     503: "service_unavailable",
     504: "upstream_timeout",
+    507: "insufficient_storage",
 }
 
 
@@ -96,7 +98,23 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("%s; its work was cancelled", exc)
         return error_response(499, str(exc), type="client_closed_request", code="client_disconnected")
 
+    @app.exception_handler(InsufficientStorage)
+    async def _no_space(request: Request, exc: InsufficientStorage) -> JSONResponse:
+        log.warning("%s %s refused: %s", request.method, request.url.path, exc.message)
+        return disk_full_response(exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_disk_full(exc):  # a write the reserve did not foresee: still the client's answer is why
+            log.error("%s %s failed, the disk is full: %s", request.method, request.url.path, exc)
+            return disk_full_response(exc)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error: {type(exc).__name__}", type="internal_error")
+
+
+def disk_full_response(exc: BaseException) -> JSONResponse:
+    """507 with the reason: the reserve's figures, or what the failed write said."""
+    message = exc.message if isinstance(exc, InsufficientStorage) else (
+        f"insufficient storage: the disk is full ({type(exc).__name__}: {str(exc)[:200]}); the write was "
+        f"not made. Free space and retry; reads still work")
+    return error_response(507, message, code="insufficient_storage", headers={"Retry-After": "30"})

@@ -32,6 +32,7 @@ from prometheus_client import (
 )
 
 from suite.settings import Settings
+from suite.storage import SpaceGuard
 from suite.web.errors import install_error_handlers
 from suite.web.guard import RequestGuard, RequestLimits
 from suite.web.logs import request_id
@@ -154,7 +155,7 @@ class ReadyGate:
 def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
                ready_timeout_s: float = 30.0, health_info: Callable[[], dict] | None = None, *,
                settings: Settings, on_refusal: Refusal | None = None, live: LiveCheck | None = None,
-               ready_every_s: float = 1.0) -> ServiceMetrics:
+               ready_every_s: float = 1.0, storage: Callable[[], SpaceGuard | None] | None = None) -> ServiceMetrics:
     """Add /health, /ready, /metrics, a request-id + access-log middleware, error handlers, and the
     trust boundary: transport checks (``suite.web.transport``), the request guard (``suite.web.guard``:
     body size, JSON shape, text encoding, with the service's ``guard.*`` limits) and the key + policy
@@ -163,6 +164,10 @@ def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
 
     ``live`` names what is wrong with the service's worker (an engine thread dead or stuck); while
     it does, ``/health`` answers 503 so the supervisor restarts the process.
+
+    ``storage`` gives the service's ``SpaceGuard`` (stateful services): ``/health`` then says whether
+    writes are accepted and, when the disk is full, why — still 200 (a full disk is no reason to
+    restart a process whose reads work).
     """
     from suite.auth.layer import AuthLayer  # suite.auth uses suite.web's error shape: imported here
 
@@ -186,6 +191,11 @@ def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
         body = {"status": "ok", "service": service, "uptime_s": round(time.time() - started, 1)}
         if health_info is not None:
             body.update(health_info())
+        guard = storage() if storage is not None else None
+        if guard is not None:
+            body["storage"] = guard.state()
+            if body["storage"]["writes"] == "refused":
+                body["status"] = "degraded"
         problem = live() if live is not None else None
         if problem:
             body.update(status="failing", reason=problem)
