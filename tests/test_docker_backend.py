@@ -331,3 +331,23 @@ def test_a_container_run_the_unsafe_way_fails_every_hardening_line(engine, open_
     bad = containers.judge_image("unsafe", {"compilers": {"gcc": "/usr/bin/gcc"}, "keys": ["/root/.ssh/id_rsa"],
                                             "models": [], "test_extras": ["pytest-timeout"], "user": 0}, Timer(), [])
     assert bad.status.value == "fail" and all(w in bad.detail for w in ("gcc", "id_rsa", "pytest-timeout", "root"))
+
+
+@pytest.mark.integration
+def test_the_dependency_image_is_kept_beside_pips_cache_and_a_fresh_engine_loads_it(engine):
+    """A new CI machine keeps pip's cache, not the engine's storage: the 10-minute dependency layer comes
+    back from its tarball (untagged here, as on a fresh engine) instead of being installed again."""
+    from suite.containers import images
+
+    (tag,) = [t for image in engine.images.list(name=images.DEPS) for t in image.tags]
+    tarball = images.deps_tarball(tag)
+    assert tarball.is_file() and tarball.stat().st_size > 100e6, f"{tarball} is not the saved image"
+    assert [p.name for p in images.cache_dir().glob("deps-*.tar")] == [tarball.name], "one tarball per wheelhouse"
+    engine.images.remove(tag)  # the suite image still holds the layers: only the name goes
+    assert not images.present(engine, tag)
+    said: list[str] = []
+    base = images.OFFICIAL_BASE if images.present(engine, images.OFFICIAL_BASE) else images.BASE
+    t0 = time.monotonic()
+    assert images.ensure_deps_image(engine, base, images.ensure_wheelhouse(), said.append) == tag
+    assert any("docker load" in line for line in said) and not any("docker build" in line for line in said), said
+    print(f"dependency image loaded from {tarball.name} in {time.monotonic() - t0:.0f}s")

@@ -24,6 +24,7 @@ from typing import Any
 
 from suite.fsio import fsync_dir, fsync_file, write_json
 from suite.models import sha256_file
+from suite.retention import expired
 
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"
@@ -182,19 +183,6 @@ def newest_set(root: Path) -> Path | None:
 
 def set_age_s(manifest: dict[str, Any], now: float | None = None) -> float:
     return max(0.0, (now or time.time()) - float(manifest.get("created_ts") or 0))
-
-
-def expired(items: list[tuple[str, float]], keep_last: int, keep_days: float,
-            now: float | None = None) -> tuple[list[str], list[str]]:
-    """Retention over (name, created timestamp) pairs: (kept, expired). Kept: the newest ``keep_last``,
-    and anything younger than ``keep_days``."""
-    now = now or time.time()
-    ordered = sorted(items, key=lambda item: item[1])
-    newest = {name for name, _ in ordered[-keep_last:]} if keep_last > 0 else set()
-    kept, gone = [], []
-    for name, ts in ordered:
-        (kept if name in newest or now - ts < keep_days * 86400 else gone).append(name)
-    return kept, gone
 
 
 def prune(root: Path, keep_last: int, keep_days: float, now: float | None = None,

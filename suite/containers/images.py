@@ -9,10 +9,12 @@ monitoring images from Debian's Prometheus and Alertmanager — all built throug
   pip configuration and proxy; CPU torch; llama-cpp-python is the wheel ``scripts/install.sh`` built
   for this CPU), cached per ``pyproject.toml``. The image installs from it with ``--no-index``: no
   network and no compiler inside the build.
+* **Dependency image** (``DEPS:<digest>``): ``deploy/Dockerfile``'s ``deps`` stage, the wheelhouse
+  served on 127.0.0.1 while the build runs on the host network; one per wheelhouse, saved as a tarball
+  beside the caches and loaded by a fresh engine (a new CI machine) instead of installed again.
 * **Suite image** (``IMAGE``, also tagged ``INFERENCE_IMAGE``: on the CPU both are one build):
-  ``deploy/Dockerfile``'s ``wheelhouse`` stage, the repository's sources as the context
-  (``.dockerignore`` applied) and the wheelhouse served on 127.0.0.1 while the build runs on the host
-  network; rebuilt only when the sources' and wheels' digest (a label) changed.
+  the ``wheelhouse`` stage on the dependency image, the repository's sources as the context
+  (``.dockerignore`` applied); rebuilt only when the sources' and dependencies' digest (a label) changed.
 * **Monitoring** (``PROMETHEUS``, ``ALERTMANAGER``): the base plus the binaries of Debian's packages
   (``dpkg -x``), used through ``deploy/compose.debian.yaml``.
 
@@ -50,6 +52,7 @@ BASE = "suite-workbench/debian:bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "libgomp1", "git")  # git: the tools service's git tools
 IMAGE = "suite-workbench:latest"
 INFERENCE_IMAGE = "suite-workbench-inference:latest"
+DEPS = "suite-workbench/deps"  # the deps stage as an image, one per wheelhouse (a tarball beside pip's cache)
 PROMETHEUS = "suite-workbench/prometheus:debian"
 ALERTMANAGER = "suite-workbench/alertmanager:debian"
 SOURCE_LABEL = "org.suite-workbench.source"
@@ -328,30 +331,99 @@ def _stream_build(client, progress: Progress, log: Path | None, **kwargs) -> str
     return image_id
 
 
+def _image_requirements(house: Path) -> Path:
+    """What the image installs: the wheelhouse's list minus the model packages (the data dir provides models)."""
+    models = tuple(m.replace("_", "-") for m in MODEL_WHEELS)
+    pins = (house / "requirements.txt").read_text().splitlines()
+    path = house / "image-requirements.txt"
+    path.write_text("\n".join(x for x in pins if x and not x.startswith(models)) + "\n")
+    return path
+
+
+def deps_tag(base_key: str, house: Path) -> str:
+    """The dependency image's name: a digest of the base, the wheels, their list and the Dockerfile."""
+    digest = hashlib.sha256(base_key.encode())
+    for path in [_image_requirements(house), project_root() / "deploy" / "Dockerfile"]:
+        digest.update(path.read_bytes())
+    for wheel in sorted(house.glob("*.whl")):
+        digest.update(f"{wheel.name} {wheel.stat().st_size}".encode())
+    return f"{DEPS}:{digest.hexdigest()[:16]}"
+
+
+def deps_tarball(tag: str, cache: Path | None = None) -> Path:
+    return (cache or cache_dir()) / f"deps-{tag.rsplit(':', 1)[1]}.tar"
+
+
+def ensure_deps_image(client, base: str, house: Path, progress: Progress = _quiet, log: Path | None = None,
+                      cache: Path | None = None) -> str:
+    """The ``deps`` stage as its own image: present in the engine, else loaded from its tarball beside
+    pip's cache, else built from the wheelhouse (the 10-minute step: torch and the rest installed) and
+    saved there, so a fresh engine (a new CI machine with pip's cache kept) loads it in about a minute."""
+    cache = cache or cache_dir()
+    base_key = base_tarball(cache).name if base == BASE else client.images.get(base).id
+    tag = deps_tag(base_key, house)
+    if present(client, tag):
+        return tag
+    tarball = deps_tarball(tag, cache)
+    if tarball.is_file():
+        progress(f"  docker load {tarball.name} ({tarball.stat().st_size / 1e9:.1f} GB)")
+        try:
+            with open(tarball, "rb") as fh:
+                client.images.load(fh)
+        except Exception as exc:  # a truncated or foreign tarball: build again below
+            progress(f"  the cached dependency image could not be loaded ({exc}); building it again")
+        if present(client, tag):
+            return tag
+    progress(f"  docker build {tag} from {base}: every runtime dependency from the wheelhouse "
+             "(about 10 min on 2 cores, once per wheelhouse)")
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile() as ctx, served(house) as url:
+        write_context(ctx, project_root(), ["deploy/Dockerfile"])
+        ctx.seek(0)
+        _stream_build(client, progress, log, fileobj=ctx, custom_context=True, dockerfile="deploy/Dockerfile",
+                      tag=tag, target="deps", network_mode="host",
+                      buildargs={"BUILD_BASE": base, "RUNTIME_BASE": base, "DEPS_IMAGE": base,
+                                 "WHEELHOUSE_URL": url})
+    progress(f"  built {tag} in {time.monotonic() - t0:.0f}s; docker save to {tarball}")
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    partial = tarball.with_suffix(".partial")
+    try:
+        with open(partial, "wb") as fh:
+            for chunk in client.images.get(tag).save(named=True):
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, tarball)
+    except OSError as exc:  # a full disk: the image is built, only the cache is missing
+        partial.unlink(missing_ok=True)
+        progress(f"  the dependency image was not cached ({exc}); the next fresh engine builds it again")
+    for old in cache.glob("deps-*.tar"):  # one wheelhouse, one dependency image
+        if old != tarball:
+            old.unlink(missing_ok=True)
+    return tag
+
+
 def build_suite_image(client, progress: Progress = _quiet, log: Path | None = None, force: bool = False) -> str:
     """``IMAGE`` (and ``INFERENCE_IMAGE``) for the CPU: the official Python base when present, else ours."""
     base = OFFICIAL_BASE if present(client, OFFICIAL_BASE) else ensure_base(client, progress)
     house = ensure_wheelhouse(progress)
+    deps = ensure_deps_image(client, base, house, progress, log)
     root = project_root()
     files = context_files(root)
-    wheels = sorted(house.glob("*.whl"))
-    digest = hashlib.sha256(f"{context_digest(root, files, wheels)} {base}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{context_digest(root, files)} {deps}".encode()).hexdigest()[:16]
     if not force and present(client, IMAGE) and client.images.get(IMAGE).labels.get(SOURCE_LABEL) == digest:
         progress(f"  {IMAGE} is up to date (source {digest})")
         _tag(client, IMAGE, INFERENCE_IMAGE)
         return IMAGE
-    progress(f"  docker build {IMAGE} from {base} ({len(files)} files; {len(wheels)} wheels served on loopback)")
+    progress(f"  docker build {IMAGE} on {deps} ({len(files)} files of the project)")
     t0 = time.monotonic()
-    # what the image installs: the wheelhouse's list minus the model packages (the data dir provides models)
-    models = tuple(m.replace("_", "-") for m in MODEL_WHEELS)
-    pins = (house / "requirements.txt").read_text().splitlines()
-    (house / "image-requirements.txt").write_text("\n".join(x for x in pins if x and not x.startswith(models)) + "\n")
-    with tempfile.TemporaryFile() as ctx, served(house) as url:
+    with tempfile.TemporaryFile() as ctx:
         write_context(ctx, root, files)
         ctx.seek(0)
         _stream_build(client, progress, log, fileobj=ctx, custom_context=True, dockerfile="deploy/Dockerfile",
-                      tag=IMAGE, labels={SOURCE_LABEL: digest}, target="wheelhouse", network_mode="host",
-                      buildargs={"BUILD_BASE": base, "RUNTIME_BASE": base, "WHEELHOUSE_URL": url})
+                      tag=IMAGE, labels={SOURCE_LABEL: digest}, target="wheelhouse",
+                      buildargs={"BUILD_BASE": base, "RUNTIME_BASE": base, "DEPS_IMAGE": deps,
+                                 "INSTALL_PROJECT": "1"})
     _tag(client, IMAGE, INFERENCE_IMAGE)
     progress(f"  built {IMAGE} in {time.monotonic() - t0:.0f}s")
     return IMAGE
@@ -407,7 +479,8 @@ def build_monitoring_images(client, progress: Progress = _quiet, log: Path | Non
 def summary(client) -> list[dict]:
     """The suite's images in the engine: name, id, size, created, source label."""
     rows = []
-    for name in (BASE, IMAGE, INFERENCE_IMAGE, PROMETHEUS, ALERTMANAGER, OFFICIAL_BASE):
+    deps = sorted(tag for image in client.images.list(name=DEPS) for tag in image.tags)
+    for name in (BASE, *deps, IMAGE, INFERENCE_IMAGE, PROMETHEUS, ALERTMANAGER, OFFICIAL_BASE):
         if present(client, name):
             img = client.images.get(name)
             rows.append({"image": name, "id": img.short_id.split(":")[-1], "mb": round(img.attrs["Size"] / 1e6),

@@ -19,8 +19,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from suite.backup.sets import expired
 from suite.memory.store import MemoryStore
+from suite.retention import expired
 from suite.settings import Settings
 from suite.storage import SpaceGuard, is_disk_full
 
