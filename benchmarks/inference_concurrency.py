@@ -66,8 +66,14 @@ REFERENCE = "in-process llama-cpp-python, 1 stream, no HTTP"
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float | None, int]:
+    ttft, n, _ = await stream_text(client, url, body)
+    return ttft, n
+
+
+async def stream_text(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float | None, int, str]:
+    """A streamed completion: time to its first text chunk, how many chunks carried text, the text."""
     t0 = time.perf_counter()
-    ttft, n = None, 0
+    ttft, n, parts = None, 0, []
     async with client.stream("POST", url, json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
@@ -77,9 +83,10 @@ async def one_stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[f
             text = (chunk.get("choices") or [{}])[0].get("text") or chunk.get("content") or ""
             if text:
                 n += 1
+                parts.append(text)
                 if ttft is None:
                     ttft = time.perf_counter() - t0
-    return ttft, n
+    return ttft, n, "".join(parts)
 
 
 async def level(base: str, n: int, tokens: int, extra: dict) -> dict:
@@ -210,11 +217,12 @@ def find_llama_server(given: str | None) -> str:
 
 
 @contextlib.contextmanager
-def llama_server(binary: str, model: Path, threads: int, parallel: int, flash_attn: bool = False):
+def llama_server(binary: str, model: Path, threads: int, parallel: int, flash_attn: bool = False,
+                 ctx_per_slot: int = 1024):
     port = 20000 + free_port_offset() % 20000
     cmd = [binary, "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
            "--parallel", str(parallel), "--threads", str(threads), "--threads-batch", str(threads),
-           "--ctx-size", str(1024 * parallel), "--no-webui", "--flash-attn", "on" if flash_attn else "off",
+           "--ctx-size", str(ctx_per_slot * parallel), "--no-webui", "--flash-attn", "on" if flash_attn else "off",
            "--threads-http", str(4 * parallel)]  # its default pool (~cores) drops extra connections
     proc = subprocess.Popen(cmd, env=USER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with serving(proc, f"http://127.0.0.1:{port}", "/health") as base:
@@ -458,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.threads} threads, n_ctx 1024 per sequence, flash attention {args.flash_attn}, OpenMP spin count "
             f"{LIBGOMP_SPINCOUNT} (llama-server and the in-process rows too). Default-settings rows: "
             f"inference.slots = {defaults.slots}, n_ctx = {defaults.chat.n_ctx}, threads = all cores, flash "
-            f"attention {'on' if defaults.chat.flash_attn else 'off'}, omp_spincount {defaults.omp_spincount}.\n\n"
+            f"attention {'on' if defaults.chat.flash_attn else 'off'}, omp_spincount {defaults.spincount()}.\n\n"
             f"{out}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     sys.stdout.write(body)
     if args.write:

@@ -331,3 +331,13 @@ def check_rollback(settings: Settings, set_path: Path, rto_target_s: float, rpo_
                            Status.PASS if data["rpo_s"] <= rpo_target_s else Status.FAIL,
                            target=f"≤ {rpo_target_s:g} s", measured=f"{data['rpo_s']} s")]
     return results
+
+
+def not_applicable(target) -> CheckResult:
+    """The backup drill on a target file's stack: the backup sets are the suite's own (``suite backup``)."""
+    part = target.vector_store or target.memory
+    why = (f"not applicable: the drill backs up and restores the suite's own stores (`suite backup`); target "
+           f"{target.name} has no suite store" + (f" ({part.name} is {part.kind}: its snapshots are its owner's "
+                                                 "to drill)" if part is not None else ""))
+    return CheckResult("backup", "Backup and restore drill", Stage.BACKUP, Status.SKIP, measured="not applicable",
+                       detail=why)

@@ -46,6 +46,14 @@ def bring_up(phase: int, run: RunDir | None = None, echo: stack.Echo | None = No
     return results
 
 
+def not_started(target) -> list[CheckResult]:
+    """The bring-up of a stack the run did not start (a target file): nothing to start, said so."""
+    return [CheckResult("bringup.phase", f"bring up {target.name}", Stage.BRING_UP, Status.SKIP,
+                        target="the target's parts running", measured="not applicable",
+                        detail=f"not applicable: target {target.name} ({target.source}) is run by its owner; "
+                               "this run starts and stops nothing (its parts are reached below)")]
+
+
 def stop_hint(run: RunDir, settings: Settings | None = None) -> str:
     """What a user who ran the bring-up by hand types to stop what it started."""
     started = (run.read_json(run.started_services_file, default=None) or {}).get("services", [])

@@ -17,7 +17,7 @@ EXIT_CODES = """exit codes of run and resume:
   0    GO: every required runbook passed and no gate failed or was left indeterminate
   1    NO-GO: the run finished (report written) and something failed, was left indeterminate
        (a percentile interval straddling its target, a gate measured on a contended box) or did not run
-  2    refused before anything started: bad parameter, bad sequence file, a waiver file that
+  2    refused before anything started: bad parameter, bad sequence or target file, a waiver file that
        waives a whole stage or has no expiry, or another run holds this stack (the message names
        its pid)
   130  interrupted (Ctrl-C or SIGTERM): the report, results so far and ledger are still written,
@@ -67,7 +67,7 @@ def cmd_run(args) -> int:
     run_dir = Path(args.runs_dir or default_runs_dir()).resolve() / run_id
     try:
         run_sequence(args.sequence, raw, args.runs_dir, keep_up=args.keep_up, progress=_say, run_id=run_id,
-                     waivers=args.waivers)
+                     waivers=args.waivers, target=args.target)
     except KeyboardInterrupt:
         return _interrupted(run_dir, args.junit)
     return _finish(run_dir, args.junit)
@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--waivers", type=Path, metavar="FILE",
                      help="accepted exceptions (waivers.toml: check pattern, justification, owner, expires); "
                           "copied into the run; a waiver of a whole stage or without expiry is refused")
+    run.add_argument("--target", type=Path, metavar="FILE",
+                     help="certify the stack this target file describes (TOML/YAML: parts by role, URLs, the "
+                          "environment variables holding their keys, what the run may do) instead of starting "
+                          "the suite's own; docs/targets.md")
     junit(run)
     run.set_defaults(func=cmd_run)
 

@@ -8,10 +8,11 @@ in the kernel's environment replaces a parameter's value (``harness.params.from_
 manual run records each runbook's step state itself, so its report says "not run" for every runbook
 the session did not run.
 
-A runbook that needs the stack calls ``rb.needs_services(settings, phase)`` first: with a service of
-its phase not answering it records one failed check and stops the notebook with one line (no
-traceback: ``ServicesDown`` renders as its message in Jupyter and in papermill's error), so a runbook
-run by hand never measures closed ports.
+A runbook that needs the stack calls ``rb.needs_target(tgt)`` first (``needs_services(settings,
+phase)`` for our own suite, each part's ``base_url`` for a target file): with one not answering it
+records one failed check and stops the notebook with one line (no traceback: ``ServicesDown`` renders
+as its message in Jupyter and in papermill's error), so a runbook run by hand never measures closed
+ports.
 """
 
 from __future__ import annotations
@@ -109,6 +110,29 @@ class Runbook:
         self.record(CheckResult(f"{stage.value}.services", f"{self.name}: the services of phase {phase} answer",
                                 stage, Status.FAIL, target="every service of the phase accepts a connection",
                                 measured=f"{len(down)} not reachable", detail=line))
+        if self.manual:
+            self._set_step(Status.FAIL, line)
+        raise ServicesDown(line, notebook=self.name)
+
+    def needs_target(self, target, wait_s: float = 0.0) -> None:
+        """``needs_services`` for a target: our own suite by its phase (the same check), a target file's
+        parts by a TCP connection to each ``base_url``."""
+        if target.ours:
+            return self.needs_services(target._settings, target.phase, wait_s)
+        from harness.target.probe import unreachable
+
+        down = unreachable(target, wait_s)
+        if not down:
+            return
+        line = (", ".join(f"{p.name} {p.base_url}" for p in down) + f" not reachable — start them, or fix their "
+                f"base_url in {target.source}")
+        self._stop_down(line, f"the parts of target {target.name} answer", len(down))
+
+    def _stop_down(self, line: str, title: str, count: int) -> None:
+        stage = {s.value.replace("-", "_"): s for s in Stage}.get(self.name.split("_", 1)[-1], Stage.HEALTH)
+        self.record(CheckResult(f"{stage.value}.services", f"{self.name}: {title}", stage, Status.FAIL,
+                                target="every part accepts a connection", measured=f"{count} not reachable",
+                                detail=line))
         if self.manual:
             self._set_step(Status.FAIL, line)
         raise ServicesDown(line, notebook=self.name)

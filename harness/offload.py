@@ -85,3 +85,11 @@ def check_offload(settings: Settings, phase: int) -> list[CheckResult]:
     """Layers and GPU memory of every inference service of the phase."""
     names = [s.name for s in services.for_phase(phase) if s.name in INFERENCE]
     return [*(check_layers(settings, n) for n in names), *check_gpu_memory(settings, names)]
+
+
+def not_applicable(target) -> list[CheckResult]:
+    """A target file's inference servers: their layer placement is the suite's own report (its /health)."""
+    return [CheckResult("gpu.offload.layers", "GPU offload of the inference services", Stage.HEALTH, Status.SKIP,
+                        measured="not applicable",
+                        detail=f"not applicable: GPU offload is read from the suite's own inference services; "
+                               f"target {target.name} has none")]

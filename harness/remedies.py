@@ -65,7 +65,8 @@ class _Blank(dict):
 
 def _fields(r: CheckResult) -> dict[str, str]:
     parts = r.id.split(".")
-    return {"id": r.id, "name": parts[1] if len(parts) > 1 else r.id, "detail": (r.detail or "").strip()[:400],
+    nested = parts[:2] == ["security", "external"] and len(parts) > 2  # security.external.<part>.<line>
+    return {"id": r.id, "name": parts[2] if nested else parts[1] if len(parts) > 1 else r.id, "detail": (r.detail or "").strip()[:400],
             "target": r.target, "measured": r.measured}
 
 
@@ -74,7 +75,8 @@ LOAD_TIME = ("Open the load runbook's server-side view: a long waiting line or e
              "server-side p95 puts the time between the server and the client (gateway, Locust on the same "
              "cores: rerun on a quiet box). Raw samples: load/{name}/samples.jsonl "
              "(notebooks/latency_explorer.ipynb)")
-LOGS = "`suite status` (state, last exit) and `suite logs {name} -n 100` show why"
+LOGS = ("`suite status` (state, last exit) and `suite logs {name} -n 100` show why (a part of a target file: "
+        "its own logs, e.g. `docker logs NAME`)")
 
 # (check-id pattern, remedy): the first matching row wins, so specific rows come before general ones.
 REMEDIES: tuple[tuple[str, Remedy], ...] = (
@@ -109,6 +111,11 @@ REMEDIES: tuple[tuple[str, Remedy], ...] = (
                            "the file, install again); gpu profile: `inference.{name}.path` in suite.toml",
                            "00_validate_env", "README.md § Configuration")),
     # bring-up, health, GPU placement (runbooks 01, 02)
+    ("bringup.*.reach", Remedy("Nothing answers at {name}'s base_url ({detail}): start that part, or fix its "
+                               "base_url in the target file", "01_bring_up", "docs/targets.md § Writing a target file")),
+    ("bringup.*.key", Remedy("{name} refused the key the target gives it ({detail}): export the environment "
+                             "variable its auth names with that part's own key (or fix auth.header / scheme), "
+                             "then run again", "01_bring_up", "docs/targets.md § Keys")),
     ("bringup.*", Remedy("`suite status` (each service's last exit) and `suite logs SERVICE -n 100` show which "
                          "service did not become ready and why; fix it, then `harness resume RUN` (the "
                          "bring-up runs again)", "01_bring_up", "README.md § Using it")),
@@ -128,6 +135,9 @@ REMEDIES: tuple[tuple[str, Remedy], ...] = (
                                "03_smoke#Gateway: chat, code, failover", "README.md § Using it")),
     ("smoke.embed.*", Remedy("`suite logs embedding -n 100`; the service must answer 384-dim vectors",
                              "03_smoke#Embeddings")),
+    ("smoke.mcp.*", Remedy("An MCP client could not list or call the server's tools ({detail}): its endpoint is "
+                           "mcp_path (default /mcp, Streamable HTTP) on its base_url", "03_smoke",
+                           "docs/targets.md § Roles and kinds")),
     ("smoke.rag.*", Remedy("`suite logs rag -n 100` (RAG needs embedding and the gateway up); `suite rag status` "
                            "shows the collections and their index state",
                            "03_smoke#RAG: index, re-index, query (Korean and English)",
@@ -154,6 +164,21 @@ REMEDIES: tuple[tuple[str, Remedy], ...] = (
     ("security.transport.*", Remedy("A foreign Host or Origin was served ({detail}): keep "
                                     "`auth.allowed_hosts` / `auth.allowed_origins` to the names you serve",
                                     "04_security#Host and cross-origin probes", "docs/security.md § Transport")),
+    ("security.external.*.auth", Remedy("{name} answers without a valid key ({detail}): give it a key (llama-server "
+                                        "--api-key, LiteLLM master_key, Qdrant service.api_key; an MCP server "
+                                        "behind an authenticating proxy) and name its variable in auth.env",
+                                        "04_security#From outside, every part", "docs/targets.md § What the "
+                                        "security review probes")),
+    ("security.external.*.browser", Remedy("A web page could call {name} ({detail}): restrict its CORS origins and "
+                                           "Host names, or put it behind a proxy that does",
+                                           "04_security#From outside, every part", "docs/targets.md § What the "
+                                           "security review probes")),
+    ("security.external.*.tls", Remedy("{name}'s transport ({detail}): serve it over https with a valid "
+                                       "certificate (renew before it expires)", "04_security#From outside, every part",
+                                       "docs/targets.md § Parts on other hosts")),
+    ("security.external.*", Remedy("{name} shows what it was sent ({detail}): llama-server --no-slots, keep "
+                                   "/metrics behind the key", "04_security#From outside, every part",
+                                   "docs/targets.md § What the security review probes")),
     ("security.sandbox.*", Remedy("A tool reached outside its sandbox ({detail}): a security bug, not a setting; "
                                   "do not release, file it with the corpus line",
                                   "04_security#Sandbox corpus (phase 3)", "docs/security.md § Sandbox corpus")),

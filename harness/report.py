@@ -98,6 +98,20 @@ def ratio_text(r: CheckResult) -> str:
     return "" if r.ratio is None else f"{r.ratio * 100:.0f} %"
 
 
+def target_view(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The target the run certified (``run.json``'s ``target``) with each part's version
+    (``target/versions.json``, written by the bring-up runbook)."""
+    target = meta.get("target")
+    if not target:
+        return None
+    try:
+        versions = json.loads((run_dir / "target" / "versions.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        versions = {}
+    parts = [{**p, "version": versions.get(p["name"], "")} for p in target.get("parts", [])]
+    return {**target, "parts": parts}
+
+
 def render(run_dir: Path, title: str = "Completion report") -> str:
     run_dir = Path(run_dir)
     record = load_run(run_dir)
@@ -132,7 +146,7 @@ def render(run_dir: Path, title: str = "Completion report") -> str:
         headroom=summary.headroom, changes=summary.changes(since), waived_color=WAIVED_COLOR,
         # every load gate with its interval and caveat, and the box (docs/verdicts.md)
         load_gates=load_gates(results), box=box_rows(results), format_interval=format_interval,
-        ratio_text=ratio_text,
+        ratio_text=ratio_text, target=target_view(run_dir, meta),
     )
 
 

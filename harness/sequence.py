@@ -18,6 +18,12 @@ started (unless ``keep_up``), ``ledger.json``, and the signed attestation over e
 A waiver file (``harness.waivers``) is checked before anything starts and copied into the run
 directory, where every runbook's gate, the verdict and the report read it.
 
+A target file (``--target FILE``, ``harness.target``) is validated before anything starts too: every
+runbook gets it as its ``target`` parameter and checks that stack instead of starting the suite's;
+``run.json`` names it (``target``: name, digest, parts, what was not allowed), the file is copied to
+``target/``, the secrets its parts' environment variables hold join the redactor, and no suite keys
+are minted (the parts' own keys are used).
+
 Kernels talk to papermill over IPC (unix sockets), not TCP: no port is opened, and ipykernel has no
 "running over TCP without encryption" warning to print.
 """
@@ -177,11 +183,15 @@ class RunOutcome:
 def run_sequence(sequence: Path | None = None, raw_params: dict[str, Any] | None = None,
                  runs_dir: Path | None = None, keep_up: bool = False, progress: Progress | None = None,
                  run_id: str | None = None, settings: Settings | None = None,
-                 waivers: Path | None = None) -> RunOutcome:
-    """Validate parameters and the waiver file and take the stack's run lock (refusing before anything
-    starts), then execute each runbook; see the module docstring for the lifecycle."""
+                 waivers: Path | None = None, target: Path | None = None) -> RunOutcome:
+    """Validate parameters, the waiver file and the target file and take the stack's run lock
+    (refusing before anything starts), then execute each runbook; see the module docstring for the
+    lifecycle."""
     say = progress or (lambda m: log.info("%s", m))
     raw = dict(raw_params or {})
+    if target is not None:
+        raw["target"] = str(Path(target).expanduser().resolve())
+    tgt = _target_of(raw)  # refuses an invalid target file before anything starts
     seq = load_sequence(sequence)
     typed = params_mod.resolve(seq.notebook_paths(), raw)  # refuses before any kernel
     secret = params_mod.secret_names(seq.notebook_paths())
@@ -191,12 +201,40 @@ def run_sequence(sequence: Path | None = None, raw_params: dict[str, Any] | None
         run = RunDir.create(runs_dir, run_id)
         meta = run_meta(run, seq.path, raw, secret=secret, keep_up=keep_up,
                         profile=seq.parameter("profile", raw))
+        if tgt is not None:
+            meta["target"] = _install_target(tgt, run, say)
+        else:  # our own suite: the target generated from the settings, named the same way in the report
+            from harness.target import suite_target
+
+            meta["target"] = suite_target(_settings(settings), int(seq.parameter("phase", raw) or 3)).summary()
         if waivers:
             meta["waivers"] = waivers_mod.install(waivers, run.path)
             _announce_waivers(accepted, waivers_mod.run_date(meta), say)
         run.write_json(run.meta_file, meta)
         say(f"run {run.run_id}: {len(seq.steps)} runbooks from {seq.path.name} -> {run.path}")
         return _drive(seq, run, typed, _redactor(raw, secret), meta, say, keep_up=keep_up)
+
+
+def _target_of(raw: dict[str, Any]) -> Any:
+    """The target file a run's ``target`` parameter names, validated (None: the suite's own stack)."""
+    if not raw.get("target"):
+        return None
+    from harness.target import load
+
+    return load(raw["target"])
+
+
+def _install_target(tgt: Any, run: RunDir, say: Progress) -> dict[str, Any]:
+    """Copy the target file into the run (``target/``) and say what the run may not do."""
+    folder = run.path / "target"
+    folder.mkdir(exist_ok=True)
+    shutil.copy2(tgt.source, folder / Path(tgt.source).name)
+    summary = tgt.summary()
+    summary["copy"] = f"target/{Path(tgt.source).name}"
+    say(f"target {tgt.name} ({tgt.digest[:19]}…): " + ", ".join(f"{p.name} {p.base_url}" for p in tgt.parts()))
+    for line in summary["not_allowed"]:
+        say(f"  not allowed: {line}")
+    return summary
 
 
 def resume_sequence(run_dir: Path, raw_params: dict[str, Any] | None = None, keep_up: bool = False,
@@ -289,7 +327,14 @@ def _resume_parameters(meta: dict, given: dict[str, Any], secret: set[str]) -> d
 
 
 def _redactor(raw: dict[str, Any], secret: set[str]) -> Redactor:
-    return Redactor(str(v) for k, v in raw.items() if k in secret)
+    """The run's secret parameters, and the secrets its target's parts are called with."""
+    redactor = Redactor(str(v) for k, v in raw.items() if k in secret)
+    tgt = _target_of(raw)
+    if tgt is not None:
+        from harness.target import secrets
+
+        redactor.add(secrets(tgt))
+    return redactor
 
 
 def _stack_ready(seq: Sequence, step: Step, raw: dict[str, Any], settings: Settings | None, say: Progress) -> bool:
@@ -320,7 +365,11 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
 
     failed, report_written = False, False
     save_steps()
-    key_state = _mint_run_keys(run.run_id, meta, say, redactor)
+    if meta.get("target") and not meta["target"].get("ours"):
+        key_state: dict[str, str] = {}
+        meta["run_keys"] = {"skipped": "a target file: each part is called with the key its auth names"}
+    else:
+        key_state = _mint_run_keys(run.run_id, meta, say, redactor)
     tail = _ProgressTail(run.progress_file, say, redactor)
     tail.start()
     try:

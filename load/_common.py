@@ -34,6 +34,14 @@ variable                      meaning                                           
 ``LOAD_MAX_TOKENS``           completion length the LLM users ask for                      16
 ``LOAD_PHASE``                stack phase: ``mixed.py`` adds embedding and RAG from 2      1
 ``LOAD_API_KEY``              sent as ``Authorization: Bearer`` and ``X-API-Key``          (none)
+                              (with ``LOAD_AUTH_HEADER``: as that header alone, after
+                              ``LOAD_AUTH_SCHEME``, a target file's part's way)
+``LOAD_AUTH_HEADER``          the header that carries ``LOAD_API_KEY``                     (both above)
+``LOAD_AUTH_SCHEME``          written before the key in that header ('' for none)          ``Bearer``
+``LOAD_CHAT_MODEL``           the model name of chat at the gateway                        ``chat``
+``LOAD_CODE_MODEL``           the model name of code at the gateway                        ``code``
+``LOAD_EMBED_MODEL``          ``embedding.py`` posts OpenAI ``/v1/embeddings`` with this   (none: the
+                              model instead of the suite's ``/embed``                      suite's)
 ``LOAD_RAG_COLLECTION``       collection ``rag_query.py`` / ``mixed.py`` query             ``load``
 ``LOAD_TOOLS_FILE``           file ``tools_read_file.py`` reads (inside the sandbox)       ``README.md``
 ``LOAD_TOOLS_RPS``            calls per second per tools user (stay under the tool         0.4
@@ -99,6 +107,11 @@ class LoadConfig:
     rag_collection: str = "load"
     tools_file: str = "README.md"
     tools_rps: float = 0.4
+    auth_header: str = ""
+    auth_scheme: str = "Bearer"
+    chat_model: str = "chat"
+    code_model: str = "code"
+    embed_model: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> LoadConfig:
@@ -113,7 +126,11 @@ class LoadConfig:
                    max_tokens=get("LOAD_MAX_TOKENS", d.max_tokens), phase=get("LOAD_PHASE", d.phase),
                    api_key=get("LOAD_API_KEY", d.api_key),
                    rag_collection=get("LOAD_RAG_COLLECTION", d.rag_collection),
-                   tools_file=get("LOAD_TOOLS_FILE", d.tools_file), tools_rps=get("LOAD_TOOLS_RPS", d.tools_rps))
+                   tools_file=get("LOAD_TOOLS_FILE", d.tools_file), tools_rps=get("LOAD_TOOLS_RPS", d.tools_rps),
+                   auth_header=get("LOAD_AUTH_HEADER", d.auth_header),
+                   auth_scheme=env.get("LOAD_AUTH_SCHEME", d.auth_scheme),
+                   chat_model=get("LOAD_CHAT_MODEL", d.chat_model), code_model=get("LOAD_CODE_MODEL", d.code_model),
+                   embed_model=get("LOAD_EMBED_MODEL", d.embed_model))
 
 
 def service_url(service: str) -> str:
@@ -500,7 +517,9 @@ class SuiteUser(FastHttpUser):
         return self.load.config
 
     def auth_headers(self) -> dict[str, str]:
-        key = self.config.api_key
+        key, config = self.config.api_key, self.config
+        if key and config.auth_header:  # a target file's part: its own header, nothing else
+            return {config.auth_header: f"{config.auth_scheme} {key}" if config.auth_scheme else key}
         return {"Authorization": f"Bearer {key}", "X-API-Key": key} if key else {}
 
     def post_json(self, path: str, body: dict[str, Any], name: str, expect: str | None = None,

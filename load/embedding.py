@@ -1,4 +1,5 @@
-"""Embedding service: ``POST /embed`` with two short texts (the seed's contract: 384-dim vectors).
+"""Embedding service: ``POST /embed`` with two short texts (the seed's contract: 384-dim vectors), or,
+with ``LOAD_EMBED_MODEL``, OpenAI ``POST /v1/embeddings`` of that model (a target file's server).
 
 By hand::
 
@@ -24,4 +25,8 @@ class Embedding(SuiteUser):
 
     @task
     def embed(self) -> None:
-        self.post_json("/embed", {"texts": random.sample(TEXTS, 2)}, name="embed", expect="embeddings")
+        if self.config.embed_model:  # an OpenAI-compatible embedding server of a target file
+            self.post_json("/v1/embeddings", {"model": self.config.embed_model, "input": random.sample(TEXTS, 2)},
+                           name="embed", expect="data")
+        else:
+            self.post_json("/embed", {"texts": random.sample(TEXTS, 2)}, name="embed", expect="embeddings")

@@ -27,12 +27,12 @@ RAG, TOOLS = service_url("rag"), service_url("tools")
 
 
 def chat(user: FaultDrill) -> None:
-    user.post("/v1/chat/completions", {"model": "chat", "max_tokens": user.config.max_tokens,
+    user.post("/v1/chat/completions", {"model": user.config.chat_model, "max_tokens": user.config.max_tokens,
                                        "messages": [{"role": "user", "content": "Say hello."}]}, "chat")
 
 
 def code(user: FaultDrill) -> None:
-    user.post("/v1/completions", {"model": "code", "prompt": "def add(a, b):",
+    user.post("/v1/completions", {"model": user.config.code_model, "prompt": "def add(a, b):",
                                   "max_tokens": user.config.max_tokens}, "code")
 
 
@@ -75,5 +75,6 @@ class FaultDrill(SuiteUser):
             problem = _status_problem(resp)
             if problem:
                 resp.failure(problem)
-            elif resp.headers.get("x-suite-fallback-from"):
+            elif resp.headers.get("x-suite-fallback-from") or resp.headers.get("x-litellm-attempted-fallbacks",
+                                                                               "0") not in ("", "0"):
                 resp.request_meta["name"] = f"{name} (fallback)"

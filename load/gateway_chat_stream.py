@@ -27,6 +27,6 @@ class GatewayChatStream(SuiteUser):
 
     @task
     def chat(self) -> None:
-        body = {"model": "chat", "stream": True, "max_tokens": self.config.max_tokens, "temperature": 0.7,
+        body = {"model": self.config.chat_model, "stream": True, "max_tokens": self.config.max_tokens, "temperature": 0.7,
                 "messages": [{"role": "user", "content": random.choice(PROMPTS)}]}
         self.post_stream("/v1/chat/completions", body, name="chat stream")

@@ -26,6 +26,6 @@ class GatewayCode(SuiteUser):
 
     @task
     def complete(self) -> None:
-        body = {"model": "code", "prompt": random.choice(PROMPTS), "max_tokens": self.config.max_tokens,
+        body = {"model": self.config.code_model, "prompt": random.choice(PROMPTS), "max_tokens": self.config.max_tokens,
                 "temperature": 0.2}
         self.post_json("/v1/completions", body, name="code completion", expect="choices")

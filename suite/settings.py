@@ -61,7 +61,8 @@ class ModelConfig(BaseModel):
 
     path: Path | None = Field(None, description="GGUF file; empty on the cpu profile = the bundled Gemma 3 270M")
     alias: str = Field("", description="model name clients send (default: the role, 'chat' or 'code')")
-    chat_format: str = Field("gemma", description="llama-cpp-python chat format (Gemma GGUF has no template)")
+    chat_format: str = Field("gemma", description="llama-cpp-python chat format (Gemma GGUF has no template), "
+                             "or 'auto': the GGUF's own Jinja template (tokenizer.chat_template)")
     n_ctx: int = Field(2048, ge=128, description="context length per request")
     n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
     n_gpu_layers: int | None = Field(None, description="layers on the GPU (default: 0 on cpu, -1 on gpu)")
@@ -70,6 +71,10 @@ class ModelConfig(BaseModel):
                              "streams on the CPU default (llama-server turns it on by default), but greedy "
                              "outputs then depend on what shares the batch (docs/benchmarks.md)")
     seed: int = Field(4242, description="default sampling seed")
+
+
+ADAPTIVE_SPINCOUNT = 300_000  # libgomp's default: fastest while the threads have the cores
+FIXED_SPINCOUNT = 3_000  # short: leaves the cores to others between decodes (no thread adaptation)
 
 
 class InferenceSettings(BaseModel):
@@ -92,17 +97,33 @@ class InferenceSettings(BaseModel):
         30.0, gt=0, description="batched engine: no decode step for this long while requests are in "
         "flight means the engine is stuck; /health then fails (and the supervisor restarts the service)"
     )
-    omp_spincount: int = Field(
-        3000, ge=0, description="GOMP_SPINCOUNT of the inference services (llama.cpp's OpenMP threads spin "
-        "this long at a barrier before they sleep; the environment's GOMP_SPINCOUNT wins). 3000 leaves the "
-        "cores to the other services between decodes; libgomp's own 300000 decoded up to 11 % faster "
-        "at 8 streams with the service alone on the box and costs others CPU when it does not "
-        "(docs/benchmarks.md)")
+    omp_spincount: int | None = Field(
+        None, ge=0, description="GOMP_SPINCOUNT of the inference services (llama.cpp's OpenMP threads spin "
+        "this long at a barrier before they sleep; the environment's GOMP_SPINCOUNT wins). None: libgomp's own "
+        f"{ADAPTIVE_SPINCOUNT} (llama-server's) where the batched engine adapts its threads to the box "
+        f"(adaptive_threads, Linux), else {FIXED_SPINCOUNT}, which leaves the cores to the other services "
+        "between decodes (docs/benchmarks.md)")
+    adaptive_threads: bool = Field(
+        True, description="batched engine: decode with half the CPU threads while other processes keep it "
+        "waiting for a core (more than a quarter of a decode on the runqueue), all of them again once the box "
+        "is quiet (suite/inference/threads.py)")
+    prefix_cache_tokens: int | None = Field(
+        None, ge=0, description="batched engine: most KV cells finished sequences may keep as reusable "
+        "prefixes (none: whatever the idle slots hold; 0: no reuse between requests). Costs no memory: "
+        "the cells are the idle slots' share of the cache (slots x n_ctx, already allocated); without "
+        "flash attention every cached cell adds attention work to each decode step (README: sizing slots)")
     batch_invariant: bool = Field(
         False, description="batched engine: plain (not repacked) CPU weights and one KV stream per "
         "sequence, so a sequence's output does not depend on what else shares its batch (exact "
         "replays under load; about half the throughput at 8 streams)"
     )
+
+    def spincount(self) -> int:
+        """The GOMP_SPINCOUNT the inference services get (``omp_spincount``, or its default)."""
+        if self.omp_spincount is not None:
+            return self.omp_spincount
+        adaptive = self.engine == "batched" and self.adaptive_threads and os.path.exists("/proc/self/schedstat")
+        return ADAPTIVE_SPINCOUNT if adaptive else FIXED_SPINCOUNT
 
     @model_validator(mode="after")
     def _default_aliases(self) -> InferenceSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -10,7 +11,14 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from suite.inference.engine import Engine, EngineOverloaded, EngineStopped, Event, GenerationRequest
+from suite.inference.engine import (
+    Engine,
+    EngineHooks,
+    EngineOverloaded,
+    EngineStopped,
+    Event,
+    GenerationRequest,
+)
 from suite.inference.openai_surface import completion_prompt_tokens
 from suite.inference.sampling import (
     SamplingParams,
@@ -102,7 +110,10 @@ def run_all(engine: Engine, requests: list[GenerationRequest], stagger_s: float 
 
 
 def test_single_sequence_equals_serial_path(llama, serial):
-    engine = make_engine(llama, slots=2)
+    """One sequence at a time on a cache with nothing else in it (prefix cache off): the serial path's
+    tokens, bit for bit. (With cached cells elsewhere in the unified buffer the sums of the
+    attention can add up in another order: see test_prefix_cache.py.)"""
+    engine = make_engine(llama, slots=2, prefix_cache_tokens=0)
     try:
         for p in PROMPTS:
             (text, event), = run_all(engine, [request(llama, p)])
@@ -184,8 +195,13 @@ def test_shared_cache_keeps_sequences_apart(llama):
         engine.stop()
 
 
-def test_stop_strings_max_tokens_and_seeded_sampling(llama):
-    engine = make_engine(llama)
+@pytest.mark.parametrize("exact", [{"prefix_cache_tokens": 0}, {"batch_invariant": True}],
+                         ids=["cache-off", "batch-invariant"])
+def test_stop_strings_max_tokens_and_seeded_sampling(llama, exact):
+    """Same seed, same text: on the default unified cache only while nothing else sits in it (cached
+    prefixes, like concurrent neighbours, move the logits' last bits and so a near-tie), always with
+    batch_invariant, cache on."""
+    engine = make_engine(llama, **exact)
     try:
         (full, _), = run_all(engine, [request(llama, PROMPTS[2], max_tokens=24)])
         stop = full.strip().split("\n")[1].strip()[:6]
@@ -350,3 +366,142 @@ def test_flash_attention_is_a_setting_off_by_default_and_reaches_the_context(gem
             engine.stop()
     finally:
         llm.close()
+
+
+class ChoiceCollector:
+    """A sync sink for a request with ``n`` choices: text per index, the final event per index."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.q: queue.Queue[Event] = queue.Queue()
+
+    def __call__(self, event: Event) -> None:
+        self.q.put(event)
+
+    def result(self, timeout: float = 300) -> tuple[dict[int, str], dict[int, Event]]:
+        texts: dict[int, str] = {}
+        finals: dict[int, Event] = {}
+        while len(finals) < self.n:
+            event = self.q.get(timeout=timeout)
+            assert event.index not in finals, "an event after its choice's final one"
+            texts[event.index] = texts.get(event.index, "") + event.text
+            if event.final:
+                finals[event.index] = event
+        return texts, finals
+
+
+def test_n_choices_share_one_prompt_prefill(llama):
+    engine = make_engine(llama, slots=4, batch_invariant=True)
+    prompt = completion_prompt_tokens(llama, PROMPTS[0])
+    try:
+        (one, _), = run_all(engine, [request(llama, PROMPTS[0], max_tokens=12)])
+        before = engine.cache_info()
+        sink = ChoiceCollector(3)
+        engine.submit(GenerationRequest(prompt, 12, [], SamplingParams(temperature=0.0, repeat_penalty=1.1, seed=7),
+                                        n=3), sink)
+        texts, finals = sink.result()
+        assert texts == {0: one, 1: one, 2: one}  # greedy: the same answer, each choice on its own cells
+        assert all(f.finish_reason == "length" and f.completion_tokens == 12 and f.error is None
+                   for f in finals.values())
+        info = engine.cache_info()
+        assert info["tokens_prefilled"] - before["tokens_prefilled"] == len(prompt)  # once for the three
+        assert info["tokens_reused"] - before["tokens_reused"] == 2 * len(prompt)
+
+        def hot() -> dict[int, str]:
+            sink = ChoiceCollector(3)
+            engine.submit(GenerationRequest(prompt, 16, [], SamplingParams(temperature=1.0, seed=11), n=3), sink)
+            return sink.result()[0]
+
+        first = hot()
+        assert len(set(first.values())) > 1  # every choice has its own seed
+        assert hot() == first  # and the same seed gives the same choices
+        with pytest.raises(ValueError, match="n must be between 1 and 4"):
+            engine.submit(GenerationRequest(prompt, 4, n=5), Collector())
+        handle = engine.submit(GenerationRequest(prompt, 400, [], SamplingParams(temperature=0.0), n=4),
+                               ChoiceCollector(4))
+        time.sleep(0.3)
+        handle.cancel()
+        deadline = time.monotonic() + 30
+        while engine.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.active == 0 and engine.kv.mismatches() == []
+    finally:
+        engine.stop()
+
+
+def test_logprobs_of_every_token(llama):
+    engine = make_engine(llama, slots=2)
+    prompt = completion_prompt_tokens(llama, PROMPTS[1])
+    try:
+        sink = ChoiceCollector(1)
+        events: list[Event] = []
+        engine.submit(GenerationRequest(prompt, 10, [], SamplingParams(temperature=0.0), logprobs=3),
+                      lambda e: (events.append(e), sink(e)))
+        _, finals = sink.result()
+        tokens = [t for e in events for t in e.tokens]
+        entries = [lp for e in events for lp in e.logprobs]
+        assert all(len(e.logprobs) == len(e.tokens) for e in events)
+        assert len(tokens) == len(entries) == finals[0].completion_tokens == 10
+        for token, lp in zip(tokens, entries):
+            assert lp.token == token and len(lp.top) == 3
+            assert lp.top[0][0] == token and lp.logprob == pytest.approx(lp.top[0][1])  # greedy: the most likely
+            assert lp.top[0][1] >= lp.top[1][1] >= lp.top[2][1] and lp.logprob <= 0
+            assert sum(math.exp(v) for _, v in lp.top) <= 1 + 1e-6
+        # the first token's figures from an independent log-softmax of llama-cpp-python's own logits
+        llama.reset()
+        llama.eval(prompt)
+        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama._ctx.ctx, -1),
+                                    (llama.n_vocab(),)).astype(np.float64)
+        llama.reset()
+        logsoftmax = row - (row.max() + np.log(np.exp(row - row.max()).sum()))
+        assert [t for t, _ in entries[0].top] == list(np.argsort(-logsoftmax)[:3])
+        assert entries[0].logprob == pytest.approx(logsoftmax[tokens[0]], abs=1e-3)
+        plain = ChoiceCollector(1)
+        seen: list[Event] = []
+        engine.submit(GenerationRequest(prompt, 3, [], SamplingParams(temperature=0.0), logprobs=0),
+                      lambda e: (seen.append(e), plain(e)))
+        plain.result()
+        assert all(lp.top == [] for e in seen for lp in e.logprobs)
+        (_, off), = run_all(engine, [request(llama, PROMPTS[1], max_tokens=3)])
+        assert off.logprobs is None
+        with pytest.raises(ValueError, match="logprobs must be between 0 and 20"):
+            engine.submit(GenerationRequest(prompt, 3, logprobs=21), Collector())
+    finally:
+        engine.stop()
+
+
+def test_unmetered_requests_are_not_counted(llama):
+    counted = {"tokens": 0, "first": 0}
+    hooks = EngineHooks(first_token=lambda s: counted.__setitem__("first", counted["first"] + 1),
+                        tokens=lambda n: counted.__setitem__("tokens", counted["tokens"] + n))
+    engine = make_engine(llama, slots=1, hooks=hooks)
+    try:
+        probe = GenerationRequest(completion_prompt_tokens(llama, "Hello"), 2, [], SamplingParams(temperature=0.0),
+                                  metered=False)
+        sink = Collector()
+        engine.submit(probe, sink)
+        assert sink.result()[1].completion_tokens == 2 and counted == {"tokens": 0, "first": 0}
+        run_all(engine, [request(llama, PROMPTS[1], max_tokens=3)])
+        assert counted == {"tokens": 3, "first": 1}
+    finally:
+        engine.stop()
+
+
+def test_adaptive_threads_halve_under_contention_and_keep_the_answer(llama, serial):
+    """With ``adaptive_threads`` the engine decodes with half its threads while its thread waits for a
+    CPU (a fake runqueue: every decode waited its whole time) and gives the same greedy tokens."""
+    engine = make_engine(llama, slots=2, prefix_cache_tokens=0, adaptive_threads=True)
+    try:
+        assert engine.threads_info() == {"now": 2, "configured": 2, "changes": 0}
+        busy = {"waited": 0.0}
+
+        def waited() -> float:  # each read: another second in the runqueue
+            busy["waited"] += 1.0
+            return busy["waited"]
+
+        engine.governor._wait = waited
+        (text, event), = run_all(engine, [request(llama, PROMPTS[0])])
+        assert engine.threads_info()["now"] == 1 and engine.threads_info()["changes"] == 1
+        assert (text, event.completion_tokens) == serial[PROMPTS[0]]
+    finally:
+        engine.stop()

@@ -1,6 +1,7 @@
 """Server-side view of a load scenario from /metrics snapshots: counter deltas, histogram
 percentiles computed as PromQL does, engine gauges sampled between, and when to warn."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from suite.testing import ServerThread
 from suite.web import instrument
 
 
-def exposition(service, requests, start=100.0, queue=0, active=0, ttft=(), latencies=(), status="200"):
+def exposition(service, requests, start=100.0, queue=0, active=0, ttft=(), latencies=(), status="200",
+               cache=None):
     """/metrics text of a gateway-like or engine-like service, built with prometheus_client itself."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -39,6 +41,10 @@ def exposition(service, requests, start=100.0, queue=0, active=0, ttft=(), laten
     t = Histogram("inference_time_to_first_token_seconds", "", ["service"], registry=reg, buckets=(0.1, 0.5, 1))
     for x in ttft:
         t.labels(service).observe(x)
+    if cache is not None:  # the engine's prefix-cache counters: reused, prefilled, hits, lookups
+        for name, value in zip(("inference_prompt_tokens_reused", "inference_prompt_tokens_prefilled",
+                                "inference_prefix_cache_hits", "inference_prefix_cache_lookups"), cache):
+            Counter(name, "", ["service"], registry=reg).labels(service).inc(value)
     return generate_latest(reg).decode()
 
 
@@ -84,6 +90,23 @@ def test_counts_percentiles_and_engine_gauges_match_the_client(tmp_path):
     assert result.measured.startswith("server 20 req (2xx 20; 429: 0) · client 20 (0 failed)")
     assert "inference-code: queue max 5, slots busy max 4/4" in result.detail
     assert (tmp_path / "server.json").is_file() and result.evidence == ["server.json"]
+
+
+def test_the_prefix_cache_hit_ratio_is_the_scenarios_share_of_reused_prompt_tokens(tmp_path):
+    before = {"gateway": parse("gateway", exposition("gateway", 0)),
+              "inference-code": parse("inference-code", exposition("inference-code", 0, cache=(500, 500, 2, 4)))}
+    after = {"gateway": parse("gateway", exposition("gateway", 20)),
+             "inference-code": parse("inference-code", exposition("inference-code", 20,
+                                                                  cache=(9500, 1500, 20, 24)))}
+    engine = view(SCENARIOS["code"], run_of(20), FakeWatch(before, after)).engines["inference-code"]
+    assert (engine.prompt_tokens_reused, engine.prompt_tokens_prefilled) == (9000, 1000)
+    assert engine.hit_ratio == pytest.approx(0.9) and (engine.cache_hits, engine.cache_lookups) == (18, 20)
+    result = record(SCENARIOS["code"], run_of(20, out_dir=tmp_path), FakeWatch(before, after), tmp_path)
+    assert "prefix cache 90 % of prompt tokens reused (18 of 20 prompts started from a cached prefix)" in result.detail
+    assert json.loads((tmp_path / "server.json").read_text())["engines"]["inference-code"]["hit_ratio"] == 0.9
+    no_cache = {"gateway": before["gateway"], "inference-code": parse("inference-code", exposition("inference-code", 0))}
+    old = view(SCENARIOS["code"], run_of(20), FakeWatch(no_cache, no_cache)).engines["inference-code"]
+    assert old.hit_ratio is None  # an engine without the counters (or no prompts): no ratio, not 0 %
 
 
 def test_a_count_mismatch_or_a_restart_is_a_warning(tmp_path):

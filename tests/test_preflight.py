@@ -22,11 +22,34 @@ RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 
 
 def test_each_runbook_after_bring_up_checks_its_services_first():
+    """Through its target: our suite's services of the phase (``needs_services``), or a target file's parts."""
     for path in sorted(RUNBOOKS.glob("0[2-8]*_*.ipynb")):  # 06b_durability too
         code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         setup = "".join(code[1]["source"])  # the cell after the parameters
-        assert "rb.needs_services(settings, phase" in setup, path.name
-        assert setup.index("Runbook.open") < setup.index("rb.needs_services"), path.name
+        assert "tgt = open_target(target, settings, phase)" in setup, path.name
+        assert "rb.needs_target(tgt" in setup, path.name
+        assert setup.index("Runbook.open") < setup.index("rb.needs_target"), path.name
+
+
+def test_a_target_file_s_part_that_is_down_stops_the_runbook_with_one_line(tmp_path):
+    from harness.target import parse, suite_target
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    target = parse({"name": "theirs", "gateway": {"kind": "litellm", "base_url": f"http://127.0.0.1:{port}"}})
+    target._source = str(tmp_path / "theirs.toml")
+    rb = Runbook.open(str(tmp_path / "by-hand"), "03_smoke")
+    with pytest.raises(ServicesDown) as info:
+        rb.needs_target(target)
+    line = str(info.value)
+    assert line == (f"gateway http://127.0.0.1:{port} not reachable — start them, or fix their base_url in "
+                    f"{tmp_path / 'theirs.toml'}")
+    [result] = load_results(rb.results_file)
+    assert (result.id, result.status) == ("smoke.services", Status.FAIL)
+    settings = Settings(data_dir=tmp_path / "data", port_offset=free_port_offset())
+    with pytest.raises(ServicesDown, match="run 01_bring_up or"):  # our own suite: the same check as before
+        Runbook.open(str(tmp_path / "ours"), "03_smoke").needs_target(suite_target(settings, 1))
 
 
 def test_a_stack_that_is_not_up_stops_the_runbook_with_one_line(tmp_path):

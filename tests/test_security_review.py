@@ -146,6 +146,15 @@ def test_sandbox_root_holding_the_key_store_fails(tmp_path):
     assert result.status is Status.FAIL and "key store" in result.detail
 
 
+def test_sandbox_roots_are_not_judged_where_the_tools_service_is_not_deployed(tmp_path):
+    """A phase-1 stack has no tools service, so no data/sandbox: not applicable, not a failure."""
+    settings = Settings(data_dir=tmp_path / "data")  # nothing made: data/sandbox absent
+    result = review.check_sandbox_roots(settings, phase=1)
+    assert result.status is Status.SKIP and "not applicable" in result.detail
+    assert review.check_sandbox_roots(settings, phase=2).status is Status.PASS  # RAG only: no sandbox needed
+    assert "sandbox" in review.check_sandbox_roots(settings, phase=3).detail  # the tools' folder is judged
+
+
 # -- scans ----------------------------------------------------------------------------------------
 def test_an_injected_high_severity_bandit_finding_fails_the_scan(tmp_path):
     pkg = tmp_path / "pkg"

@@ -82,10 +82,12 @@ def _is_python(proc: psutil.Process) -> bool:
         return False
 
 
-def stack_pids(settings: Settings) -> set[int]:
+def stack_pids(settings: Settings, ports: set[int] | None = None) -> set[int]:
     """The stack's processes to start the trees from: every listener on a service port of ``settings``
-    and its parent when that is a supervisor (not init); on docker, the containers' main pids."""
-    ports = {urlparse(settings.url(name)).port for name in _service_names()}
+    (or on ``ports``: a target's loopback parts) and its parent when that is a supervisor (not init);
+    on docker, the containers' main pids."""
+    ours = ports is None
+    ports = {urlparse(settings.url(name)).port for name in _service_names()} if ports is None else ports
     found: set[int] = set()
     try:
         for conn in psutil.net_connections(kind="tcp"):
@@ -100,7 +102,7 @@ def stack_pids(settings: Settings) -> set[int]:
                 found.add(parent.pid)
         except psutil.Error:
             pass
-    if settings.backend == "docker":
+    if ours and settings.backend == "docker":
         from harness import stack
 
         try:
@@ -116,8 +118,12 @@ def _service_names() -> list[str]:
     return [s.name for s in services.SERVICES]
 
 
-def our_roots(settings: Settings | None) -> set[int]:
-    """The roots of every process tree that is ours (module docstring)."""
+def our_roots(settings: Settings | None, target=None) -> set[int]:
+    """The roots of every process tree that is ours (module docstring); with a target file
+    (``harness.target``), the processes listening on its loopback parts' ports are the stack's."""
+    if target is not None and not target.ours:
+        ports = {p.port for p in target.parts() if p.loopback}
+        return {harness_root(), *stack_pids(settings or Settings(), ports)}
     return {harness_root(), *(stack_pids(settings) if settings is not None else ())}
 
 
@@ -327,12 +333,12 @@ def _label(label: str) -> str:
 
 # -- the environment check ---------------------------------------------------------------------
 
-def check_contention(settings: Settings, window_s: float = 3.0) -> list[CheckResult]:
+def check_contention(settings: Settings, window_s: float = 3.0, target=None) -> list[CheckResult]:
     """``env.cpu.contention``: steal and outside CPU over ``window_s``, then the benchmark. A contended
     box is a warning here (it may be quiet again by the time the load runs; the load runbook measures
-    again and its gates cannot pass on a contended box)."""
+    again and its gates cannot pass on a contended box). ``target``: whose processes are the stack."""
     with timed() as t:
-        with CpuWatch(settings) as watch:
+        with CpuWatch(settings, roots=our_roots(settings, target) if target is not None else None) as watch:
             time.sleep(window_s)
         reading = watch.reading()
         reading.benchmark = cpu_benchmark()

@@ -24,20 +24,34 @@ class BackgroundLoad:
     another locustfile (``scenario``, with ``env`` for it) such as the pool drill's."""
 
     def __init__(self, settings: Settings, phase: int, out_dir: Path, users: int, pace_s: float,
-                 max_s: float, scenario: Scenario | None = None, env: dict[str, str] | None = None) -> None:
+                 max_s: float, scenario: Scenario | None = None, env: dict[str, str] | None = None,
+                 target=None) -> None:
+        """``scenario`` and ``env``: another scenario and its ``LOAD_*`` values instead of the fault drill's
+        (the pool drill's); ``target``: a stack from a target file; its gateway gets the chat and code load
+        (phase 1 of the locustfile) with its model names and key."""
         self.out_dir = Path(out_dir)
         scenario = scenario or Scenario("fault-drill", "fault_drill.py", "gateway", 1, users=users, spawn_rate=users,
                                         duration_s=max_s, max_tokens=8,
                                         description="light load while services are killed")
-        env = {"LOAD_PACE_S": str(pace_s), **(env if env is not None else {"LOAD_RAG_COLLECTION": COLLECTION,
-                                                                          **prepare(settings, phase)})}
+        host, remote = settings.url("gateway"), "gateway" in settings.urls
+        if env is not None:
+            env = {"LOAD_PACE_S": str(pace_s), **env}
+        else:
+            env = {"LOAD_PACE_S": str(pace_s), "LOAD_RAG_COLLECTION": COLLECTION}
+            if target is not None and not target.ours:
+                from harness.load.plan import target_env
+
+                env.update(target_env(target, scenario))
+                host, phase, remote = target.gateway.base_url, 1, True
+            else:
+                env.update(prepare(settings, phase))
         self.run: runner.LoadRun | None = None
         self.error: BaseException | None = None
 
         def go() -> None:
             try:
-                self.run = runner.run_scenario(scenario, settings.url("gateway"), self.out_dir, phase=phase,
-                                               extra_env=env, allow_remote="gateway" in settings.urls)
+                self.run = runner.run_scenario(scenario, host, self.out_dir, phase=phase, extra_env=env,
+                                               allow_remote=remote)
             except BaseException as exc:  # raised again by stop()
                 self.error = exc
 

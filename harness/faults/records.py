@@ -73,12 +73,13 @@ class Drill:
     samples: list[Sample] = field(default_factory=list)  # requests that needed it during the outage
     around: list[Sample] = field(default_factory=list)  # every request of the timeline window
     log_tail: str = ""
+    routes: dict[str, tuple[str, ...]] | None = None  # request name -> parts it needs (default: ROUTES)
 
     def attribute(self, samples: list[Sample], margin_s: float) -> None:
         """Sort the load's requests: those that needed this service during its outage, and every one
         of the window (``margin_s`` either side) for the timeline. Only finished requests have a
         sample, so this is done again once the load has stopped."""
-        self.samples = affected(samples, self.service, self.killed_at, self.outage_end)
+        self.samples = affected(samples, self.service, self.killed_at, self.outage_end, self.routes)
         self.around = [s for s in samples if s.start < self.outage_end + margin_s
                        and s.end > self.killed_at - margin_s]
 
@@ -104,9 +105,11 @@ class Drill:
                 f"{self.served_by_fallback} served by the other model")
 
 
-def affected(samples: list[Sample], service: str, start: float, end: float) -> list[Sample]:
+def affected(samples: list[Sample], service: str, start: float, end: float,
+             routes: dict[str, tuple[str, ...]] | None = None) -> list[Sample]:
     """Requests whose normal path needs ``service`` and that were in flight during [start, end]."""
-    return [s for s in samples if service in ROUTES.get(s.name.removesuffix(FALLBACK), ())
+    routes = ROUTES if routes is None else routes
+    return [s for s in samples if service in routes.get(s.name.removesuffix(FALLBACK), ())
             and s.start < end and s.end > start]
 
 

@@ -23,12 +23,14 @@ from pathlib import Path
 
 import httpx
 
-from harness.envcheck.contention import OUTSIDE_PCT, Benchmark, CpuWatch, cpu_benchmark
+from harness.envcheck.contention import OUTSIDE_PCT, Benchmark, CpuWatch, cpu_benchmark, our_roots
 from harness.httpclient import verify
 from harness.load import runner, server_view, verdicts
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario, named_stages, profile_stages, select_scenarios, with_overrides
 from harness.result import CheckResult
+from harness.target import Part, Target
+from harness.target import secret as target_secret
 from suite import services
 from suite.settings import Settings
 
@@ -78,37 +80,46 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
              processes: int = 1, warmup_s: float = 0.0, abort_on_fail: bool = False,
              max_run_s: float = 300.0, base: Path | None = None, extend: bool = True,
              outside_cpu_limit_pct: float = OUTSIDE_PCT, benchmark: bool = True,
-             progress: Callable[[str], None] | None = None,
+             progress: Callable[[str], None] | None = None, target: Target | None = None,
              workers: runner.Workers | None = None) -> Iterator[ScenarioOutcome]:
     """Run the plan stage by stage and yield each scenario's verdicts as it finishes (module
     docstring). A plain list runs as ``named_stages``. ``extend``: a count-bounded scenario may grow
     to its budget while a gate is undecided; ``outside_cpu_limit_pct``: the share of the box's CPU
     outside processes may take before its gates cannot pass; ``benchmark``: run the CPU benchmark
-    before each stage; ``workers``: every scenario as a distributed run (``runner.Workers``)."""
+    before each stage; ``workers``: every scenario as a distributed run (``runner.Workers``). ``target``:
+    a stack from a target file (``harness.target``): each scenario
+    runs against its role's part with its model names and key, where the target allows load on it
+    (``allow_load``; beyond loopback only a host ``allow_remote_hosts`` names); the server-side view
+    reads our own services' counters only."""
+    ours = target is None or target.ours
     if isinstance(scenarios, LoadPlan):
         stages = scenarios.stages
     else:
         by_name = {sc.name: sc for sc in scenarios}
         stages = [[by_name[n] for n in stage] for stage in named_stages(list(by_name))]
-    names = [s.name for s in services.for_phase(phase)]
-    gpu = settings.profile == "gpu"
+    names = [s.name for s in services.for_phase(phase)] if ours else []
+    gpu = settings.profile == "gpu" and ours
+    roots = None if ours else our_roots(settings, target)  # a target's loopback parts are the stack
 
     def one(sc: Scenario, stage: list[Scenario], bench: Benchmark | None) -> ScenarioOutcome:
         targets = sc.targets()
-        extra_env = load_env(settings, sc)  # before the watches: its setup is not load
+        # before the watches: its setup is not load
+        extra_env = load_env(settings, sc) if ours else target_env(target, sc)
+        host = settings.url(sc.service) if ours else part_for(target, sc.service).base_url
         beside = [o.name for o in stage if o is not sc]
-        with CpuWatch(settings, benchmark=bench, outside_limit_pct=outside_cpu_limit_pct) as box, \
+        with CpuWatch(settings, benchmark=bench, outside_limit_pct=outside_cpu_limit_pct, roots=roots) as box, \
                 server_view.Watch(settings, names, gpu=gpu, engines=server_view.engines_of(sc)) as watch:
-            run = runner.run_scenario(sc, settings.url(sc.service), Path(load_dir) / sc.name, processes=processes,
+            run = runner.run_scenario(sc, host, Path(load_dir) / sc.name, processes=processes,
                                       warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
                                       extend_on=targets if extend else None, phase=phase, max_run_s=max_run_s,
-                                      extra_env=extra_env, progress=progress, contended=box.contended,
-                                      allow_remote=sc.service in settings.urls,  # placed there by the operator
-                                      workers=workers)
+                                      # a target's parts, or a service the operator placed on another host
+                                      allow_remote=not ours or sc.service in settings.urls, extra_env=extra_env,
+                                      progress=progress, contended=box.contended, workers=workers)
         reading = box.reading()
         results = verdicts.judge(run, targets, base, sc.figures(), box=reading, beside=beside)
-        shared = server_view.sharing(stage).get(sc.name, [])
-        results.append(server_view.record(sc, run, watch, base, shared_with=shared))
+        if ours:
+            shared = server_view.sharing(stage).get(sc.name, [])
+            results.append(server_view.record(sc, run, watch, base, shared_with=shared))
         if gpu:
             results.append(server_view.gpu_memory(sc, run, watch))
         return ScenarioOutcome(sc, run, results)
@@ -116,8 +127,9 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
     for stage in stages:
         runnable = []
         for sc in stage:
-            if sc.phase > phase:
-                reason = f"service {sc.service} starts in phase {sc.phase}; this run is phase {phase}"
+            reason = (f"service {sc.service} starts in phase {sc.phase}; this run is phase {phase}"
+                      if sc.phase > phase else "") if ours else target_refusal(target, sc)
+            if reason:
                 yield ScenarioOutcome(sc, None, [verdicts.skipped(sc, reason)])
             else:
                 runnable.append(sc)
@@ -161,6 +173,46 @@ def _together(stage: list[Scenario], one: Callable, settings: Settings, load_dir
         if runs:
             result = server_view.record_group(service, runs, stage_watch, base)
             yield ScenarioOutcome(runs[-1][0], None, [result], name="+".join(sc.name for sc, _ in runs))
+
+
+ROLE_OF_SERVICE = {"gateway": "gateway", "embedding": "embedding", "rag": "rag", "tools": "mcp"}
+SUITE_CONTRACT = {"rag_query.py": "the suite's /index and /query", "tools_read_file.py": "the suite's REST tools",
+                  "mixed.py": "the suite's services together", "health_ceiling.py": "the load generator's own ceiling"}
+
+
+def part_for(target: Target, service: str) -> Part | None:
+    """The target's part a scenario's service stands for (gateway, embedding, RAG, MCP)."""
+    return getattr(target, ROLE_OF_SERVICE.get(service, service), None)
+
+
+def target_refusal(target: Target, sc: Scenario) -> str:
+    """Why a scenario does not run against a target file's stack ("" when it does)."""
+    role = ROLE_OF_SERVICE.get(sc.service, sc.service)
+    part = part_for(target, sc.service)
+    if part is None:
+        return target.missing(role)
+    if sc.locustfile in SUITE_CONTRACT:
+        return f"not applicable: {sc.name} speaks {SUITE_CONTRACT[sc.locustfile]}; {part.name} is {part.kind}"
+    if not part.allow_load:
+        return f"not allowed: {part.name} has allow_load = false in the target (read-only by default)"
+    if not target.remote_allowed(part):
+        return (f"not allowed: {part.name} is on {part.host}, beyond loopback; load reaches it only when "
+                f"allow_remote_hosts names {part.host}")
+    return ""
+
+
+def target_env(target: Target, sc: Scenario) -> dict[str, str]:
+    """What Locust gets against a target file's part: its key in its own header, the gateway's model
+    names, the embedding server's model (OpenAI ``/v1/embeddings``)."""
+    part = part_for(target, sc.service)
+    env = {"LOAD_CHAT_MODEL": target.gateway.chat_model if target.gateway else "chat",
+           "LOAD_CODE_MODEL": target.gateway.code_model if target.gateway else "code"}
+    if part is not None and part.auth is not None:
+        env.update(LOAD_API_KEY=target_secret(target, part, "guest") or "", LOAD_AUTH_HEADER=part.auth.header,
+                   LOAD_AUTH_SCHEME=part.auth.scheme)
+    if sc.service == "embedding" and part is not None and part.kind != "suite":
+        env["LOAD_EMBED_MODEL"] = (part.models or ["embedding"])[0]
+    return env
 
 
 def tools_env(settings: Settings) -> dict[str, str]:

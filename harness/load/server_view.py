@@ -4,7 +4,9 @@ it (the inference engines' gauges sampled while it runs), reported beside the cl
 Per scenario: requests the target service counted (``/ready`` probes left out) by status class,
 429s, the server's latency percentiles from its histogram; per inference service: the longest
 waiting line, the most slots busy, time to first token from the engine's histogram, tokens and
-rejections; per service: CPU seconds used and resident memory. A difference between what the client
+rejections, and the prefix cache's hit ratio (the share of prompt tokens whose KV cells were reused
+instead of prefilled, and how many prompts started from a cached prefix); per service: CPU seconds
+used and resident memory. A difference between what the client
 sent and what the server counted is a warning: requests lost on the way, or counted twice.
 """
 
@@ -137,6 +139,15 @@ class EngineView:
     ttft_p95_ms: float | None = None
     tokens: float | None = None
     rejected: float | None = None
+    prompt_tokens_reused: float | None = None
+    prompt_tokens_prefilled: float | None = None
+    cache_hits: float | None = None
+    cache_lookups: float | None = None
+    hit_ratio: float | None = None  # share of the scenario's prompt tokens whose cells came from the prefix cache
+
+
+def _ratio(part: float | None, rest: float | None) -> float | None:
+    return part / (part + rest) if part is not None and rest is not None and part + rest else None
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -168,11 +179,17 @@ def engine_view(name: str, watch: Watch) -> EngineView:
     before, after = watch.before[name], watch.after[name]
     seen = [before, *[s for s in watch.samples if s.service == name], after]
     ttft = bucket_deltas(before, after, "inference_time_to_first_token_seconds")
+    reused = delta(before, after, "inference_prompt_tokens_reused_total", absent=None)
+    prefilled = delta(before, after, "inference_prompt_tokens_prefilled_total", absent=None)
     return EngineView(name, queue_max=maxima(seen, "inference_queue_depth"),
                       active_max=maxima(seen, "inference_active_slots"), slots=maxima(seen, "inference_slots"),
                       ttft_p50_ms=_ms(quantile(0.5, ttft)), ttft_p95_ms=_ms(quantile(0.95, ttft)),
                       tokens=delta(before, after, "inference_tokens_generated_total", absent=None),
-                      rejected=delta(before, after, "inference_rejected_total", absent=None))
+                      rejected=delta(before, after, "inference_rejected_total", absent=None),
+                      prompt_tokens_reused=reused, prompt_tokens_prefilled=prefilled,
+                      cache_hits=delta(before, after, "inference_prefix_cache_hits_total", absent=None),
+                      cache_lookups=delta(before, after, "inference_prefix_cache_lookups_total", absent=None),
+                      hit_ratio=_ratio(reused, prefilled))
 
 
 @dataclass
@@ -246,7 +263,10 @@ def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = N
             continue
         detail.append(f"{e.service}: queue max {_fmt(e.queue_max)}, slots busy max {_fmt(e.active_max)}/"
                       f"{_fmt(e.slots)}, TTFT p50/p95 {_fmt(e.ttft_p50_ms, ' ms')}/{_fmt(e.ttft_p95_ms, ' ms')}"
-                      f", {_fmt(e.tokens)} tokens, {_fmt(e.rejected)} rejected")
+                      f", {_fmt(e.tokens)} tokens, {_fmt(e.rejected)} rejected"
+                      + (f", prefix cache {_fmt(e.hit_ratio * 100, ' %')} of prompt tokens reused "
+                         f"({_fmt(e.cache_hits)} of {_fmt(e.cache_lookups)} prompts started from a cached prefix)"
+                         if e.hit_ratio is not None else ""))
     detail.append("CPU s / RSS MB: " + ", ".join(f"{n} {_fmt(x.cpu_s, digits=1)}/{_fmt(x.rss_mb)}"
                                                for n, x in v.services.items()))
     if shared_with:

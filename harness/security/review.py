@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.result import CheckResult, Stage, Status, Timer
+from suite import services
 from suite.auth.keys import KeyStore
 from suite.auth.startup import is_loopback
 from suite.settings import Settings
@@ -237,15 +238,27 @@ def _folder_problems(root: Path, where: str, homes: set[Path], secrets: list[Pat
     return []
 
 
-def check_sandbox_roots(settings: Settings) -> CheckResult:
-    """The folders keys can make the suite read: the tools' sandbox roots and RAG's ``allowed_dirs``."""
+def not_deployed(check_id: str, title: str, service: str, phase: int) -> CheckResult:
+    """A line about a service the run's phase does not start: it does not apply (a check must not
+    judge a part that is not deployed; e.g. the sandbox folder is made by the tools service)."""
+    return CheckResult(f"security.config.{check_id}", title, Stage.SECURITY, Status.SKIP, measured="not applicable",
+                       detail=f"not applicable: the {service} service is not deployed in a phase-{phase} run")
+
+
+def check_sandbox_roots(settings: Settings, phase: int = 3) -> CheckResult:
+    """The folders keys can make the suite read: the tools' sandbox roots (phase 3) and RAG's
+    ``allowed_dirs`` (phase 2), each only where its service is deployed."""
     t = Timer()
+    if phase < services.get("rag").phase:
+        return not_deployed("sandbox_roots", "sandbox roots and RAG folders are their own", "tools or rag", phase)
+    tools = phase >= services.get("tools").phase
     homes = {Path.home().resolve(), Path("/root")}
     if Path("/home").is_dir():
         homes |= {p.resolve() for p in Path("/home").iterdir() if p.is_dir()}
     secrets = [settings.key_store_path, security_db_path(settings)]
     problems = []
-    for root in _sandbox_roots(settings):
+    roots = _sandbox_roots(settings) if tools else []
+    for root in roots:
         problems += _folder_problems(root, f"tools.sandbox_roots entry {root} (suite.toml [tools] sandbox_roots)",
                                      homes, secrets)
     for folder in settings.rag.allowed_dirs:
@@ -253,7 +266,7 @@ def check_sandbox_roots(settings: Settings) -> CheckResult:
                                      "[rag] allowed_dirs: a developer key indexes what is there)", homes, secrets)
     return _result("sandbox_roots", "sandbox roots and RAG folders are their own", problems, t,
                    "each exists; not /, a system, shared or home folder; holds no secrets",
-                   ", ".join(str(r) for r in [*_sandbox_roots(settings), *settings.rag.allowed_dirs]))
+                   ", ".join(str(r) for r in [*roots, *settings.rag.allowed_dirs]) or "no folders configured")
 
 
 def check_commands(settings: Settings) -> CheckResult:
@@ -289,12 +302,19 @@ def check_qdrant_key(settings: Settings) -> CheckResult:
                    f"server {server}, key file {path}")
 
 
-def review(settings: Settings, current_run: str | None = None) -> list[CheckResult]:
-    """Every line of the checklist, in order."""
+def review(settings: Settings, current_run: str | None = None, phase: int = 3) -> list[CheckResult]:
+    """Every line of the checklist, in order; the tools' lines only where the run's phase deploys the
+    tools service."""
+    tools = phase >= services.get("tools").phase
     checks: list[Callable[[], CheckResult]] = [
-        lambda: check_auth(settings), lambda: check_approvals(settings), lambda: check_rate_limits(settings),
+        lambda: check_auth(settings),
+        lambda: check_approvals(settings) if tools else not_deployed(
+            "approvals", "approvals required for destructive tools", "tools", phase),
+        lambda: check_rate_limits(settings),
         lambda: check_bind(settings), lambda: check_host_checking(settings), lambda: check_file_modes(settings),
         lambda: check_admin_keys(settings), lambda: check_run_keys(settings, current_run),
-        lambda: check_sandbox_roots(settings), lambda: check_commands(settings),
+        lambda: check_sandbox_roots(settings, phase),
+        lambda: check_commands(settings) if tools else not_deployed(
+            "commands", "command allow-list and sandbox reads", "tools", phase),
         lambda: check_qdrant_key(settings)]
     return [check() for check in checks]

@@ -403,10 +403,10 @@ class Gateway:
                            headers={"Retry-After": "5"}) from None
 
     def models(self) -> dict[str, Any]:
+        """The aliases clients send; where they are served (internal URLs) is not the client's business."""
         created = int(time.time())
-        return {"object": "list", "data": [
-            {"id": alias, "object": "model", "created": created, "owned_by": "suite", "upstream": u.base_url}
-            for alias, u in self.router.upstreams.items()]}
+        return {"object": "list", "data": [{"id": alias, "object": "model", "created": created, "owned_by": "suite"}
+                                           for alias in self.router.upstreams]}
 
 
 def _why(exc: BaseException) -> str:

@@ -3,20 +3,19 @@
 ``app`` picks the engine; ``model`` loads the GGUF; ``batched_app`` + ``engine`` (+ ``sampling``,
 ``textstream``, ``openai_surface``) are the batched path; ``serial_app`` is the ``llama_cpp.server`` path.
 
-Importing the package (before ``llama_cpp``, as ``python -m suite.serve inference-*`` does) bounds how
-long llama.cpp's OpenMP threads spin at a barrier before they sleep: ``GOMP_SPINCOUNT`` 3000 instead
-of libgomp's 300,000. Between and inside decodes a waiting thread otherwise keeps its core busy for
-milliseconds, which a 2-core box needs for the event loop, the clients and every other process: at a
-load average of 2–8 the service served 1.4–3x the tokens per second at 8 streams and used a third
-less CPU per token, while llama-cpp-python alone on a quiet box (measured with real-time priority)
-was unchanged (52–55 vs 54–56 tok/s at 1 stream; fully passive waiting cost 40 % there); with the
-service alone on a quiet box libgomp's own 300,000 decoded up to 11 % faster at 8 streams. A value set in
-the environment wins; ``python -m suite.serve`` sets it from ``inference.omp_spincount`` first;
-libgomp reads it once, when it is loaded (docs/benchmarks.md).
+Importing the package (before ``llama_cpp``) bounds how long llama.cpp's OpenMP threads spin at a
+barrier before they sleep: ``GOMP_SPINCOUNT`` 3000 instead of libgomp's 300,000, for code that drives
+the engine in process without its thread governor (tests, notebooks); a value in the environment
+wins, and libgomp reads it once, when it is loaded. The services get theirs from ``python -m
+suite.serve`` (``InferenceSettings.spincount``): 300,000 where the batched engine adapts its threads
+to the box (``threads.py``: half the threads while other processes keep it waiting for a core), else
+3000. Long spinning is fastest while the threads have the cores (+11 % at 8 streams for a service
+alone on a quiet box) and ruinous when they do not (a 2-core box at a load average of ~18: 1.6
+against 8.0 tok/s at 8 streams with two threads, 13.4 with one; docs/benchmarks.md).
 """
 
 import os
 
-from suite.settings import InferenceSettings
+from suite.settings import FIXED_SPINCOUNT
 
-os.environ.setdefault("GOMP_SPINCOUNT", str(InferenceSettings.model_fields["omp_spincount"].default))
+os.environ.setdefault("GOMP_SPINCOUNT", str(FIXED_SPINCOUNT))

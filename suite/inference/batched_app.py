@@ -1,9 +1,13 @@
 """The default inference service: the continuous-batching engine behind llama_cpp.server's OpenAI surface.
 
-Routes, request types and response shapes are llama-cpp-python's (see ``openai_surface``); the
-model is loaded by ``model.load_llama`` exactly as on the serial path, and the engine gets a context
-of its own with ``settings.inference.slots`` sequences. Requests beyond the slots wait in a bounded
-line (``queue_limit``); past that, 429 with Retry-After.
+Routes, request types and response shapes are llama-cpp-python's (see ``openai_surface``), extended
+to llama-server's level (tools, structured outputs, logprobs, ``n``, usage in streams: ``choices``);
+the model is loaded by ``model.load_llama`` exactly as on the serial path, and the engine gets a
+context of its own with ``settings.inference.slots`` sequences. Requests beyond the slots wait in a
+bounded line (``queue_limit``); past that, 429 with Retry-After.
+
+The readiness probe's one-token completion is not inference traffic: it is submitted unmetered, so
+the token and time-to-first-token metrics count clients' requests only.
 """
 
 from __future__ import annotations
@@ -21,14 +25,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from llama_cpp.server.types import (
-    CreateChatCompletionRequest,
-    TokenizeInputCountResponse,
-    TokenizeInputResponse,
-)
+from llama_cpp.server.types import TokenizeInputCountResponse, TokenizeInputResponse
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from suite.inference import openai_surface as oai
+from suite.inference.chat_prompt import ChatTemplate
+from suite.inference.choices import ChoiceStream, TokenText
 from suite.inference.engine import (
     AsyncSink,
     Engine,
@@ -69,18 +72,52 @@ class EngineMetrics:
                               registry=registry)
         self.rejected = Counter("inference_rejected_total", "requests refused with 429", ["service"],
                                 registry=registry)
+        self.registry = registry
         self.service = service
 
     def hooks(self) -> EngineHooks:
-        """The callbacks the engine thread calls."""
+        """The callbacks the engine thread calls (for metered requests)."""
         tokens, ttft = self.tokens.labels(self.service), self.ttft.labels(self.service)
         return EngineHooks(first_token=ttft.observe, tokens=tokens.inc)
 
     def watch(self, engine: Engine) -> None:
-        """Read the gauges from the engine at scrape time."""
+        """Read the gauges and the prefix cache's counters from the engine at scrape time."""
         self.active.labels(self.service).set_function(lambda: engine.active)
         self.waiting.labels(self.service).set_function(lambda: engine.waiting)
         self.slots.labels(self.service).set(engine.slots)
+        self.registry.register(PrefixCacheCollector(engine, self.service))
+
+
+class PrefixCacheCollector:
+    """The engine's prefix-cache counters, read when /metrics is scraped (``Engine.cache_info``)."""
+
+    COUNTERS = (("lookups", "inference_prefix_cache_lookups", "prompts placed in a slot"),
+                ("hits", "inference_prefix_cache_hits", "prompts that started from reused KV cells"),
+                ("tokens_reused", "inference_prompt_tokens_reused", "prompt tokens whose KV cells were reused"),
+                ("tokens_prefilled", "inference_prompt_tokens_prefilled", "prompt tokens decoded"),
+                ("cells_evicted", "inference_prefix_cache_evicted_cells", "cached KV cells dropped"))
+    GAUGES = (("cells_used", "inference_kv_cells_used", "KV cells held by any sequence id"),
+              ("cells_cached", "inference_prefix_cache_cells", "KV cells held only by cached prefixes"))
+
+    def __init__(self, engine: Engine, service: str) -> None:
+        self.engine = engine
+        self.service = service
+
+    def describe(self):
+        return []  # names are known only once collected; no describe-time checks needed
+
+    def collect(self):
+        info = self.engine.cache_info()
+        if not info:
+            return
+        for key, name, doc in self.COUNTERS:
+            family = CounterMetricFamily(name, doc, labels=["service"])
+            family.add_metric([self.service], info[key])
+            yield family
+        for key, name, doc in self.GAUGES:
+            family = GaugeMetricFamily(name, doc, labels=["service"])
+            family.add_metric([self.service], info[key])
+            yield family
 
 
 @dataclass
@@ -88,10 +125,13 @@ class Submission:
     """A request accepted by the engine: its handle, what was queued, where events arrive, how to answer."""
 
     handle: Handle
-    request: GenerationRequest
+    prepared: oai.Prepared
     sink: AsyncSink
-    prompt: str  # the prompt text, for ``echo``
     shape: oai.CompletionShape
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.prepared.request
 
 
 def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
@@ -109,14 +149,16 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
         state["placement"] = placement(llama, cfg.n_gpu_layers, lines)
         engine = Engine(llama, slots=inf.slots, queue_limit=inf.queue_limit, n_ctx=cfg.n_ctx,
                         n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant,
-                        hooks=engine_metrics.hooks(), stall_s=inf.stall_s)
+                        hooks=engine_metrics.hooks(), stall_s=inf.stall_s,
+                        prefix_cache_tokens=inf.prefix_cache_tokens, adaptive_threads=inf.adaptive_threads)
         engine.start()
         engine_metrics.watch(engine)
         kv = kv_bytes_per_token(llama)
         state.update(llama=llama, engine=engine, load_s=time.perf_counter() - t0,
                      kv_mib_per_slot=round(kv * cfg.n_ctx / 2**20, 1) if kv else None,
-                     formatter=oai.chat_formatter(cfg.chat_format) if cfg.chat_format else None,
-                     rng=random.Random(cfg.seed), model_path=str(settings.model_path(role)))
+                     template=ChatTemplate.load(llama, cfg.chat_format) if cfg.chat_format else None,
+                     tokens=TokenText(llama._model.vocab), rng=random.Random(cfg.seed),
+                     model_path=str(settings.model_path(role)))
         app.state.engine = engine
         log.info("batched engine up: %d slots of %d tokens (KV cache %s MiB per slot), queue %d, loaded in %.1fs",
                  inf.slots, cfg.n_ctx, state["kv_mib_per_slot"], inf.queue_limit, state["load_s"])
@@ -135,7 +177,8 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
             raise RuntimeError("model not loaded yet")
         llama = state["llama"]
         request = GenerationRequest(prompt_tokens=oai.completion_prompt_tokens(llama, "Hello"),
-                                    max_tokens=1, sampling=SamplingParams(temperature=0.0))
+                                    max_tokens=1, sampling=SamplingParams(temperature=0.0),
+                                    metered=False)  # a probe is not inference traffic
         t = time.perf_counter()
         sink = AsyncSink()
         handle = engine.submit(request, sink)  # a slot like any request: full means not ready
@@ -161,23 +204,34 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
                                               "model_file": os.path.basename(state.get("model_path", "")),
                                               "load_s": round(state.get("load_s", 0.0), 2),
                                               "gpu_layers": state["placement"].to_dict()
-                                              if "placement" in state else None})
+                                              if "placement" in state else None,
+                                              "prefix_cache": _cache_health(state.get("engine"),
+                                                                            inf.prefix_cache_tokens),
+                                              "decode_threads": state["engine"].threads_info()
+                                              if "engine" in state else None})
     engine_metrics = app.state.engine_metrics = EngineMetrics(metrics.registry, name)
 
     async def submit(body: oai.Body) -> Submission:
-        """Validate, tokenize and queue a request; 429 when the engine is full.
+        """Validate, tokenize, build the samplers and queue a request; 429 when the engine is full.
 
-        Tokenizing and checking (grammar, context) run in a worker thread: a long prompt never
-        holds the event loop, and a bad request is a 400 before it takes a place in the queue.
+        Tokenizing and building (grammars, context checks) run in a worker thread: a long prompt or
+        a large schema never holds the event loop, and a bad request is a 400 before it takes a
+        place in the queue.
         """
         engine: Engine | None = state.get("engine")
         if engine is None:
             raise ApiError(503, "model not loaded yet", headers={"Retry-After": "5"})
-        request, prompt = await asyncio.to_thread(oai.build_request, state["llama"], body, cfg.n_ctx,
-                                                  state["rng"], state["formatter"], inf.max_tokens_cap)
-        sink = AsyncSink()
+        building = asyncio.ensure_future(asyncio.to_thread(
+            oai.build_request, state["llama"], body, cfg.n_ctx, state["rng"], state["template"], inf.max_tokens_cap))
         try:
-            handle = engine.submit(request, sink)
+            prepared = await asyncio.shield(building)
+        except asyncio.CancelledError:  # the client left while its samplers were built: free them when done
+            building.add_done_callback(lambda task: task.exception() is None and task.result().release())
+            raise
+        sink = AsyncSink()
+        prepared.handed_over()  # the engine owns the samplers from here, refused or not
+        try:
+            handle = engine.submit(prepared.request, sink)
         except EngineOverloaded:
             engine_metrics.rejected.labels(name).inc()
             raise ApiError(429, "model overloaded", code="model_overloaded",
@@ -186,29 +240,45 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         except ValueError as exc:
             raise oai.bad_request(str(exc)) from None
-        shape = oai.CompletionShape(body.model if body.model is not None else state["model_path"],
-                                    chat=isinstance(body, CreateChatCompletionRequest))
-        return Submission(handle, request, sink, prompt, shape)
+        # a request without a model is answered with the alias, never the file's path
+        shape = oai.CompletionShape(body.model if body.model is not None else cfg.alias, chat=prepared.chat,
+                                    include_usage=prepared.include_usage)
+        return Submission(handle, prepared, sink, shape)
 
-    async def complete(request: Request, body: oai.Body, chat: bool):
+    def choice_streams(sub: Submission) -> list[ChoiceStream]:
+        prep = sub.prepared
+        tools = prep.tools is not None and prep.tools.active
+        return [ChoiceStream(i, chat=prep.chat, tokens=state["tokens"], logprobs=prep.logprobs is not None,
+                             tools=tools, legacy=tools and prep.tools.legacy, echo=prep.prompt if prep.echo else "")
+                for i in range(prep.n)]
+
+    async def complete(request: Request, body: oai.Body):
         """Both completion routes: an SSE stream, or one completion (a chat one for chat)."""
         sub = await submit(body)
+        prep = sub.prepared
         if body.stream:
-            return _sse(_stream(sub))
-        text, event = await _collect(request, sub)
-        if not chat and body.echo:
-            text = sub.prompt + text
+            return _sse(_stream(sub) if prep.plain else _stream_choices(sub, choice_streams(sub)))
+        if not prep.plain:
+            streams = choice_streams(sub)
+            finals = await _collect(request, sub, lambda event: streams[event.index].feed(event))
+            return sub.shape.whole([s.choice() for s in streams], len(sub.request.prompt_tokens),
+                                   sum(e.completion_tokens for e in finals))
+        parts: list[str] = []
+        (event,) = await _collect(request, sub, lambda e: parts.append(e.text))
+        text = "".join(parts)
+        if prep.echo:
+            text = prep.prompt + text
         out = sub.shape.completion(text, event.finish_reason, len(sub.request.prompt_tokens),
                                    event.completion_tokens)
-        return oai.chat_completion(out) if chat else out
+        return oai.chat_completion(out) if prep.chat else out
 
     @app.post("/v1/completions", summary="Completion")
     async def create_completion(request: Request, body: CompletionRequest):
-        return await complete(request, body, chat=False)
+        return await complete(request, body)
 
     @app.post("/v1/chat/completions", summary="Chat")
     async def create_chat_completion(request: Request, body: ChatCompletionRequest):
-        return await complete(request, body, chat=True)
+        return await complete(request, body)
 
     async def tokens_of(text: str) -> list[int]:
         """The model's tokens for ``text`` (off the loop); texts no prompt could be are a 400."""
@@ -234,6 +304,15 @@ def create_batched_app(settings: Settings, role: str = "chat") -> FastAPI:
     return app
 
 
+def _cache_health(engine: Engine | None, budget: int | None) -> dict[str, Any] | None:
+    """/health's view of the prefix cache: its counters, its budget and the share of prompt tokens reused."""
+    info = engine.cache_info() if engine is not None else {}
+    if not info:
+        return None
+    prompt = info["tokens_reused"] + info["tokens_prefilled"]
+    return {**info, "budget_cells": budget, "reused_ratio": round(info["tokens_reused"] / prompt, 3) if prompt else None}
+
+
 async def _last_event(sink: AsyncSink) -> Event:
     while True:
         event = await sink.get()
@@ -241,9 +320,10 @@ async def _last_event(sink: AsyncSink) -> Event:
             return event
 
 
-async def _collect(request: Request, sub: Submission) -> tuple[str, Event]:
-    """All text of a non-streamed request; a client that goes away cancels its sequence."""
-    parts: list[str] = []
+async def _collect(request: Request, sub: Submission, on_event) -> list[Event]:
+    """Every event of a non-streamed request (``on_event`` each), until each choice's final one
+    (returned, in order of arrival); a client that goes away cancels its sequences."""
+    finals: list[Event] = []
     try:
         while True:
             try:
@@ -253,30 +333,35 @@ async def _collect(request: Request, sub: Submission) -> tuple[str, Event]:
                     raise asyncio.CancelledError from None
                 continue
             for event in events:
-                parts.append(event.text)
                 if event.error:
                     raise ApiError(500, event.error, type="internal_error")
+                on_event(event)
                 if event.final:
-                    return "".join(parts), event
+                    finals.append(event)
+                    if len(finals) == sub.prepared.n:
+                        return finals
     except BaseException:
         sub.handle.cancel()
         raise
 
 
 async def _stream(sub: Submission) -> AsyncIterator[bytes]:
-    """SSE lines as llama_cpp.server sends them: one ``data: {json}`` per chunk, then ``[DONE]``.
+    """SSE lines as llama_cpp.server sends them: one ``data: {json}`` per chunk, then ``[DONE]``
+    (with ``stream_options.include_usage``, a usage chunk before it).
 
     Whatever arrived since the last write goes out in one write (one token per stream per step in
     the steady state; more when the client or the loop fell behind).
     """
     shape, first, done = sub.shape, True, False
+    if sub.prepared.echo:
+        yield shape.sse(sub.prepared.prompt, None, True).encode()
+        first = False
     try:
         while not done:
             lines = []
             for event in await sub.sink.get_all():
                 if event.error:
-                    lines.append(_data({"error": {"message": event.error, "type": "internal_error",
-                                                  "code": None}}))
+                    lines.append(_error(event.error))
                     done = True
                     break
                 if event.text:
@@ -284,6 +369,8 @@ async def _stream(sub: Submission) -> AsyncIterator[bytes]:
                     first = False
                 if event.final:
                     lines.append(shape.sse("", event.finish_reason, first))
+                    if shape.include_usage:
+                        lines.append(shape.sse_usage(len(sub.request.prompt_tokens), event.completion_tokens))
                     done = True
                     break
             if done:
@@ -292,6 +379,36 @@ async def _stream(sub: Submission) -> AsyncIterator[bytes]:
                 yield "".join(lines).encode()
     finally:
         sub.handle.cancel()  # no-op when finished; frees the slot when the client went away
+
+
+async def _stream_choices(sub: Submission, streams: list[ChoiceStream]) -> AsyncIterator[bytes]:
+    """The stream of a request with several choices, logprobs or tools: one chunk per choice and
+    event (``ChoiceStream``), a usage chunk if asked, then ``[DONE]``."""
+    shape, left, used = sub.shape, sub.prepared.n, 0
+    try:
+        while left:
+            lines = []
+            for event in await sub.sink.get_all():
+                if event.error:
+                    lines.append(_error(event.error))
+                    left = 0
+                    break
+                lines.extend(shape.sse_choice(choice) for choice in streams[event.index].feed(event))
+                if event.final:
+                    used += event.completion_tokens
+                    left -= 1
+                    if not left and shape.include_usage:
+                        lines.append(shape.sse_usage(len(sub.request.prompt_tokens), used))
+            if not left:
+                lines.append("data: [DONE]\n\n")
+            if lines:
+                yield "".join(lines).encode()
+    finally:
+        sub.handle.cancel()
+
+
+def _error(message: str) -> str:
+    return _data({"error": {"message": message, "type": "internal_error", "code": None}})
 
 
 def _data(obj: dict[str, Any]) -> str:
@@ -303,4 +420,4 @@ def _sse(body: AsyncIterator[bytes]) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-__all__ = ["EngineMetrics", "Submission", "create_batched_app"]
+__all__ = ["EngineMetrics", "PrefixCacheCollector", "Submission", "create_batched_app"]

@@ -6,11 +6,26 @@ Each step is one ``llama_decode`` of a single batch holding the next token of ev
 sequence plus a chunk of the prompt of sequences still being prefilled; then every sequence whose
 logits came out samples with its own sampler chain (greedy requests, temperature 0 with at most a
 repeat penalty, take the arg-max of their logits row in numpy instead: the same token, without
-copying the 262k-entry vocabulary into a candidate array). Requests reach the thread through a bounded waiting list; results go back through a
-per-request ``sink`` callable (``AsyncSink`` for asyncio), all of a step's events together after
-its sampling, so an asyncio consumer is woken once per step rather than once per token.
-A finished or cancelled sequence has its KV cells removed (``llama_memory_seq_rm``) before its slot
-is reused, so sequences never see each other's cache.
+copying the 262k-entry vocabulary into a candidate array). Requests reach the thread through a
+bounded waiting list; results go back through a per-request ``sink`` callable (``AsyncSink`` for
+asyncio), all of a step's events together after its sampling, so an asyncio consumer is woken once
+per step rather than once per token.
+
+Prefix reuse (``kv_slots``): a finished sequence's cells stay in its slot as a cached prefix until
+the slot is needed; a new prompt starts from the longest prefix any slot holds (shared cells in the
+unified cache), and a prompt that shares a prefix with one still being prefilled waits for those
+cells instead of computing them again (``_Seq.follow``), so concurrent requests behind one system
+prompt prefill it once. ``n`` choices of one request share the prompt's cells and its last logits
+row. Sequences never see each other's cells: a cell is shared only by sequences with the same
+tokens up to it.
+
+A failed ``llama_decode`` rewinds every sequence of the step to where it was before it (its cells
+past that position removed, llama.cpp's and ours); when llama.cpp found no room for the batch and
+the cache held cells, the cache is emptied and the step tried once more, otherwise every sequence
+of the step ends with the error.
+
+Sampler chains (grammars: up to 64 KiB to parse) are built by the caller or by the engine thread
+outside the lock that ``submit`` and ``cancel`` take from the event loop.
 
 Liveness: every decode step stamps the time; ``liveness()`` names what is wrong when the thread has
 died or no step came for ``stall_s`` while requests are in flight (the service's ``/health`` fails
@@ -21,6 +36,7 @@ a request that could never finish.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -33,6 +49,8 @@ import llama_cpp
 import numpy as np
 from llama_cpp._utils import suppress_stdout_stderr
 
+from suite.inference.kv_slots import REUSE_MIN, KvSlots, Slot
+from suite.inference.prefix_tree import common_prefix
 from suite.inference.sampling import (
     SamplingParams,
     build_sampler,
@@ -42,6 +60,7 @@ from suite.inference.sampling import (
     token_piece,
 )
 from suite.inference.textstream import TextStream
+from suite.inference.threads import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
@@ -58,25 +77,56 @@ class EngineStopped(EngineError):
     """The engine is not running (not started yet, or shut down)."""
 
 
+MAX_TOP_LOGPROBS = 20  # OpenAI's own limit on top_logprobs
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token's log-probability and the most likely alternatives at its position."""
+
+    token: int  # the chosen token id
+    logprob: float  # its log-probability under the model's raw distribution (log-softmax of the logits row)
+    top: list[tuple[int, float]] = field(default_factory=list)  # the k most likely (token id, logprob), most likely first
+
+
 @dataclass
 class GenerationRequest:
-    """One sequence to generate: prompt tokens, limits, stop strings and sampling."""
+    """One prompt to generate from: prompt tokens, limits, stop strings, sampling, choices.
+
+    ``n`` choices share one prefill of the prompt (its KV cells are shared with
+    ``llama_memory_seq_cp``) and then sample independently; ``logprobs`` (None: off; k >= 0) asks
+    every event for a ``TokenLogprob`` per token with the top k alternatives. ``samplers``: n sampler
+    chains the caller built off the engine's lock (``sampling.build_sampler`` in a worker thread);
+    the engine owns and frees them from the moment ``submit`` is called, also when it refuses the
+    request. None: the engine thread builds them, outside its lock.
+    """
 
     prompt_tokens: list[int]
     max_tokens: int
     stop: list[str] = field(default_factory=list)
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1
+    logprobs: int | None = None
+    samplers: list | None = None
+    metered: bool = True  # False: not counted in the token / time-to-first-token metrics (readiness probes)
 
 
 @dataclass
 class Event:
-    """What the engine tells a request: new text, and at the end a finish reason or an error."""
+    """What the engine tells a request: new text, and at the end a finish reason or an error.
+
+    With ``n`` > 1 every choice has its own events (``index``) and its own final event; the request
+    is done when all n finals arrived. ``logprobs`` (when asked for) has one entry per token of
+    ``tokens``.
+    """
 
     text: str = ""
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     error: str | None = None
     completion_tokens: int = 0
+    index: int = 0
+    logprobs: list[TokenLogprob] | None = None
 
     @property
     def final(self) -> bool:
@@ -95,7 +145,7 @@ class EngineHooks:
 
 
 class Handle:
-    """A submitted request; ``cancel()`` frees its slot at the engine's next step."""
+    """A submitted request; ``cancel()`` frees its slots at the engine's next step."""
 
     def __init__(self, engine: Engine, request: GenerationRequest, sink: Sink) -> None:
         self.engine = engine
@@ -103,6 +153,7 @@ class Handle:
         self.sink = sink
         self.submitted = time.perf_counter()
         self.cancelled = False
+        self.open = request.n  # choices without their final event yet
 
     def cancel(self) -> None:
         self.engine.cancel(self)
@@ -195,17 +246,40 @@ class AsyncSink:
             self._waiter = None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Seq:
+    """One choice of one request, from placement to its final event (engine thread only)."""
+
     handle: Handle
-    seq_id: int
+    index: int
     sampler: object
-    pending: list[int]
     text: TextStream
     greedy_penalty: float | None = None  # set: sampled by ``sampling.greedy_token`` with this penalty
-    pos: int = 0
+    slot: Slot | None = None  # None: not placed yet (following another sequence, or a choice > 0)
+    pending: list[int] = field(default_factory=list)  # tokens for the next decode
+    pos: int = 0  # cells this sequence holds (positions 0..pos-1)
     generated: list[int] = field(default_factory=list)
     prefilling: bool = True
+    follow: tuple[_Seq, int] | None = None  # waits until that sequence holds this many cells of its prompt
+    choices: list[_Seq] = field(default_factory=list)  # choice 0: the others, waiting for the prompt's logits
+    unsent: list[int] = field(default_factory=list)  # tokens not in an event yet
+    unsent_logprobs: list[TokenLogprob] = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.handle.request.prompt_tokens
+
+
+@dataclass
+class _Touched:
+    """A sequence of the step being decoded, and where it was before (for a rewind)."""
+
+    seq: _Seq
+    pos: int
+    pending: list[int]
+    prefilling: bool
+    tokens: list[int]
 
 
 class Engine:
@@ -213,7 +287,8 @@ class Engine:
 
     def __init__(self, llama: llama_cpp.Llama, *, slots: int, queue_limit: int, n_ctx: int,
                  n_batch: int = 512, prefill_chunk: int = 256, batch_invariant: bool = False,
-                 hooks: EngineHooks | None = None, stall_s: float = 30.0) -> None:
+                 hooks: EngineHooks | None = None, stall_s: float = 30.0,
+                 prefix_cache_tokens: int | None = None, adaptive_threads: bool = False) -> None:
         self.llama = llama
         self.batch_invariant = batch_invariant
         self.slots = slots
@@ -221,20 +296,25 @@ class Engine:
         self.n_ctx = n_ctx
         self.n_batch = max(n_batch, slots)
         self.prefill_chunk = max(1, prefill_chunk)
+        self.prefix_cache_tokens = prefix_cache_tokens  # None: the idle slots' cells; 0: no reuse
+        self.adaptive_threads = adaptive_threads  # halve the decode threads while the box is busy (threads.py)
+        self.governor: ThreadGovernor | None = None
         self.hooks = hooks or EngineHooks()
         self.vocab = llama._model.vocab
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self._cond = threading.Condition()
         self._waiting: deque[Handle] = deque()
-        self._in_flight = 0
-        self._active: list[_Seq] = []
-        self._free_ids = list(range(slots))
+        self._in_flight = 0  # requests submitted and not answered
+        self._reserved = 0  # slots promised to admitted requests
+        self._seqs: list[_Seq] = []  # engine thread only
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._ctx = None
         self._batch = None
+        self.kv: KvSlots | None = None
         self._pieces: dict[int, bytes] = {}
         self._own_model = None
+        self._retried = False  # the last step failed for room and was retried with an empty cache
         self.steps = 0
         self.stall_s = stall_s
         self._progress_at = time.monotonic()  # last decode step, or when work arrived at an idle engine
@@ -267,11 +347,21 @@ class Engine:
         # other sequences, which moves logits in the last bits; batch_invariant keeps one stream
         # per sequence so a sequence's output is bit-identical to decoding it alone.
         params.kv_unified = not self.batch_invariant
+        # The window layers' cache as large as the others' (llama-cpp-python's default too): a
+        # cached prefix keeps its window cells, and the slots' cells always fit (kv_slots).
+        params.swa_full = True
         with suppress_stdout_stderr(disable=self.llama.verbose):
             self._ctx = llama_cpp.llama_init_from_model(model, params)
         if not self._ctx:
             raise EngineError("llama.cpp could not create the batched context")
-        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        cache = self.prefix_cache_tokens
+        if llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model):
+            cache = 0  # a recurrent state cannot be cut back to a prefix
+        self.kv = KvSlots(self._ctx, self.slots, share=not self.batch_invariant,
+                          n_swa=llama_cpp.llama_model_n_swa(model), cache_cells=cache)
+        if self.adaptive_threads:
+            ctx = self._ctx
+            self.governor = ThreadGovernor(params.n_threads, lambda n: llama_cpp.llama_set_n_threads(ctx, n, n))
         self._batch = batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         # ctypes builds a new pointer object on every attribute access of the struct: keep them, and
         # write the one-sequence-per-token count once (llama_decode does not change it).
@@ -303,28 +393,43 @@ class Engine:
 
     # -- requests ---------------------------------------------------------------------------------
     def submit(self, request: GenerationRequest, sink: Sink) -> Handle:
-        """Queue a request; raises ``EngineOverloaded`` when slots and waiting list are full and
-        ``EngineStopped`` when the engine cannot serve (stopped, dead or stuck)."""
+        """Queue a request; raises ``ValueError`` for a request no slot could serve,
+        ``EngineOverloaded`` when slots and waiting list are full and ``EngineStopped`` when the
+        engine cannot serve (stopped, dead or stuck). A refused request's samplers are freed."""
+        try:
+            self._check(request)
+            handle = Handle(self, request, sink)
+            with self._cond:
+                if self._stopping or self._thread is None:
+                    raise EngineStopped("inference engine is not running")
+                problem = self.liveness()
+                if problem:
+                    raise EngineStopped(problem)
+                if self._in_flight >= self.slots + self.queue_limit:
+                    raise EngineOverloaded("model overloaded")
+                if self._in_flight == 0:
+                    self._progress_at = time.monotonic()  # an idle engine is not a stuck one
+                self._in_flight += 1
+                self._waiting.append(handle)
+                self._cond.notify_all()
+        except BaseException:
+            _free_all(request.samplers)
+            request.samplers = None
+            raise
+        return handle
+
+    def _check(self, request: GenerationRequest) -> None:
         if not request.prompt_tokens:
             raise ValueError("prompt has no tokens")
         if len(request.prompt_tokens) >= self.n_ctx:
             raise ValueError(f"Requested tokens ({len(request.prompt_tokens)}) exceed context window "
                              f"of {self.n_ctx}")
-        handle = Handle(self, request, sink)
-        with self._cond:
-            if self._stopping or self._thread is None:
-                raise EngineStopped("inference engine is not running")
-            problem = self.liveness()
-            if problem:
-                raise EngineStopped(problem)
-            if self._in_flight >= self.slots + self.queue_limit:
-                raise EngineOverloaded("model overloaded")
-            if self._in_flight == 0:
-                self._progress_at = time.monotonic()  # an idle engine is not a stuck one
-            self._in_flight += 1
-            self._waiting.append(handle)
-            self._cond.notify_all()
-        return handle
+        if not 1 <= request.n <= self.slots:
+            raise ValueError(f"n must be between 1 and {self.slots} (this server's slots), not {request.n}")
+        if request.logprobs is not None and not 0 <= request.logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, not {request.logprobs}")
+        if request.samplers is not None and len(request.samplers) != request.n:
+            raise ValueError(f"{len(request.samplers)} sampler chains for n = {request.n}")
 
     def cancel(self, handle: Handle) -> None:
         with self._cond:
@@ -333,13 +438,26 @@ class Engine:
 
     @property
     def active(self) -> int:
-        """Slots holding a sequence right now."""
-        return self.slots - len(self._free_ids)
+        """Slots held by admitted requests right now."""
+        return self._reserved
 
     @property
     def waiting(self) -> int:
         """Requests waiting for a slot."""
         return len(self._waiting)
+
+    def threads_info(self) -> dict[str, int] | None:
+        """Decode threads now, configured, and how often the governor changed them (None: fixed)."""
+        g = self.governor
+        return None if g is None else {"now": g.current, "configured": g.full, "changes": g.changes}
+
+    def cache_info(self) -> dict[str, int | bool]:
+        """The prefix cache's counters and how many KV cells are held (for /metrics and /health)."""
+        kv = self.kv
+        if kv is None:
+            return {}
+        return {"enabled": kv.enabled, **dataclasses.asdict(kv.stats), "cells_used": kv.tree.cells,
+                "cells_cached": kv.tree.cached}
 
     # -- liveness ---------------------------------------------------------------------------------
     @property
@@ -364,13 +482,17 @@ class Engine:
         try:
             while True:
                 with self._cond:
-                    self._drop_cancelled()
-                    self._admit()
+                    cancelled = self._take_cancelled()
+                    admitted = self._take_admissions()
                     if self._stopping:
                         break
-                    if not self._active:
+                    if not self._seqs and not admitted and not cancelled:
                         self._cond.wait()
                         continue
+                for seq in cancelled:
+                    self._close(seq)
+                for handle in admitted:  # sampler chains are built here, outside the lock
+                    self._start(handle)
                 self._step()
         except Exception as exc:  # an engine that dies must not leave requests hanging
             log.exception("inference engine failed")
@@ -379,38 +501,98 @@ class Engine:
             return
         self._fail_all("inference engine stopped")
 
-    def _drop_cancelled(self) -> None:
+    def _take_cancelled(self) -> list[_Seq]:
+        """(lock held) Drop cancelled requests from the waiting list; the running ones' sequences."""
         for handle in [h for h in self._waiting if h.cancelled]:
             self._waiting.remove(handle)
             self._in_flight -= 1
-        for seq in [s for s in self._active if s.handle.cancelled]:
-            self._release(seq)
+            _free_all(handle.request.samplers)
+            handle.request.samplers = None
+        return [s for s in self._seqs if s.handle.cancelled and not s.done]
 
-    def _admit(self) -> None:
-        while self._waiting and self._free_ids and not self._stopping:
+    def _take_admissions(self) -> list[Handle]:
+        """(lock held) The waiting requests that now have slots for all their choices, in order."""
+        out = []
+        while self._waiting and not self._stopping and self._reserved + self._waiting[0].request.n <= self.slots:
             handle = self._waiting.popleft()
+            self._reserved += handle.request.n
+            out.append(handle)
+        return out
+
+    def _start(self, handle: Handle) -> None:
+        """Sampler chains for an admitted request (built here unless the caller did), then its
+        first choice's place in the cache; the others wait for its prompt's logits."""
+        request = handle.request
+        chains, request.samplers = request.samplers, None
+        if chains is None:
+            chains = []
             try:
-                sampler = build_sampler(handle.request.sampling, self.vocab, self.n_vocab)
+                for i in range(request.n):
+                    chains.append(build_sampler(_choice_sampling(request.sampling, i), self.vocab, self.n_vocab))
             except ValueError as exc:
-                self._in_flight -= 1
-                handle.sink(Event(error=str(exc)))
+                _free_all(chains)
+                with self._cond:
+                    self._reserved -= request.n
+                    self._in_flight -= 1
+                for i in range(request.n):
+                    handle.sink(Event(error=str(exc), index=i))
+                return
+        penalty = greedy_repeat_penalty(request.sampling)
+        seqs = [_Seq(handle, i, chain, TextStream(request.stop), penalty) for i, chain in enumerate(chains)]
+        seqs[0].choices = seqs[1:]
+        self._seqs.extend(seqs)
+        self._place(seqs[0])
+
+    def _place(self, seq: _Seq) -> None:
+        """Start ``seq`` from the longest cached prefix of its prompt, or let it follow a sequence
+        that is prefilling a longer one."""
+        prompt = seq.prompt
+        leader = self._leader_for(prompt)
+        if leader is not None:
+            seq.follow = leader
+            return
+        seq.slot, seq.pos = self.kv.place(prompt)
+        seq.pending = prompt[seq.pos:]
+        seq.prefilling = True
+
+    def _leader_for(self, prompt: list[int]) -> tuple[_Seq, int] | None:
+        """A sequence being prefilled whose prompt shares at least REUSE_MIN more tokens with
+        ``prompt`` than the cache holds now, and how many cells to wait for."""
+        if not self.kv.enabled:
+            return None
+        now = self.kv.match(prompt)
+        best: tuple[_Seq, int] | None = None
+        for other in self._seqs:
+            if other.slot is None or not other.prefilling or other.done:
                 continue
-            seq_id = self._free_ids.pop(0)
-            self._active.append(_Seq(handle=handle, seq_id=seq_id, sampler=sampler,
-                                     greedy_penalty=greedy_repeat_penalty(handle.request.sampling),
-                                     pending=list(handle.request.prompt_tokens),
-                                     text=TextStream(handle.request.stop)))
+            c = common_prefix(other.prompt, prompt, 0, len(prompt) - 1)
+            if c >= now + REUSE_MIN and other.pos < c and (best is None or c > best[1]):
+                best = (other, c)
+        return best
+
+    def _unpark(self) -> None:
+        """Place the sequences whose leader now holds the cells they wait for (or ended)."""
+        for seq in self._seqs:
+            if seq.follow is None:
+                continue
+            leader, wanted = seq.follow
+            if leader.done or leader.pos >= wanted or not leader.prefilling:
+                seq.follow = None
+                self._place(seq)
 
     def _step(self) -> None:
-        """One decode of one batch for every active sequence, then sampling, then the events."""
+        """One decode of one batch for every placed sequence, then sampling, then the events."""
+        self._unpark()
         batch = self._batch
         tokens_at, pos_at, seq_at, logits_at = self._rows
         n = 0
         outputs: list[tuple[_Seq, int]] = []
+        touched: list[_Touched] = []
 
-        def add(seq: _Seq, tokens: list[int], want_logits: bool) -> None:
+        def add(seq: _Seq, tokens: list[int], rest: list[int], want_logits: bool) -> None:
             nonlocal n
-            pos, seq_id = seq.pos, seq.seq_id
+            touched.append(_Touched(seq, seq.pos, seq.pending, seq.prefilling, tokens))
+            pos, seq_id = seq.pos, seq.slot.seq_id
             for token in tokens:
                 tokens_at[n] = token
                 pos_at[n] = pos
@@ -419,105 +601,193 @@ class Engine:
                 pos += 1
                 n += 1
             seq.pos = pos
+            seq.pending = rest
             if want_logits:
                 logits_at[n - 1] = 1
                 outputs.append((seq, n - 1))
 
         # Generating sequences first: one token each, so a long prompt never stalls them.
-        for seq in self._active:
-            if not seq.prefilling:
-                add(seq, seq.pending, True)
-                seq.pending = []
+        for seq in self._seqs:
+            if seq.slot is not None and not seq.prefilling:
+                add(seq, seq.pending, [], True)
         budget = min(self.n_batch - n, self.prefill_chunk)
-        for seq in self._active:
-            if seq.prefilling and budget > 0:
+        for seq in self._seqs:
+            if seq.slot is not None and seq.prefilling and budget > 0:
                 take = seq.pending[:budget]
-                del seq.pending[:budget]
                 budget -= len(take)
-                done = not seq.pending
-                add(seq, take, done)
+                done = len(take) == len(seq.pending)
+                add(seq, take, seq.pending[len(take):], done)
                 seq.prefilling = not done
         if n == 0:
             return
+        for t in touched:
+            self.kv.before_decode(t.seq.slot)
         batch.n_tokens = n
+        governor = self.governor
+        if governor is not None:
+            governor.begin()
         rc = llama_cpp.llama_decode(self._ctx, batch)
+        if governor is not None:
+            governor.end()
         self.steps += 1
         self._progress_at = time.monotonic()
         if rc != 0:
-            with self._cond:
-                for seq, _ in outputs:
-                    self._finish(seq, error=f"llama_decode failed (code {rc})")
+            self._decode_failed(rc, touched)
             return
+        self._retried = False
+        prefilled = 0
+        for t in touched:
+            self.kv.grew(t.seq.slot, t.tokens)
+            if t.prefilling:
+                prefilled += len(t.tokens)
+        self.kv.stats.tokens_prefilled += prefilled
         events: list[tuple[Sink, Event]] = []
         finished: list[tuple[_Seq, str]] = []
         sampled = 0
         for seq, idx in outputs:
-            if seq.greedy_penalty is not None:
-                row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, idx), (self.n_vocab,))
-                token = greedy_token(row, seq.generated, seq.greedy_penalty,
-                                     seq.handle.request.sampling.penalty_last_n)
-            else:
-                token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, idx)
-            had = len(seq.generated)
-            reason = self._on_token(seq, token, events)
-            sampled += len(seq.generated) - had
-            if reason is not None:
-                finished.append((seq, reason))
+            group = [seq]
+            if seq.choices:  # the prompt's last logits: the other choices start from here too
+                for other in seq.choices:
+                    other.slot = self.kv.copy(seq.slot, seq.pos)
+                    other.pos, other.prefilling = seq.pos, False
+                group += seq.choices
+                seq.choices = []
+            for member in group:
+                token = self._sample(member, idx)
+                had = len(member.generated)
+                reason = self._on_token(member, token, idx, events)
+                if member.handle.request.metered:
+                    sampled += len(member.generated) - had
+                if reason is not None:
+                    finished.append((member, reason))
         if sampled:
             self.hooks.tokens(sampled)  # one metric update per step, not per token
         # Every event of the step in one burst: the first one wakes the consumers' event loop, the
         # rest land before it gets the GIL, so it takes them all in one go (see ``AsyncSink``).
         for sink, event in events:
             sink(event)
-        if finished:
-            with self._cond:
-                for seq, reason in finished:
-                    self._finish(seq, reason=reason)
+        for seq, reason in finished:
+            self._finish(seq, reason=reason)
 
-    def _on_token(self, seq: _Seq, token: int, events: list[tuple[Sink, Event]]) -> str | None:
+    def _decode_failed(self, rc: int, touched: list[_Touched]) -> None:
+        """Rewind every sequence of the failed step; retry once with an emptied cache when
+        llama.cpp found no room (rc 1), else end each of them with the error."""
+        for t in touched:
+            self.kv.rewind(t.seq.slot, t.pos)
+            t.seq.pos, t.seq.pending, t.seq.prefilling = t.pos, t.pending, t.prefilling
+        if rc == 1 and not self._retried and self.kv.evict_cached():
+            self._retried = True
+            log.warning("llama_decode found no room for %d sequences; cached prefixes dropped, retrying",
+                        len(touched))
+            return
+        self._retried = False
+        error = f"llama_decode failed (code {rc})"
+        log.error("%s; ending the %d sequence(s) of the step", error, len(touched))
+        for t in touched:
+            for waiting in t.seq.choices:  # choices that would have started from its prompt
+                self._finish(waiting, error=error)
+            self._finish(t.seq, error=error)
+
+    def _sample(self, seq: _Seq, idx: int) -> int:
+        if seq.greedy_penalty is not None:
+            row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, idx), (self.n_vocab,))
+            return greedy_token(row, seq.generated, seq.greedy_penalty, seq.handle.request.sampling.penalty_last_n)
+        return llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, idx)
+
+    def _on_token(self, seq: _Seq, token: int, idx: int, events: list[tuple[Sink, Event]]) -> str | None:
         """Record a sampled token, queue its text; returns a finish reason when the sequence is done."""
-        if not seq.generated:
+        request = seq.handle.request
+        if not seq.generated and request.metered:
             self.hooks.first_token(time.perf_counter() - seq.handle.submitted)
         if llama_cpp.llama_vocab_is_eog(self.vocab, token):
             return "stop"
         seq.generated.append(token)
+        seq.unsent.append(token)
+        if request.logprobs is not None:
+            row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, idx), (self.n_vocab,))
+            seq.unsent_logprobs.append(token_logprob(row, token, request.logprobs))
         piece = self._pieces.get(token)
         if piece is None:
             piece = self._pieces[token] = token_piece(self.vocab, token)
         text, stopped = seq.text.push(piece)
         if text:
-            events.append((seq.handle.sink, Event(text=text, tokens=[token])))
+            events.append((seq.handle.sink, self._event(seq, text=text)))
         if stopped:
             return "stop"
-        if len(seq.generated) >= seq.handle.request.max_tokens or seq.pos + 1 >= self.n_ctx:
+        if len(seq.generated) >= request.max_tokens or seq.pos + 1 >= self.n_ctx:
             return "length"  # a sequence never holds more than n_ctx cells of the shared cache
         seq.pending = [token]
         return None
 
+    def _event(self, seq: _Seq, **fields) -> Event:
+        """An event of ``seq`` carrying the tokens (and their logprobs) not sent yet."""
+        event = Event(tokens=seq.unsent, index=seq.index,
+                      logprobs=seq.unsent_logprobs if seq.handle.request.logprobs is not None else None, **fields)
+        seq.unsent, seq.unsent_logprobs = [], []
+        return event
+
     def _finish(self, seq: _Seq, *, reason: str | None = None, error: str | None = None) -> None:
-        """Tell the request how it ended and free its slot (caller holds the lock)."""
-        if seq not in self._active:
+        """Tell the choice how it ended, after freeing its slot (a finished request never holds one)."""
+        if seq.done:
             return
         rest = "" if error else seq.text.finish()
-        self._release(seq)  # before telling the caller, so a finished request never holds a slot
-        seq.handle.sink(Event(text=rest, finish_reason=reason, error=error,
-                              completion_tokens=len(seq.generated)))
+        self._close(seq, keep=error is None)
+        seq.handle.sink(self._event(seq, text=rest, finish_reason=reason, error=error,
+                                    completion_tokens=len(seq.generated)))
 
-    def _release(self, seq: _Seq) -> None:
-        self._active.remove(seq)
-        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+    def _close(self, seq: _Seq, keep: bool = True) -> None:
+        """End ``seq``: its cells stay cached (``keep``) or go, its sampler is freed, its slot and,
+        with its request's last choice, its place in flight are given back."""
+        seq.done = True
+        self._seqs.remove(seq)
+        if seq.slot is not None:
+            self.kv.release(seq.slot, keep)
+            seq.slot = None
         free_sampler(seq.sampler)
-        self._free_ids.append(seq.seq_id)
-        self._in_flight -= 1
+        seq.sampler = None
+        seq.handle.open -= 1
+        with self._cond:
+            self._reserved -= 1
+            if seq.handle.open == 0:
+                self._in_flight -= 1
 
     def _fail_all(self, message: str) -> None:
+        for seq in list(self._seqs):
+            self._finish(seq, error=message)
         with self._cond:
-            for seq in list(self._active):
-                self._finish(seq, error=message)
-            while self._waiting:
-                self._in_flight -= 1
-                self._waiting.popleft().sink(Event(error=message))
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._in_flight -= len(waiting)
+        for handle in waiting:
+            _free_all(handle.request.samplers)
+            handle.request.samplers = None
+            for i in range(handle.request.n):
+                handle.sink(Event(error=message, index=i))
+
+
+def token_logprob(row: np.ndarray, token: int, k: int) -> TokenLogprob:
+    """``token``'s log-probability under the logits ``row`` (log-softmax) and the ``k`` most likely
+    tokens, most likely first (ties: lower token id first). ~1 ms per row of Gemma's 262k."""
+    top = float(row.max())
+    lse = top + float(np.log(np.exp(row - top, dtype=np.float32).sum(dtype=np.float64)))
+    best: list[tuple[int, float]] = []
+    if k:
+        part = np.argpartition(row, -k)[-k:]
+        order = part[np.lexsort((part, -row[part]))]
+        best = [(int(t), float(row[t]) - lse) for t in order]
+    return TokenLogprob(token=int(token), logprob=float(row[token]) - lse, top=best)
+
+
+def _choice_sampling(sampling: SamplingParams, index: int) -> SamplingParams:
+    """Choice ``index``'s sampling: the request's, with its own seed (the same seed would give the
+    same text at any temperature)."""
+    return sampling if index == 0 else dataclasses.replace(sampling, seed=(sampling.seed + index) & 0xFFFFFFFF)
+
+
+def _free_all(samplers: list | None) -> None:
+    for chain in samplers or ():
+        free_sampler(chain)
 
 
 __all__ = ["AsyncSink", "Engine", "EngineError", "EngineHooks", "EngineOverloaded", "EngineStopped",
-           "Event", "GenerationRequest", "Handle"]
+           "Event", "GenerationRequest", "Handle", "MAX_TOP_LOGPROBS", "TokenLogprob", "token_logprob"]

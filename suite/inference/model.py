@@ -29,7 +29,7 @@ def llama_model_settings(settings: Settings, role: str):
     return ModelSettings(
         model=str(path),
         model_alias=cfg.alias,
-        chat_format=cfg.chat_format,
+        chat_format=None if cfg.chat_format == "auto" else cfg.chat_format,  # None: the GGUF's template
         n_ctx=cfg.n_ctx,
         n_batch=cfg.n_batch,
         n_threads=cfg.n_threads or os.cpu_count() or 1,
@@ -113,6 +113,23 @@ def cap_max_tokens(llama, cap: int | None) -> None:
         setattr(llama, name, capped)
 
 
+def name_replies(llama, alias: str) -> None:
+    """Answer a request without ``model`` with the alias, not the GGUF's path (the serial path).
+
+    Why: ``Llama._create_completion`` names its replies ``model or self.model_path``; a client that
+    sends no model would read the server's filesystem layout in every reply.
+    """
+    for name in ("create_completion", "create_chat_completion"):
+        original = getattr(llama, name)
+
+        def named(*args, _original=original, **kwargs):
+            if kwargs.get("model") is None:
+                kwargs["model"] = alias
+            return _original(*args, **kwargs)
+
+        setattr(llama, name, named)
+
+
 def client_errors_are_4xx(app: FastAPI) -> None:
     """Keep a client's mistake a 4xx on llama_cpp.server's routes (the serial path).
 
@@ -139,4 +156,4 @@ def client_errors_are_4xx(app: FastAPI) -> None:
 
 
 __all__ = ["cap_max_tokens", "client_errors_are_4xx", "fresh_context_per_request", "kv_bytes_per_token",
-           "llama_model_settings", "load_llama"]
+           "llama_model_settings", "load_llama", "name_replies"]

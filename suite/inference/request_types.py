@@ -1,15 +1,23 @@
 """The batched service's request bodies: ``llama_cpp.server``'s own types with their real limits.
 
 Fields, names and defaults stay llama-cpp-python's (clients see the same API as on the serial
-path); what changes is that every field says what this server accepts, so ``/openapi.json`` tells
-clients and fuzzers the truth and a value out of range is a 400 before anything is tokenized:
+path) plus the OpenAI fields the batched engine honours (``tools``, ``response_format``
+``json_schema``, ``logprobs`` / ``top_logprobs``, ``n``, ``stream_options``,
+``max_completion_tokens``, ``parallel_tool_calls``...). Every field says what this server accepts,
+so ``/openapi.json`` tells clients and fuzzers the truth and a value out of range is a 400 before
+anything is tokenized:
 
-- what the batched engine refuses anyway (``n``/``best_of`` other than 1, ``min_tokens``,
-  ``logprobs``, a ``suffix``, several prompts) is pinned in the schema;
+- a field the body does not declare is kept (``extra="allow"``) so that
+  ``openai_surface.check_fields`` can refuse it with a 400 *naming it* (or accept it where
+  ``openai_surface.FIELDS`` says it changes nothing), instead of pydantic's silent drop;
 - integers that reach llama.cpp as C ``int`` (``max_tokens``, ``top_k``) fit 32 bits;
 - lists and strings whose size costs work per generated token (``stop`` strings are searched at
-  every token, ``logit_bias`` entries become a sampler, a ``grammar`` is parsed) are bounded;
-- logit biases lie within OpenAI's ±100 (a huge bias turns logits into inf/NaN inside the sampler).
+  every token, ``logit_bias`` entries become a sampler, a ``grammar`` is parsed, tools become a
+  grammar) are bounded;
+- logit biases lie within OpenAI's ±100 (a huge bias turns logits into inf/NaN inside the sampler);
+- messages, tools and ``response_format`` are plain JSON here: their meaning (roles, parts, schemas)
+  is checked by ``chat_prompt``, ``tool_calls`` and ``schema_grammar``, which answer a 400 that says
+  which message or tool is wrong (pydantic's union errors name none).
 
 Prompt length is bounded by the body limit (``guard.max_body_bytes``, one byte at least per
 character) and, in tokens, by the context: a prompt of ``n_ctx`` tokens or more is a 400
@@ -19,11 +27,10 @@ model in ``openai_surface.build_request``, off the event loop, before the reques
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-import llama_cpp
 from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest, TokenizeInputRequest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 C_INT_MAX = 2**31 - 1
 INT64 = 2**63
@@ -33,6 +40,9 @@ MAX_STOPS, MAX_STOP_CHARS = 16, 256
 MAX_LOGIT_BIAS = 1024
 MAX_GRAMMAR_CHARS = 64 * 1024
 MAX_NAME_CHARS = 256
+MAX_CHOICES = 16  # n; the engine refuses more than its slots
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat (5 for completions)
+MAX_TOOLS = 128
 
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
@@ -49,18 +59,38 @@ _bias = Field(None, description=f"up to {MAX_LOGIT_BIAS} token ids (or texts) to
 _name = Field(None, max_length=MAX_NAME_CHARS)
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = Field(False, description="a last chunk with the usage and no choices")
+    include_obfuscation: Literal[False] = Field(False, description="not supported by this server")
+
+
 class _Bounded(BaseModel):
     """The fields both completion requests share, with their limits."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str | None = _name
     min_tokens: int = Field(0, ge=0, le=0, description="not supported by the batched engine")
     stop: Stop = _stop
     logit_bias: LogitBias | None = _bias
     seed: int | None = _seed
-    n: int | None = Field(1, ge=1, le=1)
+    n: int | None = Field(1, ge=1, le=MAX_CHOICES, description="choices, sharing one prefill of the prompt "
+                          "(at most the server's slots)")
     user: str | None = _name
     top_k: int = _top_k
     grammar: str | None = _grammar
+    stream_options: StreamOptions | None = Field(None, description="with stream: include_usage")
+
+
+class Message(BaseModel):
+    """One chat message; ``chat_prompt`` checks what its role and content mean for the model's format."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
 
 
 class CompletionRequest(_Bounded, CreateCompletionRequest):
@@ -70,19 +100,35 @@ class CompletionRequest(_Bounded, CreateCompletionRequest):
         "", description="the prompt (one per request); fewer tokens than the model's context")
     suffix: None = Field(None, description="not supported by this server")
     max_tokens: int | None = Field(16, ge=0, le=C_INT_MAX, description=_max_tokens)
-    logprobs: int | None = Field(None, ge=0, le=0, description="not supported by this server")
-    best_of: int | None = Field(1, ge=1, le=1)
+    logprobs: int | None = Field(None, ge=0, le=5, description="the log probability of each generated token "
+                                 "and of up to 5 most likely ones at its place")
+    best_of: int | None = Field(None, ge=1, le=MAX_CHOICES, description="only equal to n (no server-side ranking)")
 
 
 class ChatCompletionRequest(_Bounded, CreateChatCompletionRequest):
     """``POST /v1/chat/completions``."""
 
-    messages: list[llama_cpp.ChatCompletionRequestMessage] = Field(
+    messages: list[Message] = Field(
         default_factory=list, max_length=MAX_MESSAGES,
         description=f"the conversation, at most {MAX_MESSAGES} messages; its prompt must have fewer tokens "
                     "than the model's context")
     max_tokens: int | None = Field(None, ge=-C_INT_MAX, le=C_INT_MAX, description=_max_tokens)
-    logprobs: Literal[False] | None = Field(False, description="not supported by this server")
+    max_completion_tokens: int | None = Field(None, ge=0, le=C_INT_MAX, description="max_tokens by its new name")
+    logprobs: bool | None = Field(False, description="the log probability of each generated token")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                     description="with logprobs: that many most likely tokens at each place")
+    tools: Annotated[list[dict[str, Any]], Field(max_length=MAX_TOOLS)] | None = Field(
+        None, description="functions the model may call (type function, JSON Schema parameters)")
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = Field(
+        None, description="auto (default with tools), none, required, or {type: function, function: {name}}")
+    parallel_tool_calls: bool | None = Field(None, description="false: at most one call per answer")
+    functions: Annotated[list[dict[str, Any]], Field(max_length=MAX_TOOLS)] | None = Field(
+        None, description="the legacy form of tools")
+    function_call: Literal["none", "auto"] | dict[str, Any] | None = Field(
+        None, description="the legacy form of tool_choice")
+    response_format: dict[str, Any] | None = Field(
+        None, description="{type: text}, {type: json_object[, schema]} or {type: json_schema, json_schema: "
+                          "{name, schema, strict}}: the answer is JSON (matching the schema)")
 
 
 class TokenizeRequest(TokenizeInputRequest):

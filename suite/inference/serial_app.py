@@ -3,6 +3,11 @@
 One request at a time behind ``llama_cpp.server``'s global lock (``inference.engine = "serial"``).
 ``llama_cpp.server`` keeps its model and locks in module globals, so there is exactly one such
 service per process; the supervisor runs chat and code as two processes.
+
+It keeps llama_cpp.server's behaviour except where that would lose a client's input or leak the
+server's: chat prompts are rendered by ``chat_prompt`` (system messages kept, a message the format
+cannot hold a 400, as on the batched engine), and a reply to a request without ``model`` is named
+with the alias, not the GGUF's path.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ from typing import Any
 import anyio
 import llama_cpp
 from fastapi import FastAPI
+from llama_cpp import llama_chat_format
 from starlette.concurrency import run_in_threadpool
 
+from suite.inference.chat_prompt import ChatTemplate, PromptError
 from suite.inference.model import (
     cap_max_tokens,
     client_errors_are_4xx,
     fresh_context_per_request,
     llama_model_settings,
+    name_replies,
 )
 from suite.inference.openai_surface import check_tokenize_input
 from suite.inference.placement import load_log, placement
@@ -54,8 +62,13 @@ def create_serial_app(settings: Settings, role: str) -> FastAPI:
     layers = placement(llama, cfg.n_gpu_layers, lines)
     fresh_context_per_request(llama)
     cap_max_tokens(llama, settings.inference.max_tokens_cap)
+    name_replies(llama, cfg.alias)
+    template = ChatTemplate.load(llama, cfg.chat_format) if cfg.chat_format else None
+    if template is not None:
+        llama.chat_handler = llama_chat_format.chat_formatter_to_chat_completion_handler(
+            template.formatter_keeping_messages())
     client_errors_are_4xx(app)
-    app.add_middleware(SerialRequestChecks, llama=llama, n_ctx=cfg.n_ctx)
+    app.add_middleware(SerialRequestChecks, llama=llama, n_ctx=cfg.n_ctx, template=template)
     load_s = time.perf_counter() - t0
     log.info("model loaded in %.1fs", load_s)
     budget = settings.inference.ready_timeout_s
@@ -85,7 +98,8 @@ class SerialRequestChecks:
     - ``/extras/detokenize`` with a token id outside the vocabulary: llama.cpp would abort the whole
       process (``std::out_of_range`` thrown through its C API);
     - ``/extras/tokenize`` of more text than any prompt could be: it tokenizes on the event loop;
-    - ``/v1/completions`` with several prompts: its route asserts one (an AssertionError, 500).
+    - ``/v1/completions`` with several prompts: its route asserts one (an AssertionError, 500);
+    - chat messages the chat format cannot hold (``chat_prompt``): the chat handler would raise (a 500).
 
     Each is a 400 here; the check runs in a worker thread (a grammar is parsed by llama.cpp).
     """
@@ -93,8 +107,8 @@ class SerialRequestChecks:
     PATHS = ("/v1/completions", "/v1/chat/completions", "/extras/detokenize", "/extras/tokenize",
              "/extras/tokenize/count")
 
-    def __init__(self, app, llama, n_ctx: int) -> None:
-        self.app, self.llama, self.n_ctx = app, llama, n_ctx
+    def __init__(self, app, llama, n_ctx: int, template: ChatTemplate | None = None) -> None:
+        self.app, self.llama, self.n_ctx, self.template = app, llama, n_ctx, template
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.PATHS:
@@ -122,6 +136,11 @@ class SerialRequestChecks:
                 check_tokenize_input(body["input"], self.n_ctx)
         elif path == "/v1/completions" and isinstance(body.get("prompt"), list) and len(body["prompt"]) > 1:
             raise ApiError(400, "one prompt per request", code="invalid_parameters")
+        elif path == "/v1/chat/completions" and self.template is not None and isinstance(body.get("messages"), list):
+            try:
+                self.template.render(body["messages"])
+            except PromptError as exc:
+                raise ApiError(400, str(exc), code="invalid_parameters") from None
         bias = body.get("logit_bias")
         if isinstance(bias, dict) and body.get("logit_bias_type") != "tokens":
             n_vocab = self.llama.n_vocab()
