@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from harness import stack
+from harness.httpclient import verify
 from harness.keys import headers_for
 from harness.result import CheckResult, Stage, Status, Timer
 from suite.settings import Settings
@@ -45,7 +46,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="backup-writer", daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=TIMEOUT, headers=self.headers) as http:
+        with httpx.Client(timeout=TIMEOUT, headers=self.headers, verify=verify()) as http:
             n = 0
             while not self._stop.is_set():
                 n += 1
@@ -219,6 +220,7 @@ def _check_rag_query(settings: Settings, manifest: dict[str, Any], scratch: Path
         return CheckResult("backup.drill.rag_query", "RAG query on the restored vectors", STAGE, Status.SKIP,
                            detail="the set holds no collection", **t.fields())
     vector = httpx.post(settings.url("embedding") + "/embed", json={"texts": [SAMPLE_QUERY["query"]]},
+                        verify=verify(settings),
                         timeout=TIMEOUT, headers=headers_for(settings, "guest")).json()["embeddings"][0]
     shard = qdrant_edge.EdgeShard.load(str(scratch / "edge" / name / "shard"))
     try:

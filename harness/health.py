@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from harness.httpclient import client
 from harness.result import CheckResult, Stage, Status, now_iso
 from harness.target import Part, Target, suite_target
 from harness.target import headers as target_headers
@@ -38,7 +39,7 @@ def _get(url: str, timeout_s: float, headers: dict[str, str] | None = None) -> C
     def once(attempts: int) -> ProbeOutcome:
         t0 = time.perf_counter()
         try:
-            r = httpx.get(url, timeout=timeout_s, headers=headers)
+            r = client().get(url, timeout=timeout_s, headers=headers)
         except httpx.HTTPError as exc:
             return ProbeOutcome(False, None, (time.perf_counter() - t0) * 1000, attempts,
                                 f"{type(exc).__name__}: {exc}"[:300])

@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
 from mcp import ClientSession
+
+from harness.httpclient import verify
 
 
 @contextlib.asynccontextmanager
@@ -15,7 +18,10 @@ async def mcp_session(url: str, headers: dict[str, str]) -> AsyncIterator[Client
     from mcp.client import streamable_http
 
     if hasattr(streamable_http, "streamable_http_client"):  # mcp >= 1.24; the older name warns
-        http = streamable_http.create_mcp_http_client(headers=headers)
+        # the SDK's create_mcp_http_client (redirects off: its transport follows them within the
+        # origin), with the stack's CA verifying an https URL
+        http = httpx.AsyncClient(headers=headers, verify=verify(),
+                                 timeout=httpx.Timeout(30.0, read=300.0))
         transport = streamable_http.streamable_http_client(url, http_client=http)
     else:  # pragma: no cover - older SDKs
         http = None

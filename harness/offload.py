@@ -13,6 +13,7 @@ import httpx
 
 from harness import stack
 from harness.envcheck.gpu import GpuUnavailable, gpu_processes
+from harness.httpclient import verify
 from harness.result import CheckResult, Stage, Status, now_iso
 from suite import services
 from suite.settings import Settings
@@ -25,7 +26,7 @@ def check_layers(settings: Settings, name: str) -> CheckResult:
     started = now_iso()
     title = f"{name}: layers on the GPU as requested"
     try:
-        layers = httpx.get(settings.url(name) + "/health", timeout=10).json().get("gpu_layers")
+        layers = httpx.get(settings.url(name) + "/health", timeout=10, verify=verify(settings)).json().get("gpu_layers")
     except (httpx.HTTPError, ValueError) as exc:
         layers, problem = None, f"{type(exc).__name__}: {exc}"
     else:

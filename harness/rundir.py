@@ -94,7 +94,9 @@ class RunDir:
 
     def write_json(self, name: str | Path, data: Any) -> Path:
         """Write ``data`` as JSON crash-safe (``suite.fsio``); ``name`` is relative to the run directory."""
-        return write_json(self.path / name, data, default=str)
+        path = self.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)  # e.g. target/ of a run without a target file
+        return write_json(path, data, default=str)
 
     def read_json(self, name: str | Path, default: Any = None) -> Any:
         try:

@@ -12,8 +12,9 @@ initialises, into ``LoadConfig``):
 variable                      meaning                                                      default
 ============================  ==========================================================  ============
 ``LOAD_SAMPLES_DIR``          each process appends one JSON line per request to            (no samples)
-                              ``samples-<pid>.jsonl`` there (workers of a distributed
-                              run each write their own file)
+                              ``samples-<pid>.jsonl`` there; in a distributed run the
+                              master writes ``samples-worker-<n>.jsonl`` per worker
+                              from what the workers send it (below)
 ``LOAD_REQUESTS``             stop the run after this many measured (non warm-up)          0 (no budget)
                               requests
 ``LOAD_BUDGET_FILE``          the request budget as the harness moves it: JSON             (none: the
@@ -67,6 +68,14 @@ and not finished when it arrived (the queue as the client saw it). A measured re
 stopped (Locust kills it after ``--stop-timeout``) is written as the process stops, ``ok`` false and
 ``censored`` true, with the time it had run as ``ms``: never silently dropped.
 
+**Distributed runs** (``--master`` and ``--worker``, on this host or others): a worker needs no
+``LOAD_*`` variable and no shared folder. The master sends its configuration (this table's values,
+the key, the stack's CA certificate as text) to every worker before the users start
+(``suite_config``), and each worker sends its raw samples back with every stats report
+(``report_to_master``, every 3 s and once more as it quits), so every request of every worker is
+on the master's disk and the percentiles stay exact. The stop file, the budget and the warm-up
+boundary stay the master's.
+
 Streamed requests are timed to their last byte (Locust's own time covers only the headers), and their
 time to first token, inter-token latency and output tokens per second are fired as extra rows of
 request type ``METRIC`` so the Locust UI shows them too.
@@ -81,7 +90,7 @@ import os
 import random
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import gevent
@@ -173,6 +182,8 @@ class Recorder:
         self.environment = environment
         self.config = config
         self.file = None
+        self.pending: list[dict[str, Any]] = []  # a worker's samples not yet sent to the master
+        self.worker_files: dict[str, Any] = {}  # the master's file per worker
         self.warm_until = 0.0
         self.started = 0  # measured requests handed out (local runner)
         self.completed = 0  # measured requests finished
@@ -182,11 +193,16 @@ class Recorder:
         self._budget = (config.requests, True)
         self._budget_mtime = 0
         self.local = gevent.local.local()  # open model: the ticket an arrival's greenlet was given
-        if config.samples_dir and not isinstance(environment.runner, MasterRunner):
+        if config.samples_dir and not isinstance(environment.runner, (MasterRunner, WorkerRunner)):
             os.makedirs(config.samples_dir, exist_ok=True)
             self.file = open(os.path.join(config.samples_dir, f"samples-{os.getpid()}.jsonl"), "a",
                              encoding="utf-8")
         ev = environment.events
+        if isinstance(environment.runner, WorkerRunner):
+            environment.runner.register_message("suite_config", self.on_config)
+            ev.report_to_master.add_listener(self.on_report_to_master)
+        if isinstance(environment.runner, MasterRunner):
+            ev.worker_report.add_listener(self.on_worker_report)
         ev.test_start.add_listener(self.on_test_start)
         ev.request.add_listener(self.on_request)
         ev.test_stop.add_listener(self.on_test_stop)
@@ -252,6 +268,8 @@ class Recorder:
 
     # -- Locust events --------------------------------------------------------------------------
     def on_test_start(self, environment, **_kw) -> None:
+        if isinstance(self.runner, MasterRunner):  # before the spawn messages: workers start configured
+            self.runner.send_message("suite_config", {**asdict(self.config), "ca_pem": _ca_pem()})
         self.warm_until = time.time() + self.config.warmup_s
         if self.config.requests and isinstance(self.runner, MasterRunner):
             gevent.spawn(self._master_watch)
@@ -265,7 +283,7 @@ class Recorder:
         context = context or {}
         warmup = bool(context.get("warmup", False))
         self.in_flight.pop(context.get("ticket"), None)
-        if self.file is not None:
+        if self.file is not None or isinstance(self.runner, WorkerRunner):
             sample = {
                 "name": name, "type": request_type, "start": start_time or time.time() - response_time / 1000,
                 "ms": round(float(response_time), 3), "ok": exception is None, "bytes": int(response_length or 0),
@@ -304,11 +322,44 @@ class Recorder:
         if self.file is not None:
             self.file.close()
             self.file = None
+        for fh in self.worker_files.values():
+            fh.close()
+        self.worker_files.clear()
 
     def _write(self, sample: dict[str, Any]) -> None:
-        if self.file is not None:
+        if isinstance(self.runner, WorkerRunner):
+            self.pending.append(sample)
+        elif self.file is not None:
             self.file.write(json.dumps(sample) + "\n")
             self.file.flush()
+
+    # -- distributed runs -----------------------------------------------------------------------
+    def on_config(self, msg, **_kw) -> None:
+        """A worker: the master's configuration (the env contract's values and the stack's CA)."""
+        data = dict(msg.data or {})
+        ca_pem = data.pop("ca_pem", None)
+        known = {f.name for f in fields(LoadConfig)}
+        self.config = LoadConfig(**{k: v for k, v in data.items() if k in known})
+        if ca_pem:
+            TRUST["cadata"] = ca_pem
+
+    def on_report_to_master(self, client_id, data, **_kw) -> None:
+        """A worker: its samples ride on each stats report (the last one is sent as it quits)."""
+        data["suite_samples"], self.pending = self.pending, []
+
+    def on_worker_report(self, client_id, data, **_kw) -> None:
+        """The master: one file per worker of the samples it sent."""
+        samples = data.get("suite_samples") or []
+        if not samples or not self.config.samples_dir:
+            return
+        fh = self.worker_files.get(client_id)
+        if fh is None:
+            os.makedirs(self.config.samples_dir, exist_ok=True)
+            name = f"samples-worker-{len(self.worker_files) + 1}.jsonl"
+            fh = self.worker_files[client_id] = open(os.path.join(self.config.samples_dir, name), "a",
+                                                     encoding="utf-8")
+        fh.write("".join(json.dumps(s) + "\n" for s in samples))
+        fh.flush()
 
     # -- stopping -------------------------------------------------------------------------------
     def quit(self, why: str) -> None:
@@ -470,9 +521,50 @@ def _has_text(data: str) -> bool:
     return False
 
 
+TRUST: dict[str, str] = {}  # a worker's CA certificate as text, from the master (no file needed there)
+
+
+def _ca_pem() -> str | None:
+    if not STACK_CA:
+        return None
+    try:
+        with open(STACK_CA, encoding="ascii") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def stack_ca() -> str | None:
+    """The CA an https stack's certificates are verified against: ``LOAD_CA_FILE``, else the suite's
+    ``tls.ca_file`` when it exists."""
+    explicit = os.environ.get("LOAD_CA_FILE")
+    if explicit:
+        return explicit
+    try:
+        from suite.settings import Settings
+
+        ca = Settings().ca_file
+        return str(ca) if ca.is_file() else None
+    except Exception:  # outside the project (plain `locust -f`): the system's trust store
+        return None
+
+
+def verifying_context(cafile: str | None = None):
+    """FastHttpUser's TLS context: the stack's CA verified, host names checked (Locust's default is
+    ``insecure``, which checks nothing)."""
+    import gevent.ssl
+
+    if TRUST.get("cadata"):
+        return gevent.ssl.create_default_context(cadata=TRUST["cadata"])
+    return gevent.ssl.create_default_context(cafile=STACK_CA or cafile)
+
+
+STACK_CA = stack_ca()
+
+
 class SuiteUser(FastHttpUser):
     """What every user here shares: the host of its ``service``, no wait, generous timeouts, the
-    request budget, and checked JSON / streamed requests that leave raw samples.
+    request budget, checked JSON / streamed requests that leave raw samples, and verified TLS.
 
     With ``LOAD_RATE`` set (the open model) the one user's only task is the timetable
     (``_arrivals``): at each scheduled start it takes a ticket and issues one of the locustfile's
@@ -486,6 +578,8 @@ class SuiteUser(FastHttpUser):
     wait_time = constant(0)
     network_timeout = 300.0
     connection_timeout = 10.0
+    insecure = False
+    ssl_context_factory = staticmethod(verifying_context)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

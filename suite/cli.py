@@ -1,4 +1,4 @@
-"""``suite`` command: up, down, status, logs, models, config."""
+"""``suite`` command: up, down, status, logs, models, tls, config."""
 
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ def cmd_up(settings: Settings, args) -> int:
     finally:
         store.close()
     _say(auth_startup.notice(settings, active))
-    names = [s.name for s in services.for_phase(args.phase)]
+    names = [s.name for s in services.for_phase(args.phase) if not args.only or s.name in args.only]
     _say(f"suite up --phase {args.phase} ({settings.backend} backend, profile {settings.profile}): "
          + ", ".join(names))
     t0 = time.monotonic()
-    started = backend.up(args.phase, progress=_say)
+    started = backend.up(args.phase, progress=_say, only=args.only)
     _say(f"ready in {time.monotonic() - t0:.1f}s; started {len(started)}: {', '.join(started) or 'none'}")
     if args.json:
         print(json.dumps({"started": started}))
@@ -107,6 +107,26 @@ def cmd_models(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_tls(settings: Settings, args) -> int:
+    from suite import tls
+
+    if args.action == "init":
+        issued = tls.init(settings, args.san, args.service or None, new_ca=args.new_ca)
+        _say(f"CA: {settings.tls_dir / 'ca.crt'} (give it to every client: tls.ca_file)")
+        for cert in issued:
+            _say(f"  {cert.name:<16} valid until {cert.not_after:%Y-%m-%d} for {', '.join(cert.sans)}")
+        if not settings.tls.enabled:
+            _say("serve them with SUITE_TLS__ENABLED=true (or [tls] enabled = true in suite.toml)")
+        return 0
+    rows = tls.describe(settings)
+    if not rows:
+        _say(f"no certificates in {settings.tls_dir} (make them with `suite tls init --san ADDRESS`)")
+        return 1
+    for row in rows:
+        _say(f"{row['name']:<16} {row['mode']:<6} until {row['not_after']:<18} {row['valid_for']}")
+    return 0
+
+
 def cmd_config(settings: Settings, args) -> int:
     print(settings.model_dump_json(indent=2))
     return 0
@@ -121,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start services of phases 1..N and wait until they are ready")
     up.add_argument("--phase", type=int, choices=[1, 2, 3], default=1)
     up.add_argument("--json", action="store_true", help="also print the started services as JSON")
+    up.add_argument("--only", action="append", metavar="SERVICE", choices=list(services.BY_NAME),
+                    help="start only this service of the phase (repeat; e.g. an inference replica on its own "
+                    "host); services in `urls` run elsewhere and are waited for, not started")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop services (all by default)")
     down.add_argument("services", nargs="*", metavar="SERVICE", help="; ".join(services.BY_NAME))
@@ -138,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     md = sub.add_parser("models", help="install or list the bundled models")
     md.add_argument("action", choices=["install", "list"], nargs="?", default="list")
     md.set_defaults(func=cmd_models)
+    tl = sub.add_parser("tls", help="a private CA and per-service certificates (init), or list them (show)")
+    tl.add_argument("action", choices=["init", "show"], nargs="?", default="show")
+    tl.add_argument("--san", action="append", default=[], metavar="NAME_OR_IP",
+                    help="an address other hosts reach the services at (repeat); loopback and the bind "
+                    "address are always included")
+    tl.add_argument("--service", action="append", choices=list(services.BY_NAME),
+                    help="only these services' certificates (default: every service)")
+    tl.add_argument("--new-ca", action="store_true", help="make a new CA too (clients need the new ca.crt)")
+    tl.set_defaults(func=cmd_tls)
     cf = sub.add_parser("config", help="print the effective settings as JSON")
     cf.set_defaults(func=cmd_config)
     auth_cli.register(sub)  # keys

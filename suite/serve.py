@@ -11,7 +11,7 @@ import os
 
 import uvicorn
 
-from suite import services
+from suite import services, tls
 from suite.auth import startup as auth_startup
 from suite.auth.db import private_dir
 from suite.settings import Settings
@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger(__name__).info("starting %s on %s:%d", spec.name, settings.host, settings.port(spec.name))
     for name, value in (spec.env(settings) if spec.env else {}).items():  # before the factory's import
         os.environ.setdefault(name, value)
+    ssl_options = tls.uvicorn_options(settings, spec.name)  # before the model loads: a missing file fails fast
     app = spec.load_factory()(settings, **spec.kwargs)
     uvicorn.run(app, host=settings.host, port=settings.port(spec.name), log_config=None,
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5, **ssl_options)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +22,7 @@ from pydantic_settings import (
 )
 
 Profile = Literal["cpu", "gpu"]
+WILDCARDS = ("0.0.0.0", "::", "")  # bind addresses that mean every interface: not a name clients reach
 
 
 def project_root() -> Path:
@@ -130,18 +132,82 @@ class InferenceSettings(BaseModel):
         return self
 
 
+def http_url(value: str, what: str) -> str:
+    """``value`` without a trailing slash when it is an http(s) URL with a host, else ValueError."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} {value!r}: write http(s)://host:port")
+    return value.rstrip("/")
+
+
+class ReplicaConfig(BaseModel):
+    """One replica of a gateway pool: an OpenAI-compatible inference server (ours, llama-server, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="base URL, http(s)://host:port (https verified against tls.ca_file)")
+    name: str = Field("", description="its name in metrics and /health (default: the alias's service name "
+                      "for the stack's own service, else inference-<alias>@host:port)")
+    ready_path: str = Field("/ready", description="probe that readmits it after a failure (llama-server: /health)")
+    load_probe: Literal["auto", "metrics", "slots", "none"] = Field(
+        "auto", description="where its busy slots are read: metrics = our /metrics (inference_slots, "
+        "inference_active_slots, inference_queue_depth) or llama-server's (llamacpp:requests_processing, "
+        "..._deferred), slots = llama-server's /slots, auto = whichever answers, none = in-flight only")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return http_url(value, "replica url")
+
+
+MODEL_ALIASES = ("chat", "code")  # the gateway's model aliases (suite.gateway.routing.ALIASES)
+
+
 class GatewaySettings(BaseModel):
-    retries: int = Field(1, ge=0, description="extra tries on the same upstream before falling back")
+    pools: dict[str, list[ReplicaConfig]] = Field(
+        default_factory=dict, description="replicas serving a model alias, e.g. {chat = "
+        "[\"https://10.0.0.2:8001\", \"https://10.0.0.3:8001\"]} (a URL or a table with url, name, "
+        "ready_path, load_probe); an alias not named is served by its own service, inference-<alias>")
+    retries: int = Field(1, ge=0, description="extra tries, after retry_backoff_s, of a request that did not "
+                         "reach an engine (connect error, 503 with Retry-After) on a replica that is the "
+                         "last of its pool left to try")
     retry_backoff_s: float = Field(0.2, ge=0)
-    cooldown_s: float = Field(15.0, ge=0, description="skip an upstream this long after it failed")
+    retry_unsafe: bool = Field(
+        False, description="also try the next replica after a read timeout or a 5xx answer; the engine may "
+        "have run the request, so one request can run twice (each such replay is counted in "
+        "gateway_replays_total{reason=\"timeout\"|\"5xx\"}). Off: the client gets the 504 or the 5xx")
+    cooldown_s: float = Field(15.0, ge=0, description="a replica that failed (transport error, 5xx) is out of "
+                              "rotation until its ready_path passes; one whose ready_path answers 4xx (cannot "
+                              "be probed) comes back this long after it failed. Also the Retry-After of a 503 "
+                              "when no replica could serve")
     fallback: dict[str, str] = Field(default_factory=lambda: {"chat": "code", "code": "chat"},
-                                     description="alias served instead when an alias's upstream fails")
-    fallback_on_overload: bool = Field(False, description="an upstream's 429 (its queue is full) tries the "
-                                       "next upstream of the chain instead of passing the 429 through")
-    recovery_probe_s: float = Field(1.0, gt=0, description="while an upstream cools down, probe its /health "
-                                    "this often and end the cooldown as soon as it answers")
+                                     description="alias served instead when every replica of an alias's "
+                                     "pool failed")
+    fallback_on_overload: bool = Field(False, description="when every replica of the pool answered 429 (queues "
+                                       "full), try the fallback alias instead of passing the 429 through")
+    recovery_probe_s: float = Field(1.0, gt=0, description="while a replica is out of rotation, probe its "
+                                    "ready_path this often and readmit it as soon as it passes")
+    load_probe_s: float = Field(1.0, ge=0, description="read each replica's busy slots this often (0: never; "
+                                "least-busy then counts this gateway's in-flight requests only)")
     connect_timeout_s: float = Field(2.0, gt=0)
     read_timeout_s: float = Field(300.0, gt=0)
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _urls_are_replicas(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {alias: [{"url": r} if isinstance(r, str) else r for r in (reps or [])]
+                    for alias, reps in value.items()}
+        return value
+
+    @field_validator("pools")
+    @classmethod
+    def _known_aliases(cls, value: dict[str, list[ReplicaConfig]]) -> dict[str, list[ReplicaConfig]]:
+        unknown = [a for a in value if a not in MODEL_ALIASES]
+        if unknown:
+            raise ValueError(f"gateway.pools: unknown model alias {', '.join(unknown)} "
+                             f"(aliases: {', '.join(MODEL_ALIASES)})")
+        return value
 
 
 class EmbeddingSettings(BaseModel):
@@ -325,6 +391,18 @@ class SupervisionSettings(BaseModel):
     log_backups: int = Field(3, ge=0, description="rotated service logs kept")
 
 
+class TlsSettings(BaseModel):
+    """TLS between the services and for their clients (``suite tls init`` makes the files)."""
+
+    enabled: bool = Field(False, description="every service serves HTTPS with its certificate from "
+                          "<dir>/<service>.crt and .key, and the stack's URLs are https; required for a "
+                          "bind beyond loopback")
+    dir: Path | None = Field(None, description="the CA and the per-service certificates (default: <data_dir>/tls)")
+    ca_file: Path | None = Field(None, description="CA certificate every client of the stack verifies servers "
+                                 "against (default: <dir>/ca.crt; the system's trust store when absent)")
+    cert_days: int = Field(397, ge=1, le=3650, description="validity of the certificates `suite tls init` issues")
+
+
 class SigningSettings(BaseModel):
     key: Path | None = Field(
         None, description="Ed25519 private key (PEM, 0600) that signs each run's attestation; made by "
@@ -370,6 +448,11 @@ class Settings(BaseSettings):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    urls: dict[str, str] = Field(
+        default_factory=dict, description="base URLs of services that run on other hosts, by service name "
+        "(e.g. {embedding = \"https://10.0.0.4:8003\"}): clients call them there, and `suite up` waits for "
+        "them instead of starting them")
     signing: SigningSettings = Field(default_factory=SigningSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
 
@@ -406,6 +489,12 @@ class Settings(BaseSettings):
         if gpu and self.rag.qdrant_url is None and not embedded_chosen:
             self.rag.qdrant_url = f"http://127.0.0.1:{self.ports.qdrant + self.port_offset}"
         self.data_dir = self.data_dir.expanduser().resolve()
+        from suite.services import BY_NAME
+
+        for name, url in self.urls.items():
+            if name not in BY_NAME:
+                raise ValueError(f"urls.{name}: no such service (services: {', '.join(BY_NAME)})")
+            http_url(url, f"urls.{name}")
         return self
 
     # -- derived values -------------------------------------------------------------------------
@@ -414,7 +503,21 @@ class Settings(BaseSettings):
         return getattr(self.ports, service.replace("-", "_")) + self.port_offset
 
     def url(self, service: str) -> str:
-        return f"http://{self.host}:{self.port(service)}"
+        """Where clients reach ``service``: its ``urls`` entry, else this host's address (loopback for a
+        wildcard bind) and its port, https when ``tls.enabled``."""
+        if service in self.urls:
+            return self.urls[service].rstrip("/")
+        host = "127.0.0.1" if self.host in WILDCARDS else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.tls.enabled else 'http'}://{host}:{self.port(service)}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.tls.dir or self.data_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls.ca_file or self.tls_dir / "ca.crt"
 
     @property
     def models_dir(self) -> Path:

@@ -84,11 +84,12 @@ class ServerThread:
     """One uvicorn server in a daemon thread; ``start`` waits until it accepts connections."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int | None = None,
-                 deadline_s: float = 30.0) -> None:
+                 deadline_s: float = 30.0, **ssl_options: str) -> None:
         port = port or free_port(host)
         self.deadline_s = deadline_s
+        self.scheme = "https" if ssl_options else "http"
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    lifespan="on", timeout_graceful_shutdown=3))
+                                                    lifespan="on", timeout_graceful_shutdown=3, **ssl_options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self, deadline_s: float | None = None) -> None:
@@ -101,7 +102,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://{self.server.config.host}:{self.server.config.port}"
+        return f"{self.scheme}://{self.server.config.host}:{self.server.config.port}"
 
     def __enter__(self) -> ServerThread:
         self.start()
@@ -117,13 +118,16 @@ class ServerThread:
 
 @contextmanager
 def serve(settings: Settings, *names: str) -> Iterator[Settings]:
-    """Run the named services (e.g. ``memory``, ``tools``) in this process, each on its port."""
+    """Run the named services (e.g. ``memory``, ``tools``) in this process, each on its port (TLS
+    with its certificate when ``tls.enabled``)."""
+    from suite import tls
+
     running = []
     try:
         for name in names:
             spec = services.get(name)
             app = spec.load_factory()(settings, **spec.kwargs)
-            server = ServerThread(app, settings.host, settings.port(name))
+            server = ServerThread(app, settings.host, settings.port(name), **tls.uvicorn_options(settings, name))
             server.start()
             running.append(server)
         yield settings

@@ -304,7 +304,10 @@ def test_auth_off_is_explicit_and_refused_beyond_loopback(tmp_path):
         with pytest.raises(startup.UnsafeStart) as info:
             startup.check(Settings(data_dir=tmp_path, host=host, auth={"enabled": False}))
         assert "SUITE_AUTH__ENABLED" in str(info.value)
-    startup.check(Settings(data_dir=tmp_path, host="0.0.0.0"))  # with auth: the operator's choice
+    with pytest.raises(startup.UnsafeStart) as info:  # auth without TLS: keys in clear text on the wire
+        startup.check(Settings(data_dir=tmp_path, host="0.0.0.0"))
+    assert "SUITE_TLS__ENABLED" in str(info.value) and "suite tls init" in str(info.value)
+    startup.check(Settings(data_dir=tmp_path, host="0.0.0.0", tls={"enabled": True}))  # the operator's choice
     with ServerThread(_app_with_an_unlisted_route(off)) as server:
         assert httpx.get(server.url + "/whoami").json() == {"role": "developer"}
 

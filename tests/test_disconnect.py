@@ -7,10 +7,10 @@ of inference-chat generating for nobody, and the next scenario waited behind the
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
-import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
@@ -94,20 +94,22 @@ def test_a_client_that_leaves_a_stream_through_the_gateway_stops_the_upstream_st
         assert seen["gone"] - left < 3.0
 
 
-def test_an_upstream_that_dies_mid_stream_is_a_broken_stream_for_the_client(tmp_path):
-    """The headers are sent, so there is no fallback; the client must not take the cut stream for a
-    whole one: the gateway cuts its connection instead of ending the chunked body cleanly."""
+def test_an_upstream_that_dies_mid_stream_ends_the_clients_stream_with_an_error_event(tmp_path):
+    """The first events are sent, so the stream cannot move to another replica; the client must not
+    take the cut stream for a whole one, nor wait on a hung connection. Until issue 35 the gateway cut
+    the client's connection (a RemoteProtocolError, no reason given); now the client gets the whole
+    events that came, one ``data: {"error": ...}`` event saying why (what OpenAI's own streams send,
+    which the SDKs raise), and a cleanly ended body — and never a ``[DONE]``."""
     settings = stack_settings(tmp_path, gateway={"retries": 0})
     seen: dict[str, float] = {}
     with ServerThread(streaming_upstream(seen, break_after=3), port=settings.port("inference-chat")), \
             serve(settings, "gateway"):
         body = {"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-        got = []
-        with pytest.raises(httpx.RemoteProtocolError):
-            with httpx.stream("POST", settings.url("gateway") + "/v1/chat/completions", json=body,
-                              headers=auth(settings, "guest"), timeout=10) as r:
-                got.extend(line for line in r.iter_lines() if line)
-        assert got == [f'data: {{"n": {i}}}' for i in range(3)]
+        with httpx.stream("POST", settings.url("gateway") + "/v1/chat/completions", json=body,
+                          headers=auth(settings, "guest"), timeout=10) as r:
+            got = [line for line in r.iter_lines() if line]
+        assert got[:3] == [f'data: {{"n": {i}}}' for i in range(3)]
+        assert len(got) == 4 and json.loads(got[3].removeprefix("data: "))["error"]["code"] == "upstream_broke_off"
 
 
 def test_until_disconnected_returns_the_work_when_the_client_stays():

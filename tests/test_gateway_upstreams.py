@@ -1,8 +1,10 @@
 """What counts as an upstream's failure at the gateway: the real gateway app over HTTP, in front of
 two small upstream apps that answer what each test asks (400, 429, 500, 200) and count their calls.
 
-Only connection errors, timeouts and 5xx are failures (retry, fallback, cooldown); a 4xx is the
-client's and passes through untouched; a 429 passes through unless ``fallback_on_overload``.
+Only connection errors, timeouts and 5xx are failures (the upstream leaves the rotation); a 4xx is the
+client's and passes through untouched; a 429 passes through unless ``fallback_on_overload``. A 5xx
+is the upstream's answer: an engine ran the request, so it is passed through rather than run again
+elsewhere, unless ``gateway.retry_unsafe`` (``tests/test_gateway_pools.py`` has the pool's rules).
 """
 
 from __future__ import annotations
@@ -69,12 +71,22 @@ def test_a_client_error_passes_through_untouched(tmp_path, status):
         assert ask(url).status_code == 200 and ask(url).headers["x-suite-upstream"] == "chat"
 
 
-def test_a_server_error_is_retried_then_falls_back_and_cools_down(tmp_path):
+def test_a_server_error_is_passed_through_not_run_again_and_cools_down(tmp_path):
+    """Was: retried on chat, then served by code — three runs of one request on the engines."""
     with gateway(tmp_path) as (url, calls):
         r = ask(url, chat=500)
-        assert r.status_code == 200 and r.headers["x-suite-fallback-from"] == "chat"
-        assert calls == {"chat": 2, "code": 1}  # one retry, then the fallback
+        assert r.status_code == 500 and r.json()["error"]["code"] == "c500"
+        assert r.headers["x-suite-upstream"] == "chat" and calls == {"chat": 1}
         assert cooling(url)["inference-chat"] == "cooling"
+
+
+def test_a_server_error_falls_back_when_replays_are_allowed(tmp_path):
+    with gateway(tmp_path, retry_unsafe=True) as (url, calls):
+        r = ask(url, chat=500)
+        assert r.status_code == 200 and r.headers["x-suite-fallback-from"] == "chat"
+        assert calls == {"chat": 1, "code": 1}  # the retries are for requests no engine had
+        assert cooling(url)["inference-chat"] == "cooling"
+        assert 'gateway_replays_total{reason="5xx"} 1.0' in httpx.get(url + "/metrics").text
 
 
 def test_a_full_queue_passes_through_by_default(tmp_path):

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from harness.load import plan, run_plan, run_scenario
-from harness.load.runner import LoadError, check_host
+from harness.load.runner import LoadError, Workers, check_host
 from harness.load.samples import read_samples
 from harness.load.scenarios import SCENARIOS
 from harness.load.stats import measure, percentile
@@ -125,6 +125,27 @@ def test_two_worker_processes_merge_into_one_result(fake, tmp_path):
     merged = read_samples(tmp_path / "dist" / "samples.jsonl")
     assert len(merged) == sum(len(read_samples(f)) for f in run.sample_files) >= 40
     assert [s.start for s in merged] == sorted(s.start for s in merged)
+
+
+def locust_counted(out_dir) -> int:
+    """Requests Locust itself counted (``locust.json``, every row but the LLM metric rows)."""
+    return sum(e["num_requests"] for e in json.loads((out_dir / "locust.json").read_text()) if e["method"] != "METRIC")
+
+
+def test_distributed_workers_send_every_sample_to_the_master(fake, tmp_path):
+    """``-p load_workers=2``: a master with --expect-workers 2 and two worker processes that share no
+    folder with it: each sends its raw samples with its stats reports, and the master's files hold
+    exactly the requests Locust counted."""
+    sc = replace(SCENARIOS["code"], users=4, spawn_rate=4, requests=40)
+    out = tmp_path / "workers"
+    run = run_scenario(sc, fake, out, workers=Workers(2), max_run_s=60)
+    assert run.exit_code == 0 and run.processes == 2, run.log_tail()
+    assert [f.name for f in run.sample_files] == ["samples-worker-1.jsonl", "samples-worker-2.jsonl"]
+    every = read_samples(out / "samples.jsonl")
+    assert len({s.pid for s in every}) == 2 and len(run.samples) >= 40
+    assert locust_counted(out) == sum(not s.censored for s in every)
+    assert json.loads((out / "scenario.json").read_text())["workers"]["count"] == 2
+    assert "2 workers connected" in (out / "locust.log").read_text()  # the master waited for both
 
 
 QUIET = {"outside_cpu_limit_pct": 1000.0, "benchmark": False}  # judge the load, not this shared box

@@ -113,6 +113,23 @@ def test_more_findings_name_their_fix(tmp_path, overrides, line, fix):
     assert result.status is Status.FAIL and fix in result.detail, result
 
 
+def test_a_bind_beyond_loopback_passes_with_the_suites_tls_and_fails_on_an_expired_certificate(tmp_path):
+    import datetime as dt
+
+    from suite import tls
+
+    settings = prepared(Settings(data_dir=tmp_path / "data", host="10.77.0.1", tls={"enabled": True}))
+    assert "suite tls init" in review.check_bind(settings).detail  # no certificates yet
+    tls.init(settings)
+    result = review.check_bind(settings)
+    assert result.status is Status.PASS and "TLS, first expiry in 39" in result.detail, result
+    ca_cert, ca_key = tls.ensure_ca(settings.tls_dir, 30)
+    tls.issue(settings.tls_dir, "rag", ["10.77.0.1"], ca_cert, ca_key, days=1,
+              not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    result = review.check_bind(settings)
+    assert result.status is Status.FAIL and "rag's certificate expired" in result.detail
+
+
 def test_admin_key_older_than_the_limit_fails(tmp_path):
     settings = prepared(Settings(data_dir=tmp_path / "data", auth={"max_admin_key_days": 30}))
     store = KeyStore.open(settings.key_store_path)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from harness.httpclient import verify
 from harness.load import runner
 from harness.load import samples as samples_mod
 from harness.load.samples import Sample
@@ -19,22 +20,31 @@ COLLECTION = "fault-drill"
 
 
 class BackgroundLoad:
-    def __init__(self, settings: Settings, phase: int, out_dir: Path, users: int, pace_s: float,
-                 max_s: float, target=None) -> None:
-        """``target``: a stack from a target file; its gateway gets the chat and code load (phase 1 of
-        the locustfile) with its model names and key."""
-        self.out_dir = Path(out_dir)
-        scenario = Scenario("fault-drill", "fault_drill.py", "gateway", 1, users=users, spawn_rate=users,
-                            duration_s=max_s, max_tokens=8, description="light load while services are killed")
-        env = {"LOAD_PACE_S": str(pace_s), "LOAD_RAG_COLLECTION": COLLECTION}
-        if target is not None and not target.ours:
-            from harness.load.plan import target_env
+    """A light load in a thread for as long as a drill needs it: ``fault_drill.py`` by default, or
+    another locustfile (``scenario``, with ``env`` for it) such as the pool drill's."""
 
-            env.update(target_env(target, scenario))
-            host, phase, remote = target.gateway.base_url, 1, True
+    def __init__(self, settings: Settings, phase: int, out_dir: Path, users: int, pace_s: float,
+                 max_s: float, scenario: Scenario | None = None, env: dict[str, str] | None = None,
+                 target=None) -> None:
+        """``scenario`` and ``env``: another scenario and its ``LOAD_*`` values instead of the fault drill's
+        (the pool drill's); ``target``: a stack from a target file; its gateway gets the chat and code load
+        (phase 1 of the locustfile) with its model names and key."""
+        self.out_dir = Path(out_dir)
+        scenario = scenario or Scenario("fault-drill", "fault_drill.py", "gateway", 1, users=users, spawn_rate=users,
+                                        duration_s=max_s, max_tokens=8,
+                                        description="light load while services are killed")
+        host, remote = settings.url("gateway"), "gateway" in settings.urls
+        if env is not None:
+            env = {"LOAD_PACE_S": str(pace_s), **env}
         else:
-            env.update(prepare(settings, phase))
-            host, remote = settings.url("gateway"), False
+            env = {"LOAD_PACE_S": str(pace_s), "LOAD_RAG_COLLECTION": COLLECTION}
+            if target is not None and not target.ours:
+                from harness.load.plan import target_env
+
+                env.update(target_env(target, scenario))
+                host, phase, remote = target.gateway.base_url, 1, True
+            else:
+                env.update(prepare(settings, phase))
         self.run: runner.LoadRun | None = None
         self.error: BaseException | None = None
 
@@ -77,7 +87,8 @@ def prepare(settings: Settings, phase: int) -> dict[str, str]:
 
     env = {"LOAD_API_KEY": run_keys(settings).guest}
     if phase >= 2:
-        httpx.post(settings.url("rag") + "/index", timeout=120, headers=headers_for(settings, "developer"), json={
+        httpx.post(settings.url("rag") + "/index", timeout=120, headers=headers_for(settings, "developer"),
+                   verify=verify(settings), json={
             "collection": COLLECTION, "documents": [{"id": "drill", "text": "Backups are kept for seven days."}],
         }).raise_for_status()
     if phase >= 3:

@@ -16,6 +16,7 @@ from harness import stack
 from harness.faults.background import BackgroundLoad
 from harness.faults.records import Drill, Thresholds, dependants
 from harness.faults.verdicts import judge
+from harness.httpclient import verify
 from harness.result import CheckResult
 from suite import services
 from suite.net import port_pid
@@ -54,8 +55,12 @@ def kill(settings: Settings, name: str, pid: int) -> None:
 
 def wait_ready(settings: Settings, name: str, deadline: float, every_s: float = 0.25) -> float | None:
     """Epoch time at which ``name``'s /ready first passed, or None by ``deadline`` (monotonic)."""
-    url = settings.url(name) + services.get(name).ready_path
-    with httpx.Client(timeout=5.0) as client:
+    return ready_at(settings.url(name) + services.get(name).ready_path, deadline, verify(settings), every_s)
+
+
+def ready_at(url: str, deadline: float, context, every_s: float = 0.25) -> float | None:
+    """Epoch time at which GET ``url`` first answered 200, or None by ``deadline`` (monotonic)."""
+    with httpx.Client(timeout=5.0, verify=context) as client:
         while time.monotonic() < deadline:
             try:
                 if client.get(url).status_code == 200:

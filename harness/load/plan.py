@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from harness.envcheck.contention import OUTSIDE_PCT, Benchmark, CpuWatch, cpu_benchmark, our_roots
+from harness.httpclient import verify
 from harness.load import runner, server_view, verdicts
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario, named_stages, profile_stages, select_scenarios, with_overrides
@@ -81,12 +82,14 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
              processes: int = 1, warmup_s: float = 0.0, abort_on_fail: bool = False,
              max_run_s: float = 300.0, base: Path | None = None, extend: bool = True,
              outside_cpu_limit_pct: float = OUTSIDE_PCT, benchmark: bool = True,
-             progress: Callable[[str], None] | None = None, target: Target | None = None) -> Iterator[ScenarioOutcome]:
+             progress: Callable[[str], None] | None = None, target: Target | None = None,
+             workers: runner.Workers | None = None) -> Iterator[ScenarioOutcome]:
     """Run the plan stage by stage and yield each scenario's verdicts as it finishes (module
     docstring). A plain list runs as ``named_stages``. ``extend``: a count-bounded scenario may grow
     to its budget while a gate is undecided; ``outside_cpu_limit_pct``: the share of the box's CPU
     outside processes may take before its gates cannot pass; ``benchmark``: run the CPU benchmark
-    before each stage. ``target``: a stack from a target file (``harness.target``): each scenario
+    before each stage; ``workers``: every scenario as a distributed run (``runner.Workers``). ``target``:
+    a stack from a target file (``harness.target``): each scenario
     runs against its role's part with its model names and key, where the target allows load on it
     (``allow_load``; beyond loopback only a host ``allow_remote_hosts`` names); the server-side view
     reads our own services' counters only."""
@@ -111,8 +114,9 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
             run = runner.run_scenario(sc, host, Path(load_dir) / sc.name, processes=processes,
                                       warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
                                       extend_on=targets if extend else None, phase=phase, max_run_s=max_run_s,
-                                      allow_remote=not ours, extra_env=extra_env, progress=progress,
-                                      contended=box.contended)
+                                      # a target's parts, or a service the operator placed on another host
+                                      allow_remote=not ours or sc.service in settings.urls, extra_env=extra_env,
+                                      progress=progress, contended=box.contended, workers=workers)
         reading = box.reading()
         results = verdicts.judge(run, targets, base, sc.figures(), box=reading, beside=beside)
         if ours:
@@ -218,7 +222,7 @@ def tools_env(settings: Settings) -> dict[str, str]:
     from harness.keys import headers_for
 
     path = "load/target.txt"
-    resp = httpx.post(f"{settings.url('tools')}/tools/write_file", timeout=30,
+    resp = httpx.post(f"{settings.url('tools')}/tools/write_file", timeout=30, verify=verify(settings),
                       json={"path": path, "content": "load test target\n" * 64, "create_dirs": True},
                       headers=headers_for(settings, "admin"))
     resp.raise_for_status()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -138,16 +139,42 @@ def check_host(host: str, allow_remote: bool = False) -> str:
     return host.rstrip("/")
 
 
+@dataclass(frozen=True)
+class Workers:
+    """The workers of a distributed run: Locust's master runs here and collects, ``count`` workers are
+    started through ``launch`` — one command prefix per host, used in turn: ``""`` this host, ``ssh
+    gpu-3``, ``ip netns exec NS`` — and connect to the master at ``connect`` (default ``bind``, the
+    address the master listens on: loopback reaches only workers on this host). A worker needs the
+    same checkout at the same path; its configuration and the stack's CA come from the master, and
+    its samples go back to the master (``load/_common.py``)."""
+
+    count: int
+    launch: tuple[str, ...] = ("",)
+    bind: str = "127.0.0.1"
+    connect: str = ""
+    wait_s: int = 60  # workers that have not connected by then: the run ends (Locust's --expect-workers-max-wait)
+
+    def command(self, scenario: Scenario, index: int, port: int, loglevel: str = "INFO") -> list[str]:
+        prefix = shlex.split(self.launch[index % len(self.launch)]) if self.launch else []
+        return [*prefix, sys.executable, "-m", "locust", "-f", str(scenario.locustfile_path), "--worker",
+                "--master-host", self.connect or self.bind, "--master-port", str(port), "--loglevel", loglevel]
+
+
 def locust_command(scenario: Scenario, host: str, out_dir: Path, processes: int, run_time_s: float,
-                   loglevel: str = "INFO", stop_timeout_s: float = 30.0) -> list[str]:
-    """The ``python -m locust`` command line of a headless run of ``scenario``."""
+                   loglevel: str = "INFO", stop_timeout_s: float = 30.0, workers: Workers | None = None,
+                   master_port: int = 0) -> list[str]:
+    """The ``python -m locust`` command line of a headless run of ``scenario`` (with ``workers``: its
+    master, listening on ``master_port``)."""
     users, spawn = (1, 1) if scenario.open_model else (scenario.users, scenario.spawn_rate)  # one timetable
     cmd = [sys.executable, "-m", "locust", "-f", str(scenario.locustfile_path), "--headless",
            "-u", str(users), "-r", f"{spawn:g}", "-t", f"{int(max(1, run_time_s))}s",
            "--host", host, "--csv", str(out_dir / "locust"), "--html", str(out_dir / "locust.html"),
            "--json-file", str(out_dir / "locust"), "--only-summary", "--exit-code-on-error", "0",
            "--stop-timeout", f"{stop_timeout_s:g}", "--loglevel", loglevel, "--logfile", str(out_dir / "locust.log")]
-    if processes > 1:
+    if workers is not None:
+        cmd += ["--master", "--expect-workers", str(workers.count), "--expect-workers-max-wait", str(workers.wait_s),
+                "--master-bind-host", workers.bind, "--master-bind-port", str(master_port)]
+    elif processes > 1:
         port = free_port()  # not 5557: several runs (tests, engineers) may share this box
         cmd += ["--processes", str(processes), "--master-bind-host", "127.0.0.1",
                 "--master-bind-port", str(port), "--master-port", str(port)]
@@ -160,7 +187,7 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
                  extra_env: dict[str, str] | None = None, progress: Callable[[str], None] | None = None,
                  progress_every_s: float = 5.0, stop_timeout_s: float = 30.0,
                  contended: Callable[[], str] | None = None,
-                 stop_on: Callable[[list[Sample]], str] | None = None) -> LoadRun:
+                 stop_on: Callable[[list[Sample]], str] | None = None, workers: Workers | None = None) -> LoadRun:
     """Run ``scenario`` against ``host`` and return its samples; never raises for a bad result.
 
     The stop condition is the scenario's request count and/or duration. For a count-bounded run,
@@ -171,17 +198,21 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     in flight get ``stop_timeout_s`` to finish; those still running then are cut off (censored
     samples). The scenario as run goes to ``scenario.json`` beside the samples. ``stop_on`` is asked
     every half second with the samples so far and stops the run early with the reason it returns
-    (the capacity search's over-saturation: ``harness.load.saturation``).
+    (the capacity search's over-saturation: ``harness.load.saturation``). ``workers``: a distributed
+    run (``Workers``) instead of ``processes`` on this host.
     """
     host = check_host(host, allow_remote)
     if not scenario.locustfile_path.is_file():
         raise LoadError(f"locustfile {scenario.locustfile_path} of scenario {scenario.name!r} does not exist")
     if processes < 1:
         raise LoadError(f"processes must be >= 1 (got {processes})")
-    if scenario.open_model and processes > 1:  # one timetable, one process: gevent issues hundreds at once
+    if scenario.open_model and (processes > 1 or workers is not None):
+        # one timetable, one process: gevent issues hundreds at once
         log.info("load %s: an open-model scenario runs in one Locust process (its timetable is one schedule)",
                  scenario.name)
-        processes = 1
+        processes, workers = 1, None
+    if workers is not None and (workers.count < 1 or processes > 1):
+        raise LoadError(f"a distributed run takes workers >= 1 and processes = 1 (got {workers.count}, {processes})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in [*samples_mod.sample_files(out_dir), out_dir / samples_mod.MERGED, out_dir / "stop"]:
@@ -191,9 +222,12 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     # a count-bounded run is capped by the harness (a clear reason, the cap growing with extensions);
     # Locust's own run time is the backstop, a little later
     run_time = (scenario.duration_s or budget.cap_s(budget.most) + CAP_MARGIN_S) + warmup_s
-    cmd = locust_command(scenario, host, out_dir, processes, run_time, stop_timeout_s=stop_timeout_s)
-    write_json(out_dir / SCENARIO_FILE, {**asdict(scenario), "host": host, "processes": processes,
-                                         "warmup_s": warmup_s, "phase": phase, "max_run_s": max_run_s})
+    port = free_port(workers.bind) if workers is not None else 0
+    cmd = locust_command(scenario, host, out_dir, processes, run_time, stop_timeout_s=stop_timeout_s,
+                         workers=workers, master_port=port)
+    write_json(out_dir / SCENARIO_FILE, {
+        **asdict(scenario), "host": host, "processes": workers.count if workers else processes, "warmup_s": warmup_s,
+        "phase": phase, "max_run_s": max_run_s, "workers": asdict(workers) if workers else None})
     env = {**os.environ, "LOAD_SAMPLES_DIR": str(out_dir), "LOAD_REQUESTS": str(scenario.requests),
            "LOAD_BUDGET_FILE": str(budget.path), "LOAD_WARMUP_S": str(warmup_s),
            "LOAD_MAX_TOKENS": str(scenario.max_tokens), "LOAD_PHASE": str(phase),
@@ -201,9 +235,14 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     log.info("load %s: %s", scenario.name, " ".join(cmd))
     started_at, t0 = now_iso(), time.perf_counter()
     aborted = capped = ""
+    helpers: list[subprocess.Popen] = []
     with open(out_dir / "locust.out", "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(out_dir),
                                 start_new_session=True)
+        for i in range(workers.count if workers else 0):
+            with open(out_dir / f"locust-worker-{i + 1}.out", "w") as wout:
+                helpers.append(subprocess.Popen(workers.command(scenario, i, port), stdout=wout,
+                                                stderr=subprocess.STDOUT, cwd=str(out_dir), start_new_session=True))
         deadline = time.monotonic() + run_time + stop_timeout_s + 60  # Locust's -t, its stop timeout, its reports
         next_note = time.monotonic() + progress_every_s
         try:
@@ -242,11 +281,18 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
         except BaseException:
             _kill(proc)
             raise
+        finally:
+            for helper in helpers:  # told to quit by the master; what is left after its end is killed
+                try:
+                    helper.wait(timeout=15 if proc.poll() is not None else 0)
+                except subprocess.TimeoutExpired:
+                    _kill(helper)
     duration = round(time.perf_counter() - t0, 2)
     merged = samples_mod.merge_samples(samples_mod.sample_files(out_dir), out_dir / samples_mod.MERGED)
     measured, warm = samples_mod.split_warmup(merged)
     log_text = (out_dir / "locust.log").read_text(errors="replace") if (out_dir / "locust.log").exists() else ""
-    run = LoadRun(scenario, host, out_dir, processes, warmup_s, proc.returncode, started_at, duration,
+    run = LoadRun(scenario, host, out_dir, workers.count if workers else processes, warmup_s, proc.returncode,
+                  started_at, duration,
                   measured, warm, aborted, SATURATION_MARK in log_text, _locust_percentiles(out_dir),
                   planned=budget.allowed if scenario.requests else 0, capped=capped, extensions=budget.extensions)
     if run.incomplete and not (run.aborted or run.capped):

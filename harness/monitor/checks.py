@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from harness import stack as suite_stack
+from harness.httpclient import verify
 from harness.load import stats
 from harness.load.runner import LoadRun
 from harness.monitor import api, promtool
@@ -104,7 +105,7 @@ def probe_traffic(settings: Settings, names: list[str], per_service: int) -> int
     """``/ready`` of every service ``per_service`` times: a real tiny operation each, so every target
     has requests for the PromQL checks. Returns the number of answers."""
     answered = 0
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(timeout=60, verify=verify()) as client:
         for _ in range(per_service):
             for name in names:
                 try:

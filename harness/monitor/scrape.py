@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.httpclient import verify
+
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -119,7 +121,7 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
 
 
 def scrape_all(urls: dict[str, str], timeout: float = 5.0) -> dict[str, Snapshot]:
-    with httpx.Client() as client:
+    with httpx.Client(verify=verify()) as client:
         return {name: scrape(name, url, client, timeout) for name, url in urls.items()}
 
 

@@ -74,18 +74,54 @@ def check_rate_limits(settings: Settings) -> CheckResult:
 
 
 def check_bind(settings: Settings) -> CheckResult:
+    """Loopback; or, beyond it, the suite's own TLS with certificates that are valid for weeks still
+    (``suite tls``), or a TLS-terminating proxy named in ``auth.allowed_hosts``."""
     t = Timer()
-    problems, warnings = [], []
-    if not is_loopback(settings.host):
+    problems, warnings, measured = [], [], f"host {settings.host}"
+    if not is_loopback(settings.host) and settings.tls.enabled:
+        problems, warnings, measured = tls_findings(settings)
+    elif not is_loopback(settings.host):
         if not settings.auth.allowed_hosts:
-            problems.append(f"services bind {settings.host}, beyond loopback, with no proxy configured: "
-                            "bind 127.0.0.1 (SUITE_HOST=127.0.0.1) and put a TLS-terminating proxy in front, "
-                            "naming it in auth.allowed_hosts")
+            problems.append(f"services bind {settings.host}, beyond loopback, without TLS: run `suite tls init "
+                            "--san ADDRESS` and set SUITE_TLS__ENABLED=true, or bind 127.0.0.1 (SUITE_HOST=127.0.0.1) "
+                            "and put a TLS-terminating proxy in front, naming it in auth.allowed_hosts")
         else:
             warnings.append(f"services bind {settings.host} behind {', '.join(settings.auth.allowed_hosts)}: "
                             "keys travel in clear text unless that proxy terminates TLS")
-    return _result("bind", "bind address", problems, t, "loopback, or a TLS proxy in auth.allowed_hosts",
-                   f"host {settings.host}", warnings)
+    return _result("bind", "bind address", problems, t, "loopback, the suite's TLS, or a TLS proxy in "
+                   "auth.allowed_hosts", measured, warnings)
+
+
+TLS_RENEW_DAYS = 30
+
+
+def tls_findings(settings: Settings) -> tuple[list[str], list[str], str]:
+    """(problems, warnings, measured) of the certificates ``tls.enabled`` serves with: every service's
+    present, owner-only, signed by ``tls.ca_file`` and not expiring within ``TLS_RENEW_DAYS``."""
+    import datetime as dt
+
+    from suite import services, tls
+
+    problems, warnings, ends = [], [], []
+    rows = {r["name"]: r for r in tls.describe(settings)} if settings.tls_dir.is_dir() else {}
+    now = dt.datetime.now(dt.UTC)
+    for name in services.BY_NAME:
+        row = rows.get(name)
+        if row is None:
+            problems.append(f"no certificate for {name} in {settings.tls_dir}: `suite tls init --san ADDRESS`")
+            continue
+        left = dt.datetime.fromisoformat(row["not_after"]) - now
+        ends.append(left)
+        if row["mode"] != "0o600":
+            problems.append(f"chmod 600 {settings.tls_dir / (name + '.key')} {settings.tls_dir / (name + '.crt')}")
+        if left.total_seconds() <= 0:
+            problems.append(f"{name}'s certificate expired {row['not_after']}: `suite tls init --service {name}`")
+        elif left.days < TLS_RENEW_DAYS:
+            warnings.append(f"{name}'s certificate expires {row['not_after']}: reissue it with `suite tls init`")
+    if not settings.ca_file.is_file():
+        problems.append(f"no CA at {settings.ca_file} for the clients to verify with (tls.ca_file)")
+    measured = f"host {settings.host}, TLS" + (f", first expiry in {min(ends).days} days" if ends else "")
+    return problems, warnings, measured
 
 
 def check_host_checking(settings: Settings) -> CheckResult:

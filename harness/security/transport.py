@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import httpx
 
+from harness.httpclient import client
 from harness.result import CheckResult, Stage, Status, Timer
 from suite import services
 from suite.auth import policy
@@ -33,17 +34,17 @@ def probes(settings: Settings, service: str) -> list[tuple[str, int, int | None]
     route = state_changing_route(service)
     cases = [
         ("GET /health with Host: evil.example (DNS rebinding)", 400,
-         lambda: httpx.get(base + "/health", headers={"Host": f"{EVIL}:{port}"}, timeout=TIMEOUT)),
+         lambda: client().get(base + "/health", headers={"Host": f"{EVIL}:{port}"}, timeout=TIMEOUT)),
         (f"POST {route} with Host: evil.example", 400,
-         lambda: httpx.post(base + route, json={}, headers={"Host": EVIL}, timeout=TIMEOUT)),
+         lambda: client().post(base + route, json={}, headers={"Host": EVIL}, timeout=TIMEOUT)),
         (f"POST {route} from Origin http://evil.example", 403,
-         lambda: httpx.post(base + route, json={}, headers={"Origin": f"http://{EVIL}"}, timeout=TIMEOUT)),
+         lambda: client().post(base + route, json={}, headers={"Origin": f"http://{EVIL}"}, timeout=TIMEOUT)),
         (f"form POST {route}", 400,
-         lambda: httpx.post(base + route, data={"a": "b"}, timeout=TIMEOUT)),
+         lambda: client().post(base + route, data={"a": "b"}, timeout=TIMEOUT)),
         (f"bodyless POST {route}", 400,
-         lambda: httpx.post(base + route, timeout=TIMEOUT)),
+         lambda: client().post(base + route, timeout=TIMEOUT)),
         ("GET /health with Host: localhost (still answered)", 200,
-         lambda: httpx.get(base + "/health", headers={"Host": f"localhost:{port}"}, timeout=TIMEOUT)),
+         lambda: client().get(base + "/health", headers={"Host": f"localhost:{port}"}, timeout=TIMEOUT)),
     ]
     out = []
     for name, expected, send in cases:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from harness.httpclient import verify
 from harness.target.model import Part, Target
 
 
@@ -75,7 +76,7 @@ def ready_at(part: Part, deadline: float, every_s: float = 0.25) -> float | None
     """Epoch time at which the part's readiness path first answered 200, or None by ``deadline``
     (monotonic). An MCP part is ready when its endpoint answers HTTP again."""
     path = part.mcp_path if part.kind == "mcp" else part.ready or part.health or "/"
-    with httpx.Client(timeout=5.0) as client:
+    with httpx.Client(timeout=5.0, verify=verify()) as client:
         while time.monotonic() < deadline:
             try:
                 r = client.get(part.url(path))
@@ -90,7 +91,7 @@ def ready_at(part: Part, deadline: float, every_s: float = 0.25) -> float | None
 def gone_at(part: Part, deadline: float, every_s: float = 0.1) -> float | None:
     """Epoch time at which the part stopped answering (its kill took), or None by ``deadline``."""
     path = part.mcp_path if part.kind == "mcp" else part.health or "/"
-    with httpx.Client(timeout=2.0) as client:
+    with httpx.Client(timeout=2.0, verify=verify()) as client:
         while time.monotonic() < deadline:
             try:
                 client.get(part.url(path))

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from harness.httpclient import verify
 from harness.result import CheckResult, Stage, Status, Timer
 from harness.target import Part, Target, TargetError, headers
 
@@ -72,7 +73,7 @@ VERSION_HEADERS = {"x-litellm-version": "LiteLLM"}  # software that tells its ve
 
 def _get(part: Part, path: str, auth: dict[str, str]) -> httpx.Response | None:
     try:
-        return httpx.get(part.url(path), headers=auth, timeout=TIMEOUT)
+        return httpx.get(part.url(path), headers=auth, timeout=TIMEOUT, verify=verify())  # the stack's CA for https
     except httpx.HTTPError:
         return None
 

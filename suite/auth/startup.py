@@ -1,7 +1,8 @@
 """What every start of the stack says and refuses about the trust boundary.
 
 ``suite up`` prints ``notice`` on every start; it and every service process (``suite.serve``) call
-``check``, which refuses to run without auth on anything but a loopback address.
+``check``, which refuses to bind anything but a loopback address without auth and TLS: keys must not
+cross a network in clear text.
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ def is_loopback(host: str) -> bool:
 
 
 def check(settings: Settings) -> None:
-    if not settings.auth.enabled and not is_loopback(settings.host):
+    if is_loopback(settings.host):
+        return
+    if not settings.auth.enabled:
         raise UnsafeStart(
             f"auth.enabled = false with host {settings.host}: every route would be open to the network. "
             "Set SUITE_AUTH__ENABLED=true (and give clients keys from `suite keys create`), or bind "
+            "127.0.0.1 (SUITE_HOST=127.0.0.1)")
+    if not settings.tls.enabled:
+        raise UnsafeStart(
+            f"tls.enabled = false with host {settings.host}: API keys and prompts would cross the network "
+            "in clear text. Run `suite tls init --san ADDRESS` and set SUITE_TLS__ENABLED=true, or bind "
             "127.0.0.1 (SUITE_HOST=127.0.0.1)")
 
 

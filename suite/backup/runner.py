@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from suite import tls
 from suite.backup.sets import (
     BackupError,
     SetBuilder,
@@ -172,13 +173,14 @@ def _rag_part(settings: Settings, builder: SetBuilder, progress: Progress) -> di
     """Through the running RAG service (owner of the store), else directly; None when there is no store."""
     t0 = time.monotonic()
     try:
-        httpx.get(settings.url("rag") + "/health", timeout=5.0)  # open probe: is the owner running?
+        httpx.get(settings.url("rag") + "/health", timeout=5.0, verify=tls.client_context(settings))  # open probe: is the owner running?
     except httpx.TransportError:
         resp = None
     else:
         with admin_headers(settings) as headers:
             resp = httpx.post(settings.url("rag") + "/admin/backup", json={"set": builder.set_id},
-                              headers=headers, timeout=httpx.Timeout(900.0, connect=2.0))
+                              headers=headers, timeout=httpx.Timeout(900.0, connect=2.0),
+                              verify=tls.client_context(settings))
     if resp is not None:
         if resp.status_code != 200:
             raise BackupError(f"the rag service refused the backup: HTTP {resp.status_code} {resp.text[:300]}")
@@ -291,7 +293,7 @@ def _healthy(settings: Settings, names: list[str], progress: Progress) -> None:
 
     pause = settings.backup.health_backoff_s
     for attempt in range(1, settings.backup.health_retries + 1):
-        failing = {n: d for n in names for ok, d in [probe(settings.url(n) + get(n).ready_path, 10)] if not ok}
+        failing = {n: d for n in names for ok, d in [probe(settings.url(n) + get(n).ready_path, 10, verify=tls.client_context(settings))] if not ok}
         if not failing:
             return
         progress(f"  health {attempt}/{settings.backup.health_retries}: not ready: {failing}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from suite import tls
 from suite.rag.chunking import chunk_text
 from suite.rag.deps import Dependencies, DependencyError
 from suite.rag.files import FolderError, documents_from_folder, resolve_folder
@@ -49,7 +50,8 @@ class RagService:
     @classmethod
     async def open(cls, settings: Settings) -> RagService:
         store = await asyncio.to_thread(open_store, settings)
-        service = cls(settings, store, httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=2.0)))
+        service = cls(settings, store, httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=2.0),
+                                                             verify=tls.client_context(settings)))
         service._watcher = asyncio.get_running_loop().create_task(service.deps.watch(),
                                                                   name="rag-dependency-watch")
         return service

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -10,7 +11,9 @@ from typing import Protocol
 
 import httpx
 
+from suite import services
 from suite.services import ServiceSpec
+from suite.settings import Settings
 
 Progress = Callable[[str], None]
 
@@ -61,8 +64,10 @@ class ServiceState:
 
 
 class Backend(Protocol):
-    def up(self, phase: int, progress: Progress | None = None) -> list[str]:
-        """Start every service of phases 1..phase not already running; return the names started."""
+    def up(self, phase: int, progress: Progress | None = None, only: list[str] | None = None) -> list[str]:
+        """Start every service of phases 1..phase (``only``: of those, the named ones) not already
+        running, and wait for those that run on other hosts (``Settings.urls``); return the names
+        started."""
 
     def down(self, names: list[str] | None = None) -> list[str]:
         """Stop the named services (all when None); return the names stopped."""
@@ -72,11 +77,24 @@ class Backend(Protocol):
     def log_path(self, name: str) -> Path: ...
 
 
-def probe(url: str, timeout: float = 2.0, client: httpx.Client | None = None) -> tuple[bool, str]:
+def selected(settings: Settings, phase: int, only: list[str] | None) -> tuple[list[ServiceSpec], list[ServiceSpec]]:
+    """(services to run here, services on other hosts to wait for) of ``suite up --phase N [--only ...]``,
+    each in dependency order."""
+    specs = [s for s in services.for_phase(phase) if not only or s.name in only]
+    if only:
+        unknown = [n for n in only if n not in {s.name for s in services.for_phase(phase)}]
+        if unknown:
+            raise SupervisorError(f"--only {', '.join(unknown)}: not a service of phase {phase}")
+    return [s for s in specs if s.name not in settings.urls], [s for s in specs if s.name in settings.urls]
+
+
+def probe(url: str, timeout: float = 2.0, client: httpx.Client | None = None,
+          verify: ssl.SSLContext | bool = True) -> tuple[bool, str]:
     """GET a probe URL: (ok, short detail). A caller probing in a loop passes its own ``client``
-    (a new one per call builds a TLS context each time, which costs more CPU than the probe)."""
+    (a new one per call builds a TLS context each time, which costs more CPU than the probe);
+    ``verify`` is the stack's client context (``suite.tls.client_context``) for an https URL."""
     try:
-        r = (client or httpx).get(url, timeout=timeout)
+        r = client.get(url, timeout=timeout) if client is not None else httpx.get(url, timeout=timeout, verify=verify)
     except httpx.TimeoutException:
         return False, "timeout"
     except httpx.TransportError as exc:
@@ -91,7 +109,8 @@ def probe(url: str, timeout: float = 2.0, client: httpx.Client | None = None) ->
 
 
 def wait_ready(spec: ServiceSpec, base_url: str, deadline: float, exited: Callable[[], str | None],
-               progress: Progress | None, log_tail: Callable[[], str], every_s: float = 5.0) -> float:
+               progress: Progress | None, log_tail: Callable[[], str], every_s: float = 5.0,
+               verify: ssl.SSLContext | bool = True) -> float:
     """Poll the readiness probe until it passes, the process exits (``exited`` returns how), or the
     deadline passes."""
     t0 = time.monotonic()
@@ -102,7 +121,7 @@ def wait_ready(spec: ServiceSpec, base_url: str, deadline: float, exited: Callab
         how = exited()
         if how is not None:
             raise ServiceFailed(spec.name, f"process exited ({how})" if how else "process exited", log_tail())
-        ok, detail = probe(base_url + spec.ready_path, timeout=10.0)
+        ok, detail = probe(base_url + spec.ready_path, timeout=10.0, verify=verify)
         if ok:
             return time.monotonic() - t0
         now = time.monotonic()

@@ -34,9 +34,17 @@ import sys
 import time
 from pathlib import Path
 
-from suite import services
+from suite import services, tls
 from suite.settings import Settings, project_root
-from suite.supervisor.base import Progress, ServiceFailed, ServiceState, SupervisorError, probe, wait_ready
+from suite.supervisor.base import (
+    Progress,
+    ServiceFailed,
+    ServiceState,
+    SupervisorError,
+    probe,
+    selected,
+    wait_ready,
+)
 
 PROJECT = "suite"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -151,9 +159,10 @@ class DockerBackend:
         return {"qdrant": NO_SOURCE["qdrant"]} if self.settings.rag.qdrant_url is None else {}
 
     # -- contract -------------------------------------------------------------------------------
-    def up(self, phase: int, progress: Progress | None = None) -> list[str]:
+    def up(self, phase: int, progress: Progress | None = None, only: list[str] | None = None) -> list[str]:
         say = progress or (lambda _m: None)
-        specs = services.for_phase(phase)
+        local, remote = selected(self.settings, phase, only)
+        specs = [s for s in services.for_phase(phase) if s in local or s in remote]
         if phase >= 2 and self.local_images() and self.settings.rag.qdrant_url:
             raise SupervisorError("rag.qdrant_url is set but no Qdrant server image can be had here "
                                   "(no registry); unset it for the embedded Qdrant Edge store")
@@ -162,7 +171,7 @@ class DockerBackend:
         self.prepare(say)
         for name, why in self.skipped().items():
             say(f"  - {name} skipped: {why}")
-        todo = [s.name for s in specs if s.name not in before]
+        todo = [s.name for s in local if s.name not in before]
         if todo:
             profiles = ["--profile", f"phase{phase}"] + (["--profile", "gpu"] if self.settings.profile == "gpu" else [])
             say(f"  docker compose {' '.join(profiles)} up -d {' '.join(todo)}")
@@ -171,10 +180,13 @@ class DockerBackend:
         deadline = time.monotonic() + self.settings.ready_deadline_s
         try:
             for spec in specs:
+                here = spec in local
                 took = wait_ready(spec, self.settings.url(spec.name), deadline,
-                                  exited=lambda n=spec.name: self._exited(n), progress=say,
-                                  log_tail=lambda n=spec.name: self._logs(n, 25))
-                say(f"  ✓ {spec.name} ready in {took:.1f}s ({self._describe(spec.name)})")
+                                  exited=lambda n=spec.name, h=here: self._exited(n) if h else None, progress=say,
+                                  log_tail=lambda n=spec.name, h=here: self._logs(n, 25) if h else "",
+                                  verify=tls.client_context(self.settings))
+                say(f"  ✓ {spec.name} ready in {took:.1f}s "
+                    f"({self._describe(spec.name) if here else 'at ' + self.settings.url(spec.name)})")
         except (ServiceFailed, KeyboardInterrupt):
             if todo:
                 self.down(todo)
@@ -240,8 +252,9 @@ class DockerBackend:
                         st.last_exit += f"; {cause['cause']}"
                     st.last_exit_at = finished
             if st.running:
-                st.healthy, health = probe(st.url + spec.health_path)
-                st.ready, st.detail = probe(st.url + spec.ready_path, timeout=15.0)
+                verify = tls.client_context(self.settings)
+                st.healthy, health = probe(st.url + spec.health_path, verify=verify)
+                st.ready, st.detail = probe(st.url + spec.ready_path, timeout=15.0, verify=verify)
                 if not st.healthy:
                     st.detail = f"health: {health}"
             else:

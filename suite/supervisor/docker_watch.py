@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from suite import services
+from suite import services, tls
 from suite.supervisor.base import probe
 from suite.supervisor.docker import DockerBackend, _watch_paths
 from suite.supervisor.liveness import Liveness, watch_main_settings
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     backend = DockerBackend(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    liveness, http = Liveness(settings.supervision), httpx.Client()
+    liveness, http = Liveness(settings.supervision), httpx.Client(verify=tls.client_context(settings))
     threading.Thread(target=record_exits, args=(backend, stop), name="exits", daemon=True).start()
     empty_rounds = 0
     log.info("watching the %s project's containers every %gs", "suite", settings.supervision.liveness_interval_s)

@@ -14,7 +14,7 @@ import time
 import xmlrpc.client
 from pathlib import Path
 
-from suite import services
+from suite import services, tls
 from suite.net import port_free, port_holder
 from suite.settings import Settings
 from suite.supervisor import journal, orphans, supervisord
@@ -24,6 +24,7 @@ from suite.supervisor.base import (
     ServiceState,
     SupervisorError,
     probe,
+    selected,
     wait_ready,
 )
 from suite.supervisor.supervisord import ALIVE, Client, fault_code
@@ -60,9 +61,18 @@ class ProcessBackend:
             return 0
 
     # -- contract -------------------------------------------------------------------------------
-    def up(self, phase: int, progress: Progress | None = None) -> list[str]:
+    def up(self, phase: int, progress: Progress | None = None, only: list[str] | None = None) -> list[str]:
         say = progress or (lambda _m: None)
-        specs = services.for_phase(phase)
+        specs, remote = selected(self.settings, phase, only)
+        verify = tls.client_context(self.settings)
+        deadline = time.monotonic() + self.settings.ready_deadline_s
+        for spec in remote:  # on other hosts: started there; what runs here may need them
+            say(f"  ~ {spec.name} runs at {self.settings.url(spec.name)}: waiting for it")
+            took = wait_ready(spec, self.settings.url(spec.name), deadline, exited=lambda: None, progress=say,
+                              log_tail=lambda: "", verify=verify)
+            say(f"  ✓ {spec.name} ready in {took:.1f}s")
+        if not specs:
+            return []
         client = self._client()
         if client is None:
             self._replace_orphans(say)
@@ -85,7 +95,6 @@ class ProcessBackend:
         for spec in specs:
             if spec.name in running:
                 say(f"  = {spec.name} already running (pid {infos[spec.name]['pid']})")
-        deadline = time.monotonic() + self.settings.ready_deadline_s
         started: list[str] = []
         try:
             ready = set(running)
@@ -103,7 +112,7 @@ class ProcessBackend:
                 for spec in wave:
                     took = wait_ready(spec, self.settings.url(spec.name), deadline,
                                       exited=lambda n=spec.name, p=pids[spec.name]: self._exited(client, n, p),
-                                      progress=say, log_tail=lambda n=spec.name: self._tail(n))
+                                      progress=say, log_tail=lambda n=spec.name: self._tail(n), verify=verify)
                     say(f"  ✓ {spec.name} ready in {took:.1f}s")
                     ready.add(spec.name)
                 todo = [s for s in todo if s.name not in ready]
@@ -169,6 +178,7 @@ class ProcessBackend:
         phase = self._configured_phase() if client else 0
         unsupervised = {o.name: o for o in orphans.find(self.settings)} if client is None else {}
         states = []
+        verify = tls.client_context(self.settings)
         for spec in services.SERVICES:
             url = self.settings.url(spec.name)
             info, rec = infos.get(spec.name), records.get(spec.name)
@@ -186,9 +196,13 @@ class ProcessBackend:
                 st.state, st.pid = "orphaned", unsupervised[spec.name].pid
                 st.configured = True
             st.running = st.pid is not None  # starting (within start_secs), running or stopping
-            if st.running:
-                st.healthy, health = probe(url + spec.health_path)
-                st.ready, st.detail = probe(url + spec.ready_path, timeout=15.0)
+            if spec.name in self.settings.urls and not st.running:  # on another host: probed there
+                st.state, st.configured = "remote", True
+                st.healthy, health = probe(url + spec.health_path, verify=verify)
+                st.ready, st.detail = probe(url + spec.ready_path, timeout=15.0, verify=verify)
+            elif st.running:
+                st.healthy, health = probe(url + spec.health_path, verify=verify)
+                st.ready, st.detail = probe(url + spec.ready_path, timeout=15.0, verify=verify)
                 if not st.healthy:
                     st.detail = f"health: {health}"
                 elif st.state == "orphaned":

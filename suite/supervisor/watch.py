@@ -29,7 +29,7 @@ import xmlrpc.client
 import httpx
 from supervisor import childutils
 
-from suite import services
+from suite import services, tls
 from suite.settings import Settings
 from suite.supervisor import journal
 from suite.supervisor.base import probe
@@ -139,7 +139,7 @@ class Watch:
         client = self.client_factory()  # its own connection: this runs beside the event loop
         sup = self.settings.supervision
         liveness = Liveness(sup)
-        http = httpx.Client()
+        http = httpx.Client(verify=tls.client_context(self.settings))
         while not stop.wait(sup.liveness_interval_s):
             try:
                 infos = client.infos()

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
+from suite import tls
 from suite.settings import Settings
 from suite.tools.dispatch import ToolMetrics, ToolService
 from suite.tools.mcp_server import McpEndpoint, build_server, session_manager
@@ -31,7 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         stores = open_stores(settings)
-        http = httpx.AsyncClient(timeout=settings.tools.upstream_timeout_s)
+        http = httpx.AsyncClient(timeout=settings.tools.upstream_timeout_s, verify=tls.client_context(settings))
         ctx = ToolContext(settings=settings, sandbox=Sandbox.from_settings(settings), http=http)
         service = ToolService(settings, ctx, stores.keys, stores.approvals, stores.audit,
                               ToolMetrics(app.state.metrics.registry))

@@ -19,11 +19,10 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
-from suite.settings import Settings
+from suite.settings import WILDCARDS, Settings
 from suite.web.errors import error_body
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
-WILDCARDS = ("0.0.0.0", "::", "")
 STATE_CHANGING = ("POST", "PUT", "PATCH")
 
 
