@@ -213,6 +213,11 @@ class CheckResult:
 
 HEADROOM_WARN = 0.20  # a gate that passed with less than this much of its target left is a warning
 _BOUND = re.compile(r"(<=|>=|≤|≥|<|>)\s*(-?\d+(?:\.\d+)?)\s*(ms|s|%|GB|MB)?(?![\w.])")
+# a target that is one bound: an optional metric name or words before it, plain words after it
+# ("p95<3s", "< 5000 ms", "outside the stack < 20 % of the CPU"); "0.5 < cosine < 0.999" bounds
+# something other than the value, "2 x 384 dims, ..." is no bound
+_ONE_BOUND = re.compile(r"[A-Za-z_][\w. ]*?\s*(<=|>=|≤|≥|<|>)\s*-?\d+(?:\.\d+)?\s*(ms|s|%|GB|MB)?(\s+[A-Za-z][A-Za-z ]*)?"
+                        r"|\s*(<=|>=|≤|≥|<|>)\s*-?\d+(?:\.\d+)?\s*(ms|s|%|GB|MB)?(\s+[A-Za-z][A-Za-z ]*)?")
 _SCALE = {("s", "ms"): 1000.0, ("ms", "s"): 0.001, ("%", "ratio"): 0.01}
 
 
@@ -232,7 +237,7 @@ def parse_bound(target: str, unit: str) -> Bound | None:
     """``"p95<3000ms"``, ``"< 5000 ms"``, ``"≤ 900 s"``, ``">= 5 GB"`` -> a ``Bound`` in ``unit``; None
     when the target has no bound, several, or one in a unit that does not convert to ``unit``."""
     found = _BOUND.findall(target or "")
-    if len(found) != 1:
+    if len(found) != 1 or not _ONE_BOUND.fullmatch((target or "").strip()):
         return None
     op, number, target_unit = found[0]
     op = {"≤": "<=", "≥": ">="}.get(op, op)

@@ -126,8 +126,10 @@ def _run_all(page) -> None:
 
 
 def _git_status(*paths: str) -> str:
+    # on a fresh clone every notebook is "racily clean" and goes through the nbstripout filter once
+    # (a Python start each: a minute and more on a busy 2-core box)
     return subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", *paths], capture_output=True,
-                          text=True, timeout=60).stdout
+                          text=True, timeout=300).stdout
 
 
 def _extension_enabled() -> bool:

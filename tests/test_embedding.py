@@ -93,6 +93,7 @@ def test_openai_client_works_unchanged(embedding_url):
     assert [d.index for d in many.data] == [0, 1] and many.usage.prompt_tokens > 0
     native = np.array(embed(embedding_url, ["안녕하세요, 세계"]).json()["embeddings"][0])
     assert np.allclose(native, one.data[0].embedding, atol=1e-5)
+    assert [m.id for m in client.models.list()] == [one.model]  # discovery, as other embedding servers answer it
 
 
 def test_openai_refuses_token_arrays_and_other_dimensions(embedding_url):

@@ -52,7 +52,8 @@ def test_pipeline_passes_and_writes_every_artifact(tmp_path, gemma_path):
     # the quick profile's short load scenarios keep CI lean, named one by one so the rest of the
     # pipeline is the release one (every service drilled, the alert drill, the scans); the seed
     # load scenarios are what `bash scripts/run.sh` runs
-    proc = run_harness(tmp_path, gemma_path, "-p", "scenarios=code,chat,rag,embedding,tools",
+    # (and the recall row beside RAG at the quick profile's 1,000 chunks, not the release's 10,000)
+    proc = run_harness(tmp_path, gemma_path, "-p", "scenarios=code,chat,rag,embedding,tools", "-p", "recall_chunks=1000",
                        "--junit", str(tmp_path / "junit.xml"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = only_run(tmp_path)

@@ -63,6 +63,13 @@ def test_every_status_has_a_colour_and_a_table_renders_each(tmp_path):
     assert all(s.label in html for s in CHECK_OUTCOMES)
 
 
+def _bound_read(target: str) -> bool:
+    from harness.result import parse_bound
+
+    unit = "GB" if "GB" in target else "%" if "%" in target else "ms" if "ms" in target else "x"
+    return parse_bound(target, unit) is not None
+
+
 def test_headroom_reads_the_target_and_warns_under_20_percent():
     from harness.result import parse_bound, with_headroom
 
@@ -75,7 +82,11 @@ def test_headroom_reads_the_target_and_warns_under_20_percent():
     assert with_headroom(roomy).status is Status.PASS and roomy.ratio == pytest.approx(0.0122)
     disk = CheckResult("env.disk", "disk", Stage.ENVIRONMENT, Status.PASS, target=">= 5 GB", value=40.2, unit="GB")
     assert with_headroom(disk).status is Status.PASS and disk.headroom == pytest.approx(1 - 5 / 40.2)
-    for target in ("engine >= 20.10, compose >= 2.0", "server count = client count", "p95<3000%"):
+    for target in ("engine >= 20.10, compose >= 2.0", "server count = client count", "p95<3000%",
+                   "2 x 384 dims, unit length, 0.5 < cosine < 0.999"):  # the last bounds the cosine, not the time
         assert parse_bound(target, "ms") is None  # two bounds, none, or a unit that is not the value's
+    for target in ("p95<3000ms", "ttft_p95<3000ms", "tps_p50>2", "fail_ratio<0.03", ">= 5 GB",
+                   "outside the stack < 20 % of the CPU"):
+        assert _bound_read(target), target
     failed = CheckResult("x", "x", Stage.LOAD, Status.FAIL, target="p95<3s", value=3100.0, unit="ms")
     assert with_headroom(failed).status is Status.FAIL  # only a pass is turned into a warning

@@ -52,7 +52,12 @@ def test_up_replaces_the_services_of_a_supervisord_killed_with_sigkill(tmp_path,
         started = backend.up(1, progress=lines.append)  # before the fix: PortInUse naming our own pid
         assert sorted(started) == sorted(before)
         assert any("run unsupervised" in line or "runs without a supervisor" in line for line in lines)
-        after = {s.name: s for s in backend.status()}
+        deadline = time.monotonic() + settings.supervision.start_secs + 30
+        while True:  # ready is asked over HTTP; supervisord says RUNNING only once startsecs have passed
+            after = {s.name: s for s in backend.status()}
+            if all(after[n].state == "running" for n in before) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         for name, pid in before.items():
             assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
             assert after[name].state == "running" and after[name].ready and after[name].pid != pid

@@ -13,8 +13,10 @@ def check_git(require_clean: bool = False, root: Path | None = None) -> CheckRes
         try:
             sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                  text=True, timeout=10)
+            # the first status of a fresh clone passes every notebook through the nbstripout filter
+            # (a Python start each): a minute on a busy 2-core box, a second after
             dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                                   text=True, timeout=20)
+                                   text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return CheckResult("env.git", "Git state", Stage.ENVIRONMENT, Status.WARN, target="a git checkout",
                                measured="git unavailable", detail=str(exc), **t.fields())

@@ -47,6 +47,7 @@ POLICY: dict[str, dict[tuple[str, str], str]] = {
     "embedding": {
         ("POST", "/embed"): r.EMBED,
         ("POST", "/v1/embeddings"): r.EMBED,
+        ("GET", "/v1/models"): r.READ,
         ("POST", "/reload"): r.RELOAD,
     },
     "rag": {

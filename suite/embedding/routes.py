@@ -24,6 +24,11 @@ async def openai_embeddings(body: OpenAIEmbeddingRequest, service: Embedding) ->
     return await service.openai_embeddings(body)
 
 
+@router.get("/v1/models")
+async def models(service: Embedding) -> dict[str, Any]:
+    return service.models()
+
+
 @router.post("/reload")
 async def reload(service: Embedding, body: ReloadRequest | None = None) -> dict[str, Any]:
     return await service.reload(body or ReloadRequest())

@@ -117,6 +117,13 @@ class EmbeddingService:
         return {"object": "list", "data": data, "model": enc.name,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}, "truncation": report.to_dict()}
 
+    def models(self) -> dict[str, Any]:
+        """OpenAI ``/v1/models``: the one model this service embeds with (a client's discovery and the
+        harness's key check, as on other OpenAI-compatible embedding servers)."""
+        m = self.model
+        return {"object": "list", "data": [{"id": m.name, "object": "model", "owned_by": "suite-workbench",
+                                            "dimension": m.dimension}]}
+
     async def reload(self, body: ReloadRequest) -> dict[str, Any]:
         """Load another (or the same) model and swap it in; requests keep using the old one meanwhile."""
         cfg = self.cfg
