@@ -170,18 +170,24 @@ def test_image_has_runtime_dependencies_only_and_keeps_data_out():
     ignored = {line.strip() for line in (project_root() / ".dockerignore").read_text().splitlines()}
     assert {"data/", "runs/", ".venv/"} <= ignored
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    stages = dict(re.findall(r"^FROM (\S+) AS (\w+)$", dockerfile, re.M)[i][::-1] for i in range(3))
-    assert stages == {"wheelhouse": "${RUNTIME_BASE}", "build": "${BUILD_BASE}", "runtime": "${RUNTIME_BASE}"}
+    stages = {name: base for base, name in re.findall(r"^FROM (\S+) AS (\w+)$", dockerfile, re.M)}
+    assert stages == {"deps": "${RUNTIME_BASE}", "wheelhouse": "${DEPS_IMAGE}", "build": "${BUILD_BASE}",
+                      "runtime": "${RUNTIME_BASE}"}
     assert dockerfile.rstrip().split("FROM ")[-1].startswith("${RUNTIME_BASE} AS runtime")  # compose's default
     assert "COPY --from=build /opt/venv /opt/venv" in dockerfile
     assert "SUITE_EXTRAS= " in dockerfile and "SUITE_SKIP_MODELS=1" in dockerfile  # no test extras, no models
     runtime = dockerfile.split("AS runtime", 1)[1]
+    deps = dockerfile.split("AS deps", 1)[1].split("FROM ")[0]
     wheelhouse = dockerfile.split("AS wheelhouse", 1)[1].split("FROM ")[0]
+    for stage in (runtime, deps, wheelhouse):
+        assert "cmake" not in stage and "g++" not in stage
     for stage in (runtime, wheelhouse):
-        assert "cmake" not in stage and "g++" not in stage and "USER 10001:10001" in stage
-    # the no-registry path: pinned wheels from the host's loopback, never copied into a layer
-    assert "--no-index --no-deps --ignore-requires-python --find-links \"$WHEELHOUSE_URL\"" in wheelhouse
-    assert "image-requirements.txt" in wheelhouse and ".wheelhouse" not in dockerfile
+        assert "USER 10001:10001" in stage
+    # the no-registry path: pinned wheels from the host's loopback, never copied into a layer; the
+    # project's own layer installs nothing from anywhere
+    assert "--no-index --no-deps --ignore-requires-python --find-links \"$WHEELHOUSE_URL\"" in deps
+    assert "image-requirements.txt" in deps and ".wheelhouse" not in dockerfile
+    assert "--no-index --no-deps --no-build-isolation /src" in wheelhouse
 
 
 def test_debian_override_names_the_local_images_and_what_it_leaves_out():
