@@ -221,6 +221,12 @@ def test_a_stream_broken_after_its_first_event_ends_with_an_error_event(tmp_path
         assert events[:2] == ['data: {"n": 0, "by": "chat-1"}', 'data: {"n": 1, "by": "chat-1"}']
         assert len(events) == 3 and '"code": "upstream_broke_off"' in events[2]
         assert metric(url, "gateway_stream_breaks_total", upstream="chat-1") == 1
+        # the break put chat-1 out of rotation; back once its /ready passes (else the SDK's request
+        # would go to the fallback, whose stream is whole)
+        deadline = time.monotonic() + 10
+        while metric(url, "gateway_upstream_readmissions_total", upstream="chat-1") < 1:
+            assert time.monotonic() < deadline, "chat-1 never came back into rotation"
+            time.sleep(0.1)
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
         with pytest.raises(openai.APIError, match="broke off mid-stream"):
             for _ in client.chat.completions.create(model="chat", stream=True,
