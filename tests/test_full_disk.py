@@ -21,6 +21,7 @@ from suite.backup import runner
 from suite.backup.sets import BackupError, list_sets
 from suite.memory.store import MemoryStore
 from suite.settings import Settings
+from suite.storage import SpaceGuard
 from suite.testing import (
     MountRefused,
     auth,
@@ -90,6 +91,7 @@ def test_a_full_data_dir_refuses_writes_keeps_reads_and_recovers_without_a_resta
         sets_before = sorted(p.name for p in settings.backup_dir.iterdir())
 
         filler = fill(disk, leave_bytes=RESERVE // 2)  # what a runaway log does at 3 a.m.
+        time.sleep(SpaceGuard(disk, 0).every_s + 0.2)  # each service reads free space at most once a second
         # writes: 507 with the reason, on every stateful service
         message = refused_507(post(settings, "memory", "/v1/memory/notes", {"project": "disk", "text": "x"}))
         assert "free of" in message and "reserve" in message
@@ -112,6 +114,7 @@ def test_a_full_data_dir_refuses_writes_keeps_reads_and_recovers_without_a_resta
         assert sorted(p.name for p in settings.backup_dir.iterdir()) == sets_before
 
         fill(disk, leave_bytes=0, name="filler2.bin")  # no reserve left at all: still answers, no crash
+        time.sleep(SpaceGuard(disk, 0).every_s + 0.2)
         refused_507(post(settings, "rag", "/index", {"collection": "disk", "documents": [{"id": "d3", "text": "z"}]}))
         refused_507(post(settings, "memory", "/v1/memory/notes", {"project": "disk", "text": "x"}))
         assert all(p.poll() is None for p in procs.values())  # no SIGBUS, no exit
