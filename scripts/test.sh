@@ -15,7 +15,7 @@ echo "[test] ruff check" >&2
 echo "[test] security scans (bandit, pip-audit)" >&2
 .venv/bin/python -m harness.security.scans
 set +e
-.venv/bin/python -m pytest --nbmake --nbmake-timeout=900 "$@"
+.venv/bin/python -m pytest --nbmake --nbmake-timeout=900 --durations=30 "$@"  # the 30 slowest: where CI time goes
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
