@@ -107,7 +107,9 @@ def _findings(verdict: Verdict, record: RunRecord, run_id: str) -> list[Finding]
     ordered = [*checks, *[r for r in reasons if not (r.check or r.notebook)], *broken]
     out = [Finding(r, _remedy(r, record, run_id)) for r in ordered]
     if waiting:
-        names = ", ".join(r.notebook.removesuffix(".ipynb") for r in waiting)
+        stems = [r.notebook.removesuffix(".ipynb") for r in waiting]
+        # the first screen keeps one line: the whole list is the report's Runbooks table
+        names = ", ".join(stems) if len(stems) <= 4 else f"{stems[0]}, {stems[1]} … {stems[-1]} (each under Runbooks)"
         never = all(steps.get(r.notebook, {}).get("status") is Status.NOT_RUN for r in waiting)
         line = Reason(f"{len(waiting)} runbook(s) {'never ran' if never else 'skipped or never run'}: {names}",
                       notebook=waiting[0].notebook)

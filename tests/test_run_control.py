@@ -213,7 +213,7 @@ def test_the_shipped_sequence_marks_its_report_and_bring_up_steps():
     seq = load_sequence()
     assert [s.notebook for s in seq.steps if s.report] == ["09_report.ipynb"]
     assert [s.notebook for s in seq.steps if s.brings_up] == ["01_bring_up.ipynb"]
-    assert all(s.required for s in seq.steps)
+    assert [s.notebook for s in seq.steps if not s.required] == ["05b_capacity.ipynb"]  # opt-in: -p capacity=true
     assert seq.parameter("profile", {}) == "seed" and seq.parameter("profile", {"profile": "quick"}) == "quick"
 
 
