@@ -40,11 +40,26 @@ from suite.net import free_port, port_free
 from suite.settings import Settings
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (``ip_local_port_range``)."""
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port_offset() -> int:
-    """An offset that puts every suite port on a free port (never touching a user's stack)."""
-    base = Settings().ports.model_dump().values()
+    """An offset that puts every suite port on a free port (never touching a user's stack), outside the
+    ephemeral range: a port free when checked there can be taken by any outgoing connection before a
+    service that loads a model for seconds binds it (seen: embedding's port lost to one in CI)."""
+    base = list(Settings().ports.model_dump().values())
+    low, high = ephemeral_ports()
+    below = range(10000, low - max(base), 7)  # every port under the range
+    above = range(high + 1 - min(base), 65536 - max(base), 7)  # or every port over it
+    choices = below if len(below) >= 100 else above if len(above) >= 100 else range(20000, 50000, 7)
     for _ in range(200):
-        offset = random.randrange(20000, 50000, 7)
+        offset = random.choice(choices)
         if all(port_free("127.0.0.1", p + offset) for p in base):
             return offset
     raise RuntimeError("no free port range found")

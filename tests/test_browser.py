@@ -185,7 +185,7 @@ def test_jupyterlab_runs_00_validate_env_shows_its_table_and_saves_it_clean(lab,
     found = _open_offline(browser, lab["run"] / "report.html", artifacts / "report-manual-session.png")
     assert all(url.startswith(("file://", "data:")) for url in found["requests"]), found["requests"]
     assert found["errors"] == []
-    assert found["texts"]["verdict"].startswith("NO-GO") and "runbook 01_bring_up not run" in found["texts"]["verdict"]
+    assert found["texts"]["verdict"].startswith("NO-GO") and "never ran: 01_bring_up" in found["texts"]["verdict"]
     assert found["boxes"]["#verdict"]["y"] < FOLD["height"]
 
 

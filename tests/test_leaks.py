@@ -41,10 +41,10 @@ def rounds(settings, name: str, one_round, n: int = 3) -> list[tuple[int, int, i
 
 def assert_flat(seen: list[tuple[int, int, int]]) -> None:
     fds, threads, rss = zip(*seen)
-    # nothing accumulates per request: a round makes 15-30 requests, so a descriptor leaked per request
-    # (or per failing one) adds at least 5 a round; one more than at the start, now and then, is a pooled
-    # connection or a store file open at that moment, not a leak (it comes and goes between rounds)
-    assert max(fds) <= fds[0] + 1 and fds[-1] <= fds[0] + 1 and max(threads) == threads[0], seen
+    # nothing accumulates per request: a round makes 15-30 requests, so a descriptor or thread leaked per
+    # request (or per failing one) adds at least 5 a round; one more than at the start is a pooled
+    # connection, a store file open at that moment or a worker pool meeting one more concurrent call
+    assert max(fds) <= fds[0] + 1 and max(threads) <= threads[0] + 1, seen
     assert max(rss) <= rss[0] * 1.05, seen
 
 

@@ -33,16 +33,19 @@ class BackgroundLoad:
         scenario = scenario or Scenario("fault-drill", "fault_drill.py", "gateway", 1, users=users, spawn_rate=users,
                                         duration_s=max_s, max_tokens=8,
                                         description="light load while services are killed")
-        host, remote = settings.url("gateway"), "gateway" in settings.urls
+        # the target's gateway for another stack (no settings of ours then), else ours
+        foreign = target is not None and not target.ours
+        host, remote = (target.gateway.base_url, True) if foreign else (settings.url("gateway"),
+                                                                        "gateway" in settings.urls)
         if env is not None:
             env = {"LOAD_PACE_S": str(pace_s), **env}
         else:
             env = {"LOAD_PACE_S": str(pace_s), "LOAD_RAG_COLLECTION": COLLECTION}
-            if target is not None and not target.ours:
+            if foreign:
                 from harness.load.plan import target_env
 
                 env.update(target_env(target, scenario))
-                host, phase, remote = target.gateway.base_url, 1, True
+                phase = 1
             else:
                 env.update(prepare(settings, phase))
         self.run: runner.LoadRun | None = None
