@@ -177,6 +177,14 @@ def test_jupyterlab_runs_00_validate_env_shows_its_table_and_saves_it_clean(lab,
     assert step["status"] == "pass" and (lab["run"] / step["html"]).is_file()
     kept = json.loads((lab["run"] / step["output"]).read_text())
     assert any(c.get("outputs") for c in kept["cells"] if c["cell_type"] == "code")
+    # the hook runs before the write: wait for the save itself to end (the tab no longer dirty, and
+    # jupyter_server's backup copy `.~NAME` removed) before reading git status
+    page.wait_for_function("() => !document.querySelector('.lm-TabBar-tab.jp-mod-dirty')", timeout=120_000)
+    backup = ROOT / "runbooks" / ".~00_validate_env.ipynb"
+    deadline = time.monotonic() + 60
+    while backup.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not backup.exists(), "the save never finished"
     assert _git_status("runbooks", "notebooks") == before  # the tracked notebook did not change
     page.close()
 
