@@ -103,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-bin", action="store_true")
     ap.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from suite.settings import Settings
 
     model = Settings().model_path("chat")

@@ -24,18 +24,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _docs import write_section
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _docs import write_section  # noqa: E402
-
-from harness.load import recall as corpus_mod  # noqa: E402
-from suite.settings import Settings  # noqa: E402
-from suite.vectorstore.recall import hnsw_recall  # noqa: E402
+from harness.load import recall as corpus_mod
+from suite.settings import Settings
+from suite.vectorstore.recall import hnsw_recall
 
 DIM, TOP_K = 384, 5
 SECTION = "Vector store: recall@5 on real text"

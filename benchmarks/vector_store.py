@@ -27,15 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from _docs import write_section
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _docs import write_section  # noqa: E402
-
-from harness.load.stats import percentile  # noqa: E402
-from suite.settings import Settings  # noqa: E402
-from suite.vectorstore import EdgeStore, EmbeddedQdrantStore, Point  # noqa: E402
+from harness.load.stats import percentile
+from suite.settings import Settings
+from suite.vectorstore import EdgeStore, EmbeddedQdrantStore, Point
 
 DIM = 384
 TOP_K = 5

@@ -217,8 +217,8 @@ def _check_rag_query(settings: Settings, manifest: dict[str, Any], scratch: Path
     collections = manifest["parts"].get("rag", {}).get("collections", {})
     name = SAMPLE_QUERY["collection"] if SAMPLE_QUERY["collection"] in collections else next(iter(collections), None)
     if name is None:
-        return CheckResult("backup.drill.rag_query", "RAG query on the restored vectors", STAGE, Status.SKIP,
-                           detail="the set holds no collection", **t.fields())
+        return CheckResult.skipped("backup.drill.rag_query", "RAG query on the restored vectors", STAGE,
+                                   detail="the set holds no collection", **t.fields())
     vector = httpx.post(settings.url("embedding") + "/embed", json={"texts": [SAMPLE_QUERY["query"]]},
                         verify=verify(settings),
                         timeout=TIMEOUT, headers=headers_for(settings, "guest")).json()["embeddings"][0]
@@ -240,8 +240,8 @@ def _check_memory_search(manifest: dict[str, Any], scratch: Path) -> CheckResult
     t = Timer()
     entry = manifest["parts"].get("memory")
     if entry is None:
-        return CheckResult("backup.drill.memory_search", "Memory search on the restored database", STAGE,
-                           Status.SKIP, detail="the set holds no memory database", **t.fields())
+        return CheckResult.skipped("backup.drill.memory_search", "Memory search on the restored database",
+                                   STAGE, detail="the set holds no memory database", **t.fields())
     with sqlite3.connect(scratch / "memory" / Path(entry["file"]).name) as conn:
         found = conn.execute("SELECT COUNT(*) FROM notes_fts WHERE notes_fts MATCH 'writer OR smoke OR note'"
                              ).fetchone()[0]
@@ -307,8 +307,8 @@ def rollback_decision(rollback: str, started: list[str], phase: int) -> CheckRes
     why = ("-p rollback=false" if choice == "false" else
            f"rollback=auto and this run did not start {', '.join(s for s in affected if s not in started)} "
            "(a rollback would lose writes made since the set by whoever runs them); -p rollback=true drills it anyway")
-    return CheckResult("backup.rollback", "Rollback to the new set (safety backup first)", STAGE, Status.SKIP,
-                       target="RTO and RPO measured", measured="not run", detail=why)
+    return CheckResult.skipped("backup.rollback", "Rollback to the new set (safety backup first)", STAGE,
+                               target="RTO and RPO measured", measured="not run", detail=why)
 
 
 def check_rollback(settings: Settings, set_path: Path, rto_target_s: float, rpo_target_s: float) -> list[CheckResult]:
@@ -339,5 +339,5 @@ def not_applicable(target) -> CheckResult:
     why = (f"not applicable: the drill backs up and restores the suite's own stores (`suite backup`); target "
            f"{target.name} has no suite store" + (f" ({part.name} is {part.kind}: its snapshots are its owner's "
                                                  "to drill)" if part is not None else ""))
-    return CheckResult("backup", "Backup and restore drill", Stage.BACKUP, Status.SKIP, measured="not applicable",
+    return CheckResult.skipped("backup", "Backup and restore drill", Stage.BACKUP, measured="not applicable",
                        detail=why)

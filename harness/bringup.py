@@ -48,15 +48,15 @@ def bring_up(phase: int, run: RunDir | None = None, echo: stack.Echo | None = No
 
 def not_started(target) -> list[CheckResult]:
     """The bring-up of a stack the run did not start (a target file): nothing to start, said so."""
-    return [CheckResult("bringup.phase", f"bring up {target.name}", Stage.BRING_UP, Status.SKIP,
-                        target="the target's parts running", measured="not applicable",
-                        detail=f"not applicable: target {target.name} ({target.source}) is run by its owner; "
-                               "this run starts and stops nothing (its parts are reached below)")]
+    return [CheckResult.skipped("bringup.phase", f"bring up {target.name}", Stage.BRING_UP,
+                                target="the target's parts running", measured="not applicable",
+                                detail=f"not applicable: target {target.name} ({target.source}) is run by its "
+                                       "owner; this run starts and stops nothing (its parts are reached below)")]
 
 
 def stop_hint(run: RunDir, settings: Settings | None = None) -> str:
     """What a user who ran the bring-up by hand types to stop what it started."""
-    started = (run.read_json(run.started_services_file, default=None) or {}).get("services", [])
+    started = run.started_services()
     if not started:
         return "This notebook started nothing: every service was already running."
     return (f"Started by this notebook: {', '.join(started)}. When you are done, stop them with:\n"

@@ -54,8 +54,10 @@ def check_gpu_memory(settings: Settings, names: list[str], pids: dict[str, int |
     the services' process ids (default: what ``suite status`` reports)."""
     started = now_iso()
     if settings.profile != "gpu":
-        return [CheckResult(f"gpu.{n}.memory", f"{n}: process holds GPU memory", Stage.HEALTH, Status.SKIP,
-                            target="GPU memory held", measured="cpu profile", started_at=started) for n in names]
+        return [CheckResult.skipped(f"gpu.{n}.memory", f"{n}: process holds GPU memory", Stage.HEALTH,
+                                    target="GPU memory held", measured="cpu profile",
+                                    detail="cpu profile: no GPU to hold memory on", started_at=started)
+                for n in names]
     try:
         held = gpu_processes()
     except GpuUnavailable as exc:
@@ -89,7 +91,7 @@ def check_offload(settings: Settings, phase: int) -> list[CheckResult]:
 
 def not_applicable(target) -> list[CheckResult]:
     """A target file's inference servers: their layer placement is the suite's own report (its /health)."""
-    return [CheckResult("gpu.offload.layers", "GPU offload of the inference services", Stage.HEALTH, Status.SKIP,
-                        measured="not applicable",
-                        detail=f"not applicable: GPU offload is read from the suite's own inference services; "
-                               f"target {target.name} has none")]
+    return [CheckResult.skipped("gpu.offload.layers", "GPU offload of the inference services", Stage.HEALTH,
+                                measured="not applicable",
+                                detail=f"not applicable: GPU offload is read from the suite's own inference "
+                                       f"services; target {target.name} has none")]

@@ -160,6 +160,14 @@ class CheckResult:
         if self.interval is not None:  # an unbounded end is None (JSON has no infinity)
             self.interval = [None if x is None or math.isinf(x) else float(x) for x in self.interval]
 
+    @classmethod
+    def skipped(cls, id: str, title: str, stage: Stage | str, *, detail: str,
+                measured: str = "not applicable", **fields: Any) -> CheckResult:
+        """The one way to say a check did not run here: ``skip``, with why in its detail (never empty)."""
+        if not detail.strip():
+            raise ValueError(f"{id}: a skip says why")
+        return cls(id, title, stage, Status.SKIP, measured=measured, detail=detail, **fields)
+
     @property
     def ok(self) -> bool:
         return self.status is not Status.FAIL

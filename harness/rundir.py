@@ -85,6 +85,10 @@ class RunDir:
         """``progress.log``: lines runbooks print for the terminal of `harness run` (load progress)."""
         return self.path / "progress.log"
 
+    def started_services(self) -> list[str]:
+        """The services this run started, in the order it started them (none: an empty list)."""
+        return list((self.read_json(self.started_services_file, default=None) or {}).get("services", []))
+
     def record_started(self, phase: int, names: list[str], started_at: str) -> None:
         """Add services this run started (a resumed run adds to the first attempt's list)."""
         record = self.read_json(self.started_services_file, default=None) or {

@@ -212,7 +212,7 @@ def run_sequence(sequence: Path | None = None, raw_params: dict[str, Any] | None
             _announce_waivers(accepted, waivers_mod.run_date(meta), say)
         run.write_json(run.meta_file, meta)
         say(f"run {run.run_id}: {len(seq.steps)} runbooks from {seq.path.name} -> {run.path}")
-        return _drive(seq, run, typed, _redactor(raw, secret), meta, say, keep_up=keep_up)
+        return _drive(seq, run, typed, _redactor(raw, secret), meta, say, keep_up=keep_up, settings=settings)
 
 
 def _target_of(raw: dict[str, Any]) -> Any:
@@ -279,7 +279,8 @@ def resume_sequence(run_dir: Path, raw_params: dict[str, Any] | None = None, kee
         run.write_json(run.meta_file, meta)
         kept = ", ".join(s.notebook for i, s in enumerate(seq.steps) if i not in todo) or "nothing"
         say(f"resuming run {run.run_id} from {first}; keeping {kept}")
-        return _drive(seq, run, typed, _redactor(raw, secret), meta, say, todo=todo, keep_up=keep_up)
+        return _drive(seq, run, typed, _redactor(raw, secret), meta, say, todo=todo, keep_up=keep_up,
+                      settings=settings)
 
 
 def _announce_waivers(accepted: list[waivers_mod.Waiver], today: Any, say: Progress) -> None:
@@ -355,9 +356,11 @@ def _stack_ready(seq: Sequence, step: Step, raw: dict[str, Any], settings: Setti
 
 
 def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redactor: Redactor, meta: dict,
-           say: Progress, todo: list[int] | None = None, keep_up: bool = False) -> RunOutcome:
+           say: Progress, todo: list[int] | None = None, keep_up: bool = False,
+           settings: Settings | None = None) -> RunOutcome:
     """Execute the steps numbered ``todo`` (default: all) into ``run``, the others having passed,
-    then close the run."""
+    then close the run. ``settings`` (the caller's, else the environment's, read once) reach the
+    key minting, the revocation and the teardown."""
     redact_notebook_writes(run.notebooks, redactor)
 
     def save_steps() -> None:
@@ -369,7 +372,7 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
         key_state: dict[str, str] = {}
         meta["run_keys"] = {"skipped": "a target file: each part is called with the key its auth names"}
     else:
-        key_state = _mint_run_keys(run.run_id, meta, say, redactor)
+        key_state = _mint_run_keys(_settings(settings), run.run_id, meta, say, redactor)
     tail = _ProgressTail(run.progress_file, say, redactor)
     tail.start()
     try:
@@ -396,8 +399,8 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
 
             report.write_report(run.path)
         if not keep_up:
-            _teardown(run, say)
-        _revoke_run_keys(key_state, meta, say)
+            _teardown(run, settings, say)
+        _revoke_run_keys(_settings(settings), key_state, meta, say)
         meta["finished_at"] = now_iso()
         run.write_json(run.meta_file, meta)
         from harness import attest, ledger
@@ -543,7 +546,7 @@ class _ProgressTail:
         self.flush()
 
 
-def _teardown(run: RunDir, say: Progress) -> None:
+def _teardown(run: RunDir, settings: Settings | None, say: Progress) -> None:
     started = run.read_json(run.started_services_file, default=None)
     if not started:
         return
@@ -551,16 +554,17 @@ def _teardown(run: RunDir, say: Progress) -> None:
 
     names = started.get("services", [])
     say(f"tearing down services this run started: {', '.join(names)} (use --keep-up to leave them)")
-    started["teardown_exit"] = tear_down(names)
+    started["teardown_exit"] = tear_down(names, settings)
     run.write_json(run.started_services_file, started)
 
 
-def _mint_run_keys(run_id: str, meta: dict[str, Any], say: Progress, redactor: Redactor) -> dict[str, str]:
+def _mint_run_keys(settings: Settings, run_id: str, meta: dict[str, Any], say: Progress,
+                   redactor: Redactor) -> dict[str, str]:
     """Keys of each role owned by this run (harness.keys), given to every kernel through the
     environment (and to the redactor: a runbook that prints one leaves no key under runs/); the
     environment entry to restore when the run ends."""
     try:
-        minted = keys.mint_run_keys(Settings(), run_id)
+        minted = keys.mint_run_keys(settings, run_id)
     except (RuntimeError, OSError, ValueError) as exc:  # the runbooks then fail on their own, visibly
         meta["run_keys"] = {"error": str(exc)[:300]}
         say(f"could not mint this run's API keys: {exc}")
@@ -569,12 +573,12 @@ def _mint_run_keys(run_id: str, meta: dict[str, Any], say: Progress, redactor: R
     previous = os.environ.get(keys.ENV)
     os.environ.update(minted.to_env())
     meta["run_keys"] = {"run_id": run_id, "roles": list(keys.ROLES),
-                        "ttl_s": Settings().auth.run_key_ttl_s}
+                        "ttl_s": settings.auth.run_key_ttl_s}
     say(f"minted this run's API keys ({', '.join(keys.ROLES)}; revoked when the run ends)")
     return {"run_id": run_id, "previous": previous or ""}
 
 
-def _revoke_run_keys(state: dict[str, str], meta: dict[str, Any], say: Progress) -> None:
+def _revoke_run_keys(settings: Settings, state: dict[str, str], meta: dict[str, Any], say: Progress) -> None:
     """Revoke every key the run minted, pass or fail, and restore the environment."""
     if not state:
         return
@@ -583,7 +587,7 @@ def _revoke_run_keys(state: dict[str, str], meta: dict[str, Any], say: Progress)
     else:
         os.environ.pop(keys.ENV, None)
     try:
-        message = keys.revoke_run(Settings(), state["run_id"])
+        message = keys.revoke_run(settings, state["run_id"])
     except (RuntimeError, OSError) as exc:  # they still expire on their own (auth.run_key_ttl_s)
         message = f"revocation failed: {exc}"
     meta.setdefault("run_keys", {})["revoked"] = message

@@ -10,7 +10,7 @@
   supervisord starts them (``python -m suite.serve NAME --settings-file …``), with nobody supervising;
 - ``stack_env`` / ``run_cli`` — the ``SUITE_*`` environment that makes a child (a kernel, the
   ``suite`` CLI) see the same stack;
-- ``git`` / ``git_repo`` — repositories to point git tools at;
+- ``git`` / ``git_repo`` — repositories to point git tools at (``suite.gitrepos``, re-exported);
 - ``stack_keys`` / ``auth`` — API keys of each role for a stack (minted once per key store with a
   short expiry, revoked when the process exits) and the ``Authorization`` header that carries one;
 - ``small_filesystem`` / ``fill`` — a size-limited tmpfs mounted at a folder (a full disk, for real)
@@ -36,6 +36,7 @@ import httpx
 import uvicorn
 
 from suite import services
+from suite.gitrepos import git, git_repo
 from suite.net import free_port, port_free
 from suite.settings import Settings
 
@@ -162,7 +163,7 @@ def service_process(settings: Settings, name: str) -> subprocess.Popen:
                                 env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 
 
-def wait_ready(settings: Settings, name: str, within_s: float = 240.0,
+def wait_until_ready(settings: Settings, name: str, within_s: float = 240.0,
                proc: subprocess.Popen | None = None) -> None:
     """Poll ``name``'s readiness probe until it passes (``RuntimeError`` after ``within_s`` or when
     ``proc`` exits first)."""
@@ -188,7 +189,7 @@ def serve_processes(settings: Settings, *names: str) -> Iterator[dict[str, subpr
     try:
         for name in names:
             procs[name] = service_process(settings, name)
-            wait_ready(settings, name, proc=procs[name])
+            wait_until_ready(settings, name, proc=procs[name])
         yield procs
     finally:
         for proc in reversed(list(procs.values())):
@@ -239,22 +240,6 @@ def run_cli(settings: Settings, *argv: str, timeout: float = 60) -> subprocess.C
     """``suite ARGV`` in a subprocess against this stack (its data dir and ports)."""
     return subprocess.run([sys.executable, "-m", "suite.cli", *argv], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **stack_env(settings)})
-
-
-def git(repo: Path, *args: str) -> None:
-    """``git -C repo ARGS`` with a throwaway identity."""
-    subprocess.run(["git", "-C", str(repo), "-c", "user.name=suite", "-c", "user.email=suite@example.invalid",
-                    *args], check=True, capture_output=True, timeout=60)
-
-
-def git_repo(path: Path, subject: str) -> Path:
-    """A new git repository at ``path`` with one commit (file ``f.txt``) whose subject is ``subject``."""
-    path.mkdir(parents=True)
-    git(path, "init", "-q")
-    (path / "f.txt").write_text(subject)
-    git(path, "add", "f.txt")
-    git(path, "commit", "-qm", subject)
-    return path
 
 
 _MINTED: dict[Path, dict[str, str]] = {}

@@ -18,9 +18,9 @@ from suite import services
 from suite.auth import policy, startup
 from suite.auth.keys import KeyCache, KeyStore, parse_ttl
 from suite.auth.roles import ROLES
+from suite.instrument import instrument
 from suite.settings import Settings
 from suite.testing import ServerThread, auth, serve, stack_keys, stack_settings
-from suite.web import instrument
 
 
 # -- keys -----------------------------------------------------------------------------------------

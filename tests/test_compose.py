@@ -17,10 +17,10 @@ import yaml
 from fastapi import FastAPI
 
 from suite import services
+from suite.instrument import instrument
 from suite.settings import Settings, project_root
 from suite.supervisor.docker import compose_env
 from suite.testing import ServerThread
-from suite.web import instrument
 
 DEPLOY = project_root() / "deploy"
 COMPOSE, GPU, DEBIAN = DEPLOY / "compose.yaml", DEPLOY / "compose.gpu.yaml", DEPLOY / "compose.debian.yaml"

@@ -11,7 +11,7 @@ import pytest
 from harness.envcheck import validate
 from harness.envcheck.gpu import GpuUnavailable, check_gpu, check_gpu_offload, gpu_processes, read_gpus
 from harness.load.scenarios import SCENARIOS
-from harness.load.server_view import Watch, gpu_memory
+from harness.load.server_view import MetricsSampler, gpu_memory
 from harness.offload import check_gpu_memory, check_layers
 from harness.result import Status
 from suite.settings import Settings
@@ -146,7 +146,7 @@ def test_layers_on_the_gpu_are_what_llama_cpp_placed_not_what_was_asked(settings
 
 def test_gpu_memory_under_load_is_sampled_while_the_scenario_runs(monkeypatch, settings, tmp_path):
     FakeNvml([FakeGpu("A", 1000, [500, 700, 950, 600], {})]).install(monkeypatch)
-    with Watch(settings, [], every_s=0.05, gpu=True) as watch:
+    with MetricsSampler(settings, [], every_s=0.05, gpu=True) as watch:
         deadline = time.monotonic() + 10
         while watch.gpu_max_pct.get("GPU 0 A", 0) < 95 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -157,6 +157,6 @@ def test_gpu_memory_under_load_is_sampled_while_the_scenario_runs(monkeypatch, s
     assert result.status is Status.FAIL and result.measured == "max 95 %"  # the peak, not the last reading
     watch.gpu_max_pct = {"GPU 0 A": 70.0}
     assert gpu_memory(SCENARIOS["chat"], run, watch).status is Status.PASS
-    blind = Watch(settings, [], gpu=True)
+    blind = MetricsSampler(settings, [], gpu=True)
     blind.gpu_error = "NVML: NVML Shared Library Not Found"
     assert gpu_memory(SCENARIOS["chat"], run, blind).status is Status.FAIL

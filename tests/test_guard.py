@@ -13,9 +13,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from suite.instrument import instrument
 from suite.settings import Settings
 from suite.testing import ServerThread
-from suite.web import instrument
 from suite.web.guard import BadRequest, RequestLimits, check_json
 
 LIMITS = RequestLimits(max_body_bytes=64 * 1024, max_json_depth=8, max_json_values=1000)

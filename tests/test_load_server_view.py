@@ -11,11 +11,11 @@ from prometheus_client import generate_latest
 from harness.load.runner import LoadRun
 from harness.load.samples import Sample
 from harness.load.scenarios import SCENARIOS
-from harness.load.server_view import Watch, record, view
-from harness.monitor.scrape import bucket_deltas, parse, quantile, scrape
+from harness.load.scrape import bucket_deltas, parse, quantile, scrape
+from harness.load.server_view import MetricsSampler, record, view
 from harness.result import Status
+from suite.instrument import instrument
 from suite.testing import ServerThread
-from suite.web import instrument
 
 
 def exposition(service, requests, start=100.0, queue=0, active=0, ttft=(), latencies=(), status="200",
@@ -131,7 +131,7 @@ def test_watch_scrapes_real_process_metrics(settings):
         snap = scrape("gateway", settings.url("gateway") + "/metrics")
         assert snap.ok and snap.get("process_resident_memory_bytes") > 1e6
         assert snap.get("process_cpu_seconds_total") > 0 and snap.started
-        with Watch(settings, ["gateway", "memory"], every_s=0.2) as watch:
+        with MetricsSampler(settings, ["gateway", "memory"], every_s=0.2) as watch:
             import httpx
 
             for _ in range(3):
@@ -175,9 +175,9 @@ def test_a_watch_samples_only_the_engines_its_scenario_reaches(settings):
     """Each scrape costs the engine's process CPU its decode loop shares: a tools scenario samples no
     engine, a code scenario only the code model's."""
     from harness.load import server_view
-    from harness.load.server_view import Watch
+    from harness.load.server_view import MetricsSampler
 
     names = ["gateway", "inference-chat", "inference-code", "tools"]
-    assert Watch(settings, names).engines == ["inference-chat", "inference-code"]
+    assert MetricsSampler(settings, names).engines == ["inference-chat", "inference-code"]
     for scenario, expected in (("tools", []), ("code", ["inference-code"]), ("rag", ["inference-chat"])):
-        assert Watch(settings, names, engines=server_view.engines_of(SCENARIOS[scenario])).engines == expected
+        assert MetricsSampler(settings, names, engines=server_view.engines_of(SCENARIOS[scenario])).engines == expected

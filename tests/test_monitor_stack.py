@@ -13,9 +13,9 @@ from harness.monitor import api, checks, drill, promtool
 from harness.monitor.config import Timing
 from harness.monitor.prometheus import MonitorStack, MonitorStackError
 from harness.result import Status
+from suite.instrument import instrument
 from suite.net import port_free
 from suite.testing import ServerThread
-from suite.web import instrument
 
 pytestmark = pytest.mark.skipif(bool(promtool.missing("prometheus", "alertmanager")),
                                 reason=f"Prometheus/Alertmanager not installed: {promtool.INSTALL_HINT}")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from suite.rag.chunking import chunk_text
-from suite.testing import auth, serve_processes, service_process, stack_settings, wait_ready
+from suite.testing import auth, serve_processes, service_process, stack_settings, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def test_a_kill_mid_index_leaves_whole_documents_and_a_collection_that_answers(t
             if "resp" in answer and answer["resp"].status_code == 200:
                 acked.update(d["id"] for d in docs)
             rag = procs["rag"] = service_process(settings, "rag")
-            wait_ready(settings, "rag", proc=rag)
+            wait_until_ready(settings, "rag", proc=rag)
         headers = auth(settings, "developer")
         present = 0
         for doc_id, n in expected.items():

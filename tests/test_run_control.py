@@ -225,6 +225,14 @@ def test_pipeline_profiles_are_checked_and_quick_trims_by_name():
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         profiles.check("fast")
     assert set(profiles.PROFILES) == set(LOAD_PROFILES)  # every pipeline profile has its load plan
+    seed, quick = profiles.policy("seed"), profiles.policy("quick")
+    assert (seed.scans, seed.alert_drill, seed.drill) == (None, None, None)  # the release pipeline: all of it
+    assert quick.drill == ("inference-chat",) and "scripts/test.sh" in quick.scans and quick.alert_drill
+    with pytest.raises(ValueError, match="unknown profile"):
+        profiles.policy("fast")
+    for nb in ("04_security.ipynb", "06_fault_drill.ipynb", "08_monitoring.ipynb"):  # they read the policy
+        source = (default_sequence().parent / nb).read_text()
+        assert "profiles.policy(profile)" in source and "profiles.check(" not in source, nb
     declared = {nb: params_mod.declared_parameters(default_sequence().parent / nb)
                 for nb in ("04_security.ipynb", "05_load.ipynb", "06_fault_drill.ipynb", "06b_durability.ipynb",
                            "08_monitoring.ipynb")}

@@ -13,14 +13,14 @@ import pytest
 
 from suite.supervisor import orphans, supervisord
 from suite.supervisor.process import ProcessBackend
-from suite.testing import service_process, stack_settings, wait_ready
+from suite.testing import service_process, stack_settings, wait_until_ready
 
 
 def test_only_this_data_dirs_processes_are_found_and_down_stops_them(tmp_path):
     mine, other = stack_settings(tmp_path / "mine"), stack_settings(tmp_path / "other")
     proc = service_process(mine, "memory")
     try:
-        wait_ready(mine, "memory", proc=proc)
+        wait_until_ready(mine, "memory", proc=proc)
         [found] = orphans.find(mine)
         assert (found.name, found.pid) == ("memory", proc.pid)
         assert orphans.find(other) == []  # another data dir's supervisor never sees it

@@ -11,7 +11,7 @@ from harness.envcheck.models import check_models
 from harness.envcheck.packages import check_packages
 from harness.envcheck.ports import check_ports
 from harness.envcheck.python import check_python
-from harness.result import CheckResult, Stage, Status
+from harness.result import CheckResult, Stage
 from suite.settings import Settings
 
 
@@ -23,7 +23,7 @@ def validate(settings: Settings, phase: int = 1, min_disk_gb: float = 0.0,
     if target is not None and not target.ours:
         why = f"not applicable: target {target.name} was deployed by its owner; this run starts nothing"
         return [check_python(), check_packages(),
-                *(CheckResult(cid, title, Stage.ENVIRONMENT, Status.SKIP, measured="not applicable", detail=why)
+                *(CheckResult.skipped(cid, title, Stage.ENVIRONMENT, measured="not applicable", detail=why)
                   for cid, title in (("env.model.suite", "the suite's model files"), ("env.ports", "the suite's ports"),
                                      ("env.docker", "Docker for the suite's docker backend"))),
                 check_disk(settings.data_dir, min_disk_gb or 5.0), check_gpu(required=False),

@@ -53,7 +53,7 @@ def kill(settings: Settings, name: str, pid: int) -> None:
     log.info("fault drill: killed %s (pid %d)", name, pid)
 
 
-def wait_ready(settings: Settings, name: str, deadline: float, every_s: float = 0.25) -> float | None:
+def ready_again_at(settings: Settings, name: str, deadline: float, every_s: float = 0.25) -> float | None:
     """Epoch time at which ``name``'s /ready first passed, or None by ``deadline`` (monotonic)."""
     return ready_at(settings.url(name) + services.get(name).ready_path, deadline, verify(settings), every_s)
 
@@ -128,14 +128,14 @@ class FaultDrill:
         drill = Drill(name, self.phase, pid, time.time())
         kill(self.settings, name, pid)
         deadline = time.monotonic() + self.th.give_up_s
-        drill.ready_at = wait_ready(self.settings, name, deadline)
+        drill.ready_at = ready_again_at(self.settings, name, deadline)
         if drill.ready_at is None:
             proc = stack.run_suite(["logs", name, "-n", "40"], self.settings, timeout=60)
             drill.log_tail = proc.stdout.strip() or proc.stderr.strip()
         else:
             drill.new_pid = serving_pid(self.settings, name)
             drill.not_ready = [s.name for s in services.for_phase(self.phase)
-                               if s.name != name and wait_ready(self.settings, s.name, deadline) is None]
+                               if s.name != name and ready_again_at(self.settings, s.name, deadline) is None]
             drill.restarted = [d for d, p in others.items() if serving_pid(self.settings, d) != p]
             time.sleep(self.settle_s)  # load after the recovery, for the timeline
         drill.outage_end = drill.ready_at or time.time()

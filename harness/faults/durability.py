@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.faults import tally
-from harness.faults.drill import wait_ready
+from harness.faults.drill import ready_again_at
 from harness.faults.kills import STATEFUL, Kill, Killer, parse_plan, schedule
 from harness.faults.writers import ApprovalWriter, AuditWriter, MemoryWriter, RagWriter, Writer
 from harness.keys import bearer, make_key, run_keys
@@ -58,7 +58,7 @@ class DurabilityDrill:
                 for role in ("developer", "admin")}
 
     def run(self) -> list[CheckResult]:
-        down = [n for n in STATEFUL if wait_ready(self.settings, n, time.monotonic() + 10) is None]
+        down = [n for n in STATEFUL if ready_again_at(self.settings, n, time.monotonic() + 10) is None]
         if down:
             raise RuntimeError(f"the durability drill needs {', '.join(STATEFUL)} ready (phase 3); not ready: "
                                f"{', '.join(down)} — run 01_bring_up or `suite up --phase 3`")
@@ -82,7 +82,7 @@ class DurabilityDrill:
             for w in writers:
                 w.stop()
         for name in STATEFUL:
-            wait_ready(self.settings, name, time.monotonic() + self.give_up_s)
+            ready_again_at(self.settings, name, time.monotonic() + self.give_up_s)
         time.sleep(SETTLE_S)  # approved calls the poller has not run yet get their turn
         self.say("writers stopped: " + "; ".join(f"{w.service} {type(w).__name__}: {w.counts()}" for w in writers))
         memory, rag, audit, approvals = writers

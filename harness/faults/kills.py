@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from harness import stack
-from harness.faults.drill import serving_pid, wait_ready
+from harness.faults.drill import ready_again_at, serving_pid
 from harness.httpclient import client
 from suite.settings import Settings
 
@@ -111,7 +111,7 @@ class Killer:
         kill.pid = pid
         killed_at = time.time()
         os.kill(pid, signal.SIGKILL)
-        ready = wait_ready(self.settings, name, time.monotonic() + self.give_up_s)
+        ready = ready_again_at(self.settings, name, time.monotonic() + self.give_up_s)
         if ready is None:
             kill.problems.append(f"{name} not ready again within {self.give_up_s:g} s")
         else:

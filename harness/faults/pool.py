@@ -41,7 +41,7 @@ from harness.faults.drill import ready_at
 from harness.httpclient import verify
 from harness.load.samples import Sample
 from harness.load.scenarios import Scenario
-from harness.monitor.scrape import scrape
+from harness.load.scrape import scrape
 from harness.result import CheckResult, Stage
 from suite.net import port_pid
 from suite.settings import Settings

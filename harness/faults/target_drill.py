@@ -106,14 +106,15 @@ class TargetDrill:
         out = []
         for name in self.names:
             if self.refused[name]:
-                out.append(CheckResult(f"fault.{name}", f"kill {name} under load", Stage.FAULT_DRILL, Status.SKIP,
-                                       measured="not run", detail=self.refused[name]))
+                out.append(CheckResult.skipped(f"fault.{name}", f"kill {name} under load", Stage.FAULT_DRILL,
+                                               measured="not run", detail=self.refused[name]))
         for drill in self.drills:
             out.append(self._judge(drill))
         never = [n for n in self.drillable if n not in {d.service for d in self.drills}]
         for name in never:
-            out.append(CheckResult(f"fault.{name}", f"kill {name} under load", Stage.FAULT_DRILL, Status.SKIP,
-                                   measured="not run", detail="not run: an earlier part did not come back"))
+            out.append(CheckResult.skipped(f"fault.{name}", f"kill {name} under load", Stage.FAULT_DRILL,
+                                           measured="not run",
+                                           detail="not run: an earlier part did not come back"))
         return out
 
     def _judge(self, drill: Drill) -> CheckResult:

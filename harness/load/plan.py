@@ -110,7 +110,7 @@ def run_plan(scenarios: list[Scenario], settings: Settings, load_dir: Path, *, p
         host = settings.url(sc.service) if ours else part_for(target, sc.service).base_url
         beside = [o.name for o in stage if o is not sc]
         with CpuWatch(settings, benchmark=bench, outside_limit_pct=outside_cpu_limit_pct, roots=roots) as box, \
-                server_view.Watch(settings, names, gpu=gpu, engines=server_view.engines_of(sc)) as watch:
+                server_view.MetricsSampler(settings, names, gpu=gpu, engines=server_view.engines_of(sc)) as watch:
             run = runner.run_scenario(sc, host, Path(load_dir) / sc.name, processes=processes,
                                       warmup_s=warmup_s, abort_on=targets if abort_on_fail else None,
                                       extend_on=targets if extend else None, phase=phase, max_run_s=max_run_s,
@@ -155,8 +155,8 @@ def _together(stage: list[Scenario], one: Callable, settings: Settings, load_dir
     pool = ThreadPoolExecutor(max_workers=len(stage), thread_name_prefix="load")
     outcomes: list[ScenarioOutcome] = []
     try:
-        # before/after of the shared services only: each scenario's own Watch samples the engines
-        with server_view.Watch(settings, list(groups)) as stage_watch:
+        # before/after of the shared services only: each scenario's own MetricsSampler samples the engines
+        with server_view.MetricsSampler(settings, list(groups)) as stage_watch:
             futures = [pool.submit(one, sc) for sc in stage]
             for future in as_completed(futures):
                 outcome = future.result()

@@ -21,8 +21,8 @@ from harness.envcheck.gpu import GpuUnavailable, read_gpus
 from harness.load import stats
 from harness.load.runner import LoadRun
 from harness.load.scenarios import Scenario
+from harness.load.scrape import Snapshot, bucket_deltas, delta, maxima, quantile, scrape_all
 from harness.load.verdicts import rel_path
-from harness.monitor.scrape import Snapshot, bucket_deltas, delta, maxima, quantile, scrape_all
 from harness.result import CheckResult, Stage, Status
 from suite.fsio import write_json
 from suite.settings import Settings
@@ -45,7 +45,7 @@ def reaches(scenario: Scenario) -> set[str]:
 
 
 def engines_of(scenario: Scenario) -> list[str]:
-    """The inference services a scenario's requests reach: whose gauges its Watch samples."""
+    """The inference services a scenario's requests reach: whose gauges its MetricsSampler samples."""
     return [n for n in INFERENCE if n in reaches(scenario)]
 
 
@@ -67,8 +67,8 @@ def entry_groups(stage: list[Scenario]) -> dict[str, list[str]]:
     return groups
 
 
-class Watch:
-    """``with Watch(settings, names) as w: <run the scenario>``: snapshots before/after, gauges between."""
+class MetricsSampler:
+    """``with MetricsSampler(settings, names) as w: <run the scenario>``: snapshots before/after, gauges between."""
 
     def __init__(self, settings: Settings, names: list[str], every_s: float = 0.5, gpu: bool = False,
                  engines: list[str] | None = None) -> None:
@@ -101,7 +101,7 @@ class Watch:
             if self.gpu:
                 self._sample_gpus()
 
-    def __enter__(self) -> Watch:
+    def __enter__(self) -> MetricsSampler:
         self.before = scrape_all(self.urls)
         if self.gpu:
             self._sample_gpus()
@@ -175,7 +175,7 @@ def service_view(before: Snapshot, after: Snapshot) -> ServiceView:
     return view
 
 
-def engine_view(name: str, watch: Watch) -> EngineView:
+def engine_view(name: str, watch: MetricsSampler) -> EngineView:
     before, after = watch.before[name], watch.after[name]
     seen = [before, *[s for s in watch.samples if s.service == name], after]
     ttft = bucket_deltas(before, after, "inference_time_to_first_token_seconds")
@@ -216,7 +216,7 @@ def client_samples(run: LoadRun) -> list:
     return [*run.warmup_samples, *run.samples]
 
 
-def view(scenario: Scenario, run: LoadRun, watch: Watch, shared_with: list[str] | None = None) -> ServerView:
+def view(scenario: Scenario, run: LoadRun, watch: MetricsSampler, shared_with: list[str] | None = None) -> ServerView:
     every = client_samples(run)
     statuses: dict[str, int] = {}
     for s in every:
@@ -245,7 +245,7 @@ def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
 
 
-def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = None,
+def record(scenario: Scenario, run: LoadRun, watch: MetricsSampler, base: Path | None = None,
            shared_with: list[str] | None = None) -> CheckResult:
     """One ``load.<scenario>.server`` result; the full view goes to ``server.json`` beside the samples.
     ``shared_with``: scenarios that ran at the same time and also reach the target service."""
@@ -285,7 +285,7 @@ def record(scenario: Scenario, run: LoadRun, watch: Watch, base: Path | None = N
                        started_at=run.started_at)
 
 
-def gpu_memory(scenario: Scenario, run: LoadRun, watch: Watch, max_pct: float = 90.0) -> CheckResult:
+def gpu_memory(scenario: Scenario, run: LoadRun, watch: MetricsSampler, max_pct: float = 90.0) -> CheckResult:
     """The seeds' GPU memory < 90 % under load: the highest use of every GPU while the scenario ran."""
     title = f"{scenario.name}: GPU memory under load"
     if not watch.gpu_max_pct:
@@ -300,7 +300,7 @@ def gpu_memory(scenario: Scenario, run: LoadRun, watch: Watch, max_pct: float = 
                               + f" (sampled every {watch.every_s:g} s)", started_at=run.started_at)
 
 
-def record_group(service: str, runs: list[tuple[Scenario, LoadRun]], watch: Watch,
+def record_group(service: str, runs: list[tuple[Scenario, LoadRun]], watch: MetricsSampler,
                  base: Path | None = None) -> CheckResult:
     """``load.<a>+<b>.server``: what ``service`` counted over a stage against the sum of the clients of
     the scenarios that entered it together (``entry_groups``)."""

@@ -194,8 +194,8 @@ def queue_note(samples: list) -> str:
 
 
 def skipped(scenario: Scenario, reason: str) -> CheckResult:
-    return CheckResult(id=f"load.{scenario.name}.run", title=f"{scenario.name}: {scenario.description}",
-                       stage=Stage.LOAD, status=Status.SKIP, target=scenario.thresholds, detail=reason)
+    return CheckResult.skipped(f"load.{scenario.name}.run", f"{scenario.name}: {scenario.description}",
+                               Stage.LOAD, target=scenario.thresholds, measured="", detail=reason)
 
 
 def _locust_value(run: LoadRun, th: Threshold) -> float | None:

@@ -181,7 +181,7 @@ def not_run(reason: str, drill_service: str = "") -> list[CheckResult]:
              ("monitor.promql", "Request rate and p95 per service through PromQL")]
     if drill_service:
         steps.append(("monitor.alert.fires", f"ServiceDown fires for a stopped {drill_service}"))
-    return [CheckResult(cid, title, STAGE, Status.SKIP, target="Prometheus running", measured="not run",
+    return [CheckResult.skipped(cid, title, STAGE, target="Prometheus running", measured="not run",
                         detail=reason) for cid, title in steps]
 
 

@@ -36,8 +36,8 @@ def cli_start(phase: int, settings: Settings) -> Callable[[], tuple[bool, str]]:
 
 def skipped(service: str, reason: str, target: str = "the alert drill runs") -> list[CheckResult]:
     """The drill's line as ``skip``, with why."""
-    return [CheckResult("monitor.alert.fires", f"{ALERT} fires for a stopped {service}", STAGE, Status.SKIP,
-                        target=target, measured="not run", detail=reason)]
+    return [CheckResult.skipped("monitor.alert.fires", f"{ALERT} fires for a stopped {service}", STAGE,
+                                target=target, measured="not run", detail=reason)]
 
 
 def alert_drill(stack: MonitorStack, service: str, phase: int, timeout_s: float = 60.0, echo: Echo | None = None,

@@ -30,7 +30,7 @@ def missing(*tools: str) -> list[str]:
 
 
 def skipped(cid: str, title: str, absent: list[str]) -> CheckResult:
-    return CheckResult(cid, title, STAGE, Status.SKIP, target="binaries installed",
+    return CheckResult.skipped(cid, title, STAGE, target="binaries installed",
                        measured=f"not installed: {', '.join(absent)}", detail=INSTALL_HINT)
 
 

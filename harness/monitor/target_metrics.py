@@ -21,7 +21,7 @@ def check_metrics(target: Target) -> list[CheckResult]:
         cid, title = f"monitor.metrics.{part.name}", f"{part.name}: Prometheus metrics"
         t = Timer()
         if not part.metrics_url:
-            out.append(CheckResult(cid, title, STAGE, Status.SKIP, measured="not applicable",
+            out.append(CheckResult.skipped(cid, title, STAGE, measured="not applicable",
                                    detail="not applicable: the target gives this part no metrics_url", **t.fields()))
             continue
         goal = "HTTP 200, Prometheus text with at least one metric family"
@@ -41,6 +41,6 @@ def check_metrics(target: Target) -> list[CheckResult]:
 
 
 def not_applicable(target: Target, check_id: str, title: str) -> CheckResult:
-    return CheckResult(check_id, title, STAGE, Status.SKIP, measured="not applicable",
+    return CheckResult.skipped(check_id, title, STAGE, measured="not applicable",
                        detail=f"not applicable: {title} is the suite's own (its rules, its logs, its supervisor); "
                               f"target {target.name} is scraped part by part above")

@@ -170,9 +170,10 @@ def image_contents(image: str) -> dict:
 def review(settings: Settings, evidence_dir: Path) -> list[CheckResult]:
     """Every line of the hardening checklist (skips on the process backend)."""
     if settings.backend != "docker":
-        return [CheckResult("security.container", "container hardening", Stage.SECURITY, Status.SKIP,
-                            target="docker backend", measured="not run",
-                            detail="process backend: no container runs (SUITE_BACKEND=docker runs these checks)")]
+        return [CheckResult.skipped("security.container", "container hardening", Stage.SECURITY,
+                                    target="docker backend", measured="not run",
+                                    detail="process backend: no container runs (SUITE_BACKEND=docker runs these "
+                                           "checks)")]
     t = Timer()
     found = inspect_containers(settings)
     evidence_dir.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,8 @@ import httpx
 from harness.httpclient import client
 from harness.keys import RunKeys
 from harness.result import CheckResult, Stage, Status, Timer
+from suite.gitrepos import git_repo
 from suite.settings import Settings
-from suite.testing import git_repo
 
 TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 

@@ -151,7 +151,7 @@ def service_matrix(settings: Settings, service: str, keys: MatrixKeys) -> tuple[
     return cells, served, set(routes)
 
 
-def check_service(settings: Settings, service: str, keys: MatrixKeys) -> tuple[list[CheckResult], list[Cell]]:
+def check_matrix(settings: Settings, service: str, keys: MatrixKeys) -> tuple[list[CheckResult], list[Cell]]:
     """Two results for one service: coverage (every schema route is in the policy table) and the matrix."""
     t = Timer()
     try:
@@ -191,7 +191,7 @@ def run_matrix(settings: Settings, phase: int, keys: MatrixKeys,
     results: list[CheckResult] = []
     cells: list[Cell] = []
     for name in names or [spec.name for spec in services.for_phase(phase)]:
-        res, c = check_service(settings, name, keys)
+        res, c = check_matrix(settings, name, keys)
         results += res
         cells += c
     return results, [asdict(c) for c in cells]

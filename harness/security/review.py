@@ -241,8 +241,8 @@ def _folder_problems(root: Path, where: str, homes: set[Path], secrets: list[Pat
 def not_deployed(check_id: str, title: str, service: str, phase: int) -> CheckResult:
     """A line about a service the run's phase does not start: it does not apply (a check must not
     judge a part that is not deployed; e.g. the sandbox folder is made by the tools service)."""
-    return CheckResult(f"security.config.{check_id}", title, Stage.SECURITY, Status.SKIP, measured="not applicable",
-                       detail=f"not applicable: the {service} service is not deployed in a phase-{phase} run")
+    return CheckResult.skipped(f"security.config.{check_id}", title, Stage.SECURITY, measured="not applicable",
+                               detail=f"not applicable: the {service} service is not deployed in a phase-{phase} run")
 
 
 def check_sandbox_roots(settings: Settings, phase: int = 3) -> CheckResult:
@@ -287,9 +287,10 @@ def check_qdrant_key(settings: Settings) -> CheckResult:
     t = Timer()
     server = settings.rag.qdrant_url
     if not server:
-        return CheckResult("security.config.qdrant_key", "Qdrant server API key", Stage.SECURITY, Status.SKIP,
-                           target="a server needs an API key", measured="no server",
-                           detail=f"profile {settings.profile}: the embedded store, no Qdrant server", **t.fields())
+        return CheckResult.skipped("security.config.qdrant_key", "Qdrant server API key", Stage.SECURITY,
+                                   target="a server needs an API key", measured="no server",
+                                   detail=f"profile {settings.profile}: the embedded store, no Qdrant server",
+                                   **t.fields())
     path = settings.rag.qdrant_api_key_file
     problems = []
     if path is None:

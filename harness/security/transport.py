@@ -56,7 +56,7 @@ def probes(settings: Settings, service: str) -> list[tuple[str, int, int | None]
     return out
 
 
-def check_service(settings: Settings, service: str) -> CheckResult:
+def check_transport(settings: Settings, service: str) -> CheckResult:
     t = Timer()
     rows = probes(settings, service)
     wrong = [(n, e, g) for n, e, g in rows if g != e]
@@ -68,4 +68,4 @@ def check_service(settings: Settings, service: str) -> CheckResult:
 
 
 def run_transport(settings: Settings, phase: int, names: list[str] | None = None) -> list[CheckResult]:
-    return [check_service(settings, name) for name in names or [s.name for s in services.for_phase(phase)]]
+    return [check_transport(settings, name) for name in names or [s.name for s in services.for_phase(phase)]]

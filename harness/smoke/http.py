@@ -65,7 +65,7 @@ def skip_below(phase: int, needed: int, check_id: str, title: str) -> CheckResul
     """A ``skip`` result when the stack's phase lacks the services a check needs, else None."""
     if phase >= needed:
         return None
-    return CheckResult(check_id, title, Stage.SMOKE, Status.SKIP, target=f"phase >= {needed}",
+    return CheckResult.skipped(check_id, title, Stage.SMOKE, target=f"phase >= {needed}",
                        measured="not run",
                        detail=f"phase {phase} run: this check needs the services of phase {needed}")
 

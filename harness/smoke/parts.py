@@ -26,7 +26,7 @@ PAIR = ("A cat is sitting on the mat.", "A kitten sits on a rug.")
 
 
 def not_applicable(cid: str, title: str, why: str) -> CheckResult:
-    return CheckResult(cid, title, Stage.SMOKE, Status.SKIP, measured="not applicable", detail=why)
+    return CheckResult.skipped(cid, title, Stage.SMOKE, measured="not applicable", detail=why)
 
 
 def _post(target: Target, part, path: str, body: dict[str, Any], role: str = "guest") -> httpx.Response:
@@ -105,7 +105,7 @@ def check_failover(target: Target, wait_s: float = 120.0) -> list[CheckResult]:
         return [not_applicable(cid, title, f"not applicable: no inference part has gateway_model = "
                                            f"'{gw.chat_model}' in the target")]
     if refused := ctl.refusal(target, chat):
-        return [CheckResult(cid, title, Stage.SMOKE, Status.SKIP, target=goal, measured="not run", detail=refused)]
+        return [CheckResult.skipped(cid, title, Stage.SMOKE, target=goal, measured="not run", detail=refused)]
     t = Timer()
     killed = ctl.kill(chat)
     try:

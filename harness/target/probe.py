@@ -133,7 +133,7 @@ def check_key(target: Target, part: Part) -> CheckResult:
     cid, title = f"bringup.{part.name}.key", f"{part.name}: accepts its key"
     t = Timer()
     if part.auth is None:
-        return CheckResult(cid, title, Stage.BRING_UP, Status.SKIP, target="2xx with the key", measured="no auth",
+        return CheckResult.skipped(cid, title, Stage.BRING_UP, target="2xx with the key", measured="no auth",
                            detail="the target gives this part no key; the security review judges whether it "
                                   "is open", **t.fields())
     try:

@@ -54,7 +54,7 @@ class Principal:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class KeyCheck:
     """A key's check: the principal, or why there is none (for a 401 message)."""
 
     principal: Principal | None
@@ -101,22 +101,22 @@ class KeyStore:
                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (key_id, name, role, hash_key(key), now, expires, run_id))
         return Principal(key_id, role, name, expires), key
 
-    def check(self, key: str | None, now: float | None = None) -> Verdict:
+    def check(self, key: str | None, now: float | None = None) -> KeyCheck:
         """The principal of a valid key, or the reason it is not valid."""
         if not key:
-            return Verdict(None, "missing API key: send 'Authorization: Bearer KEY'")
+            return KeyCheck(None, "missing API key: send 'Authorization: Bearer KEY'")
         m = KEY_FORMAT.match(key)
         rows = self.db.query("SELECT * FROM api_keys WHERE id=?", (m.group(1),)) if m else []
         stored = rows[0]["key_sha256"] if rows else _DUMMY_HASH
         ok = hmac.compare_digest(stored, hash_key(key))  # compared even for unknown ids
         if not ok or not rows:
-            return Verdict(None, "invalid API key")
+            return KeyCheck(None, "invalid API key")
         row = rows[0]
         if row["revoked_at"] is not None:
-            return Verdict(None, f"API key {row['id']} was revoked")
+            return KeyCheck(None, f"API key {row['id']} was revoked")
         if row["expires_at"] is not None and row["expires_at"] <= (now or time.time()):
-            return Verdict(None, f"API key {row['id']} expired")
-        return Verdict(Principal(row["id"], row["role"], row["name"], row["expires_at"]))
+            return KeyCheck(None, f"API key {row['id']} expired")
+        return KeyCheck(Principal(row["id"], row["role"], row["name"], row["expires_at"]))
 
     def verify(self, key: str | None) -> Principal | None:
         """The principal of a valid (known, unrevoked, unexpired) key; None otherwise."""
@@ -169,7 +169,7 @@ class KeyCache:
         self._entries: dict[str, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, key: str | None) -> Verdict:
+    def check(self, key: str | None) -> KeyCheck:
         if not key:
             return self.store.check(key)
         now = time.time()
@@ -180,7 +180,7 @@ class KeyCache:
             principal, checked = hit
             fresh = now - checked < self.ttl_s
             if fresh and (principal.expires_at is None or principal.expires_at > now):
-                return Verdict(principal)
+                return KeyCheck(principal)
         verdict = self.store.check(key, now)
         with self._lock:
             if verdict.principal is None:

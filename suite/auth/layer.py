@@ -1,4 +1,4 @@
-"""The authentication layer every service runs (``suite.web.instrument`` installs it): pure ASGI.
+"""The authentication layer every service runs (``suite.instrument`` installs it): pure ASGI.
 
 For each HTTP request:
   1. ``/health``, ``/ready``, ``/metrics`` pass without a key (``policy.OPEN``);

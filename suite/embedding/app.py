@@ -12,8 +12,8 @@ from fastapi import FastAPI
 
 from suite.embedding.routes import router
 from suite.embedding.service import EmbeddingMetrics, EmbeddingService
+from suite.instrument import instrument
 from suite.settings import Settings
-from suite.web import instrument
 
 
 def create_app(settings: Settings) -> FastAPI:

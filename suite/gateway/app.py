@@ -12,8 +12,8 @@ from fastapi import FastAPI
 
 from suite.gateway.routes import router
 from suite.gateway.service import Gateway, GatewayMetrics
+from suite.instrument import instrument
 from suite.settings import Settings
-from suite.web import instrument
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -46,8 +46,9 @@ from suite.inference.model import kv_bytes_per_token, load_llama
 from suite.inference.placement import load_log, placement
 from suite.inference.request_types import ChatCompletionRequest, CompletionRequest, TokenizeRequest
 from suite.inference.sampling import SamplingParams
+from suite.instrument import instrument
 from suite.settings import ModelConfig, Settings
-from suite.web import ApiError, instrument
+from suite.web import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,9 @@ from suite.inference.model import (
 from suite.inference.openai_surface import check_tokenize_input
 from suite.inference.placement import load_log, placement
 from suite.inference.sampling import SamplerError, SamplingParams, build_sampler, free_sampler
+from suite.instrument import instrument
 from suite.settings import ModelConfig, Settings
-from suite.web import ApiError, instrument
+from suite.web import ApiError
 from suite.web.errors import error_response
 from suite.web.guard import read_body, replay
 

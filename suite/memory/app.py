@@ -11,10 +11,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from suite.instrument import instrument
 from suite.memory.routes import router
 from suite.memory.service import MemoryService
 from suite.settings import Settings
-from suite.web import instrument
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from suite.backup.routes import install_rag_backup_route
+from suite.instrument import instrument
 from suite.rag.errors import install_rag_error_handlers
 from suite.rag.routes import router
 from suite.rag.service import RagService
 from suite.settings import Settings
-from suite.web import instrument
 
 
 def create_app(settings: Settings) -> FastAPI:

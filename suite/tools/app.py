@@ -16,6 +16,7 @@ import httpx
 from fastapi import FastAPI
 
 from suite import tls
+from suite.instrument import instrument
 from suite.settings import Settings
 from suite.tools.dispatch import ToolMetrics, ToolService
 from suite.tools.mcp_server import McpEndpoint, build_server, session_manager
@@ -23,7 +24,6 @@ from suite.tools.routes import router
 from suite.tools.sandbox import Sandbox
 from suite.tools.spec import ToolContext
 from suite.tools.stores import open_stores
-from suite.web import instrument
 
 log = logging.getLogger(__name__)
 

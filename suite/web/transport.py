@@ -1,4 +1,4 @@
-"""Transport hygiene on every service (``suite.web.instrument`` installs it): pure ASGI.
+"""Transport hygiene on every service (``suite.instrument`` installs it): pure ASGI.
 
 * ``Host`` must name the service: the bound address, a loopback name (``127.0.0.1``, ``localhost``,
   ``::1``) or one of ``auth.allowed_hosts`` — any port. A page on ``evil.example`` that a DNS

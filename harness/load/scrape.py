@@ -1,8 +1,10 @@
 """Read a service's ``/metrics`` directly (no Prometheus needed): snapshots, their differences, and
 percentiles from histogram buckets the way PromQL's ``histogram_quantile`` computes them.
 
-Used by the load runbook's server-side view: a snapshot before and after each scenario, gauges
-sampled while it runs.
+Used by the load runbook's server-side view (a snapshot before and after each scenario, gauges
+sampled while it runs) and by the pool drill (a replica's counters). It lives in ``harness.load``,
+beside its main user, so ``harness.monitor`` (above: its alert drill drives a load) is the only
+one of the two packages that imports the other.
 """
 
 from __future__ import annotations

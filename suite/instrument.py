@@ -1,4 +1,6 @@
-"""Attach probes, metrics, request ids, the request guard and the error shape to any FastAPI app.
+"""Assemble a service: attach probes, metrics, request ids, the request guard, the error shape and the
+auth layer to any FastAPI app. It sits above ``suite.web`` (the HTTP pieces) and ``suite.auth`` (keys
+and policy), which both stay below it: neither imports this module.
 
 ``instrument`` works on apps we build and on apps built by others (llama_cpp.server's), so every
 service answers ``/health`` (liveness: the process answers and, when the service names one, its
@@ -31,6 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from suite.auth.layer import AuthLayer
 from suite.settings import Settings
 from suite.storage import SpaceGuard
 from suite.web.errors import install_error_handlers
@@ -169,8 +172,6 @@ def instrument(app: FastAPI, service: str, ready: ReadyCheck | None = None,
     writes are accepted and, when the disk is full, why — still 200 (a full disk is no reason to
     restart a process whose reads work).
     """
-    from suite.auth.layer import AuthLayer  # suite.auth uses suite.web's error shape: imported here
-
     metrics = ServiceMetrics(service)
     app.state.metrics = metrics
     app.state.service_name = service
