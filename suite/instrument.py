@@ -15,13 +15,15 @@ its queue like any request), never one per call.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -33,16 +35,13 @@ from prometheus_client import (
     generate_latest,
 )
 
-from suite.auth.layer import AuthLayer
+from suite.auth.layer import AuthLayer, Refusal
 from suite.settings import Settings
 from suite.storage import SpaceGuard
 from suite.web.errors import install_error_handlers
 from suite.web.guard import RequestGuard, RequestLimits
 from suite.web.logs import request_id
 from suite.web.transport import TransportGuard
-
-if TYPE_CHECKING:
-    from suite.auth.layer import Refusal
 
 log = logging.getLogger("suite.access")
 
@@ -225,3 +224,61 @@ def _not_ready(service: str, reason: str, took: float) -> JSONResponse:
         {"status": "not_ready", "service": service, "reason": reason, "check_ms": round(took * 1000, 1)},
         status_code=503, headers={"Retry-After": "5"},
     )
+
+
+Opener = Callable[[FastAPI], Any]  # the service object, or an awaitable of it
+
+
+def service_app(name: str, settings: Settings, open_service: Opener, *, router: APIRouter,
+                ready_timeout_s: float, storage: Callable[[Any], SpaceGuard | None] | None = None,
+                on_refusal: Refusal | None = None,
+                running: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None) -> FastAPI:
+    """The one shape of a service app (llama-cpp-python's ``create_app(settings)`` + routers).
+
+    The lifespan opens the service object (``open_service(app)``, sync or async) and keeps it as
+    ``app.state.<name>``, where the routes' ``from_state`` finds it; runs ``running(app)`` around the
+    app's life when given (the tool server's MCP session manager); and closes the service at the end
+    (its ``aclose()`` or ``close()``, awaited when async), whatever happened. ``instrument`` adds the
+    probes — ``/ready`` runs the service's ``ready()`` (in a worker thread when it is a plain function),
+    ``/health`` adds its ``health_info()`` when it has one and, with ``storage``, its ``SpaceGuard`` —
+    the metrics and the trust boundary; then the routes."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service = open_service(app)
+        if inspect.isawaitable(service):
+            service = await service
+        setattr(app.state, name, service)
+        try:
+            if running is None:
+                yield
+            else:
+                async with running(app):
+                    yield
+        finally:
+            closing = getattr(service, "aclose", None) or service.close
+            done = closing()
+            if inspect.isawaitable(done):
+                await done
+
+    app = FastAPI(title=f"suite {name}", lifespan=lifespan)
+
+    def current() -> Any:
+        return getattr(app.state, name, None)
+
+    async def ready() -> dict[str, Any]:
+        check = current().ready
+        return await check() if inspect.iscoroutinefunction(check) else await asyncio.to_thread(check)
+
+    def health_info() -> dict:
+        info = getattr(current(), "health_info", None)
+        return info() if info is not None else {}
+
+    def space() -> SpaceGuard | None:
+        service = current()
+        return storage(service) if storage is not None and service is not None else None
+
+    instrument(app, name, ready=ready, ready_timeout_s=ready_timeout_s, health_info=health_info,
+               settings=settings, on_refusal=on_refusal, storage=space if storage is not None else None)
+    app.include_router(router)
+    return app

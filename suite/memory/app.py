@@ -7,27 +7,14 @@ memory-api, beside the standard ``/health`` and ``/ready``.
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
-from suite.instrument import instrument
+from suite.instrument import service_app
 from suite.memory.routes import router
 from suite.memory.service import MemoryService
 from suite.settings import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        app.state.memory = MemoryService.open(settings, app.state.metrics.registry)
-        try:
-            yield
-        finally:
-            await app.state.memory.close()
-
-    app = FastAPI(title="suite memory", lifespan=lifespan)
-    instrument(app, "memory", ready=lambda: app.state.memory.ready(), ready_timeout_s=10, settings=settings,
-               storage=lambda: getattr(getattr(app.state, "memory", None), "space", None))
-    app.include_router(router)
-    return app
+    return service_app("memory", settings, lambda app: MemoryService.open(settings, app.state.metrics.registry),
+                       router=router, ready_timeout_s=10, storage=lambda memory: memory.space)

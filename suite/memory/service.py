@@ -7,13 +7,13 @@ optimize/VACUUM, scheduled backup) runs as a task beside the routes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from suite.aiotasks import cancel_and_wait
 from suite.memory.maintainer import Maintainer, MaintainerMetrics
 from suite.memory.store import MemoryStore, MemoryStoreError
 from suite.settings import Settings
@@ -47,10 +47,7 @@ class MemoryService:
         return service
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self.store.close()
 
     async def write(self, fn, *args, **kwargs):

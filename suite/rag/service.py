@@ -11,13 +11,13 @@ Store calls block (qdrant-client), so they run in worker threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
 import httpx
 
 from suite import tls
+from suite.aiotasks import cancel_and_wait
 from suite.rag.chunking import chunk_text
 from suite.rag.deps import Dependencies, DependencyError
 from suite.rag.files import FolderError, documents_from_folder, resolve_folder
@@ -57,10 +57,7 @@ class RagService:
         return service
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await cancel_and_wait(self._watcher)
         await self.http.aclose()
         await asyncio.to_thread(self.store.close)
 

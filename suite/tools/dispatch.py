@@ -14,9 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import jsonschema
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from suite import tls
+from suite.aiotasks import cancel_and_wait
 from suite.auth.keys import KeyStore, Principal
 from suite.auth.ratelimit import RateLimiter
 from suite.settings import Settings
@@ -27,7 +30,9 @@ from suite.tools.approvals import ApprovalError, ApprovalStore
 from suite.tools.audit import AuditLog, AuditRecord, RefusalAudit, args_digest
 from suite.tools.errors import ToolError
 from suite.tools.registry import TOOLS_BY_NAME
+from suite.tools.sandbox import Sandbox
 from suite.tools.spec import ToolContext, ToolSpec
+from suite.tools.stores import Stores, open_stores
 from suite.web.logs import request_id
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,31 @@ class ToolService:
         self.space = SpaceGuard(audit.db.path.parent, settings.storage.reserve_bytes, "the tool server's data")
         self.validators = {name: jsonschema.Draft202012Validator(spec.input_schema)
                            for name, spec in TOOLS_BY_NAME.items()}
+        self._stores: Stores | None = None  # what open() opened and aclose() closes
+        self._poller: asyncio.Task | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, registry: CollectorRegistry) -> ToolService:
+        """The service as the app runs it (in its lifespan, on the running loop): the security stores,
+        the sandbox, an HTTP client for upstream tools, approvals interrupted by a stop marked failed,
+        and the approval poller started."""
+        stores = open_stores(settings)
+        http = httpx.AsyncClient(timeout=settings.tools.upstream_timeout_s, verify=tls.client_context(settings))
+        ctx = ToolContext(settings=settings, sandbox=Sandbox.from_settings(settings), http=http)
+        service = cls(settings, ctx, stores.keys, stores.approvals, stores.audit, ToolMetrics(registry))
+        service._stores = stores
+        for approval_id in stores.approvals.recover_interrupted():
+            log.warning("approval %s was executing when the service stopped; marked failed", approval_id)
+        service._poller = asyncio.create_task(service.poll_approvals(), name="approval-poller")
+        return service
+
+    async def aclose(self) -> None:
+        """Stop the poller, write the refusal summaries still open, close the client and the stores."""
+        await cancel_and_wait(self._poller)
+        self.refusals.flush(force=True)
+        await self.ctx.http.aclose()
+        if self._stores is not None:
+            self._stores.close()
 
     # -- probes ---------------------------------------------------------------------------------
     def ready(self) -> dict[str, Any]:
