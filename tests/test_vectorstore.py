@@ -158,6 +158,40 @@ def test_embedded_store_persists_and_allows_one_owner(tmp_path, make):
     again.close()
 
 
+def test_an_edge_store_waits_for_a_predecessor_still_exiting(tmp_path):
+    """A rag service restarted right after a kill -9 may find the lock still held by the dying process
+    (the durability drill saw it ~2 s after the kill): it waits up to lock_wait_s, then opens."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "q"
+    EdgeStore(path).close()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+        "print('held', flush=True); time.sleep(1.5)"), str(path / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="open in another process"):
+            EdgeStore(path)  # no wait: refused at once
+        assert time.monotonic() - t0 < 1.0
+        store = EdgeStore(path, lock_wait_s=10)  # opens once the holder has exited
+        assert holder.poll() is not None and time.monotonic() - t0 < 10
+        store.close()
+        holder2 = subprocess.Popen([sys.executable, "-c", (
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX); "
+            "print('held', flush=True); time.sleep(30)"), str(path / ".lock")], stdout=subprocess.PIPE, text=True)
+        assert holder2.stdout.readline().strip() == "held"
+        with pytest.raises(StoreUnavailable, match=r"waited 0.5 s"):
+            EdgeStore(path, lock_wait_s=0.5)  # a live owner still refuses, after the wait
+        holder2.kill()
+        holder2.wait()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_unreachable_server_is_unavailable_not_a_crash():
     port = free_port()  # nothing listens here once the socket closes
     store = ServerQdrantStore(f"http://127.0.0.1:{port}", timeout_s=2)

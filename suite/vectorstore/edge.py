@@ -184,8 +184,9 @@ class EdgeStore:
     kind = "edge"
 
     def __init__(self, path: str | Path, optimize_threshold: int = 5000, optimize_threads: int = 1,
-                 auto_optimize: bool = True, reserve_bytes: int = 64 * MiB) -> None:
+                 auto_optimize: bool = True, reserve_bytes: int = 64 * MiB, lock_wait_s: float = 0.0) -> None:
         self.root = Path(path)
+        self.lock_wait_s = lock_wait_s  # how long to wait for a predecessor (a killed service still exiting)
         self.space = SpaceGuard(self.root, reserve_bytes, "the vector store")
         self.location = str(self.root)
         self.threshold = optimize_threshold
@@ -210,14 +211,23 @@ class EdgeStore:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _take_lock(self) -> int:
+        """The store's owner lock. A service restarted right after a kill -9 can find its predecessor
+        still exiting (its descriptors, the lock among them, are closed last): it waits up to
+        ``lock_wait_s`` for the lock before refusing."""
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreUnavailable(f"the edge store at {self.root} is open in another process (or another "
-                                   f"store object): one owner at a time — stop the rag service first") from None
-        return fd
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
+        os.close(fd)
+        waited = f" (waited {self.lock_wait_s:g} s)" if self.lock_wait_s else ""
+        raise StoreUnavailable(f"the edge store at {self.root} is open in another process (or another store "
+                               f"object){waited}: one owner at a time — stop the rag service first")
 
     def _open_all(self) -> None:
         for leftover in [*self.root.glob(".creating-*"), *self.root.glob(".trash-*")]:

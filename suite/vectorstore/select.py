@@ -21,6 +21,9 @@ from suite.settings import Settings
 log = logging.getLogger(__name__)
 
 MIGRATED_MARKER = "MIGRATED_TO_EDGE.json"
+# a rag service restarted by its supervisor right after a kill -9 waits this long for the store's lock
+# while its predecessor finishes exiting (seen in the durability drill: ~2 s after the kill)
+STORE_LOCK_WAIT_S = 10.0
 
 
 @dataclass
@@ -89,7 +92,8 @@ def open_store(settings: Settings):
     if chosen["kind"] == "local":
         return EmbeddedQdrantStore(chosen["location"])
     store = EdgeStore(chosen["location"], optimize_threshold=settings.rag.optimize_threshold,
-                      optimize_threads=settings.rag.optimize_threads, reserve_bytes=settings.storage.reserve_bytes)
+                      optimize_threads=settings.rag.optimize_threads, reserve_bytes=settings.storage.reserve_bytes,
+                      lock_wait_s=STORE_LOCK_WAIT_S)
     legacy = find_local_store(settings.local_store_path)
     if legacy is not None:
         store.notices.append(legacy.notice())
