@@ -362,6 +362,7 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
     then close the run. ``settings`` (the caller's, else the environment's, read once) reach the
     key minting, the revocation and the teardown."""
     redact_notebook_writes(run.notebooks, redactor)
+    resolved = _settings(settings)
 
     def save_steps() -> None:
         run.write_json(run.steps_file, [asdict(s) for s in seq.steps])
@@ -372,7 +373,7 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
         key_state: dict[str, str] = {}
         meta["run_keys"] = {"skipped": "a target file: each part is called with the key its auth names"}
     else:
-        key_state = _mint_run_keys(_settings(settings), run.run_id, meta, say, redactor)
+        key_state = _mint_run_keys(resolved, run.run_id, meta, say, redactor)
     tail = _ProgressTail(run.progress_file, say, redactor)
     tail.start()
     try:
@@ -400,7 +401,7 @@ def _drive(seq: Sequence, run: RunDir, typed: dict[str, dict[str, Any]], redacto
             report.write_report(run.path)
         if not keep_up:
             _teardown(run, settings, say)
-        _revoke_run_keys(_settings(settings), key_state, meta, say)
+        _revoke_run_keys(resolved, key_state, meta, say)
         meta["finished_at"] = now_iso()
         run.write_json(run.meta_file, meta)
         from harness import attest, ledger
