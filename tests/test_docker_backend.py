@@ -119,6 +119,27 @@ def test_exit_codes_name_the_signal():
     assert _describe_exit(1) == "exit status 1"
 
 
+@pytest.mark.skipif(not ROOT, reason="apt_install runs only as root")
+def test_apt_install_makes_its_log_folder_and_names_the_log_when_apt_fails(tmp_path, monkeypatch):
+    # CI's first engine start: no dockerd, a fresh data dir whose logs/ folder did not exist yet (it
+    # failed with FileNotFoundError before installing anything). apt-get itself is a script here: the
+    # unit is where the output goes, not Debian's mirror.
+    from suite.containers import engine
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    apt = bin_dir / "apt-get"
+    apt.write_text('#!/bin/sh\necho "apt-get $*"\n[ "$1" = update ] || [ -z "$FAIL" ] || exit 100\n')
+    apt.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    log = tmp_path / "data" / "logs" / "dockerd.log"
+    engine.apt_install(["docker.io"], log=log)
+    assert "apt-get install -y -qq --no-install-recommends docker.io" in log.read_text()
+    monkeypatch.setenv("FAIL", "1")
+    with pytest.raises(engine.EngineError, match=str(log)):
+        engine.apt_install(["docker.io"], log=log)
+
+
 # -- a real engine ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):

@@ -119,6 +119,8 @@ def apt_install(packages: list[str], progress: Progress = _quiet, log: Path | No
                           f"sudo apt-get install --no-install-recommends {' '.join(packages)}")
     progress(f"  apt-get install {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "a") if log else subprocess.DEVNULL
     try:
         for cmd in (["apt-get", "update", "-qq"],
