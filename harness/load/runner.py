@@ -201,7 +201,48 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
     (the capacity search's over-saturation: ``harness.load.saturation``). ``workers``: a distributed
     run (``Workers``) instead of ``processes`` on this host.
     """
-    host = check_host(host, allow_remote)
+    launch = _prepare(scenario, check_host(host, allow_remote), Path(out_dir), processes=processes,
+                      warmup_s=warmup_s, phase=phase, max_run_s=max_run_s, extend=bool(extend_on),
+                      extra_env=extra_env, progress=progress, stop_timeout_s=stop_timeout_s,
+                      contended=contended, workers=workers)
+    started_at, t0 = now_iso(), time.perf_counter()
+    outcome = _supervise(launch, t0, abort_on or [], extend_on or [], stop_on, progress, progress_every_s)
+    return _collect(launch, started_at, round(time.perf_counter() - t0, 2), outcome)
+
+
+@dataclass
+class _Launch:
+    """A prepared run: the Locust command lines, their environment, the budget that steers the run."""
+
+    scenario: Scenario
+    host: str
+    out_dir: Path
+    cmd: list[str]
+    env: dict[str, str]
+    budget: Budget
+    run_time: float  # Locust's own -t: the backstop behind the harness's cap
+    processes: int
+    workers: Workers | None
+    port: int
+    warmup_s: float
+    stop_timeout_s: float
+    max_run_s: float
+
+
+@dataclass
+class _Outcome:
+    """How the run ended: Locust's exit status, and why the harness stopped it (empty when it did not)."""
+
+    returncode: int | None
+    aborted: str = ""
+    capped: str = ""
+
+
+def _prepare(scenario: Scenario, host: str, out_dir: Path, *, processes: int, warmup_s: float, phase: int,
+             max_run_s: float, extend: bool, extra_env: dict[str, str] | None,
+             progress: Callable[[str], None] | None, stop_timeout_s: float,
+             contended: Callable[[], str] | None, workers: Workers | None) -> _Launch:
+    """Check the request, empty ``out_dir`` of an earlier run, write ``scenario.json``, build the command."""
     if not scenario.locustfile_path.is_file():
         raise LoadError(f"locustfile {scenario.locustfile_path} of scenario {scenario.name!r} does not exist")
     if processes < 1:
@@ -213,11 +254,10 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
         processes, workers = 1, None
     if workers is not None and (workers.count < 1 or processes > 1):
         raise LoadError(f"a distributed run takes workers >= 1 and processes = 1 (got {workers.count}, {processes})")
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in [*samples_mod.sample_files(out_dir), out_dir / samples_mod.MERGED, out_dir / "stop"]:
         old.unlink(missing_ok=True)  # a rerun into the same folder must not mix in old samples
-    budget = Budget(scenario, out_dir / BUDGET_FILE, max_run_s, extend=bool(extend_on), progress=progress,
+    budget = Budget(scenario, out_dir / BUDGET_FILE, max_run_s, extend=extend, progress=progress,
                     contended=contended)
     # a count-bounded run is capped by the harness (a clear reason, the cap growing with extensions);
     # Locust's own run time is the backstop, a little later
@@ -233,17 +273,27 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
            "LOAD_MAX_TOKENS": str(scenario.max_tokens), "LOAD_PHASE": str(phase),
            "LOAD_STOP_FILE": str(out_dir / "stop"), **open_model_env(scenario), **(extra_env or {})}
     log.info("load %s: %s", scenario.name, " ".join(cmd))
-    started_at, t0 = now_iso(), time.perf_counter()
-    aborted = capped = ""
+    return _Launch(scenario, host, out_dir, cmd, env, budget, run_time, processes, workers, port, warmup_s,
+                   stop_timeout_s, max_run_s)
+
+
+def _supervise(launch: _Launch, t0: float, abort_on: list[Threshold], extend_on: list[Threshold],
+               stop_on: Callable[[list[Sample]], str] | None, progress: Callable[[str], None] | None,
+               progress_every_s: float) -> _Outcome:
+    """Start Locust (and its workers), then every half second: stop it when a gate is lost, ``stop_on``
+    says so or the cap is reached (the stop file), steer the budget, print progress; wait for its end."""
+    scenario, out_dir, budget, workers = launch.scenario, launch.out_dir, launch.budget, launch.workers
+    outcome = _Outcome(None)
     helpers: list[subprocess.Popen] = []
     with open(out_dir / "locust.out", "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(out_dir),
+        proc = subprocess.Popen(launch.cmd, stdout=out, stderr=subprocess.STDOUT, env=launch.env, cwd=str(out_dir),
                                 start_new_session=True)
         for i in range(workers.count if workers else 0):
             with open(out_dir / f"locust-worker-{i + 1}.out", "w") as wout:
-                helpers.append(subprocess.Popen(workers.command(scenario, i, port), stdout=wout,
+                helpers.append(subprocess.Popen(workers.command(scenario, i, launch.port), stdout=wout,
                                                 stderr=subprocess.STDOUT, cwd=str(out_dir), start_new_session=True))
-        deadline = time.monotonic() + run_time + stop_timeout_s + 60  # Locust's -t, its stop timeout, its reports
+        # Locust's -t, its stop timeout, its reports
+        deadline = time.monotonic() + launch.run_time + launch.stop_timeout_s + 60
         next_note = time.monotonic() + progress_every_s
         try:
             while proc.poll() is None:
@@ -251,30 +301,20 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
                 if now > deadline:
                     log.error("load %s: locust did not stop in time; killing it", scenario.name)
                     _kill(proc)
-                    aborted = aborted or "locust overran its run time and was killed"
+                    outcome.aborted = outcome.aborted or "locust overran its run time and was killed"
                     break
                 elapsed = time.perf_counter() - t0
-                past_cap = bool(scenario.requests) and elapsed > warmup_s + budget.cap_s(budget.allowed)
-                watch = bool(scenario.requests and not (aborted or capped)
+                past_cap = bool(scenario.requests) and elapsed > launch.warmup_s + budget.cap_s(budget.allowed)
+                watch = bool(scenario.requests and not (outcome.aborted or outcome.capped)
                              and (abort_on or stop_on or not budget.final or past_cap))
                 note = progress is not None and now >= next_note
                 if watch or note:
                     measured, _ = samples_mod.split_warmup(samples_mod.merge_samples(samples_mod.sample_files(out_dir)))
                     if watch:
-                        why = (_lost(measured, abort_on or [], budget.allowed) or (stop_on(measured) if stop_on else "")
-                               or budget.steer(measured, extend_on or []))
-                        if why:
-                            aborted = f"stopped early: {why}"
-                        elif past_cap and len(measured) < budget.allowed:
-                            capped = (f"time cap reached: {budget.cap_s(budget.allowed):g} s for {budget.allowed} "
-                                      f"requests (max_run_s {max_run_s:g} s per {scenario.requests}), "
-                                      f"{len(measured)} done")
-                        if aborted or capped:
-                            log.warning("load %s: %s", scenario.name, aborted or capped)
-                            (out_dir / "stop").write_text(aborted or capped)  # the locustfile quits cleanly on it
+                        _judge_so_far(launch, outcome, measured, abort_on, extend_on, stop_on, past_cap)
                     if note:
-                        progress(progress_line(scenario, measured, elapsed, warmup_s, budget.cap_s(budget.allowed),
-                                               planned=budget.allowed))
+                        progress(progress_line(scenario, measured, elapsed, launch.warmup_s,
+                                               budget.cap_s(budget.allowed), planned=budget.allowed))
                         next_note = now + progress_every_s
                 time.sleep(0.5)
             proc.wait(timeout=60)
@@ -287,16 +327,41 @@ def run_scenario(scenario: Scenario, host: str, out_dir: Path, *, processes: int
                     helper.wait(timeout=15 if proc.poll() is not None else 0)
                 except subprocess.TimeoutExpired:
                     _kill(helper)
-    duration = round(time.perf_counter() - t0, 2)
+    outcome.returncode = proc.returncode
+    return outcome
+
+
+def _judge_so_far(launch: _Launch, outcome: _Outcome, measured: list[Sample], abort_on: list[Threshold],
+                  extend_on: list[Threshold], stop_on: Callable[[list[Sample]], str] | None, past_cap: bool) -> None:
+    """Decide on the samples so far: a gate lost or ``stop_on`` → aborted; past the cap → capped; else
+    the budget steers (an extension while a gate is undecided). A stop writes the stop file."""
+    budget = launch.budget
+    why = (_lost(measured, abort_on, budget.allowed) or (stop_on(measured) if stop_on else "")
+           or budget.steer(measured, extend_on))
+    if why:
+        outcome.aborted = f"stopped early: {why}"
+    elif past_cap and len(measured) < budget.allowed:
+        outcome.capped = (f"time cap reached: {budget.cap_s(budget.allowed):g} s for {budget.allowed} "
+                          f"requests (max_run_s {launch.max_run_s:g} s per {launch.scenario.requests}), "
+                          f"{len(measured)} done")
+    if outcome.aborted or outcome.capped:
+        log.warning("load %s: %s", launch.scenario.name, outcome.aborted or outcome.capped)
+        (launch.out_dir / "stop").write_text(outcome.aborted or outcome.capped)  # the locustfile quits cleanly on it
+
+
+def _collect(launch: _Launch, started_at: str, duration: float, outcome: _Outcome) -> LoadRun:
+    """The run's samples merged (``samples.jsonl``), split from the warm-up, with Locust's own figures."""
+    out_dir, scenario = launch.out_dir, launch.scenario
     merged = samples_mod.merge_samples(samples_mod.sample_files(out_dir), out_dir / samples_mod.MERGED)
     measured, warm = samples_mod.split_warmup(merged)
     log_text = (out_dir / "locust.log").read_text(errors="replace") if (out_dir / "locust.log").exists() else ""
-    run = LoadRun(scenario, host, out_dir, workers.count if workers else processes, warmup_s, proc.returncode,
-                  started_at, duration,
-                  measured, warm, aborted, SATURATION_MARK in log_text, _locust_percentiles(out_dir),
-                  planned=budget.allowed if scenario.requests else 0, capped=capped, extensions=budget.extensions)
+    run = LoadRun(scenario, launch.host, out_dir, launch.workers.count if launch.workers else launch.processes,
+                  launch.warmup_s, outcome.returncode, started_at, duration,
+                  measured, warm, outcome.aborted, SATURATION_MARK in log_text, _locust_percentiles(out_dir),
+                  planned=launch.budget.allowed if scenario.requests else 0, capped=outcome.capped,
+                  extensions=launch.budget.extensions)
     if run.incomplete and not (run.aborted or run.capped):
-        run.capped = (f"Locust's run time ({run_time:g} s) ran out" if "--run-time limit reached" in log_text
+        run.capped = (f"Locust's run time ({launch.run_time:g} s) ran out" if "--run-time limit reached" in log_text
                       else f"locust ended after {duration:g} s") + f" with {run.completed} of {run.planned} requests done"
     return run
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from harness import stack as suite_stack
 from harness.monitor import api
@@ -51,51 +52,82 @@ def alert_drill(stack: MonitorStack, service: str, phase: int, timeout_s: float 
     say = echo or (lambda _m: None)
     stop = stop or cli_stop(service, stack.settings)
     start = start or cli_start(phase, stack.settings)
-    sink = stack.sink
-    if sink is None:
+    if stack.sink is None:
         raise RuntimeError("the monitoring stack is not started")
-    labels = {"alertname": ALERT, "service": service}
-
-    def matches(alert: dict) -> bool:
-        return all(alert["labels"].get(k) == v for k, v in labels.items())
-
-    def firing() -> list[dict]:
-        return [a for a in api.alerts(stack.prometheus) if matches(a) and a["state"] == "firing"]
-
-    def in_alertmanager() -> list[dict]:
-        return [a for a in api.am_alerts(stack.alertmanager) if matches(a) and a["status"]["state"] == "active"]
-
+    path = _AlertPath(stack, service)
     timing = (f"`for:` {stack.for_override or 'as shipped'}, scrape/evaluation every "
               f"{stack.timing.scrape_interval}; the shipped rule waits 1m")
+    fires, restarted = _fire(path, stop, start, timeout_s, timing, say)
+    return [fires, _resolve(path, restarted, timeout_s, timing)]
+
+
+class _AlertPath:
+    """Where the drilled service's ServiceDown alert shows: Prometheus, Alertmanager, the webhook sink."""
+
+    def __init__(self, stack: MonitorStack, service: str) -> None:
+        self.stack, self.service, self.sink = stack, service, stack.sink
+        self.labels = {"alertname": ALERT, "service": service}
+
+    def _matches(self, alert: dict) -> bool:
+        return all(alert["labels"].get(k) == v for k, v in self.labels.items())
+
+    def firing(self) -> list[dict]:
+        return [a for a in api.alerts(self.stack.prometheus) if self._matches(a) and a["state"] == "firing"]
+
+    def in_alertmanager(self) -> list[dict]:
+        return [a for a in api.am_alerts(self.stack.alertmanager)
+                if self._matches(a) and a["status"]["state"] == "active"]
+
+    def delivered(self, state: str, since: float) -> bool:
+        return self.sink.received(ALERT, state, since, service=self.service)
+
+
+@dataclass
+class _Restart:
+    """The drilled service's stop time and how starting it again went."""
+
+    t_stop: float
+    ok: bool
+    output: str
+    took_s: float
+
+
+def _fire(path: _AlertPath, stop: Callable[[], object], start: Callable[[], tuple[bool, str]], timeout_s: float,
+          timing: str, say: Echo) -> tuple[CheckResult, _Restart]:
+    """Stop the service, wait for the alert along the path, start the service again whatever happened."""
+    service = path.service
     fire_started, t_stop = now_iso(), time.time()
     say(f"stopping {service}")
     stop()
     try:
-        fired, t_fire = api.wait_for(firing, timeout_s)
-        held, t_am = api.wait_for(in_alertmanager, max(1.0, timeout_s - t_fire))
-        delivered, t_hook = api.wait_for(lambda: sink.received(ALERT, "firing", t_stop, service=service),
-                                         max(1.0, timeout_s - t_fire - t_am))
+        fired, t_fire = api.wait_for(path.firing, timeout_s)
+        held, t_am = api.wait_for(path.in_alertmanager, max(1.0, timeout_s - t_fire))
+        delivered, t_hook = api.wait_for(lambda: path.delivered("firing", t_stop), max(1.0, timeout_s - t_fire - t_am))
     finally:
         say(f"starting {service} again")
         t_restart = time.time()
         up_ok, up_out = start()
-        restart_s = time.time() - t_restart
+        restarted = _Restart(t_stop, up_ok, up_out, time.time() - t_restart)
     ok = bool(fired and held and delivered)
-    results = [CheckResult(
+    return CheckResult(
         "monitor.alert.fires", f"{ALERT} fires for a stopped {service} and reaches Alertmanager", STAGE,
         Status.PASS if ok else Status.FAIL, target=f"firing, in Alertmanager, delivered within {timeout_s:g}s",
         measured=(f"firing after {t_fire:.1f}s, in Alertmanager +{t_am:.1f}s, delivered +{t_hook:.1f}s" if ok
                   else f"firing: {bool(fired)}, in Alertmanager: {bool(held)}, delivered: {bool(delivered)}"),
-        detail=timing, started_at=fire_started, duration_s=round(t_restart - t_stop, 2))]
+        detail=timing, started_at=fire_started, duration_s=round(t_restart - t_stop, 2)), restarted
+
+
+def _resolve(path: _AlertPath, restarted: _Restart, timeout_s: float, timing: str) -> CheckResult:
+    """With the service back: the alert leaves Prometheus and its resolution reaches the webhook."""
     resolve_started, t_up = now_iso(), time.time()
-    gone, t_gone = api.wait_for(lambda: not firing(), timeout_s)
-    resolved, t_res = api.wait_for(lambda: sink.received(ALERT, "resolved", t_stop, service=service),
-                                   max(1.0, timeout_s - t_gone))
-    ok = up_ok and bool(gone) and bool(resolved)
-    results.append(CheckResult(
-        "monitor.alert.resolves", f"Starting {service} again resolves {ALERT}", STAGE,
+    gone, t_gone = api.wait_for(lambda: not path.firing(), timeout_s)
+    resolved, t_res = api.wait_for(lambda: path.delivered("resolved", restarted.t_stop), max(1.0, timeout_s - t_gone))
+    ok = restarted.ok and bool(gone) and bool(resolved)
+    return CheckResult(
+        "monitor.alert.resolves", f"Starting {path.service} again resolves {ALERT}", STAGE,
         Status.PASS if ok else Status.FAIL, target=f"resolved and delivered within {timeout_s:g}s",
-        measured=(f"restarted in {restart_s:.1f}s; inactive +{t_gone:.1f}s, resolution delivered +{t_res:.1f}s"
-                  if ok else f"restarted: {up_ok}, inactive: {bool(gone)}, resolution delivered: {bool(resolved)}"),
-        detail=timing if up_ok else up_out, started_at=resolve_started, duration_s=round(time.time() - t_up, 2)))
-    return results
+        measured=(f"restarted in {restarted.took_s:.1f}s; inactive +{t_gone:.1f}s, resolution delivered "
+                  f"+{t_res:.1f}s" if ok else
+                  f"restarted: {restarted.ok}, inactive: {bool(gone)}, resolution delivered: {bool(resolved)}"),
+        detail=timing if restarted.ok else restarted.output, started_at=resolve_started,
+        duration_s=round(time.time() - t_up, 2))

@@ -282,6 +282,15 @@ class _Touched:
     tokens: list[int]
 
 
+@dataclass
+class _Fill:
+    """The batch one step is filling: rows used, the sequences touched, the rows whose logits are read."""
+
+    n: int = 0
+    touched: list[_Touched] = field(default_factory=list)
+    outputs: list[tuple[_Seq, int]] = field(default_factory=list)
+
+
 class Engine:
     """N slots over one llama.cpp context; thread-safe ``submit`` / ``cancel`` from any thread."""
 
@@ -581,66 +590,75 @@ class Engine:
                 self._place(seq)
 
     def _step(self) -> None:
-        """One decode of one batch for every placed sequence, then sampling, then the events."""
+        """One step: fill the batch, decode it, sample every sequence that asked for logits."""
         self._unpark()
-        batch = self._batch
-        tokens_at, pos_at, seq_at, logits_at = self._rows
-        n = 0
-        outputs: list[tuple[_Seq, int]] = []
-        touched: list[_Touched] = []
+        fill = self._fill()
+        if fill.n == 0:
+            return
+        if self._decode(fill):
+            self._sample_outputs(fill.outputs)
 
-        def add(seq: _Seq, tokens: list[int], rest: list[int], want_logits: bool) -> None:
-            nonlocal n
-            touched.append(_Touched(seq, seq.pos, seq.pending, seq.prefilling, tokens))
-            pos, seq_id = seq.pos, seq.slot.seq_id
-            for token in tokens:
-                tokens_at[n] = token
-                pos_at[n] = pos
-                seq_at[n][0] = seq_id
-                logits_at[n] = 0
-                pos += 1
-                n += 1
-            seq.pos = pos
-            seq.pending = rest
-            if want_logits:
-                logits_at[n - 1] = 1
-                outputs.append((seq, n - 1))
-
-        # Generating sequences first: one token each, so a long prompt never stalls them.
+    def _fill(self) -> _Fill:
+        """The step's batch: generating sequences first, one token each, so a long prompt never stalls
+        them; then prompt chunks up to ``prefill_chunk`` tokens in all."""
+        fill = _Fill()
         for seq in self._seqs:
             if seq.slot is not None and not seq.prefilling:
-                add(seq, seq.pending, [], True)
-        budget = min(self.n_batch - n, self.prefill_chunk)
+                self._add(fill, seq, seq.pending, [], True)
+        budget = min(self.n_batch - fill.n, self.prefill_chunk)
         for seq in self._seqs:
             if seq.slot is not None and seq.prefilling and budget > 0:
                 take = seq.pending[:budget]
                 budget -= len(take)
                 done = len(take) == len(seq.pending)
-                add(seq, take, seq.pending[len(take):], done)
+                self._add(fill, seq, take, seq.pending[len(take):], done)
                 seq.prefilling = not done
-        if n == 0:
-            return
-        for t in touched:
+        return fill
+
+    def _add(self, fill: _Fill, seq: _Seq, tokens: list[int], rest: list[int], want_logits: bool) -> None:
+        """Put ``tokens`` of ``seq`` into the batch rows (logits on the last when ``want_logits``)."""
+        tokens_at, pos_at, seq_at, logits_at = self._rows
+        fill.touched.append(_Touched(seq, seq.pos, seq.pending, seq.prefilling, tokens))
+        n, pos, seq_id = fill.n, seq.pos, seq.slot.seq_id
+        for token in tokens:
+            tokens_at[n] = token
+            pos_at[n] = pos
+            seq_at[n][0] = seq_id
+            logits_at[n] = 0
+            pos += 1
+            n += 1
+        fill.n, seq.pos, seq.pending = n, pos, rest
+        if want_logits:
+            logits_at[n - 1] = 1
+            fill.outputs.append((seq, n - 1))
+
+    def _decode(self, fill: _Fill) -> bool:
+        """``llama_decode`` of the filled batch; False (every sequence rewound) when it failed."""
+        for t in fill.touched:
             self.kv.before_decode(t.seq.slot)
-        batch.n_tokens = n
+        self._batch.n_tokens = fill.n
         governor = self.governor
         if governor is not None:
             governor.begin()
-        rc = llama_cpp.llama_decode(self._ctx, batch)
+        rc = llama_cpp.llama_decode(self._ctx, self._batch)
         if governor is not None:
             governor.end()
         self.steps += 1
         self._progress_at = time.monotonic()
         if rc != 0:
-            self._decode_failed(rc, touched)
-            return
+            self._decode_failed(rc, fill.touched)
+            return False
         self._retried = False
         prefilled = 0
-        for t in touched:
+        for t in fill.touched:
             self.kv.grew(t.seq.slot, t.tokens)
             if t.prefilling:
                 prefilled += len(t.tokens)
         self.kv.stats.tokens_prefilled += prefilled
+        return True
+
+    def _sample_outputs(self, outputs: list[tuple[_Seq, int]]) -> None:
+        """Sample a token for every sequence with logits in this step, then send the step's events."""
         events: list[tuple[Sink, Event]] = []
         finished: list[tuple[_Seq, str]] = []
         sampled = 0
