@@ -26,6 +26,7 @@ from harness import stack
 from harness.httpclient import verify
 from harness.keys import headers_for
 from harness.result import CheckResult, Stage, Status, Timer
+from suite import services
 from suite.settings import Settings
 
 STAGE = Stage.BACKUP
@@ -331,6 +332,12 @@ def check_rollback(settings: Settings, set_path: Path, rto_target_s: float, rpo_
                            Status.PASS if data["rpo_s"] <= rpo_target_s else Status.FAIL,
                            target=f"≤ {rpo_target_s:g} s", measured=f"{data['rpo_s']} s")]
     return results
+
+
+def below_phase(phase: int) -> CheckResult | None:
+    """The drill's ``skip`` on a stack without the rag service (whose store it backs up), else None."""
+    return CheckResult.below_phase(phase, services.get("rag").phase, "backup",
+                                   "Backup and restore drill (needs the rag service)", Stage.BACKUP)
 
 
 def not_applicable(target) -> CheckResult:

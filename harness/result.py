@@ -168,6 +168,14 @@ class CheckResult:
             raise ValueError(f"{id}: a skip says why")
         return cls(id, title, stage, Status.SKIP, measured=measured, detail=detail, **fields)
 
+    @classmethod
+    def below_phase(cls, phase: int, needed: int, id: str, title: str, stage: Stage | str) -> CheckResult | None:
+        """``skip`` when the stack's phase lacks the services a check needs (``needed``), else None."""
+        if phase >= needed:
+            return None
+        return cls.skipped(id, title, stage, target=f"phase >= {needed}", measured="not run",
+                           detail=f"phase {phase} run: this check needs the services of phase {needed}")
+
     @property
     def ok(self) -> bool:
         return self.status is not Status.FAIL

@@ -240,8 +240,9 @@ def service_app(name: str, settings: Settings, open_service: Opener, *, router: 
     app's life when given (the tool server's MCP session manager); and closes the service at the end
     (its ``aclose()`` or ``close()``, awaited when async), whatever happened. ``instrument`` adds the
     probes — ``/ready`` runs the service's ``ready()`` (in a worker thread when it is a plain function),
-    ``/health`` adds its ``health_info()`` when it has one and, with ``storage``, its ``SpaceGuard`` —
-    the metrics and the trust boundary; then the routes."""
+    ``/health`` adds its ``health_info()`` when it has one and, with ``storage``, its ``SpaceGuard``, and
+    answers 503 while its ``liveness()`` (when it has one) names a dead or stuck worker — the metrics and
+    the trust boundary; then the routes."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -278,7 +279,11 @@ def service_app(name: str, settings: Settings, open_service: Opener, *, router: 
         service = current()
         return storage(service) if storage is not None and service is not None else None
 
+    def live() -> str | None:
+        check = getattr(current(), "liveness", None)
+        return check() if check is not None else None
+
     instrument(app, name, ready=ready, ready_timeout_s=ready_timeout_s, health_info=health_info,
-               settings=settings, on_refusal=on_refusal, storage=space if storage is not None else None)
+               settings=settings, on_refusal=on_refusal, storage=space if storage is not None else None, live=live)
     app.include_router(router)
     return app

@@ -24,6 +24,26 @@ from suite.testing import ServerThread, auth, serve, stack_keys, stack_settings
 
 
 # -- keys -----------------------------------------------------------------------------------------
+class Clock:
+    """The keys module's clock, moved by the test: expiry and the cache bound judged exactly, however
+    slow the box (a real sleep past a 0.3 s bound races a loaded CI machine)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from suite.auth import keys as keys_module
+
+    c = Clock()
+    monkeypatch.setattr(keys_module, "time", c)
+    return c
+
+
 @pytest.fixture
 def store(tmp_path):
     s = KeyStore.open(tmp_path / "auth" / "keys.db")
@@ -31,10 +51,11 @@ def store(tmp_path):
     s.close()
 
 
-def test_keys_expire_belong_to_runs_and_say_why_they_fail(store):
+def test_keys_expire_belong_to_runs_and_say_why_they_fail(store, clock):
     _, key = store.create("guest", "short", ttl_s=0.2)
+    clock.now += 0.1
     assert store.check(key).principal.role == "guest"
-    time.sleep(0.25)
+    clock.now += 0.15
     assert store.check(key).principal is None and "expired" in store.check(key).reason
     run = [store.create(role, "run", 3600, run_id="run-1") for role in ("admin", "guest")]
     other, other_key = store.create("guest", "other run", 3600, run_id="run-2")
@@ -59,17 +80,18 @@ def test_key_store_is_private(store, tmp_path):
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
 
 
-def test_revocation_is_noticed_within_the_cache_bound(store):
+def test_revocation_is_noticed_within_the_cache_bound(store, clock):
     cache = KeyCache(store, ttl_s=0.3)
     principal, key = store.create("developer")
     assert cache.check(key).principal == principal
     store.revoke(principal.key_id)
+    clock.now += 0.2
     assert cache.check(key).principal == principal  # still trusted: inside the bound
-    time.sleep(0.35)
+    clock.now += 0.15
     assert cache.check(key).principal is None  # the bound is the promise
     short, short_key = store.create("guest", ttl_s=0.1)
     cache.check(short_key)
-    time.sleep(0.15)
+    clock.now += 0.15
     assert cache.check(short_key).principal is None  # an expiry is exact, cache or not
 
 

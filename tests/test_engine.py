@@ -287,8 +287,10 @@ def test_a_stuck_engine_fails_liveness_and_refuses_new_work(llama, monkeypatch):
         sink = Collector()
         engine.submit(request(llama, PROMPTS[1], max_tokens=4), sink)
         assert engine.liveness() is None  # work just arrived
-        time.sleep(0.8)
-        assert "stuck: no decode step" in engine.liveness()
+        deadline = time.monotonic() + 10  # stall_s (0.5 s) with work waiting, however slow the box
+        while engine.liveness() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "stuck: no decode step" in (engine.liveness() or "")
         with pytest.raises(EngineStopped, match="stuck"):  # refused at once, not queued behind it
             engine.submit(request(llama, PROMPTS[2], max_tokens=4), Collector())
         release.set()

@@ -37,6 +37,33 @@ def test_phase_1_skips_phase_2_steps_with_a_reason(tmp_path):
     assert all("phase 1" in r.detail for r in results)
 
 
+def test_a_check_whose_service_refuses_the_connection_fails_with_no_answer(tmp_path):
+    # the frame every phase check shares: at the stack's phase it runs, times, and a refused connection
+    # (nothing listens on these ports) is a FAIL saying no answer came, never a pass or a skip
+    settings = Settings(data_dir=tmp_path, port_offset=50000 - 8000 + 241)
+    (tmp_path / "auth").mkdir()
+    results = [rag.check_index(settings, rag.load_data(), phase=2), embedding.check_embed(settings, phase=2),
+               embedding.check_openai_embeddings(settings, phase=2)]
+    assert [r.status for r in results] == [Status.FAIL] * 3
+    assert all(r.measured == "no answer" and "ConnectError" in r.detail and r.target for r in results)
+
+
+def test_the_check_frame_skips_below_its_phase_and_lets_unexpected_errors_through():
+    from harness.smoke.http import Check
+
+    ran = []
+    skipped = Check("smoke.x", "x", "HTTP 200", needs_phase=3).run(2, lambda c: ran.append(c))
+    assert skipped.status is Status.SKIP and skipped.stage == "smoke" and ran == []
+    passed = Check("smoke.x", "x", "HTTP 200", needs_phase=1).run(1, lambda c: c.result(True, detail="ok"))
+    assert passed.status is Status.PASS and passed.target == "HTTP 200" and passed.unit == "ms"
+
+    def broken(c):
+        raise KeyError("a bug in the check, not the service")
+
+    with pytest.raises(KeyError):
+        Check("smoke.x", "x", "HTTP 200", needs_phase=1).run(1, broken)
+
+
 def test_notebook_declares_typed_parameters():
     from harness.params import declared_parameters
 

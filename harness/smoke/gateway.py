@@ -12,7 +12,17 @@ import httpx
 
 from harness import stack
 from harness.result import CheckResult, Status, Timer
-from harness.smoke.http import elapsed_ms, error_text, failed, get, post_json, result, run_key, skip_below
+from harness.smoke.http import (
+    Check,
+    elapsed_ms,
+    error_text,
+    failed,
+    get,
+    post_json,
+    result,
+    run_key,
+    skip_below,
+)
 from suite import services
 from suite.settings import Settings
 
@@ -20,11 +30,8 @@ PHASE = services.get("gateway").phase  # the stack phase that starts the gateway
 CHAT_UPSTREAM = "inference-chat"
 
 
-def _completion(settings: Settings, path: str, body: dict[str, Any]) -> tuple[httpx.Response | None, str]:
-    try:
-        return post_json(settings.url("gateway") + path, body, run_key(settings, "guest")), ""
-    except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+def _completion(settings: Settings, path: str, body: dict[str, Any]) -> httpx.Response:
+    return post_json(settings.url("gateway") + path, body, run_key(settings, "guest"))
 
 
 def _text_of(body: dict[str, Any]) -> str:
@@ -34,44 +41,40 @@ def _text_of(body: dict[str, Any]) -> str:
 
 def check_chat(settings: Settings, phase: int, max_tokens: int = 16) -> CheckResult:
     """A chat completion through the gateway (model alias ``chat``)."""
-    cid, title = "smoke.gateway.chat", "chat completion through the gateway"
-    if skipped := skip_below(phase, PHASE, cid, title):
-        return skipped
-    t = Timer()
-    resp, err = _completion(settings, "/v1/chat/completions", {
-        "model": "chat", "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
-        "max_tokens": max_tokens, "temperature": 0.0})
-    return _completion_result(cid, title, t, resp, err, expect_upstream="chat")
+    def body(c: Check) -> CheckResult:
+        return _completion_result(c, _completion(settings, "/v1/chat/completions", {
+            "model": "chat", "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+            "max_tokens": max_tokens, "temperature": 0.0}), expect_upstream="chat")
+
+    return Check("smoke.gateway.chat", "chat completion through the gateway", _served_by("chat"),
+                 PHASE).run(phase, body)
 
 
 def check_code(settings: Settings, phase: int, max_tokens: int = 16) -> CheckResult:
     """A code completion through the gateway (model alias ``code``, ``/v1/completions``)."""
-    cid, title = "smoke.gateway.code", "code completion through the gateway"
-    if skipped := skip_below(phase, PHASE, cid, title):
-        return skipped
-    t = Timer()
-    resp, err = _completion(settings, "/v1/completions", {
-        "model": "code", "prompt": "def add(a, b):\n    return", "max_tokens": max_tokens,
-        "temperature": 0.0})
-    return _completion_result(cid, title, t, resp, err, expect_upstream="code")
+    def body(c: Check) -> CheckResult:
+        return _completion_result(c, _completion(settings, "/v1/completions", {
+            "model": "code", "prompt": "def add(a, b):\n    return", "max_tokens": max_tokens,
+            "temperature": 0.0}), expect_upstream="code")
+
+    return Check("smoke.gateway.code", "code completion through the gateway", _served_by("code"),
+                 PHASE).run(phase, body)
 
 
-def _completion_result(cid: str, title: str, t: Timer, resp: httpx.Response | None, err: str,
-                       expect_upstream: str) -> CheckResult:
-    target = f"HTTP 200, text, served by '{expect_upstream}'"
-    if resp is None:
-        return result(cid, title, Status.FAIL, t, target=target, detail=err)
-    ms = elapsed_ms(t)
+def _served_by(upstream: str) -> str:
+    return f"HTTP 200, text, served by '{upstream}'"
+
+
+def _completion_result(c: Check, resp: httpx.Response, expect_upstream: str) -> CheckResult:
+    ms = elapsed_ms(c.timer)
     if resp.status_code != 200:
-        return result(cid, title, Status.FAIL, t, target=target, value=ms, unit="ms",
-                      detail=f"HTTP {resp.status_code}: {error_text(resp)}")
+        return c.result(Status.FAIL, value=ms, unit="ms", detail=f"HTTP {resp.status_code}: {error_text(resp)}")
     text = _text_of(resp.json())
     upstream = resp.headers.get("x-suite-upstream")
     # A fallback still answers, but the model asked for did not: worth a warning, not a failure.
     status = Status.PASS if text.strip() and upstream == expect_upstream else (
         Status.WARN if text.strip() else Status.FAIL)
-    return result(cid, title, status, t, target=target, value=ms, unit="ms",
-                  detail=f"upstream {upstream}, text {text.strip()[:120]!r}")
+    return c.result(status, value=ms, unit="ms", detail=f"upstream {upstream}, text {text.strip()[:120]!r}")
 
 
 def check_failover(settings: Settings, phase: int) -> list[CheckResult]:
@@ -104,12 +107,14 @@ def check_failover(settings: Settings, phase: int) -> list[CheckResult]:
 
 def _ask_without_chat(cid: str, title: str, t: Timer, target: str, settings: Settings) -> CheckResult:
     t_req = Timer()
-    resp, err = _completion(settings, "/v1/chat/completions", {
-        "model": "chat", "messages": [{"role": "user", "content": "Say hello."}],
-        "max_tokens": 8, "temperature": 0.0})
+    try:
+        resp = _completion(settings, "/v1/chat/completions", {
+            "model": "chat", "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 8, "temperature": 0.0})
+    except httpx.HTTPError as exc:
+        return result(cid, title, Status.FAIL, t, target=target, value=elapsed_ms(t_req), unit="ms",
+                      detail=f"{type(exc).__name__}: {exc}")
     ms = elapsed_ms(t_req)
-    if resp is None:
-        return result(cid, title, Status.FAIL, t, target=target, value=ms, unit="ms", detail=err)
     fallback = resp.headers.get("x-suite-fallback-from")
     upstream = resp.headers.get("x-suite-upstream")
     ok = resp.status_code == 200 and fallback == "chat" and upstream == "code"

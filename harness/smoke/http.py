@@ -3,6 +3,7 @@ the result builder, and the ``skip`` for a check whose services are not in the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -62,12 +63,44 @@ def failed(check_id: str, title: str, t: Timer, exc: BaseException, target: str)
 
 
 def skip_below(phase: int, needed: int, check_id: str, title: str) -> CheckResult | None:
-    """A ``skip`` result when the stack's phase lacks the services a check needs, else None."""
-    if phase >= needed:
-        return None
-    return CheckResult.skipped(check_id, title, Stage.SMOKE, target=f"phase >= {needed}",
-                       measured="not run",
-                       detail=f"phase {phase} run: this check needs the services of phase {needed}")
+    """A smoke ``skip`` when the stack's phase lacks the services a check needs, else None."""
+    return CheckResult.below_phase(phase, needed, check_id, title, Stage.SMOKE)
+
+
+class Check:
+    """One smoke check: its id, title, target and the phase whose services it needs.
+
+    ``run(phase, body)`` is the frame every check shares: a ``skip`` below the phase, the timer
+    started, ``body(check)`` run, and a request that raised one of ``errors`` turned into the failed
+    result (nothing measured). The body builds its result with ``check.result(...)`` (the target and
+    the time since the start filled in) or ``check.post_ok(...)``.
+    """
+
+    def __init__(self, check_id: str, title: str, target: str, needs_phase: int) -> None:
+        self.id, self.title, self.target, self.needs_phase = check_id, title, target, needs_phase
+        self.timer = Timer()
+
+    def run(self, phase: int, body: Callable[[Check], CheckResult],
+            errors: tuple[type[BaseException], ...] = (httpx.HTTPError,)) -> CheckResult:
+        if skipped := skip_below(phase, self.needs_phase, self.id, self.title):
+            return skipped
+        self.timer = Timer()
+        try:
+            return body(self)
+        except errors as exc:
+            return self.failed(exc)
+
+    def result(self, status: Status | bool, **fields: Any) -> CheckResult:
+        fields.setdefault("target", self.target)
+        return result(self.id, self.title, status, self.timer, **fields)
+
+    def failed(self, exc: BaseException) -> CheckResult:
+        return failed(self.id, self.title, self.timer, exc, self.target)
+
+    def post_ok(self, url: str, body: dict[str, Any], key: str | None = None
+                ) -> tuple[dict[str, Any], float, CheckResult | None]:
+        """``post_ok`` of this check: ``(answer, elapsed ms, None)`` or the failed result."""
+        return post_ok(self.id, self.title, self.timer, self.target, url, body, key)
 
 
 def post_ok(check_id: str, title: str, t: Timer, target: str, url: str, body: dict[str, Any],

@@ -24,7 +24,7 @@ import httpx
 from harness.coroutines import run_coroutine
 from harness.keys import RunKeys, run_keys
 from harness.result import CheckResult, Timer
-from harness.smoke.http import auth, failed, post_json, result, skip_below
+from harness.smoke.http import Check, auth, failed, post_json, skip_below
 from suite import services
 from suite.settings import Settings
 
@@ -51,18 +51,14 @@ def _ensure_smoke_file(settings: Settings, keys: SmokeKeys) -> str:
 
 
 def check_read_rest(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:
-    cid, title, target = "smoke.tools.read_rest", "POST /tools/read_file (developer key)", "HTTP 200, same content"
-    if skipped := skip_below(phase, PHASE, cid, title):
-        return skipped
-    t = Timer()
-    try:
+    def body(c: Check) -> CheckResult:
         content = _ensure_smoke_file(settings, keys)
         resp = _tool(settings, keys.developer, "read_file", {"path": SMOKE_FILE})
-    except (httpx.HTTPError, RuntimeError) as exc:
-        return failed(cid, title, t, exc, target)
-    got = resp.json().get("result", {}).get("content") if resp.status_code == 200 else None
-    return result(cid, title, got == content, t, target=target,
-                  detail=f"HTTP {resp.status_code}" + ("" if got == content else f": {resp.text[:300]}"))
+        got = resp.json().get("result", {}).get("content") if resp.status_code == 200 else None
+        return c.result(got == content, detail=f"HTTP {resp.status_code}" + ("" if got == content else f": {resp.text[:300]}"))
+
+    return Check("smoke.tools.read_rest", "POST /tools/read_file (developer key)", "HTTP 200, same content",
+                 PHASE).run(phase, body, errors=(httpx.HTTPError, RuntimeError))
 
 
 async def _mcp_read(url: str, key: str, path: str) -> tuple[list[str], Any]:
@@ -75,77 +71,59 @@ async def _mcp_read(url: str, key: str, path: str) -> tuple[list[str], Any]:
 
 
 def check_read_mcp(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:
-    cid, title = "smoke.tools.read_mcp", "MCP client: list tools, call read_file"
-    target = "read_file listed; call returns the content"
-    if skipped := skip_below(phase, PHASE, cid, title):
-        return skipped
-    t = Timer()
-    try:
+    def body(c: Check) -> CheckResult:
         content = _ensure_smoke_file(settings, keys)
         names, called = run_coroutine(_mcp_read(settings.url("tools") + "/mcp", keys.developer, SMOKE_FILE))
-    except Exception as exc:  # the MCP client raises many kinds; all of them fail the check
-        return failed(cid, title, t, exc, target)
-    got = (called.structuredContent or {}).get("result", {}).get("content")
-    ok = "read_file" in names and not called.isError and got == content
-    return result(cid, title, ok, t, target=target, detail=f"{len(names)} tools listed; isError={called.isError}")
+        got = (called.structuredContent or {}).get("result", {}).get("content")
+        ok = "read_file" in names and not called.isError and got == content
+        return c.result(ok, detail=f"{len(names)} tools listed; isError={called.isError}")
+
+    # the MCP client raises many kinds; all of them fail the check
+    return Check("smoke.tools.read_mcp", "MCP client: list tools, call read_file",
+                 "read_file listed; call returns the content", PHASE).run(phase, body, errors=(Exception,))
 
 
 def check_path_escape(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:
-    cid, title = "smoke.tools.escape", f"{len(HOSTILE_PATHS)} hostile paths refused"
-    target = "every one 400/403, none 200"
-    if skipped := skip_below(phase, PHASE, cid, title):
-        return skipped
-    t = Timer()
-    answers = {}
-    try:
-        for path in HOSTILE_PATHS:
-            answers[path] = _tool(settings, keys.admin, "read_file", {"path": path}).status_code
-    except httpx.HTTPError as exc:
-        return failed(cid, title, t, exc, target)
-    escaped = [p for p, s in answers.items() if s not in (400, 403)]
-    return result(cid, title, not escaped, t, target=target, value=len(escaped), unit="count",
-                  measured=f"{len(escaped)} escaped",
-                  detail=json.dumps({repr(p): s for p, s in answers.items()}))
+    def body(c: Check) -> CheckResult:
+        answers = {path: _tool(settings, keys.admin, "read_file", {"path": path}).status_code for path in HOSTILE_PATHS}
+        escaped = [p for p, s in answers.items() if s not in (400, 403)]
+        return c.result(not escaped, value=len(escaped), unit="count", measured=f"{len(escaped)} escaped",
+                        detail=json.dumps({repr(p): s for p, s in answers.items()}))
+
+    return Check("smoke.tools.escape", f"{len(HOSTILE_PATHS)} hostile paths refused", "every one 400/403, none 200",
+                 PHASE).run(phase, body)
 
 
 def check_guest_write(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:
-    cid, title, target = "smoke.tools.guest_write", "guest write_file refused", "HTTP 403"
-    if skipped := skip_below(phase, PHASE, cid, title):
-        return skipped
-    t = Timer()
-    try:
+    def body(c: Check) -> CheckResult:
         resp = _tool(settings, keys.guest, "write_file", {"path": "smoke/guest.txt", "content": "no"})
-    except httpx.HTTPError as exc:
-        return failed(cid, title, t, exc, target)
-    return result(cid, title, resp.status_code == 403, t, target=target,
-                  detail=f"HTTP {resp.status_code}: {resp.text[:200]}")
+        return c.result(resp.status_code == 403, detail=f"HTTP {resp.status_code}: {resp.text[:200]}")
+
+    return Check("smoke.tools.guest_write", "guest write_file refused", "HTTP 403", PHASE).run(phase, body)
 
 
 def check_approved_write(settings: Settings, keys: SmokeKeys, phase: int) -> CheckResult:
-    cid, title = "smoke.tools.approval", "developer write_file: 202 pending, admin approves, runs once"
-    target = "202 -> approve 200 (executed) -> file content; second approve 409"
-    if skipped := skip_below(phase, PHASE, cid, title):
-        return skipped
-    t = Timer()
-    content = f"approved write {uuid.uuid4().hex[:8]}\n"
-    base = settings.url("tools")
-    try:
+    def body(c: Check) -> CheckResult:
+        content = f"approved write {uuid.uuid4().hex[:8]}\n"
+        base = settings.url("tools")
         parked = _tool(settings, keys.developer, "write_file",
                        {"path": "smoke/approved.txt", "content": content, "create_dirs": True})
         if parked.status_code != 202:
-            return result(cid, title, False, t, target=target, detail=f"first call HTTP {parked.status_code}")
+            return c.result(False, detail=f"first call HTTP {parked.status_code}")
         approval_id = parked.json()["approval_id"]
         approved = post_json(f"{base}/approvals/{approval_id}/approve", {"reason": "smoke test"}, keys.admin)
         again = post_json(f"{base}/approvals/{approval_id}/approve", {}, keys.admin)
         read = _tool(settings, keys.developer, "read_file", {"path": "smoke/approved.txt"})
-    except (httpx.HTTPError, KeyError, ValueError) as exc:
-        return failed(cid, title, t, exc, target)
-    status = approved.json().get("status") if approved.status_code == 200 else None
-    got = read.json().get("result", {}).get("content") if read.status_code == 200 else None
-    ok = status == "executed" and again.status_code == 409 and got == content
-    return result(cid, title, ok, t, target=target,
-                  detail=f"{approval_id}: approve HTTP {approved.status_code} ({status}), "
-                         f"second approve HTTP {again.status_code}, read back {'ok' if got == content else got!r}")
+        status = approved.json().get("status") if approved.status_code == 200 else None
+        got = read.json().get("result", {}).get("content") if read.status_code == 200 else None
+        ok = status == "executed" and again.status_code == 409 and got == content
+        return c.result(ok, detail=f"{approval_id}: approve HTTP {approved.status_code} ({status}), "
+                                   f"second approve HTTP {again.status_code}, read back "
+                                   f"{'ok' if got == content else repr(got)}")
+
+    return Check("smoke.tools.approval", "developer write_file: 202 pending, admin approves, runs once",
+                 "202 -> approve 200 (executed) -> file content; second approve 409",
+                 PHASE).run(phase, body, errors=(httpx.HTTPError, KeyError, ValueError))
 
 
 CHECKS = (check_read_rest, check_read_mcp, check_path_escape, check_guest_write, check_approved_write)
