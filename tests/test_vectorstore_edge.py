@@ -78,6 +78,18 @@ def test_bulk_index_past_the_threshold_optimizes_in_the_background_while_queries
     assert (top.doc_id, top.chunk_no) == ("d7", 3)
 
 
+def test_an_optimize_started_at_exactly_the_threshold_builds_the_index(store):
+    # 20 documents of 10 chunks: the optimize starts on the write that brings the count to THRESHOLD,
+    # and its copy holds exactly THRESHOLD points. The engine counts its threshold in KB of vectors;
+    # rounded up, a segment of exactly THRESHOLD points was under it: "current", 0 vectors indexed (the
+    # bulk-index test above failed that way whenever its copy was taken before the 21st document)
+    index(store, "c", docs(20))
+    store.wait_optimized(120)
+    info = store.collection_info("c").index
+    assert info["hnsw"] == "current" and info["points_since_optimize"] == 0
+    assert info["indexed_vectors"] == THRESHOLD, info
+
+
 def test_writes_made_during_an_optimize_are_replayed_onto_the_optimized_shard(store, monkeypatch, tmp_path):
     held = HeldOptimizer(monkeypatch)
     index(store, "c", docs(30))

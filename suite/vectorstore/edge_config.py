@@ -9,7 +9,6 @@ from the shard's own ``edge_config.json`` if it is ever lost.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -39,8 +38,10 @@ def engine_version() -> str:
 
 
 def indexing_threshold_kb(points: int, dimension: int) -> int:
-    """The engine counts its indexing threshold in KB of vectors; ours is in points."""
-    return max(1, math.ceil(points * dimension * 4 / 1024))
+    """The engine counts its indexing threshold in KB of vectors; ours is in points: the largest whole KB
+    below the size of ``points`` vectors, so a segment of exactly ``points`` is indexed (rounded up, an
+    optimize started at the threshold built no graph at all and still called the index current)."""
+    return max(1, (points * dimension * 4 - 1) // 1024)
 
 
 def shard_config(dimension: int, threshold_points: int, threads: int) -> qdrant_edge.EdgeConfig:
