@@ -26,6 +26,7 @@ def _keyid(out: str) -> str:
     return next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("key id"))
 
 
+@pytest.mark.integration
 def test_keys_init_makes_an_owner_only_key_outside_runs_and_never_replaces_it(tmp_path):
     env = _env(tmp_path)
     made = harness(tmp_path, "keys", "init", env=env)
@@ -48,6 +49,7 @@ def test_keys_init_makes_an_owner_only_key_outside_runs_and_never_replaces_it(tm
     assert loose.returncode == 2 and "readable by others" in loose.stderr and "chmod 600" in loose.stderr
 
 
+@pytest.mark.integration
 def test_a_signed_run_verifies_and_verify_names_exactly_what_changed(tmp_path, sequence):
     env = _env(tmp_path)
     keyid = _keyid(harness(tmp_path, "keys", "init", env=env).stdout)
@@ -118,6 +120,7 @@ def test_a_signed_run_verifies_and_verify_names_exactly_what_changed(tmp_path, s
     assert verify("--key", str(tmp_path / "data" / "signing" / "harness-ed25519.pem.pub")).returncode == 0
 
 
+@pytest.mark.integration
 def test_a_run_without_a_key_says_it_is_unsigned_and_verify_refuses(tmp_path, sequence):
     env = _env(tmp_path)
     done = run(tmp_path, sequence, env=env)

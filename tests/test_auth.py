@@ -159,6 +159,7 @@ def req(settings, method, service, path, role=None, key=None, **kw) -> httpx.Res
     return httpx.request(method, settings.url(service) + path, headers=headers, timeout=60, **kw)
 
 
+@pytest.mark.integration
 def test_issue_9_unauthenticated_state_changes_on_every_port_are_refused(stack):
     note = {"project": "p", "text": "planted"}
     attempts = [("POST", "memory", "/v1/memory/notes", note), ("POST", "rag", "/index", {"documents": []}),
@@ -359,6 +360,7 @@ async def record(path: str, request: Request):
 '''
 
 
+@pytest.mark.integration
 def test_the_callers_key_is_forwarded_downstream(tmp_path):
     """tools -> memory, gateway -> inference: the downstream service sees the caller's own key, so it
     applies the caller's own role (no service lends its callers a credential of its own)."""
@@ -403,6 +405,7 @@ def test_the_callers_key_is_forwarded_downstream(tmp_path):
         proc.wait()
 
 
+@pytest.mark.integration
 def test_opening_the_store_again_in_one_process_keeps_other_processes_commits_visible(tmp_path):
     """Regression: touching the database file outside SQLite (to set its mode) released this
     process's locks; a CLI process closing its connection then deleted the WAL under the service,

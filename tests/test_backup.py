@@ -153,6 +153,7 @@ def test_retention_keeps_exactly_the_newest_n_and_the_young(tmp_path):
     assert clean_partials(root, max_age_s=3600, now=now + 7200) == ["20260107T000000Z-manual-0007.partial"]
 
 
+@pytest.mark.integration
 def test_copies_taken_during_concurrent_writes_hold_exactly_their_counts(tmp_path):
     """A writer keeps inserting notes and indexing documents while the copies are taken; each copy is
     one consistent state and its counts (in the part) are what a restore reproduces."""

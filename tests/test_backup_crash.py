@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from suite.backup.sets import PARTIAL, clean_partials, list_sets, verify_set
 from suite.faultpoints import ENV
@@ -30,6 +31,7 @@ def backup(settings: Settings, crash_at: str | None = None) -> subprocess.Comple
                           text=True, timeout=300, env=env)
 
 
+@pytest.mark.integration
 def test_a_backup_killed_before_its_manifest_leaves_no_set(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", port_offset=41100)  # nothing listens: rag part taken directly
     store = open_store(settings)

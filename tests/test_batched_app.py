@@ -64,6 +64,7 @@ def sse_events(base: str, path: str, body: dict) -> list[str]:
     return [line[len("data: "):] for line in lines[:-1]]
 
 
+@pytest.mark.integration
 def test_models_and_completion_shape(batched):
     models = httpx.get(f"{batched}/v1/models").json()
     assert models["data"][0]["id"] == "chat" and models["object"] == "list"
@@ -96,6 +97,7 @@ def test_stream_matches_non_stream(batched):
     assert text == full["choices"][0]["message"]["content"]
 
 
+@pytest.mark.integration
 def test_openai_client_eight_concurrent_streams(batched):
     """8 concurrent streams (4 slots + waiting line): each equals its own one-at-a-time answer."""
     client = openai.AsyncOpenAI(base_url=f"{batched}/v1", api_key="x", timeout=300)
@@ -153,6 +155,7 @@ def test_probes_and_metrics(batched):
         assert name in text
 
 
+@pytest.mark.integration
 def test_flood_beyond_slots_and_queue_gets_429(batched_default):
     """2 slots + 2 waiting: of 8 simultaneous long streams, the extra ones are refused at once."""
 
@@ -174,6 +177,7 @@ def test_flood_beyond_slots_and_queue_gets_429(batched_default):
     assert time.monotonic() - t0 < 240
 
 
+@pytest.mark.integration
 def test_readiness_takes_a_slot_and_a_flood_of_probes_costs_one_check(batched_default):
     """No side door: with both slots and the waiting line taken, /ready says not ready instead of
     jumping the queue; 40 concurrent probes of an idle service share one 1-token check, which the
@@ -209,6 +213,7 @@ def test_readiness_takes_a_slot_and_a_flood_of_probes_costs_one_check(batched_de
     assert ready.status_code == 503 and "overloaded" in ready.json()["reason"]
 
 
+@pytest.mark.integration
 def test_default_engine_equals_serial_service(batched_default, tmp_path, gemma_path):
     """Temperature 0, one sequence: the batched service says what llama_cpp.server says.
 
@@ -237,6 +242,7 @@ def metric(text: str, name: str) -> float:
     return 0.0
 
 
+@pytest.mark.integration
 def test_prefix_cache_counters_and_probes_not_counted(batched):
     """/metrics and /health show the prefix cache at work; a /ready probe is not inference traffic."""
     system = "You answer questions about running services, in one sentence, without numbers. " * 4

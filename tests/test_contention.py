@@ -59,6 +59,7 @@ def test_the_harness_root_is_the_top_python_process_above_us():
     assert parent is None or not os.path.basename(parent.exe()).startswith("python")
 
 
+@pytest.mark.integration
 def test_an_outside_busy_process_is_named_and_our_children_are_ours(outside_spinner):
     assert outside_spinner not in {c.pid for c in psutil.Process(harness_root()).children(recursive=True)}
     ours = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 4\nwhile time.time() < end: pass"])
@@ -77,6 +78,7 @@ def test_an_outside_busy_process_is_named_and_our_children_are_ours(outside_spin
     assert reading.reasons()[0].startswith("processes outside the stack and the harness took ")
 
 
+@pytest.mark.integration
 def test_the_environment_check_warns_on_a_contended_box(outside_spinner, tmp_path):
     from suite.settings import Settings
 

@@ -11,6 +11,7 @@ import json
 import time
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
@@ -34,6 +35,7 @@ def slow_upstream(seen: dict[str, float]) -> FastAPI:
     return app
 
 
+@pytest.mark.integration
 def test_a_client_that_leaves_the_gateway_stops_the_upstream_request(tmp_path):
     settings = stack_settings(tmp_path, gateway={"retries": 0})
     seen: dict[str, float] = {}
@@ -112,6 +114,7 @@ def test_an_upstream_that_dies_mid_stream_ends_the_clients_stream_with_an_error_
         assert len(got) == 4 and json.loads(got[3].removeprefix("data: "))["error"]["code"] == "upstream_broke_off"
 
 
+@pytest.mark.integration
 def test_until_disconnected_returns_the_work_when_the_client_stays():
     from suite.web.disconnect import until_disconnected
 

@@ -117,6 +117,7 @@ def check_whole(root: Path, acked: list[str], chunks: int) -> dict[str, list[int
         store.close()
 
 
+@pytest.mark.integration
 def test_documents_of_600_chunks_are_whole_or_absent_after_kills_at_random_moments(tmp_path):
     root, rng, acked = tmp_path / "edge", random.Random(32), []
     for round_ in range(4):
@@ -126,6 +127,7 @@ def test_documents_of_600_chunks_are_whole_or_absent_after_kills_at_random_momen
 
 
 @pytest.mark.parametrize("point", ["edge.swap.live_moved", "edge.swap.incoming_in", "edge.swap.replayed"])
+@pytest.mark.integration
 def test_a_crash_at_each_step_of_a_shard_swap_loses_nothing(tmp_path, point):
     root = tmp_path / "edge"
     acked = acked_lines(writer(root, 20, 0, "optimize", crash_at=point))  # it kills itself in the swap
@@ -140,6 +142,7 @@ def test_a_crash_at_each_step_of_a_shard_swap_loses_nothing(tmp_path, point):
         store.close()
 
 
+@pytest.mark.integration
 def test_a_shrinking_reindex_cut_between_its_two_steps_leaves_the_new_version_whole(tmp_path):
     root = tmp_path / "edge"
     acked_lines(writer(root, 12, 0), want=2)  # d0 and d1, 12 chunks each
@@ -168,6 +171,7 @@ def test_a_shrinking_reindex_whose_upsert_never_landed_keeps_the_old_version_who
         store.close()
 
 
+@pytest.mark.integration
 def test_the_optimizer_dies_with_a_killed_service_and_the_store_reopens_whole(tmp_path):
     root = tmp_path / "edge"
     acked_lines(writer(root, 50, 0), want=60)  # 3,000 points: an optimize that takes a while

@@ -25,6 +25,7 @@ def models():
     return load_model(minilm_path(), "cpu"), load_model(minilm_path(), "cpu", loader="sentence-transformers")
 
 
+@pytest.mark.integration
 def test_the_plain_path_gives_the_librarys_vectors_and_token_counts(models):
     plain, library = models
     assert (plain.loader, library.loader) == ("plain", "sentence-transformers")
@@ -36,6 +37,7 @@ def test_the_plain_path_gives_the_librarys_vectors_and_token_counts(models):
     assert plain.count_tokens(TEXTS) == library.count_tokens(TEXTS)  # 600 words are cut at 256 tokens
 
 
+@pytest.mark.integration
 def test_loading_minilm_does_not_import_sentence_transformers_or_sklearn():
     code = ("import sys; from suite.embedding.model import load_model; from suite.models import minilm_path; "
             "m = load_model(minilm_path(), 'cpu'); m.encode(['x']); "

@@ -109,6 +109,7 @@ def run_all(engine: Engine, requests: list[GenerationRequest], stagger_s: float 
     return [s.result() for s in sinks]
 
 
+@pytest.mark.integration
 def test_single_sequence_equals_serial_path(llama, serial):
     """One sequence at a time on a cache with nothing else in it (prefix cache off): the serial path's
     tokens, bit for bit. (With cached cells elsewhere in the unified buffer the sums of the
@@ -149,6 +150,7 @@ def test_greedy_fast_path_picks_what_the_native_chain_picks(llama, penalty):
         assert len(set(generated)) > 8
 
 
+@pytest.mark.integration
 def test_interleaved_sequences_never_read_each_others_cache(llama):
     """Different prompts decoded together (and reusing freed slots) give their one-at-a-time results."""
     engine = make_engine(llama, slots=3, queue_limit=8, batch_invariant=True)
@@ -163,6 +165,7 @@ def test_interleaved_sequences_never_read_each_others_cache(llama):
         engine.stop()
 
 
+@pytest.mark.integration
 def test_shared_cache_keeps_sequences_apart(llama):
     """Default engine (one KV buffer for all slots): interleaved sequences see only their own cells.
 
@@ -197,6 +200,7 @@ def test_shared_cache_keeps_sequences_apart(llama):
 
 @pytest.mark.parametrize("exact", [{"prefix_cache_tokens": 0}, {"batch_invariant": True}],
                          ids=["cache-off", "batch-invariant"])
+@pytest.mark.integration
 def test_stop_strings_max_tokens_and_seeded_sampling(llama, exact):
     """Same seed, same text: on the default unified cache only while nothing else sits in it (cached
     prefixes, like concurrent neighbours, move the logits' last bits and so a near-tie), always with
@@ -270,6 +274,7 @@ def test_stop_fails_pending_requests(llama):
         assert event.final
 
 
+@pytest.mark.integration
 def test_a_stuck_engine_fails_liveness_and_refuses_new_work(llama, monkeypatch):
     """No decode step for stall_s while a request waits: stuck. Idle for longer is not."""
     engine = make_engine(llama, slots=1, stall_s=0.5)
@@ -392,6 +397,7 @@ class ChoiceCollector:
         return texts, finals
 
 
+@pytest.mark.integration
 def test_n_choices_share_one_prompt_prefill(llama):
     engine = make_engine(llama, slots=4, batch_invariant=True)
     prompt = completion_prompt_tokens(llama, PROMPTS[0])

@@ -107,6 +107,7 @@ def test_notebooks_are_stored_clean_with_typed_parameters(notebook):
     assert all(p.type_name != "None" for p in params.values())
 
 
+@pytest.mark.integration
 def test_rag_playground_says_how_to_start_the_stack(tmp_path, monkeypatch):
     from papermill.exceptions import PapermillExecutionError
 
@@ -117,6 +118,7 @@ def test_rag_playground_says_how_to_start_the_stack(tmp_path, monkeypatch):
     assert "suite up --phase 2" in info.value.evalue
 
 
+@pytest.mark.integration
 def test_latency_explorer_says_when_there_are_no_samples(tmp_path):
     from papermill.exceptions import PapermillExecutionError
 
@@ -134,6 +136,7 @@ def _samples(folder: Path, ok: bool, n: int, t0: float) -> None:
     (folder / "samples.jsonl").write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.integration
 def test_latency_explorer_passes_over_runs_whose_requests_all_failed_and_says_so(tmp_path):
     """A load runbook run by hand against no stack leaves only refused connections: not 'the newest run'."""
     from harness.load.explore import NoLoadSamples, choose_run

@@ -68,6 +68,7 @@ def test_replica_names_default_to_the_service_or_the_address(tmp_path):
 
 
 # -- balancing -------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_concurrent_requests_spread_over_the_pool_by_in_flight_count(tmp_path):
     with pool_gateway(tmp_path, load_probe_s=0) as (url, ctls, _):
         for c in ctls.values():
@@ -79,6 +80,7 @@ def test_concurrent_requests_spread_over_the_pool_by_in_flight_count(tmp_path):
         assert ctls["code"].calls == {}
 
 
+@pytest.mark.integration
 def test_a_replica_reporting_full_slots_gets_the_traffic_after_one_that_has_room(tmp_path):
     with pool_gateway(tmp_path) as (url, ctls, _):
         ctls["chat-1"].slots, ctls["chat-1"].busy = 4, 6  # others' work: full, two waiting
@@ -91,6 +93,7 @@ def test_a_replica_reporting_full_slots_gets_the_traffic_after_one_that_has_room
         assert {served_by(ask(url)) for _ in range(4)} == {"chat-1", "chat-2"}
 
 
+@pytest.mark.integration
 def test_a_429_moves_the_request_to_a_replica_with_room_and_lowers_the_busy_ones_share(tmp_path):
     with pool_gateway(tmp_path, load_probe_s=0) as (url, ctls, _):
         ctls["chat-1"].status, ctls["chat-1"].retry_after = 429, "30"
@@ -115,6 +118,7 @@ def test_a_busy_pool_may_fall_back_when_configured(tmp_path):
 
 
 # -- ejection, readmission, fallback ---------------------------------------------------------------
+@pytest.mark.integration
 def test_a_dead_replica_is_ejected_at_once_and_readmitted_when_its_ready_passes(tmp_path):
     with pool_gateway(tmp_path, load_probe_s=0) as (url, ctls, servers):
         port = int(servers["chat-1"].url.rsplit(":", 1)[1])
@@ -137,6 +141,7 @@ def test_a_dead_replica_is_ejected_at_once_and_readmitted_when_its_ready_passes(
             assert ctls["code"].calls == {}
 
 
+@pytest.mark.integration
 def test_readmission_waits_for_ready_however_long_and_falls_back_to_cooldown_only_without_a_probe(tmp_path):
     with pool_gateway(tmp_path, load_probe_s=0, cooldown_s=0.5) as (url, ctls, _):
         ctls["chat-1"].status = ctls["chat-2"].status = 500
@@ -180,6 +185,7 @@ def test_a_5xx_is_replayed_when_retry_unsafe_and_the_replay_is_counted(tmp_path)
         assert metric(url, "gateway_replays_total", reason="5xx") == 1
 
 
+@pytest.mark.integration
 def test_a_read_timeout_is_a_504_not_a_second_run(tmp_path):
     with pool_gateway(tmp_path, load_probe_s=0, read_timeout_s=0.5) as (url, ctls, _):
         ctls["chat-1"].delay_s = ctls["chat-2"].delay_s = 3.0
@@ -199,6 +205,7 @@ def test_a_503_with_retry_after_did_not_reach_the_engine_and_moves_on(tmp_path):
 
 
 # -- streams ---------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_a_stream_whose_replica_dies_before_its_first_event_moves_to_another(tmp_path):
     with pool_gateway(tmp_path, load_probe_s=0) as (url, ctls, _):
         ctls["chat-1"].break_after = 0
@@ -211,6 +218,7 @@ def test_a_stream_whose_replica_dies_before_its_first_event_moves_to_another(tmp
         assert metric(url, "gateway_replays_total", reason="died") == 1
 
 
+@pytest.mark.integration
 def test_a_stream_broken_after_its_first_event_ends_with_an_error_event(tmp_path):
     """The client has the first events; it gets them, then one well-formed error event, and the body
     ends cleanly; the official SDK raises it as an APIError instead of hanging or taking it as whole."""
@@ -234,6 +242,7 @@ def test_a_stream_broken_after_its_first_event_ends_with_an_error_event(tmp_path
                 pass
 
 
+@pytest.mark.integration
 def test_in_flight_counts_return_to_zero_after_streams_and_errors(tmp_path):
     with pool_gateway(tmp_path, load_probe_s=0) as (url, ctls, _):
         ctls["chat-1"].events, ctls["chat-1"].break_after = 5, 2

@@ -4,7 +4,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 
+
+@pytest.mark.integration
 def test_gemma_generates_tokens_in_a_fresh_process(gemma_path):
     # A separate process: a crash in decode (the known trap) fails this test instead of killing pytest.
     code = textwrap.dedent(f"""

@@ -129,6 +129,7 @@ def test_each_inference_process_must_hold_gpu_memory(monkeypatch, settings):
 
 
 @cpu_only
+@pytest.mark.integration
 def test_layers_on_the_gpu_are_what_llama_cpp_placed_not_what_was_asked(settings):
     """A real service on this CPU build: asked for every layer on the GPU, llama.cpp places none."""
     s = settings.model_copy(deep=True)

@@ -110,6 +110,7 @@ def test_chunked_body_is_cut_off_at_the_limit(echo):
     assert len(sent) < 1000
 
 
+@pytest.mark.integration
 def test_without_a_key_nothing_of_the_body_is_read(tmp_path):
     """Auth comes before the body guard: a caller without a valid key gets 401 from the headers alone,
     while 50 MB of a body that would be malformed are still unsent (it cannot buy a body read)."""

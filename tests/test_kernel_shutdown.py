@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from jupyter_client.manager import AsyncKernelManager
 
 from harness.sequence import IPCKernelManager
@@ -60,6 +61,7 @@ def _stop(pid: int) -> None:
         pass
 
 
+@pytest.mark.integration
 def test_an_idle_kernel_is_shut_down_without_an_interrupt(tmp_path):
     seen, took, pid = asyncio.run(_shutdown_with_witness(IPCKernelManager, tmp_path / "ours"))
     _stop(pid)
@@ -72,6 +74,7 @@ def test_an_idle_kernel_is_shut_down_without_an_interrupt(tmp_path):
     assert seen == "SIGINT"
 
 
+@pytest.mark.integration
 def test_a_kernel_busy_in_a_cell_still_goes_down(tmp_path):
     async def busy() -> tuple[float, bool]:
         km = IPCKernelManager(kernel_name="python3", shutdown_wait_time=2.0)

@@ -91,6 +91,7 @@ def flaky(tmp_path_factory):
         yield url
 
 
+@pytest.mark.integration
 def test_request_budget_is_exact_and_p95_matches_raw_samples(fake, tmp_path):
     sc = replace(SCENARIOS["code"], users=3, spawn_rate=3, requests=25)
     run = run_scenario(sc, fake, tmp_path / "code")
@@ -102,6 +103,7 @@ def test_request_budget_is_exact_and_p95_matches_raw_samples(fake, tmp_path):
         assert (tmp_path / "code" / name).exists(), name
 
 
+@pytest.mark.integration
 def test_streaming_rows_and_warmup(fake, tmp_path):
     sc = replace(SCENARIOS["chat"], users=2, spawn_rate=2, requests=6, max_tokens=8)
     run = run_scenario(sc, fake, tmp_path / "chat", warmup_s=0.3)
@@ -115,6 +117,7 @@ def test_streaming_rows_and_warmup(fake, tmp_path):
     assert "chat stream · ttft ms" in (tmp_path / "chat" / "locust_stats.csv").read_text()
 
 
+@pytest.mark.integration
 def test_two_worker_processes_merge_into_one_result(fake, tmp_path):
     sc = replace(SCENARIOS["code"], users=4, spawn_rate=4, requests=40)
     run = run_scenario(sc, fake, tmp_path / "dist", processes=2, max_run_s=60)
@@ -132,6 +135,7 @@ def locust_counted(out_dir) -> int:
     return sum(e["num_requests"] for e in json.loads((out_dir / "locust.json").read_text()) if e["method"] != "METRIC")
 
 
+@pytest.mark.integration
 def test_distributed_workers_send_every_sample_to_the_master(fake, tmp_path):
     """``-p load_workers=2``: a master with --expect-workers 2 and two worker processes that share no
     folder with it: each sends its raw samples with its stats reports, and the master's files hold
@@ -151,6 +155,7 @@ def test_distributed_workers_send_every_sample_to_the_master(fake, tmp_path):
 QUIET = {"outside_cpu_limit_pct": 1000.0, "benchmark": False}  # judge the load, not this shared box
 
 
+@pytest.mark.integration
 def test_abort_on_a_gate_decided_against_and_verdicts(flaky, tmp_path):
     scs = plan("code", requests=600, thresholds="fail_ratio<0.01,p95<10s")
     outcome = next(run_plan(scs, _settings_for(flaky, tmp_path), tmp_path, abort_on_fail=True, base=tmp_path, **QUIET))
@@ -167,6 +172,7 @@ def test_abort_on_a_gate_decided_against_and_verdicts(flaky, tmp_path):
     assert by_id["load.code.box"].status in (Status.INFO, Status.WARN)  # the box beside the gates
 
 
+@pytest.mark.integration
 def test_an_undecided_gate_extends_the_run_until_it_passes(fake, tmp_path):
     """20 requests cannot show a p95 under its target (no upper bound below 72 samples): the run
     extends itself, at the same concurrency, until the interval is under the target."""
@@ -186,6 +192,7 @@ def test_an_undecided_gate_extends_the_run_until_it_passes(fake, tmp_path):
     assert undecided.status is Status.INDETERMINATE and "about 52 more request(s) would decide it" in undecided.caveat
 
 
+@pytest.mark.integration
 def test_a_capped_scenario_is_not_a_pass_and_says_how_much_completed(slow, tmp_path):
     """Each request takes 8 s; the cap (4 s for the 6 requests) stops the run, the request in flight
     is cut off (1 s of stop timeout) and written as a censored sample, the rest never ran: failed."""
@@ -203,6 +210,7 @@ def test_a_capped_scenario_is_not_a_pass_and_says_how_much_completed(slow, tmp_p
     assert "no successful request" in results["load.code.p95"].detail
 
 
+@pytest.mark.integration
 def test_a_warm_up_against_a_closed_port_stops_at_its_first_error(tmp_path):
     from suite.net import free_port
 
@@ -216,6 +224,7 @@ def test_a_warm_up_against_a_closed_port_stops_at_its_first_error(tmp_path):
     assert results["load.code.p95"].measured == "no samples" and "Connection refused" in results["load.code.p95"].detail
 
 
+@pytest.mark.integration
 def test_a_refused_connection_is_a_failed_sample_not_a_lost_one(tmp_path):
     from suite.net import free_port
 
@@ -247,6 +256,7 @@ def _settings_for(url: str, data_dir):
     return Settings(ports={"gateway": int(url.rsplit(":", 1)[1])}, data_dir=data_dir / "data")
 
 
+@pytest.mark.integration
 def test_streamed_chat_against_a_real_stack(phase1, tmp_path):
     # maxima, not p95s: three samples bound no p95 from above (the run would extend to 72)
     scs = plan("chat", requests=3, max_tokens=8, thresholds="max<120s,ttft_max<60s,fail_ratio<0.5")
@@ -287,6 +297,7 @@ def test_profiles_run_in_stages_and_named_scenarios_one_by_one():
         plan("", profile="nope")
 
 
+@pytest.mark.integration
 def test_the_tools_scenario_has_a_key_and_budget_of_its_own(tmp_path):
     """The tool server's budget is per key and minute: a run key the runbooks before spent leaves the
     tools scenario 429s; the key minted for the scenario (owned by the run) still has all of it, and

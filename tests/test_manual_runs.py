@@ -163,6 +163,7 @@ def test_a_passed_gate_reads_as_a_sentence_and_still_compares_as_counts():
     assert str(GateSummary("09_report", {"pass": 0})) == "09_report passed: no check was recorded."
 
 
+@pytest.mark.integration
 def test_harness_manual_command_starts_shows_and_stops_a_session(tmp_path):
     runs = tmp_path / "runs"
     env = {k: v for k, v in os.environ.items() if k not in (manual.RUN_DIR_ENV, manual.HOURS_ENV)}
@@ -190,6 +191,7 @@ def _notebook(path: Path, name: str, source: str) -> None:
     nbformat.write(nb, path)
 
 
+@pytest.mark.integration
 def test_two_notebooks_run_by_hand_in_their_own_kernels_write_one_run(tmp_path, monkeypatch):
     """nbmake's way (nbclient, the kernel inherits this process's environment)."""
     from nbclient import NotebookClient

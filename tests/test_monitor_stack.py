@@ -29,6 +29,7 @@ def serve(settings, name):
     return server
 
 
+@pytest.mark.integration
 def test_targets_rules_promql_and_the_alert_drill(tmp_path, settings):
     servers = {name: serve(settings, name) for name in ("gateway", "memory")}
     stack = MonitorStack(settings, ["gateway", "memory"], tmp_path / "monitoring", timing=Timing.drill(1),
@@ -71,6 +72,7 @@ def test_targets_rules_promql_and_the_alert_drill(tmp_path, settings):
             server.stop()
 
 
+@pytest.mark.integration
 def test_a_target_that_does_not_answer_fails_with_its_scrape_error(tmp_path, settings):
     server = serve(settings, "gateway")
     try:

@@ -29,7 +29,7 @@ from suite.settings import Settings
 from suite.testing import free_port_offset
 from tests import netns
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]

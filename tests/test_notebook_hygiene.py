@@ -62,6 +62,7 @@ def _executed(source: Path) -> str:
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.integration
 def test_a_runbook_run_and_saved_leaves_the_working_tree_clean(tmp_path):
     repo = tmp_path / "repo"
     (repo / "runbooks").mkdir(parents=True)

@@ -257,6 +257,7 @@ def full_check_chain(grammar: str, vocab):
     return chain
 
 
+@pytest.mark.integration
 def test_grammar_last_picks_what_a_full_check_picks_and_only_what_the_grammar_allows(vocab_model):
     """Greedy with the grammar checking only the picked token (and the 256 most likely when it refuses
     it) picks exactly what llama.cpp's check of every token picks; the text is a valid call."""

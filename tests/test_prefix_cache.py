@@ -85,6 +85,7 @@ def delta(engine: Engine, before: dict, key: str) -> int:
     return engine.cache_info()[key] - before[key]
 
 
+@pytest.mark.integration
 def test_reuse_is_bit_exact_with_batch_invariant(llama):
     prompts = [SYSTEM + q for q in QUESTIONS]
     want = fresh_answers(llama, prompts, batch_invariant=True)
@@ -108,6 +109,7 @@ def test_reuse_is_bit_exact_with_batch_invariant(llama):
 
 
 @pytest.mark.parametrize("invariant", [False, True])
+@pytest.mark.integration
 def test_concurrent_prompts_behind_one_prefix_prefill_it_once(llama, invariant):
     prompts = [SYSTEM + q for q in QUESTIONS]
     want = fresh_answers(llama, prompts, batch_invariant=invariant)
@@ -133,6 +135,7 @@ def test_concurrent_prompts_behind_one_prefix_prefill_it_once(llama, invariant):
         engine.stop()
 
 
+@pytest.mark.integration
 def test_reuse_in_the_unified_cache_reads_the_right_cells(llama):
     """A cached prefix continued by a new question: its first token and log-probability are the fresh
     prefill's, up to what the repacked kernels' batch dependence moves anyway (the same prompt
@@ -160,6 +163,7 @@ def test_reuse_in_the_unified_cache_reads_the_right_cells(llama):
 
 
 @pytest.mark.parametrize("pins", [True, False])
+@pytest.mark.integration
 def test_sliding_window_cells_stay_for_a_longer_prefix(llama, monkeypatch, pins):
     """Gemma 3's window layers: llama.cpp reuses a cell once it slid out of its only sequence's
     window. Without the engine's pins a cached 750-token prompt loses its early window cells when
@@ -195,6 +199,7 @@ def test_sliding_window_cells_stay_for_a_longer_prefix(llama, monkeypatch, pins)
         engine.stop()
 
 
+@pytest.mark.integration
 def test_a_failed_decode_rewinds_or_ends_every_sequence_it_touched(llama, monkeypatch):
     """Injected: llama_decode writes the batch's cells and then reports failure. Every sequence of the
     step ends with the error and holds no cell; a request following one of them prefills on its own;
@@ -235,6 +240,7 @@ def test_a_failed_decode_rewinds_or_ends_every_sequence_it_touched(llama, monkey
         engine.stop()
 
 
+@pytest.mark.integration
 def test_no_room_for_a_step_empties_the_cache_and_retries(llama, monkeypatch):
     """Injected: llama_decode writes the cells and answers 1 (no memory slot) once while the cache
     holds prefixes. The engine rewinds every sequence of the step, drops the cached prefixes and
@@ -262,6 +268,7 @@ def test_no_room_for_a_step_empties_the_cache_and_retries(llama, monkeypatch):
         engine.stop()
 
 
+@pytest.mark.integration
 def test_a_window_the_source_lost_is_not_continued(llama, monkeypatch):
     """When llama.cpp says a cached sequence no longer holds the window before the prefix's end
     (``llama_memory_seq_pos_min``), the prompt is prefilled from scratch: no hit, the fresh answer."""
@@ -280,6 +287,7 @@ def test_a_window_the_source_lost_is_not_continued(llama, monkeypatch):
 
 
 @pytest.mark.parametrize("budget", [0, 40])
+@pytest.mark.integration
 def test_the_cache_stays_within_its_budget(llama, budget):
     engine = engine_for(llama, prefix_cache_tokens=budget)
     try:

@@ -81,6 +81,7 @@ def test_a_listening_stack_passes_the_check(tmp_path):
         Runbook.open(str(tmp_path / "run"), "03_smoke").needs_services(settings, 1)  # no raise
 
 
+@pytest.mark.integration
 def test_05_load_by_hand_with_no_stack_stops_with_one_line_and_no_pass(tmp_path, monkeypatch):
     """The issue's check: papermill, no `harness run`, nothing listening. Before, the warm-up fired
     8,333 requests at the closed port and `load.code.p95` passed at 0.569 ms."""

@@ -43,6 +43,7 @@ def test_embeddings_are_unit_vectors_and_a_rerun_reads_the_cache(tmp_path):
     assert len(calls) == 4
 
 
+@pytest.mark.integration
 def test_hnsw_recall_compares_the_index_with_exact_cosine_top_k():
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(8, 24))
@@ -54,6 +55,7 @@ def test_hnsw_recall_compares_the_index_with_exact_cosine_top_k():
     assert r.p50_ms <= r.p95_ms
 
 
+@pytest.mark.integration
 def test_hnsw_recall_counts_a_miss(monkeypatch):
     """An index that returns the wrong neighbours scores below 1: the comparison is real."""
     import qdrant_edge as qe
@@ -71,6 +73,7 @@ def quiet_settings(tmp_path) -> Settings:
     return Settings(data_dir=tmp_path)
 
 
+@pytest.mark.integration
 def test_the_info_row_shows_recall_and_never_judges(quiet_settings, monkeypatch):
     calls: list[int] = []
     monkeypatch.setattr(recall, "service_embedder", lambda settings: fake_embedder(calls))

@@ -54,6 +54,7 @@ def written_ids() -> set[str]:
     return ids
 
 
+@pytest.mark.integration
 def test_every_check_kind_the_harness_writes_has_its_own_next_step():
     ids = written_ids()
     assert len(ids) > 60 and {"env.ports", "security.config.auth", "smoke.gateway.failover"} <= ids
@@ -109,6 +110,7 @@ def env_book(tmp_path) -> Path:
     return book / "sequence.yaml"
 
 
+@pytest.mark.integration
 def test_a_port_held_by_another_process_ends_in_a_hint_that_leads_to_the_fix(tmp_path, env_book):
     env = _env(tmp_path)
     gateway = Settings(port_offset=int(env["SUITE_PORT_OFFSET"])).port("gateway")

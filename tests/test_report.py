@@ -125,6 +125,7 @@ def _render(page: Path, tmp_path: Path, dead_end: _DeadEnd) -> subprocess.Comple
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/install.sh installs it with the test extra)")
+@pytest.mark.integration
 def test_the_report_renders_completely_offline_in_headless_chromium(report, tmp_path):
     # the detector first: a page that needs the network is caught asking for it
     needy = tmp_path / "needs_network.html"

@@ -85,6 +85,7 @@ window.addEventListener('load', () => {
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/install.sh installs it with the test extra)")
+@pytest.mark.integration
 def test_verdict_figures_waivers_and_changes_are_above_the_fold(tmp_path):
     _run(tmp_path / "runs", "20261201-100000-aaaa", "2026-12-01T10:00:00+00:00", 1.0, broken=False)
     report = _run(tmp_path / "runs", "20261205-100000-bbbb", "2026-12-05T10:00:00+00:00", 1.25, broken=True)

@@ -100,6 +100,7 @@ def test_the_string_form_has_the_list_forms_limit(ctx):
     assert run(ctx, ["echo"] + ["a"] * 63)["stdout"].split() == ["a"] * 63
 
 
+@pytest.mark.integration
 def test_allowed_uses_work_and_operands_are_passed_resolved_after_our_own_double_dash(ctx):
     r = run(ctx, ["cat", "docs/a.txt"])
     assert (r["stdout"], r["exit_code"], r["argv"]) == ("inside\n", 0, ["cat", "--", "docs/a.txt"])
@@ -144,6 +145,7 @@ def test_output_cap_is_enforced_while_reading(ctx):
     assert r["truncated"] is True and len(r["stdout"]) == 4096
 
 
+@pytest.mark.integration
 def test_cpu_and_memory_limits_stop_a_program(ctx):
     root = ctx.sandbox.roots[0]
     cpu = Limits(cpu_s=1, memory_bytes=1 << 30, file_bytes=1 << 20)
@@ -165,6 +167,7 @@ def git(ctx: ToolContext, tool, path: str) -> dict:
     return asyncio.run(tool(ctx, {"path": path}))
 
 
+@pytest.mark.integration
 def test_git_tools_work_on_a_plain_repository(ctx):
     repo = git_repo(ctx.sandbox.roots[0] / "repo", "first commit")
     (repo / "new.txt").write_text("n")

@@ -156,6 +156,7 @@ def test_sandbox_roots_are_not_judged_where_the_tools_service_is_not_deployed(tm
 
 
 # -- scans ----------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_an_injected_high_severity_bandit_finding_fails_the_scan(tmp_path):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
@@ -171,6 +172,7 @@ def test_an_injected_high_severity_bandit_finding_fails_the_scan(tmp_path):
     assert "bandit:" in proc.stdout and "pip-audit:" in proc.stdout
 
 
+@pytest.mark.integration
 def test_the_project_itself_passes_bandit_with_its_reviewed_baseline():
     result = scans.bandit_scan()
     assert result.status == "pass", result.summary + json.dumps(result.findings)
@@ -218,6 +220,7 @@ def subjects(stack) -> matrix.MatrixKeys:
     return matrix.MatrixKeys.make(stack, run_keys(stack))
 
 
+@pytest.mark.integration
 def test_rbac_matrix_covers_every_schema_route_and_finds_no_leak(stack, subjects):
     keys = subjects
     results, cells = matrix.run_matrix(stack, 3, keys, names=["memory", "tools"])
@@ -253,6 +256,7 @@ def test_transport_probes_pass(stack):
     assert all(r.status is Status.PASS for r in results), [str(r) for r in results]
 
 
+@pytest.mark.integration
 def test_sandbox_corpus_escapes_zero_times(stack, tmp_path):
     results, attempts = corpus.run_corpus(stack, tmp_path, run_keys(stack))
     assert {r.id.rsplit(".", 1)[1] for r in results} >= {"read_file", "file_info", "list_directory", "search_files",

@@ -96,6 +96,7 @@ def runs(tmp_path) -> list[Path]:
     return sorted((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.integration
 def test_a_failed_run_resumes_from_the_failed_runbook_and_junit_has_one_case_per_check(tmp_path, sequence):
     flag = tmp_path / "fixed"
     env = _env(tmp_path)
@@ -127,6 +128,7 @@ def test_a_failed_run_resumes_from_the_failed_runbook_and_junit_has_one_case_per
         assert not re.search(r'(src|href)="(https?:)?//', page.read_text()), page
 
 
+@pytest.mark.integration
 def test_resume_starts_a_torn_down_stack_again_through_the_bring_up_step_only(tmp_path, sequence):
     text = sequence.read_text().replace("  - a.ipynb\n", "  - notebook: a.ipynb\n    brings_up: true\n")
     sequence.write_text(text)  # `a` plays 01_bring_up; `suite status` finds nothing of this stack up
@@ -142,6 +144,7 @@ def test_resume_starts_a_torn_down_stack_again_through_the_bring_up_step_only(tm
         "at": json.loads((run_dir / "run.json").read_text())["resumed"][0]["at"], "from": "b.ipynb", "again": ["a.ipynb"]}
 
 
+@pytest.mark.integration
 def test_a_second_run_is_refused_naming_the_holder_and_a_killed_run_resumes(tmp_path, sequence):
     env = _env(tmp_path)
     holder = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(sequence), "--runs-dir",
@@ -174,6 +177,7 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_killed_run_resumes(tmp_
     assert statuses == ["pass", "pass", "pass"]
 
 
+@pytest.mark.integration
 def test_a_secret_parameter_appears_nowhere_under_the_run(tmp_path, sequence):
     env = _env(tmp_path)
     proc = run(tmp_path, sequence, "-p", f"db_password={SECRET}", "-p", "warn=true", env=env)
@@ -192,6 +196,7 @@ def test_a_secret_parameter_appears_nowhere_under_the_run(tmp_path, sequence):
     assert again.returncode == 2 and "db_password" in again.stderr
 
 
+@pytest.mark.integration
 def test_list_diff_and_since_last_run(tmp_path, sequence):
     env = _env(tmp_path)
     assert run(tmp_path, sequence, "-p", "a_value=10", env=env).returncode == 0

@@ -37,6 +37,7 @@ def test_phase_1_skips_phase_2_steps_with_a_reason(tmp_path):
     assert all("phase 1" in r.detail for r in results)
 
 
+@pytest.mark.integration
 def test_a_check_whose_service_refuses_the_connection_fails_with_no_answer(tmp_path):
     # the frame every phase check shares: at the stack's phase it runs, times, and a refused connection
     # (nothing listens on these ports) is a FAIL saying no answer came, never a pass or a skip

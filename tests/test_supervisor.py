@@ -37,6 +37,7 @@ def test_up_refuses_a_taken_port_and_names_it(settings):
     assert backend.status() and not any(st.running for st in backend.status())  # nothing was started
 
 
+@pytest.mark.integration
 def test_failed_start_reports_the_log_and_stops_what_it_started(settings, tmp_path):
     bad = settings.model_copy(deep=True)
     bad.inference.code.path = tmp_path / "missing.gguf"

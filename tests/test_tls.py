@@ -39,6 +39,7 @@ def s_client(port: int, ca, extra: tuple[str, ...] = ()) -> subprocess.Completed
                           input="", capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.integration
 def test_tls_init_makes_a_private_ca_and_per_service_certificates_owner_only(secured):
     folder = secured.tls_dir
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
@@ -139,6 +140,7 @@ def test_the_gateway_verifies_its_replicas_and_ejects_one_it_cannot_trust(tmp_pa
             assert 'gateway_upstream_requests_total{outcome="connect_error",upstream="foreign"} 1.0' in text
 
 
+@pytest.mark.integration
 def test_no_bind_beyond_loopback_without_tls_and_auth(tmp_path):
     settings = stack_settings(tmp_path)
     for extra, word in (({"SUITE_AUTH__ENABLED": "false"}, "SUITE_AUTH__ENABLED"), ({}, "SUITE_TLS__ENABLED")):

@@ -72,6 +72,7 @@ async def mcp_session_run(settings, key, fn):
 
 
 # -- MCP ------------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_mcp_client_lists_tools_and_reads_a_file(stack, keys):
     async def go(session):
         listed = await session.list_tools()
@@ -127,6 +128,7 @@ def test_rest_read_file_and_error_shapes(stack, keys):
     assert call(stack, keys["guest"], "no_such_tool").status_code == 404
 
 
+@pytest.mark.integration
 def test_hostile_paths_escape_zero_times(stack, keys):
     outside = stack.data_dir / "outside"
     corpus = ["../outside/secret.txt", "../../../../etc/passwd", "docs/../../outside/secret.txt", "..",
@@ -189,6 +191,7 @@ def test_developer_delete_waits_for_admin_and_runs_once(stack, keys):
     assert any(e["approval_id"] == approval_id and e["status"] == 202 for e in rows)
 
 
+@pytest.mark.integration
 def test_cli_approve_and_deny(stack, keys):
     r = call(stack, keys["developer"], "write_file", {"path": "cli/approved.txt", "content": "via cli",
                                                       "create_dirs": True})
@@ -223,6 +226,7 @@ def test_rate_limit_burst_gets_429(stack):
     assert call(stack, key, "file_info", {"path": "docs/hello.txt"}).status_code == 200
 
 
+@pytest.mark.integration
 def test_anonymous_requests_do_not_grow_the_audit_log(stack):
     """Issue 32's attack on the real app: 100 unauthenticated requests added 100 audit rows."""
     since = time.time()
@@ -234,6 +238,7 @@ def test_anonymous_requests_do_not_grow_the_audit_log(stack):
     assert anonymous and len([r for r in anonymous if r["ts"] >= since]) <= stack.tools.audit_refusals_per_minute
 
 
+@pytest.mark.integration
 def test_every_call_is_audited(stack):
     key = cli_key(stack, "developer")
     key_id = key.split("_")[2]
@@ -298,6 +303,7 @@ def test_file_tools(stack, keys):
     assert call(stack, keys["guest"], "system_info").json()["result"]["cpu_count"] >= 1
 
 
+@pytest.mark.integration
 def test_command_runner_and_git(stack, keys):
     dev = keys["developer"]
     r = call(stack, dev, "run_command", {"command": ["cat", "docs/hello.txt"]})
@@ -325,6 +331,7 @@ def test_command_runner_and_git(stack, keys):
     assert [c["subject"] for c in log["commits"]] == ["first commit"]
 
 
+@pytest.mark.integration
 def test_harness_smoke_tools_and_memory_pass(stack):
     results = [*tools_smoke.run_all(stack, phase=3), memory_smoke.check_roundtrip(stack, phase=3)]
     assert [r.status.value for r in results] == ["pass"] * 6, [str(r) for r in results]

@@ -158,6 +158,7 @@ def test_embedded_store_persists_and_allows_one_owner(tmp_path, make):
     again.close()
 
 
+@pytest.mark.integration
 def test_an_edge_store_waits_for_a_predecessor_still_exiting(tmp_path):
     """A rag service restarted right after a kill -9 may find the lock still held by the dying process
     (the durability drill saw it ~2 s after the kill): it waits up to lock_wait_s, then opens."""

@@ -55,6 +55,7 @@ class HeldOptimizer:
         monkeypatch.setattr(EdgeStore, "_run_optimizer", waiting)
 
 
+@pytest.mark.integration
 def test_bulk_index_past_the_threshold_optimizes_in_the_background_while_queries_go_on(store, monkeypatch):
     held = HeldOptimizer(monkeypatch)
     data = docs(30)  # 300 points > THRESHOLD
@@ -90,6 +91,7 @@ def test_an_optimize_started_at_exactly_the_threshold_builds_the_index(store):
     assert info["indexed_vectors"] == THRESHOLD, info
 
 
+@pytest.mark.integration
 def test_writes_made_during_an_optimize_are_replayed_onto_the_optimized_shard(store, monkeypatch, tmp_path):
     held = HeldOptimizer(monkeypatch)
     index(store, "c", docs(30))

@@ -82,6 +82,7 @@ def test_judgement_expiry_first_match_and_a_waiver_that_covers_a_whole_stage_in_
     assert any("every gate of stage environment" in t for t in texts)
 
 
+@pytest.mark.integration
 def test_harness_run_refuses_a_whole_stage_waiver_or_one_without_expiry_before_anything_starts(tmp_path, sequence):
     path = waiver_file(tmp_path, check="smoke.*")
     refused = run(tmp_path, sequence, "--waivers", str(path))
@@ -92,6 +93,7 @@ def test_harness_run_refuses_a_whole_stage_waiver_or_one_without_expiry_before_a
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.integration
 def test_a_waived_failure_is_go_and_shown_as_waived_with_its_measure_and_reason(tmp_path, sequence):
     env = _env(tmp_path)
     path = waiver_file(tmp_path)
@@ -117,6 +119,7 @@ def test_a_waived_failure_is_go_and_shown_as_waived_with_its_measure_and_reason(
     assert case.find("failure") is None
 
 
+@pytest.mark.integration
 def test_an_expired_waiver_is_no_go_naming_it(tmp_path, sequence):
     env = _env(tmp_path)
     path = waiver_file(tmp_path, expires="2020-01-31")
