@@ -59,11 +59,14 @@ model_list:
     litellm_params: {model: openai/chat, api_base: "http://$TP_HOST:$(port_of chat)/v1", api_key: os.environ/TP_CHAT_KEY}
   - model_name: code
     litellm_params: {model: openai/code, api_base: "http://$TP_HOST:$(port_of code)/v1", api_key: os.environ/TP_CODE_KEY}
+# cooldown_time 1 s: a deployment that failed is skipped for 1 s. At 5 s, the fault drill's kill of code
+# (2 s after chat was ready again) found chat still cooling down, so code's fallback had nowhere to go
+# and LiteLLM answered 429: a double failure made by the drill's pacing (seen in CI, 2026-12-07)
 router_settings:
   fallbacks: [{"chat": ["code"]}, {"code": ["chat"]}]
   num_retries: 0
   allowed_fails: 1
-  cooldown_time: 5
+  cooldown_time: 1
 litellm_settings:
   telemetry: false
   request_timeout: 120
