@@ -426,6 +426,14 @@ class IPCKernelManager(AsyncKernelManager):
     ``shutdown_wait_time`` gets jupyter_client's interrupt, request, SIGTERM and SIGKILL.
     """
 
+    stderr_log: str | None = None  # set per step (``for_step``): the kernel's stderr goes there
+
+    @classmethod
+    def for_step(cls, log: Path) -> type[IPCKernelManager]:
+        """This manager with the kernel's stderr appended to ``log`` (the run's ``logs/``): warnings and
+        what ipykernel prints while it shuts down stay as evidence, off the console of a passing run."""
+        return type(f"{cls.__name__}ForStep", (cls,), {"stderr_log": str(log)})
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._ipc_dir = tempfile.mkdtemp(prefix="harness-kernel-")
@@ -452,6 +460,14 @@ class IPCKernelManager(AsyncKernelManager):
 
     shutdown_kernel = _async_shutdown_kernel  # AsyncKernelManager binds the base class's coroutine
 
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        if not self.stderr_log or "stderr" in kw:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        Path(self.stderr_log).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.stderr_log, "ab") as err:  # the kernel keeps its own copy of the descriptor
+            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": err})
+
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
         if not restart:
@@ -474,7 +490,8 @@ def _execute(seq: Sequence, step: Step, run: RunDir, parameters: dict[str, Any],
             str(source), str(output),
             parameters={**parameters, "run_dir": str(run.path), "run_id": run.run_id},
             kernel_name="python3", cwd=str(seq.folder), progress_bar=False, log_output=False,
-            report_mode=False, kernel_manager_class=IPCKernelManager,
+            report_mode=False,
+            kernel_manager_class=IPCKernelManager.for_step(run.path / "logs" / f"kernel-{Path(step.notebook).stem}.log"),
         )
         step.status = Status.PASS
     except PapermillExecutionError as exc:
