@@ -148,17 +148,19 @@ class BatchedModel:
         t0 = time.perf_counter()
         with load_log() as lines:
             llama = await asyncio.to_thread(load_llama, settings, role)
-        layers = placement(llama, cfg.n_gpu_layers, lines)
-        engine = Engine(llama, slots=inf.slots, queue_limit=inf.queue_limit, n_ctx=cfg.n_ctx,
-                        n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant,
-                        hooks=metrics.hooks(), stall_s=inf.stall_s,
-                        prefix_cache_tokens=inf.prefix_cache_tokens, adaptive_threads=inf.adaptive_threads)
-        engine.start()
-        try:
+        engine = None
+        try:  # whatever fails from here on, the model (and the engine, once started) is closed again
+            layers = placement(llama, cfg.n_gpu_layers, lines)
+            engine = Engine(llama, slots=inf.slots, queue_limit=inf.queue_limit, n_ctx=cfg.n_ctx,
+                            n_batch=cfg.n_batch, batch_invariant=inf.batch_invariant,
+                            hooks=metrics.hooks(), stall_s=inf.stall_s,
+                            prefix_cache_tokens=inf.prefix_cache_tokens, adaptive_threads=inf.adaptive_threads)
+            engine.start()
             metrics.watch(engine)
             model = cls(settings, role, llama, engine, layers, time.perf_counter() - t0, metrics)
         except BaseException:
-            engine.stop()
+            if engine is not None:
+                engine.stop()
             llama.close()
             raise
         log.info("batched engine up: %d slots of %d tokens (KV cache %s MiB per slot), queue %d, loaded in %.1fs",
